@@ -1,0 +1,67 @@
+# m3lit — `make help` lists the targets. Every target creates .venv first when it is missing or stale.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.m3lit-installed
+# CPU machines get this torch. On this project's machines the CPU wheel lies on local disk; elsewhere set
+# TORCH_INDEX=https://download.pytorch.org/whl/cpu. GPU users: install your CUDA torch into .venv first
+# (or set TORCH_SPEC=skip); an importable torch is never replaced.
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
+ARGS ?=
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@if $(BIN)/python -c "import torch" 2>/dev/null || [ "$(TORCH_SPEC)" = skip ]; then \
+		echo "torch already present: $$($(BIN)/python -c 'import torch; print(torch.__version__)' 2>/dev/null)"; \
+	else \
+		$(BIN)/pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"; \
+	fi
+	$(BIN)/pip install -q -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP) ## Create .venv with m3lit (editable), CPU torch and the test/dev extras
+
+test: $(STAMP) ## Run the whole offline test suite (what CI runs)
+	$(BIN)/python -m pytest -q -m "not gpu" $(ARGS)
+
+test-fast: $(STAMP) ## Skip the slow tests (multi-process DDP, resume, full recipe)
+	$(BIN)/python -m pytest -q -m "not gpu and not slow" $(ARGS)
+
+train: $(STAMP) ## Offline demo: build data + tokenizer, train stage 1 -> stage 2, evaluate (ARGS=... overrides)
+	$(BIN)/python -m m3lit.train $(ARGS)
+
+eval: $(STAMP) ## Evaluate a model: make eval ARGS="model=PATH data=DIR output_dir=OUT"
+	$(BIN)/python -m m3lit.evaluate $(ARGS)
+
+export: $(STAMP) ## Export a checkpoint: make export ARGS="ckpt_path=CKPT output_dir=DIR"
+	$(BIN)/python -m m3lit.export $(ARGS)
+
+bench: $(STAMP) ## Run every benchmark (tables on stdout, JSON in bench_results/)
+	$(BIN)/python -m benchmarks.run_all $(ARGS)
+
+demo-data: $(STAMP) ## Build the offline demo corpus and tokenizer only
+	$(BIN)/python -m m3lit.data.demo $(ARGS)
+
+lint: $(STAMP) ## Ruff lint + format check
+	$(BIN)/ruff check m3lit tests benchmarks
+	$(BIN)/ruff format --check m3lit tests benchmarks
+
+format: $(STAMP) ## Ruff autofix + format
+	$(BIN)/ruff check --fix m3lit tests benchmarks
+	$(BIN)/ruff format m3lit tests benchmarks
+
+clean: ## Remove caches and run outputs (keeps .venv)
+	rm -rf logs outputs bench_results .pytest_cache .ruff_cache .cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+clean-all: clean ## Also remove .venv
+	rm -rf $(VENV)
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
+
+.PHONY: install test test-fast train eval export bench demo-data lint format clean clean-all help

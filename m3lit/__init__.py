@@ -1,0 +1,25 @@
+"""m3lit: train BGE-M3-style dense + sparse + multi-vector text embedders with PyTorch Lightning."""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+__version__ = "0.1.0"
+
+# Heavy modules are imported on first use, so `import m3lit` stays cheap for command-line tools.
+_LAZY = {
+    "M3Model": "m3lit.model",
+    "M3Output": "m3lit.model",
+    "M3Embedder": "m3lit.inference",
+    "M3LitModule": "m3lit.training.lit_module",
+    "M3DataModule": "m3lit.data.datamodule",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'm3lit' has no attribute {name!r}")

@@ -1,0 +1,79 @@
+"""The three BGE-M3 scoring heads on top of the encoder's last hidden states H (B, L, H).
+
+BGE-M3, arXiv:2402.03216 §3.2 ("Hybrid retrieval"):
+
+* dense: e = norm(H[:, 0]) (no parameters);
+* lexical: w_i = ReLU(W_lex^T H[:, i]) per token, special tokens zeroed;
+* multi-vector: E = norm(W_mul^T H[:, 1:]) per token but CLS, padding rows zeroed.
+
+The heads are plain ``nn.Module``s with the FlagEmbedding parameter layout (``sparse_linear`` is
+``Linear(H, 1)``, ``colbert_linear`` is ``Linear(H, colbert_dim)``, both with bias), so their state dicts
+are exactly the ``sparse_linear.pt`` / ``colbert_linear.pt`` files of a FlagEmbedding checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["DenseHead", "SparseHead", "ColbertHead"]
+
+
+class DenseHead(nn.Module):
+    """CLS pooling followed by L2 normalisation (``F.normalize``, eps 1e-12, as the reference)."""
+
+    def __init__(self, normalize: bool = True) -> None:
+        super().__init__()
+        self.normalize = normalize
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(B, L, H) hidden states -> (B, H) dense vectors."""
+        cls = hidden[:, 0]
+        return F.normalize(cls, dim=-1) if self.normalize else cls
+
+
+class SparseHead(nn.Module):
+    """Per-token lexical weights ReLU(Linear(H, 1)(h_i)), with special-token positions set to 0.
+
+    Args:
+        hidden_size: encoder width H.
+        special_token_ids: ids whose weights are always zero (the tokenizer's cls/bos, eos/sep, pad and
+            unk ids; read from the tokenizer, never hard-coded). Zeroing per position is equivalent to the
+            reference's zeroing of those vocabulary columns after max-pooling.
+    """
+
+    def __init__(self, hidden_size: int, special_token_ids: Sequence[int]) -> None:
+        super().__init__()
+        self.linear = nn.Linear(hidden_size, 1)
+        self.register_buffer(
+            "special_token_ids", torch.tensor(sorted(set(special_token_ids)), dtype=torch.long), persistent=False
+        )
+
+    def forward(self, hidden: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        """(B, L, H) hidden states and (B, L) ids -> (B, L) non-negative weights."""
+        weights = torch.relu(self.linear(hidden)).squeeze(-1)  # (B, L)
+        keep = ~torch.isin(input_ids, self.special_token_ids)
+        return weights * keep.to(weights.dtype)
+
+
+class ColbertHead(nn.Module):
+    """Multi-vector head: Linear(H, Dc) on tokens 1..L-1 (CLS dropped), padding zeroed, then L2-normalised.
+
+    ``colbert_dim <= 0`` means Dc = H, as in FlagEmbedding (released bge-m3: 1024 x 1024).
+    """
+
+    def __init__(self, hidden_size: int, colbert_dim: int = -1, normalize: bool = True) -> None:
+        super().__init__()
+        self.linear = nn.Linear(hidden_size, colbert_dim if colbert_dim > 0 else hidden_size)
+        self.normalize = normalize
+
+    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, L, H), (B, L) -> vectors (B, L-1, Dc) and their boolean mask (B, L-1)."""
+        mask = attention_mask[:, 1:].bool()  # (B, L-1)
+        vecs = self.linear(hidden[:, 1:]) * mask.unsqueeze(-1).to(hidden.dtype)  # (B, L-1, Dc)
+        if self.normalize:
+            vecs = F.normalize(vecs, dim=-1)  # zero rows stay zero
+        return vecs, mask

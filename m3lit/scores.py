@@ -1,0 +1,224 @@
+"""Score functions for the three BGE-M3 representations. Pure, differentiable, un-tempered.
+
+BGE-M3, arXiv:2402.03216 §3.2: s_dense = <e_q, e_p>; s_lex = sum over shared tokens t of w_q,t * w_p,t;
+s_mul = (1/N_q) sum_i max_j <E_q,i, E_p,j>; s_rank = w1 s_dense + w2 s_lex + w3 s_mul.
+
+Each ``*_scores`` function returns a raw (Bq, Bp) matrix (every query against every passage); each
+``*_scores_pairwise`` returns (B,) scores of row i against row i (re-ranking, ``compute_score``).
+Temperatures belong to the losses, not here.
+
+Sparse scores never build a vocabulary-sized tensor (spec §0). The ids that occur in the batch form a
+batch-local vocabulary of size U <= Bq*Lq + Bp*Lp; each text is max-pooled into a (U,) vector with
+``scatter_reduce(amax)`` and the scores are one (Bq, U) @ (U, Bp) product. That equals the dot product of
+the (B, V) max-pooled vectors exactly (absent ids contribute 0 to both), in value and in gradient, at
+O((Bq + Bp) * U) memory instead of O(B * L * V).
+
+>>> import torch
+>>> q_w, q_ids = torch.tensor([[0.5, 0.2, 0.4]]), torch.tensor([[7, 9, 7]])   # token 7 twice: max 0.5
+>>> p_w, p_ids = torch.tensor([[1.0, 3.0]]), torch.tensor([[7, 9]])
+>>> sparse_scores(q_w, q_ids, p_w, p_ids)   # 0.5*1.0 + 0.2*3.0
+tensor([[1.1000]])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+__all__ = [
+    "dense_scores",
+    "sparse_scores",
+    "colbert_scores",
+    "dense_scores_pairwise",
+    "sparse_scores_pairwise",
+    "colbert_scores_pairwise",
+    "fused_scores",
+]
+
+#: Upper bound on the elements of ColBERT's 4-D (Bq, Lq, chunk, Lp) similarity block (~256 MB in fp32).
+COLBERT_CHUNK_ELEMENTS = 64 * 1024 * 1024
+
+
+def dense_scores(q: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """Inner products of (Bq, D) query and (Bp, D) passage vectors -> (Bq, Bp).
+
+    >>> dense_scores(torch.tensor([[1.0, 0.0]]), torch.tensor([[0.6, 0.8], [0.0, 1.0]]))
+    tensor([[0.6000, 0.0000]])
+    """
+    _check_dims("dense_scores", q=(q, 2), p=(p, 2))
+    if q.shape[-1] != p.shape[-1]:
+        raise ValueError(f"dense_scores: query dim {q.shape[-1]} != passage dim {p.shape[-1]}")
+    return q @ p.transpose(0, 1)
+
+
+def dense_scores_pairwise(q: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """Row-wise inner products of (B, D) and (B, D) -> (B,)."""
+    _check_dims("dense_scores_pairwise", q=(q, 2), p=(p, 2))
+    _check_same_rows("dense_scores_pairwise", q, p)
+    return (q * p).sum(-1)
+
+
+def sparse_scores(
+    q_weights: torch.Tensor, q_ids: torch.Tensor, p_weights: torch.Tensor, p_ids: torch.Tensor
+) -> torch.Tensor:
+    """Lexical matching scores (Bq, Bp) from per-token weights (Bq, Lq), (Bp, Lp) and their ids.
+
+    Exactly ``v_q @ v_p.T`` where v[t] = max over positions i with id t of w_i (0 if t is absent).
+    Special tokens and padding must already carry weight 0 (``SparseHead`` does that).
+    """
+    _check_token_pair("sparse_scores", q_weights, q_ids, p_weights, p_ids)
+    all_ids = torch.cat([q_ids.reshape(-1), p_ids.reshape(-1)])
+    local_vocab, inverse = torch.unique(all_ids, return_inverse=True)  # (U,), (Bq*Lq + Bp*Lp,)
+    n_q = q_ids.numel()
+    q_vec = _max_pool(q_weights, inverse[:n_q].view_as(q_ids), local_vocab.numel())  # (Bq, U)
+    p_vec = _max_pool(p_weights, inverse[n_q:].view_as(p_ids), local_vocab.numel())  # (Bp, U)
+    return q_vec @ p_vec.transpose(0, 1)
+
+
+def sparse_scores_pairwise(
+    q_weights: torch.Tensor, q_ids: torch.Tensor, p_weights: torch.Tensor, p_ids: torch.Tensor
+) -> torch.Tensor:
+    """Row-wise lexical scores: query i against passage i, (B, Lq) and (B, Lp) inputs -> (B,)."""
+    _check_token_pair("sparse_scores_pairwise", q_weights, q_ids, p_weights, p_ids)
+    _check_same_rows("sparse_scores_pairwise", q_ids, p_ids)
+    rows = q_ids.shape[0]
+    # Key each token by (row, id) so one flat batch-local vocabulary serves every pair at once.
+    q_keys = q_ids + _row_offsets(q_ids, p_ids)
+    p_keys = p_ids + _row_offsets(p_ids, q_ids)
+    keys, inverse = torch.unique(torch.cat([q_keys.reshape(-1), p_keys.reshape(-1)]), return_inverse=True)
+    n_q = q_ids.numel()
+    q_vec = _max_pool(q_weights.reshape(1, -1), inverse[:n_q].view(1, -1), keys.numel())[0]  # (U,)
+    p_vec = _max_pool(p_weights.reshape(1, -1), inverse[n_q:].view(1, -1), keys.numel())[0]  # (U,)
+    key_rows = torch.div(keys, _id_span(q_ids, p_ids), rounding_mode="floor")  # (U,) row of each key
+    return torch.zeros(rows, dtype=q_vec.dtype, device=q_vec.device).index_add(0, key_rows, q_vec * p_vec)
+
+
+def colbert_scores(
+    q_vecs: torch.Tensor,
+    q_mask: torch.Tensor,
+    p_vecs: torch.Tensor,
+    p_mask: torch.Tensor,
+    chunk_elements: int = COLBERT_CHUNK_ELEMENTS,
+) -> torch.Tensor:
+    """Late-interaction (MaxSim) scores (Bq, Bp).
+
+    s(q, p) = sum_i m_q,i * max_{j: m_p,j} <q_i, p_j> / sum_i m_q,i, for query vectors (Bq, Lq, D) with mask
+    (Bq, Lq) and passage vectors (Bp, Lp, D) with mask (Bp, Lp); masks align with the vectors (CLS already
+    dropped). Padded passage tokens are excluded from the max, so padding never changes a score (the
+    reference's padded zero vectors clip a negative max at 0; its unpadded ``colbert_score`` does not).
+    Passages are processed in chunks so the (Bq, Lq, chunk, Lp) block stays under ``chunk_elements``.
+
+    >>> q = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]]); qm = torch.tensor([[True, True]])
+    >>> p = torch.tensor([[[0.6, 0.8], [1.0, 0.0]]]); pm = torch.tensor([[True, True]])
+    >>> colbert_scores(q, qm, p, pm)   # (max(0.6, 1.0) + max(0.8, 0.0)) / 2
+    tensor([[0.9000]])
+    """
+    _check_colbert("colbert_scores", q_vecs, q_mask, p_vecs, p_mask)
+    n_q, l_q = q_vecs.shape[:2]
+    per_passage = max(1, n_q * l_q * p_vecs.shape[1])
+    chunk = max(1, chunk_elements // per_passage)
+    q_weight = q_mask.to(q_vecs.dtype)  # (Bq, Lq)
+    q_count = q_weight.sum(-1, keepdim=True).clamp_min(1)  # (Bq, 1)
+    blocks = []
+    for start in range(0, p_vecs.shape[0], chunk):
+        p_chunk, m_chunk = p_vecs[start : start + chunk], p_mask[start : start + chunk].bool()
+        sim = torch.einsum("aid,bjd->aibj", q_vecs, p_chunk)  # (Bq, Lq, C, Lp)
+        sim = sim.masked_fill(~m_chunk[None, None], torch.finfo(sim.dtype).min)
+        best = sim.amax(-1) * m_chunk.any(-1)[None, None].to(sim.dtype)  # (Bq, Lq, C); empty passage -> 0
+        blocks.append(torch.einsum("aic,ai->ac", best, q_weight))  # (Bq, C)
+    return torch.cat(blocks, dim=1) / q_count
+
+
+def colbert_scores_pairwise(
+    q_vecs: torch.Tensor, q_mask: torch.Tensor, p_vecs: torch.Tensor, p_mask: torch.Tensor
+) -> torch.Tensor:
+    """Row-wise MaxSim: query i against passage i, (B, Lq, D) and (B, Lp, D) inputs -> (B,)."""
+    _check_colbert("colbert_scores_pairwise", q_vecs, q_mask, p_vecs, p_mask)
+    _check_same_rows("colbert_scores_pairwise", q_vecs, p_vecs)
+    sim = torch.einsum("bid,bjd->bij", q_vecs, p_vecs)  # (B, Lq, Lp)
+    p_mask = p_mask.bool()
+    sim = sim.masked_fill(~p_mask[:, None], torch.finfo(sim.dtype).min)
+    best = sim.amax(-1) * p_mask.any(-1, keepdim=True).to(sim.dtype)  # (B, Lq)
+    q_weight = q_mask.to(q_vecs.dtype)
+    return (best * q_weight).sum(-1) / q_weight.sum(-1).clamp_min(1)
+
+
+def fused_scores(
+    dense: torch.Tensor | None,
+    sparse: torch.Tensor | None,
+    colbert: torch.Tensor | None,
+    weights: Sequence[float] = (1.0, 0.3, 1.0),
+    normalize: bool = False,
+) -> torch.Tensor:
+    """Weighted sum w_d*dense + w_s*sparse + w_c*colbert of any same-shaped scores; None terms are left out.
+
+    The default weights are the training ensemble s_inter = s_dense + 0.3 s_lex + s_mul (reference code;
+    paper v2 writes them unweighted). ``normalize=True`` divides by the sum of the weights used, as
+    FlagEmbedding's ``compute_score`` does for its ``sparse+dense`` and ``colbert+sparse+dense`` keys.
+
+    >>> fused_scores(torch.tensor([1.0]), torch.tensor([2.0]), None, weights=(1.0, 0.5, 1.0))
+    tensor([2.])
+    """
+    if len(weights) != 3:
+        raise ValueError(f"fused_scores: need 3 weights (dense, sparse, colbert), got {len(weights)}")
+    terms = [(w, s) for w, s in zip(weights, (dense, sparse, colbert), strict=True) if s is not None]
+    if not terms:
+        raise ValueError("fused_scores: every score is None")
+    shapes = {tuple(s.shape) for _, s in terms}
+    if len(shapes) > 1:
+        raise ValueError(f"fused_scores: score shapes differ: {sorted(shapes)}")
+    total = sum(w * s for w, s in terms)
+    if normalize:
+        total = total / sum(w for w, _ in terms)
+    return total
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def _max_pool(weights: torch.Tensor, slots: torch.Tensor, size: int) -> torch.Tensor:
+    """Max of (R, L) ``weights`` per (R, L) vocabulary ``slots`` -> (R, size); 0 where a slot is absent.
+
+    Weights are >= 0 (ReLU), so the zero initial value never beats a present token's weight; gradients
+    reach the positions holding the max (shared evenly between exact ties).
+    """
+    out = torch.zeros(weights.shape[0], size, dtype=weights.dtype, device=weights.device)
+    return out.scatter_reduce(1, slots, weights, reduce="amax", include_self=True)
+
+
+def _id_span(*ids: torch.Tensor) -> int:
+    return int(max(int(t.max()) if t.numel() else 0 for t in ids)) + 1
+
+
+def _row_offsets(ids: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """(B, 1) offsets row * span, where span exceeds every id in both tensors."""
+    span = _id_span(ids, other)
+    return torch.arange(ids.shape[0], device=ids.device).unsqueeze(1) * span
+
+
+def _check_dims(fn: str, **tensors: tuple[torch.Tensor, int]) -> None:
+    for name, (tensor, ndim) in tensors.items():
+        if tensor.dim() != ndim:
+            raise ValueError(f"{fn}: {name} must be {ndim}-D, got shape {tuple(tensor.shape)}")
+
+
+def _check_same_rows(fn: str, a: torch.Tensor, b: torch.Tensor) -> None:
+    if a.shape[0] != b.shape[0]:
+        raise ValueError(f"{fn}: pairwise scoring needs as many passages as queries ({a.shape[0]} vs {b.shape[0]})")
+
+
+def _check_token_pair(fn: str, qw: torch.Tensor, qi: torch.Tensor, pw: torch.Tensor, pi: torch.Tensor) -> None:
+    _check_dims(fn, q_weights=(qw, 2), q_ids=(qi, 2), p_weights=(pw, 2), p_ids=(pi, 2))
+    if qw.shape != qi.shape:
+        raise ValueError(f"{fn}: q_weights {tuple(qw.shape)} and q_ids {tuple(qi.shape)} must have the same shape")
+    if pw.shape != pi.shape:
+        raise ValueError(f"{fn}: p_weights {tuple(pw.shape)} and p_ids {tuple(pi.shape)} must have the same shape")
+
+
+def _check_colbert(fn: str, qv: torch.Tensor, qm: torch.Tensor, pv: torch.Tensor, pm: torch.Tensor) -> None:
+    _check_dims(fn, q_vecs=(qv, 3), q_mask=(qm, 2), p_vecs=(pv, 3), p_mask=(pm, 2))
+    if qv.shape[:2] != qm.shape:
+        raise ValueError(f"{fn}: q_mask {tuple(qm.shape)} does not align with q_vecs {tuple(qv.shape)}")
+    if pv.shape[:2] != pm.shape:
+        raise ValueError(f"{fn}: p_mask {tuple(pm.shape)} does not align with p_vecs {tuple(pv.shape)}")
+    if qv.shape[-1] != pv.shape[-1]:
+        raise ValueError(f"{fn}: query dim {qv.shape[-1]} != passage dim {pv.shape[-1]}")

@@ -1,0 +1,47 @@
+"""Offline fixtures: a tokenizer m3lit builds itself and tiny random XLM-R models. Nothing downloads."""
+
+from __future__ import annotations
+
+import builtins
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def builtin_docstrings() -> list[str]:
+    """A small deterministic corpus: the docstrings of Python's builtins."""
+    return [obj.__doc__ for _, obj in sorted(vars(builtins).items()) if isinstance(getattr(obj, "__doc__", None), str)]
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from m3lit.tokenizer import build_tokenizer
+
+    return build_tokenizer(builtin_docstrings() * 2, vocab_size=600)
+
+
+@pytest.fixture(scope="session")
+def tiny_config(tokenizer):
+    from m3lit.model.tiny import tiny_xlmr_config
+
+    return tiny_xlmr_config(len(tokenizer), hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_length=128)
+
+
+@pytest.fixture
+def tiny_model(tiny_config, tokenizer):
+    from m3lit.model import M3Model
+
+    torch.manual_seed(0)
+    return M3Model.from_config(tiny_config, tokenizer, colbert_dim=16)
+
+
+@pytest.fixture
+def texts():
+    return builtin_docstrings()[:12]
