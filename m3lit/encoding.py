@@ -1,0 +1,234 @@
+"""Batch encoding of raw texts into numpy outputs: the one inference loop every m3lit tool shares.
+
+``encode_texts`` is what ``M3Embedder``, evaluation, hard-negative mining and the ``encode`` command use.
+It follows FlagEmbedding's inference procedure (``M3Embedder.encode_single_device``), so results agree with
+``BGEM3FlagModel`` on the same checkpoint:
+
+1. tokenise every text without padding, truncated to ``max_length`` (special tokens included);
+2. sort by token count, longest first, so each batch is padded to a similar length;
+3. encode batch by batch with right padding under ``torch.inference_mode`` in eval mode;
+   on out-of-memory the batch size shrinks to 3/4 and the batch is retried (down to 1);
+4. restore the input order.
+
+Outputs per text (BGE-M3, arXiv:2402.03216 §3.2): the normalised CLS vector; the lexical weights
+max-pooled per unique token id with the tokenizer's cls/eos/pad/unk ids dropped and only weights > 0
+kept (ids in order of their first weighted occurrence, as FlagEmbedding's dicts); the ColBERT vectors of
+all real tokens but CLS (``</s>`` included). With ``mcls_interval`` set, long texts get extra CLS tokens
+(App. B.2, see :mod:`m3lit.mcls`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from m3lit.mcls import insert_cls_tokens, mcls_forward
+from m3lit.model import M3Model
+
+__all__ = ["EncodedTexts", "encode_texts", "tokenize_texts", "is_out_of_memory", "sparse_to_dict"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EncodedTexts:
+    """Outputs of :func:`encode_texts`; a field is None when it was not requested.
+
+    Attributes:
+        dense: (N, H) float32 normalised CLS (or MCLS) vectors.
+        sparse: per text ``(ids, weights)``: unique int64 token ids and their float32 weights (> 0).
+        colbert: per text a float32 array (n_tokens - 1, Dc): every real token but CLS.
+        batch_size: the batch size finally used (smaller than requested after an out-of-memory back-off).
+    """
+
+    dense: np.ndarray | None = None
+    sparse: list[tuple[np.ndarray, np.ndarray]] | None = None
+    colbert: list[np.ndarray] | None = None
+    batch_size: int = 0
+
+
+def tokenize_texts(tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
+    """Token ids of every text, special tokens added, truncated to ``max_length``, unpadded."""
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"texts[{i}] is {type(text).__name__}, expected str")
+    if not texts:
+        return []
+    return tokenizer(list(texts), truncation=True, max_length=max_length, padding=False)["input_ids"]
+
+
+def encode_texts(
+    model: M3Model,
+    texts: Sequence[str],
+    *,
+    batch_size: int = 256,
+    max_length: int = 512,
+    dense: bool = True,
+    sparse: bool = False,
+    colbert: bool = False,
+    device: torch.device | str | None = None,
+    progress: bool = False,
+    mcls_interval: int | None = None,
+) -> EncodedTexts:
+    """Encode ``texts`` with ``model`` (see the module docstring for the procedure).
+
+    Args:
+        model: an ``M3Model``; it is put in eval mode for the call and its training flag restored after.
+        texts: the strings to encode.
+        batch_size: texts per forward pass (the starting value of the out-of-memory back-off).
+        max_length: truncation length in tokens, special tokens included; capped at ``model.max_length``.
+        dense / sparse / colbert: which outputs to compute.
+        device: where to run; None = where the model's parameters are. The model is moved there.
+        progress: show a tqdm progress bar over batches.
+        mcls_interval: insert a CLS token every this many tokens (App. B.2, :mod:`m3lit.mcls`); None = off.
+
+    Returns:
+        :class:`EncodedTexts` in the order of ``texts``.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not (dense or sparse or colbert):
+        raise ValueError("encode_texts: request at least one of dense, sparse, colbert")
+    if max_length > model.max_length:
+        log.warning(
+            "max_length=%d exceeds the model's limit; truncating to %d tokens", max_length, model.max_length
+        )
+        max_length = model.max_length
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    tokenizer = model.tokenizer
+    items = _prepare(tokenizer, texts, max_length, mcls_interval)
+    order = np.argsort([-len(ids) for ids, _ in items], kind="stable")  # longest first
+    sorted_items = [items[i] for i in order]
+
+    was_training = model.training
+    model.to(device).eval()
+    dense_out: list[np.ndarray] = []
+    sparse_out: list[tuple[np.ndarray, np.ndarray]] = []
+    colbert_out: list[np.ndarray] = []
+    bar = _progress_bar(len(sorted_items), progress)
+    try:
+        start = 0
+        while start < len(sorted_items):
+            chunk = sorted_items[start : start + batch_size]
+            try:
+                out = _forward(model, chunk, tokenizer.pad_token_id, device, dense, sparse, colbert)
+            except RuntimeError as error:  # torch.OutOfMemoryError is a RuntimeError
+                if not is_out_of_memory(error) or batch_size == 1:
+                    raise
+                batch_size = max(1, batch_size * 3 // 4)
+                log.warning("out of memory; retrying with batch_size=%d", batch_size)
+                _empty_cache(device)
+                continue
+            if dense:
+                dense_out.append(out.dense.float().cpu().numpy())
+            if sparse:
+                sparse_out.extend(
+                    _sparse_rows(out.sparse_weights.float().cpu().numpy(), out.token_ids.cpu().numpy())
+                )
+            if colbert:
+                vecs, keep = out.colbert.float().cpu().numpy(), out.colbert_mask.cpu().numpy()
+                colbert_out.extend(vecs[i][keep[i]] for i in range(len(chunk)))
+            del out
+            start += len(chunk)
+            if bar is not None:
+                bar.update(len(chunk))
+    finally:
+        model.train(was_training)
+        if bar is not None:
+            bar.close()
+
+    inverse = np.empty(len(order), dtype=np.int64)
+    inverse[order] = np.arange(len(order))
+    result = EncodedTexts(batch_size=batch_size)
+    if dense:
+        stacked = np.concatenate(dense_out) if dense_out else np.zeros((0, model.hidden_size), np.float32)
+        result.dense = stacked[inverse]
+    if sparse:
+        result.sparse = [sparse_out[i] for i in inverse]
+    if colbert:
+        result.colbert = [colbert_out[i] for i in inverse]
+    return result
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """True for CUDA/MPS/CPU allocation failures (``torch.OutOfMemoryError`` or an 'out of memory' message)."""
+    return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
+
+
+def sparse_to_dict(ids: np.ndarray, weights: np.ndarray) -> dict[str, np.float32]:
+    """FlagEmbedding's ``lexical_weights`` form: ``{str(token_id): weight}``, insertion in given order."""
+    return {str(int(i)): w for i, w in zip(ids, weights.astype(np.float32), strict=True)}
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def _prepare(
+    tokenizer, texts: Sequence[str], max_length: int, mcls_interval: int | None
+) -> list[tuple[list[int], list[bool] | None]]:
+    """Tokenised texts, each with its inserted-CLS flags when MCLS is on (None otherwise)."""
+    ids = tokenize_texts(tokenizer, texts, max_length)
+    if mcls_interval is None:
+        return [(row, None) for row in ids]
+    cls_id, eos_id = tokenizer.cls_token_id, tokenizer.eos_token_id
+    return [insert_cls_tokens(row, mcls_interval, cls_id, eos_id, max_length) for row in ids]
+
+
+def _forward(model, chunk, pad_id: int, device, dense: bool, sparse: bool, colbert: bool):
+    """Right-pad one batch and run the model (MCLS when the items carry inserted-CLS flags)."""
+    length = max(len(ids) for ids, _ in chunk)
+    input_ids = torch.full((len(chunk), length), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(chunk), length), dtype=torch.long)
+    inserted = torch.zeros((len(chunk), length), dtype=torch.bool)
+    for row, (ids, flags) in enumerate(chunk):
+        input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        attention_mask[row, : len(ids)] = 1
+        if flags is not None:
+            inserted[row, : len(ids)] = torch.tensor(flags, dtype=torch.bool)
+    input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
+    with torch.inference_mode():
+        if chunk[0][1] is not None:
+            out = mcls_forward(
+                model,
+                input_ids,
+                attention_mask,
+                inserted.to(device),
+                dense=dense,
+                sparse=sparse,
+                colbert=colbert,
+            )
+        else:
+            out = model(input_ids, attention_mask, dense=dense, sparse=sparse, colbert=colbert)
+    return out
+
+
+def _sparse_rows(weights: np.ndarray, ids: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per row: unique ids with weight > 0, their max weight, ordered by first weighted occurrence.
+
+    ``SparseHead`` already zeroed special tokens and padding, so only real, weighted tokens remain.
+    """
+    rows = []
+    for w, t in zip(weights, ids, strict=True):
+        keep = w > 0
+        w, t = w[keep], t[keep].astype(np.int64)
+        uniq, first, inverse = np.unique(t, return_index=True, return_inverse=True)
+        best = np.zeros(len(uniq), dtype=np.float32)
+        np.maximum.at(best, inverse, w)
+        by_first = np.argsort(first, kind="stable")
+        rows.append((uniq[by_first], best[by_first]))
+    return rows
+
+
+def _progress_bar(total: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="encode", unit="text")
+
+
+def _empty_cache(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
