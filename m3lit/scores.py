@@ -7,11 +7,13 @@ Each ``*_scores`` function returns a raw (Bq, Bp) matrix (every query against ev
 ``*_scores_pairwise`` returns (B,) scores of row i against row i (re-ranking, ``compute_score``).
 Temperatures belong to the losses, not here.
 
-Sparse scores never build a vocabulary-sized tensor (spec §0). The ids that occur in the batch form a
-batch-local vocabulary of size U <= Bq*Lq + Bp*Lp; each text is max-pooled into a (U,) vector with
-``scatter_reduce(amax)`` and the scores are one (Bq, U) @ (U, Bp) product. That equals the dot product of
-the (B, V) max-pooled vectors exactly (absent ids contribute 0 to both), in value and in gradient, at
-O((Bq + Bp) * U) memory instead of O(B * L * V).
+Sparse scores never build a vocabulary-sized tensor (spec §0). Only ids present on BOTH sides can
+contribute, so the distinct ids of the side with fewer tokens (usually the queries) form a batch-local
+vocabulary of size U <= min(Bq*Lq, Bp*Lp, V). Each text is max-pooled into a (U,) vector with
+``scatter_reduce(amax)`` (tokens of the other side that are not in it go to a discarded slot) and the
+scores are one (Bq, U) @ (U, Bp) product. That equals the dot product of the (B, V) max-pooled vectors
+exactly (ids absent from one side contribute 0), in value and in gradient, at O((Bq + Bp) * U) memory
+instead of the reference's O(B * L * V) (``benchmarks/sparse_memory.py`` measures both).
 
 >>> import torch
 >>> q_w, q_ids = torch.tensor([[0.5, 0.2, 0.4]]), torch.tensor([[7, 9, 7]])   # token 7 twice: max 0.5
@@ -25,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from torch.utils.checkpoint import checkpoint
 
 __all__ = [
     "dense_scores",
@@ -68,12 +71,24 @@ def sparse_scores(
     Special tokens and padding must already carry weight 0 (``SparseHead`` does that).
     """
     _check_token_pair("sparse_scores", q_weights, q_ids, p_weights, p_ids)
-    all_ids = torch.cat([q_ids.reshape(-1), p_ids.reshape(-1)])
-    local_vocab, inverse = torch.unique(all_ids, return_inverse=True)  # (U,), (Bq*Lq + Bp*Lp,)
-    n_q = q_ids.numel()
-    q_vec = _max_pool(q_weights, inverse[:n_q].view_as(q_ids), local_vocab.numel())  # (Bq, U)
-    p_vec = _max_pool(p_weights, inverse[n_q:].view_as(p_ids), local_vocab.numel())  # (Bp, U)
-    return q_vec @ p_vec.transpose(0, 1)
+    if p_ids.numel() < q_ids.numel():  # build the vocabulary from the smaller side
+        return _sparse_on_vocab_of(p_weights, p_ids, q_weights, q_ids).transpose(0, 1)
+    return _sparse_on_vocab_of(q_weights, q_ids, p_weights, p_ids)
+
+
+def _sparse_on_vocab_of(
+    a_weights: torch.Tensor, a_ids: torch.Tensor, b_weights: torch.Tensor, b_ids: torch.Tensor
+) -> torch.Tensor:
+    """(Ba, Bb) sparse scores on the vocabulary of side ``a`` (the ids that occur in ``a_ids``)."""
+    vocab = torch.unique(a_ids)  # (U,) sorted
+    size = vocab.numel()
+    a_slots = torch.searchsorted(vocab, a_ids.contiguous())  # (Ba, La), every id is found
+    b_pos = torch.searchsorted(vocab, b_ids.contiguous()).clamp_max(max(size - 1, 0))  # (Bb, Lb)
+    b_found = vocab[b_pos] == b_ids if size else torch.zeros_like(b_ids, dtype=torch.bool)
+    b_slots = torch.where(b_found, b_pos, torch.full_like(b_pos, size))  # absent ids -> discarded slot U
+    a_vec = _max_pool(a_weights, a_slots, size)  # (Ba, U)
+    b_vec = _max_pool(b_weights, b_slots, size + 1)[:, :size]  # (Bb, U)
+    return a_vec @ b_vec.transpose(0, 1)
 
 
 def sparse_scores_pairwise(
@@ -100,6 +115,7 @@ def colbert_scores(
     p_vecs: torch.Tensor,
     p_mask: torch.Tensor,
     chunk_elements: int = COLBERT_CHUNK_ELEMENTS,
+    recompute: bool | None = None,
 ) -> torch.Tensor:
     """Late-interaction (MaxSim) scores (Bq, Bp).
 
@@ -107,7 +123,12 @@ def colbert_scores(
     (Bq, Lq) and passage vectors (Bp, Lp, D) with mask (Bp, Lp); masks align with the vectors (CLS already
     dropped). Padded passage tokens are excluded from the max, so padding never changes a score (the
     reference's padded zero vectors clip a negative max at 0; its unpadded ``colbert_score`` does not).
+    A passage without real tokens scores 0, and so does a query without real tokens.
+
     Passages are processed in chunks so the (Bq, Lq, chunk, Lp) block stays under ``chunk_elements``.
+    With ``recompute`` (default: whenever a gradient is needed) each chunk's block is recomputed in the
+    backward pass instead of being kept (activation checkpointing), so training memory stays bounded by one
+    chunk too; values and gradients are unchanged.
 
     >>> q = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]]); qm = torch.tensor([[True, True]])
     >>> p = torch.tensor([[[0.6, 0.8], [1.0, 0.0]]]); pm = torch.tensor([[True, True]])
@@ -120,14 +141,28 @@ def colbert_scores(
     chunk = max(1, chunk_elements // per_passage)
     q_weight = q_mask.to(q_vecs.dtype)  # (Bq, Lq)
     q_count = q_weight.sum(-1, keepdim=True).clamp_min(1)  # (Bq, 1)
+    if recompute is None:
+        recompute = torch.is_grad_enabled() and (q_vecs.requires_grad or p_vecs.requires_grad)
     blocks = []
     for start in range(0, p_vecs.shape[0], chunk):
-        p_chunk, m_chunk = p_vecs[start : start + chunk], p_mask[start : start + chunk].bool()
-        sim = torch.einsum("aid,bjd->aibj", q_vecs, p_chunk)  # (Bq, Lq, C, Lp)
-        sim = sim.masked_fill(~m_chunk[None, None], torch.finfo(sim.dtype).min)
-        best = sim.amax(-1) * m_chunk.any(-1)[None, None].to(sim.dtype)  # (Bq, Lq, C); empty passage -> 0
-        blocks.append(torch.einsum("aic,ai->ac", best, q_weight))  # (Bq, C)
+        args = (q_vecs, q_weight, p_vecs[start : start + chunk], p_mask[start : start + chunk].bool())
+        if recompute:
+            blocks.append(checkpoint(_maxsim_block, *args, use_reentrant=False))
+        else:
+            blocks.append(_maxsim_block(*args))
+    if not blocks:
+        return q_vecs.new_zeros(n_q, 0)
     return torch.cat(blocks, dim=1) / q_count
+
+
+def _maxsim_block(
+    q_vecs: torch.Tensor, q_weight: torch.Tensor, p_vecs: torch.Tensor, p_mask: torch.Tensor
+) -> torch.Tensor:
+    """Un-normalised MaxSim sums (Bq, C) of queries (Bq, Lq, D) against a passage chunk (C, Lp, D)."""
+    sim = torch.einsum("aid,bjd->aibj", q_vecs, p_vecs)  # (Bq, Lq, C, Lp)
+    sim = sim.masked_fill(~p_mask[None, None], torch.finfo(sim.dtype).min)
+    best = sim.amax(-1) * p_mask.any(-1)[None, None].to(sim.dtype)  # (Bq, Lq, C); empty passage -> 0
+    return torch.einsum("aic,ai->ac", best, q_weight)  # (Bq, C)
 
 
 def colbert_scores_pairwise(
@@ -203,15 +238,29 @@ def _check_dims(fn: str, **tensors: tuple[torch.Tensor, int]) -> None:
 
 def _check_same_rows(fn: str, a: torch.Tensor, b: torch.Tensor) -> None:
     if a.shape[0] != b.shape[0]:
-        raise ValueError(f"{fn}: pairwise scoring needs as many passages as queries ({a.shape[0]} vs {b.shape[0]})")
+        raise ValueError(
+            f"{fn}: pairwise scoring needs as many passages as queries ({a.shape[0]} vs {b.shape[0]})"
+        )
 
 
-def _check_token_pair(fn: str, qw: torch.Tensor, qi: torch.Tensor, pw: torch.Tensor, pi: torch.Tensor) -> None:
+def _check_token_pair(
+    fn: str, qw: torch.Tensor, qi: torch.Tensor, pw: torch.Tensor, pi: torch.Tensor
+) -> None:
     _check_dims(fn, q_weights=(qw, 2), q_ids=(qi, 2), p_weights=(pw, 2), p_ids=(pi, 2))
     if qw.shape != qi.shape:
-        raise ValueError(f"{fn}: q_weights {tuple(qw.shape)} and q_ids {tuple(qi.shape)} must have the same shape")
+        raise ValueError(
+            f"{fn}: q_weights {tuple(qw.shape)} and q_ids {tuple(qi.shape)} must have the same shape"
+        )
     if pw.shape != pi.shape:
-        raise ValueError(f"{fn}: p_weights {tuple(pw.shape)} and p_ids {tuple(pi.shape)} must have the same shape")
+        raise ValueError(
+            f"{fn}: p_weights {tuple(pw.shape)} and p_ids {tuple(pi.shape)} must have the same shape"
+        )
+    for name, ids in (("q_ids", qi), ("p_ids", pi)):
+        if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+            raise ValueError(f"{fn}: {name} must hold integer token ids, got dtype {ids.dtype}")
+    for name, weights in (("q_weights", qw), ("p_weights", pw)):
+        if not weights.is_floating_point():
+            raise ValueError(f"{fn}: {name} must be floating point, got dtype {weights.dtype}")
 
 
 def _check_colbert(fn: str, qv: torch.Tensor, qm: torch.Tensor, pv: torch.Tensor, pm: torch.Tensor) -> None:

@@ -51,7 +51,9 @@ def build_tokenizer(texts: Iterable[str], vocab_size: int = 8000) -> PreTrainedT
         by FlagEmbedding and sentence-transformers).
     """
     if vocab_size < len(SPECIAL_TOKENS) + 2:
-        raise ValueError(f"vocab_size={vocab_size} is too small for the {len(SPECIAL_TOKENS) + 1} special tokens")
+        raise ValueError(
+            f"vocab_size={vocab_size} is too small for the {len(SPECIAL_TOKENS) + 1} special tokens"
+        )
     backend = Tokenizer(models.Unigram())
     backend.normalizer = normalizers.NFKC()
     backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")

@@ -4,8 +4,7 @@ One folder loads in FlagEmbedding (``BGEM3FlagModel``), in sentence-transformers
 Normalize) and in m3lit::
 
     config.json, model.safetensors          Hugging Face encoder (``save_pretrained``)
-    tokenizer.json, tokenizer_config.json,  tokenizer (``save_pretrained``)
-    special_tokens_map.json
+    tokenizer.json, tokenizer_config.json   tokenizer (``save_pretrained``; special tokens live in the config)
     sparse_linear.pt                        state dict of Linear(H, 1): keys ``weight`` (1, H), ``bias`` (1,)
     colbert_linear.pt                       state dict of Linear(H, Dc): ``weight`` (Dc, H), ``bias`` (Dc,)
     modules.json, sentence_bert_config.json,
@@ -25,7 +24,13 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["HEAD_FILES", "load_head_state", "save_head_state", "write_sentence_transformers_files", "resolve_file"]
+__all__ = [
+    "HEAD_FILES",
+    "load_head_state",
+    "save_head_state",
+    "write_sentence_transformers_files",
+    "resolve_file",
+]
 
 HEAD_FILES = {"sparse": "sparse_linear.pt", "colbert": "colbert_linear.pt"}
 
@@ -51,27 +56,52 @@ def resolve_file(model_name_or_path: str | os.PathLike, filename: str, **hub_kwa
         return None
 
 
-def load_head_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read a head state dict safely (``weights_only=True``) and check its keys.
+def load_head_state(path: str | os.PathLike, hidden_size: int | None = None) -> dict[str, torch.Tensor]:
+    """Read a head state dict safely (``weights_only=True``) and check its keys and shapes.
+
+    Args:
+        path: ``sparse_linear.pt`` or ``colbert_linear.pt``.
+        hidden_size: when given, the weight must be (out, hidden_size) and the bias (out,).
 
     Raises:
-        ValueError: the file holds something other than a ``{"weight", "bias"}`` tensor dict.
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: the file holds something other than a ``{"weight", "bias"}`` tensor dict of that shape.
         pickle.UnpicklingError: the file tries to unpickle arbitrary objects (refused by torch).
     """
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"head file {path} not found")
     state = torch.load(str(path), map_location="cpu", weights_only=True)
     if not isinstance(state, dict) or set(state) != {"weight", "bias"}:
         keys = sorted(state) if isinstance(state, dict) else type(state).__name__
         raise ValueError(f"{path}: expected a Linear state dict with keys ['bias', 'weight'], found {keys}")
+    weight, bias = state["weight"], state["bias"]
+    if not (isinstance(weight, torch.Tensor) and isinstance(bias, torch.Tensor)):
+        raise ValueError(f"{path}: 'weight' and 'bias' must be tensors")
+    if (
+        weight.dim() != 2
+        or bias.shape != weight.shape[:1]
+        or (hidden_size is not None and weight.shape[1] != hidden_size)
+    ):
+        expected = f"(out, {hidden_size})" if hidden_size is not None else "(out, in)"
+        raise ValueError(
+            f"{path}: weight {tuple(weight.shape)} / bias {tuple(bias.shape)} do not form a Linear with weight "
+            f"{expected} and bias (out,)"
+        )
     return state
 
 
 def save_head_state(linear: torch.nn.Linear, path: str | os.PathLike, fp16: bool = False) -> None:
     """Write ``linear``'s state dict in FlagEmbedding's format (optionally cast to fp16, as bge-m3 ships)."""
-    state = {k: v.detach().to("cpu", torch.float16 if fp16 else v.dtype).clone() for k, v in linear.state_dict().items()}
+    state = {
+        k: v.detach().to("cpu", torch.float16 if fp16 else v.dtype).clone()
+        for k, v in linear.state_dict().items()
+    }
     torch.save(state, str(path))
 
 
-def write_sentence_transformers_files(folder: str | os.PathLike, hidden_size: int, max_seq_length: int) -> None:
+def write_sentence_transformers_files(
+    folder: str | os.PathLike, hidden_size: int, max_seq_length: int
+) -> None:
     """Write the sentence-transformers pipeline files: Transformer -> CLS Pooling -> Normalize.
 
     Without them sentence-transformers falls back to mean pooling, which silently gives different
@@ -97,7 +127,9 @@ def write_sentence_transformers_files(folder: str | os.PathLike, hidden_size: in
     (folder / "2_Normalize").mkdir(parents=True, exist_ok=True)
     _write_json(folder / "modules.json", modules)
     _write_json(folder / "1_Pooling" / "config.json", pooling)
-    _write_json(folder / "sentence_bert_config.json", {"max_seq_length": max_seq_length, "do_lower_case": False})
+    _write_json(
+        folder / "sentence_bert_config.json", {"max_seq_length": max_seq_length, "do_lower_case": False}
+    )
     _write_json(
         folder / "config_sentence_transformers.json",
         {"prompts": {}, "default_prompt_name": None, "similarity_fn_name": "cosine"},

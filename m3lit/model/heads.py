@@ -49,13 +49,22 @@ class SparseHead(nn.Module):
         super().__init__()
         self.linear = nn.Linear(hidden_size, 1)
         self.register_buffer(
-            "special_token_ids", torch.tensor(sorted(set(special_token_ids)), dtype=torch.long), persistent=False
+            "special_token_ids",
+            torch.tensor(sorted(set(special_token_ids)), dtype=torch.long),
+            persistent=False,
         )
 
-    def forward(self, hidden: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
-        """(B, L, H) hidden states and (B, L) ids -> (B, L) non-negative weights."""
+    def forward(
+        self, hidden: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(B, L, H) hidden states, (B, L) ids and optional (B, L) mask -> (B, L) non-negative weights.
+
+        Positions with a special id, or masked out by ``attention_mask``, get weight exactly 0.
+        """
         weights = torch.relu(self.linear(hidden)).squeeze(-1)  # (B, L)
-        keep = ~torch.isin(input_ids, self.special_token_ids)
+        keep = ~torch.isin(input_ids, self.special_token_ids)  # (B, L)
+        if attention_mask is not None:
+            keep = keep & attention_mask.bool()
         return weights * keep.to(weights.dtype)
 
 
@@ -70,7 +79,9 @@ class ColbertHead(nn.Module):
         self.linear = nn.Linear(hidden_size, colbert_dim if colbert_dim > 0 else hidden_size)
         self.normalize = normalize
 
-    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, hidden: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, L, H), (B, L) -> vectors (B, L-1, Dc) and their boolean mask (B, L-1)."""
         mask = attention_mask[:, 1:].bool()  # (B, L-1)
         vecs = self.linear(hidden[:, 1:]) * mask.unsqueeze(-1).to(hidden.dtype)  # (B, L-1, Dc)

@@ -22,6 +22,7 @@ Example (offline, tiny random model)::
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from m3lit.model.checkpoint import (
     write_sentence_transformers_files,
 )
 from m3lit.model.heads import ColbertHead, DenseHead, SparseHead
+from m3lit.model.positions import position_offset
 
 __all__ = ["M3Model", "M3Output", "special_token_ids"]
 
@@ -92,6 +94,14 @@ class M3Model(nn.Module):
         self.encoder = encoder
         self.tokenizer = tokenizer
         hidden = encoder.config.hidden_size
+        pad_config, pad_tokenizer = getattr(encoder.config, "pad_token_id", None), tokenizer.pad_token_id
+        if position_offset(encoder.config) and pad_config != pad_tokenizer:
+            log.warning(
+                "encoder config pad_token_id=%s but the tokenizer pads with id %s: RoBERTa-style position ids "
+                "would count padding as tokens. Set config.pad_token_id to the tokenizer's pad id.",
+                pad_config,
+                pad_tokenizer,
+            )
         self.dense_head = DenseHead(normalize)
         self.sparse_head = SparseHead(hidden, special_token_ids(tokenizer))
         self.colbert_head = ColbertHead(hidden, colbert_dim, normalize)
@@ -104,7 +114,7 @@ class M3Model(nn.Module):
         cls, config: PretrainedConfig, tokenizer: PreTrainedTokenizerBase, colbert_dim: int = -1, **kwargs
     ) -> M3Model:
         """A randomly initialised encoder of ``config`` (tests, the offline demo, pre-training from scratch)."""
-        encoder = _without_pooler(AutoModel.from_config(config))
+        encoder = _without_pooler(AutoModel.from_config(config, **_no_pooler_kwargs(config)))
         return cls(encoder, tokenizer, colbert_dim=colbert_dim, **kwargs)
 
     @classmethod
@@ -114,32 +124,62 @@ class M3Model(nn.Module):
         *,
         colbert_dim: int = -1,
         normalize: bool = True,
-        torch_dtype: torch.dtype | None = None,
+        torch_dtype: torch.dtype | str | None = torch.float32,
         trust_remote_code: bool = False,
         **hub_kwargs,
     ) -> M3Model:
         """Load a FlagEmbedding/m3lit folder or hub id (e.g. ``BAAI/bge-m3``, ``xlm-roberta-large``).
 
-        Head files (``sparse_linear.pt`` and ``colbert_linear.pt``) are loaded when BOTH exist, safely and
-        cast to the encoder dtype (bge-m3 ships them in fp16). Otherwise the heads keep their fresh
-        initialisation, a warning says so, and ``model.heads_loaded`` is False: fine for training, wrong for
-        inference with the sparse or ColBERT outputs.
+        Args:
+            model_name_or_path: local folder (FlagEmbedding layout, see :mod:`m3lit.model.checkpoint`) or hub id.
+            colbert_dim: ColBERT width for freshly initialised heads (ignored when ``colbert_linear.pt`` exists:
+                its shape decides).
+            normalize: L2-normalise dense and ColBERT vectors.
+            torch_dtype: dtype of the whole model. float32 by default (what training needs), whatever dtype the
+                files were saved in; ``torch.float16``/``"auto"`` for half-precision inference.
+            trust_remote_code: forwarded to transformers; off unless the user asks.
+            hub_kwargs: forwarded to transformers and ``hf_hub_download`` (``revision``, ``cache_dir``, ...).
+
+        Head files (``sparse_linear.pt`` and ``colbert_linear.pt``) are loaded when BOTH exist, safely
+        (``weights_only=True``) and cast to the model dtype (bge-m3 ships them in fp16). Otherwise the heads keep
+        their fresh initialisation, a warning says so, and ``model.heads_loaded`` is False: fine for training
+        from a plain encoder, wrong for inference with the sparse or ColBERT outputs.
+
+        Raises:
+            FileNotFoundError: a local path that does not exist, or a folder without ``config.json``.
+            ValueError: a head file that is not a Linear state dict of the encoder's width.
+            pickle.UnpicklingError: a head file that would unpickle arbitrary objects.
         """
         path = str(model_name_or_path)
+        _check_local_source(path)
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, **hub_kwargs)
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, **hub_kwargs)
         encoder = _without_pooler(
             AutoModel.from_pretrained(
-                path, config=config, dtype=torch_dtype, trust_remote_code=trust_remote_code, **hub_kwargs
+                path,
+                config=config,
+                dtype=torch_dtype,
+                trust_remote_code=trust_remote_code,
+                **_no_pooler_kwargs(config),
+                **hub_kwargs,
             )
         )
-        head_paths = {name: resolve_file(path, filename, **hub_kwargs) for name, filename in HEAD_FILES.items()}
+        head_paths = {
+            name: resolve_file(path, filename, **hub_kwargs) for name, filename in HEAD_FILES.items()
+        }
         if all(p is not None for p in head_paths.values()):
-            colbert_state = load_head_state(head_paths["colbert"])
-            colbert_dim = colbert_state["weight"].shape[0]
-            model = cls(encoder, tokenizer, colbert_dim=colbert_dim, normalize=normalize)
-            model.sparse_head.linear.load_state_dict(load_head_state(head_paths["sparse"]))
-            model.colbert_head.linear.load_state_dict(colbert_state)
+            states = {
+                name: load_head_state(p, hidden_size=config.hidden_size) for name, p in head_paths.items()
+            }
+            if states["sparse"]["weight"].shape[0] != 1:
+                raise ValueError(
+                    f"{head_paths['sparse']}: sparse head weight must be (1, H), got {tuple(states['sparse']['weight'].shape)}"
+                )
+            model = cls(
+                encoder, tokenizer, colbert_dim=states["colbert"]["weight"].shape[0], normalize=normalize
+            )
+            model.sparse_head.linear.load_state_dict(states["sparse"])
+            model.colbert_head.linear.load_state_dict(states["colbert"])
         else:
             model = cls(encoder, tokenizer, colbert_dim=colbert_dim, normalize=normalize)
             model.heads_loaded = False
@@ -155,7 +195,9 @@ class M3Model(nn.Module):
     # ------------------------------------------------------------------ forward
     def encode_hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(B, L) ids and mask -> (B, L, H) last hidden states of the encoder."""
-        return self.encoder(input_ids=input_ids, attention_mask=attention_mask, return_dict=True).last_hidden_state
+        return self.encoder(
+            input_ids=input_ids, attention_mask=attention_mask, return_dict=True
+        ).last_hidden_state
 
     def heads(
         self,
@@ -172,7 +214,7 @@ class M3Model(nn.Module):
         if dense:
             out.dense = self.dense_head(hidden)
         if sparse:
-            out.sparse_weights = self.sparse_head(hidden, input_ids)
+            out.sparse_weights = self.sparse_head(hidden, input_ids, attention_mask)
         if colbert:
             out.colbert, out.colbert_mask = self.colbert_head(hidden, attention_mask)
         return out
@@ -192,7 +234,9 @@ class M3Model(nn.Module):
         computation entirely.
         """
         if input_ids.shape != attention_mask.shape:
-            raise ValueError(f"input_ids {tuple(input_ids.shape)} and attention_mask {tuple(attention_mask.shape)} differ")
+            raise ValueError(
+                f"input_ids {tuple(input_ids.shape)} and attention_mask {tuple(attention_mask.shape)} differ"
+            )
         hidden = self.encode_hidden(input_ids, attention_mask)
         return self.heads(hidden, input_ids, attention_mask, dense=dense, sparse=sparse, colbert=colbert)
 
@@ -231,8 +275,11 @@ class M3Model(nn.Module):
         """
         folder = Path(save_directory)
         folder.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().to("cpu", torch.float16 if fp16 else v.dtype).clone() for k, v in self.encoder.state_dict().items()}
-        self.encoder.save_pretrained(str(folder), state_dict=state, safe_serialization=True)
+        state = {
+            k: v.detach().to("cpu", torch.float16 if fp16 else v.dtype).clone()
+            for k, v in self.encoder.state_dict().items()
+        }
+        self.encoder.save_pretrained(str(folder), state_dict=state)  # model.safetensors
         if fp16:
             _set_config_dtype(folder / "config.json", "float16")
         self.tokenizer.save_pretrained(str(folder))
@@ -246,12 +293,8 @@ class M3Model(nn.Module):
     def max_length(self) -> int:
         """Longest input the encoder accepts (absolute positions minus XLM-R's padding offset)."""
         positions = getattr(self.encoder.config, "max_position_embeddings", 514)
-        offset = (self.encoder.config.pad_token_id or 0) + 1 if self.encoder.config.model_type in _PADDED_POSITIONS else 0
-        return min(positions - offset, int(getattr(self.tokenizer, "model_max_length", positions)))
-
-
-#: Model types whose position ids start at pad_token_id + 1 (RoBERTa-style), so 514 positions = 512 tokens.
-_PADDED_POSITIONS = {"xlm-roberta", "roberta", "camembert", "xlm-roberta-xl"}
+        tokens = positions - position_offset(self.encoder.config)
+        return min(tokens, int(getattr(self.tokenizer, "model_max_length", tokens)))
 
 
 def _without_pooler(encoder: nn.Module) -> nn.Module:
@@ -261,6 +304,31 @@ def _without_pooler(encoder: nn.Module) -> nn.Module:
     return encoder
 
 
+def _no_pooler_kwargs(config: PretrainedConfig) -> dict:
+    """``add_pooling_layer=False`` for encoders that accept it, so no unused pooler is built or reported missing."""
+    model_class = AutoModel._model_mapping.get(type(config), None)
+    accepts = (
+        model_class is not None and "add_pooling_layer" in inspect.signature(model_class.__init__).parameters
+    )
+    return {"add_pooling_layer": False} if accepts else {}
+
+
+def _check_local_source(path: str) -> None:
+    """Clear errors for local sources; anything that is not a local path is left to the hub."""
+    local = Path(path).expanduser()
+    if local.exists():
+        if not local.is_dir():
+            raise FileNotFoundError(
+                f"{path} is a file; M3Model.from_pretrained expects a model folder or hub id"
+            )
+        if not (local / "config.json").is_file():
+            raise FileNotFoundError(f"{local / 'config.json'} not found: {path} is not a saved model folder")
+        return
+    looks_local = local.is_absolute() or path.startswith((".", "~")) or path.count("/") > 1 or "\\" in path
+    if looks_local:
+        raise FileNotFoundError(f"model folder {path} does not exist")
+
+
 def _set_config_dtype(config_path: Path, dtype: str) -> None:
     import json
 
@@ -268,4 +336,3 @@ def _set_config_dtype(config_path: Path, dtype: str) -> None:
     config["torch_dtype"] = dtype
     config["dtype"] = dtype
     config_path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-

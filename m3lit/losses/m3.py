@@ -1,0 +1,193 @@
+"""The unified BGE-M3 loss with self-knowledge distillation (arXiv:2402.03216 §3.3 Eqs. (1)-(4); spec §3.3-3.4).
+
+With raw (un-tempered) scores and tau the temperature, every term below works on scores / tau:
+
+    s_inter = w_d s_dense + w_s s_lex + w_c s_mul                                    Eq. (2), w = (1, 0.3, 1)
+    L       = (l_d L_dense + l_i L_inter + l_s L_lex + l_c L_mul) / n_L                l = (1, 1, 0.1, 1), n_L = 4
+    L'      = (l'_d L'_dense + l'_s L'_lex + l'_c L'_mul) / n_L'                       Eq. (4), l' = (1, 0.1, 1), n_L' = 3
+    L_final = (L + L') / n_f                                                         n_f = 2
+
+where each L_x is InfoNCE (Eq. (1)) or, with teacher scores, the chosen teacher-distillation loss, and each
+L'_x is the self-distillation CE against the detached softmax of s_inter (Eq. (3)). The defaults are the
+reference code's numbers (spec §0: numerical parity); :meth:`M3LossWeights.paper_v2` gives the unweighted
+variant of the paper's v2 text. Without sparse and ColBERT scores the loss is L_dense alone (stage 1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+
+import torch
+
+from m3lit.losses.distill import KD_LOSSES, teacher_distribution
+from m3lit.losses.infonce import check_score_matrix, check_temperature, info_nce, own_group_scores
+from m3lit.losses.self_distill import self_distill_loss
+from m3lit.scores import fused_scores
+
+__all__ = ["M3LossWeights", "M3LossOutput", "m3_loss"]
+
+
+@dataclass(frozen=True)
+class M3LossWeights:
+    """Every weight of the unified loss; defaults reproduce FlagEmbedding's code exactly."""
+
+    dense: float = 1.0  # l_d: weight of L_dense in L
+    inter: float = 1.0  # l_i: weight of L_inter (InfoNCE on the ensemble score) in L
+    sparse: float = 0.1  # l_s: weight of L_lex in L (the reference damps the lexical loss)
+    colbert: float = 1.0  # l_c: weight of L_mul in L
+    ensemble_dense: float = 1.0  # w_d: s_dense's weight in s_inter (Eq. (2))
+    ensemble_sparse: float = 0.3  # w_s: s_lex's weight in s_inter (code 0.3; paper v2 text 1)
+    ensemble_colbert: float = 1.0  # w_c: s_mul's weight in s_inter
+    distill_dense: float = 1.0  # l'_d: weight of L'_dense in L'
+    distill_sparse: float = 0.1  # l'_s: weight of L'_lex in L'
+    distill_colbert: float = 1.0  # l'_c: weight of L'_mul in L'
+    unified_norm: float = 4.0  # n_L: L is divided by it (the reference averages its 4 terms)
+    distill_norm: float = 3.0  # n_L': L' is divided by it (Eq. (4) averages 3 terms)
+    final_norm: float = 2.0  # n_f: L_final = (L + L') / n_f when self-distillation is on
+
+    @classmethod
+    def paper_v2(cls) -> M3LossWeights:
+        """The unweighted variant as the paper's v2 text reads (spec §3.4): s_inter = s_dense + s_lex + s_mul,
+        L = L_dense + L_inter + L_lex + L_mul (no /4), L' = (L'_dense + L'_lex + L'_mul) / 3, L_final = L + L'."""
+        return cls(sparse=1.0, ensemble_sparse=1.0, distill_sparse=1.0, unified_norm=1.0, final_norm=1.0)
+
+    @classmethod
+    def coerce(cls, value: M3LossWeights | Mapping | str | None) -> M3LossWeights:
+        """Weights from None (defaults), a preset name (``reference``/``paper_v2``), a mapping of overrides
+        (e.g. a Hydra config; a ``preset`` key picks the base) or an instance."""
+        if value is None or isinstance(value, cls):
+            return value or cls()
+        if isinstance(value, str):
+            presets = {"reference": cls, "paper_v2": cls.paper_v2}
+            if value not in presets:
+                raise ValueError(f"unknown loss-weight preset {value!r}; choose one of {sorted(presets)}")
+            return presets[value]()
+        if isinstance(value, Mapping):
+            overrides = dict(value)
+            base = cls.coerce(overrides.pop("preset", None))
+            known = {f.name for f in fields(cls)}
+            unknown = sorted(set(overrides) - known)
+            if unknown:
+                raise ValueError(f"unknown loss weight(s) {unknown}; valid names: {sorted(known)}")
+            return replace(base, **{k: float(v) for k, v in overrides.items()})
+        raise TypeError(
+            f"loss weights must be M3LossWeights, a mapping, a preset name or None, not {type(value)}"
+        )
+
+    def __post_init__(self) -> None:
+        for name in ("unified_norm", "distill_norm", "final_norm"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+
+
+@dataclass
+class M3LossOutput:
+    """``loss``: the scalar to back-propagate; ``parts``: detached, unweighted scalars for logging, keyed
+    ``dense``, ``sparse``, ``colbert``, ``inter`` and ``self_distill`` (L', weighted as in Eq. (4)), only
+    those computed."""
+
+    loss: torch.Tensor
+    parts: dict[str, torch.Tensor]
+
+
+def m3_loss(
+    dense: torch.Tensor,
+    sparse: torch.Tensor | None,
+    colbert: torch.Tensor | None,
+    group_size: int,
+    *,
+    temperature: float = 0.02,
+    self_distill: bool = True,
+    teacher_scores: torch.Tensor | None = None,
+    kd_loss: str = "m3_kd_loss",
+    query_offset: int = 0,
+    in_batch_negatives: bool = True,
+    weights: M3LossWeights | Mapping | str | None = None,
+) -> M3LossOutput:
+    """BGE-M3's training loss on raw score matrices.
+
+    Args:
+        dense: (B, Q*G) raw dense scores; local (Q = B) or cross-device gathered (Q = W*B, see
+            ``query_offset``). Only the dense loss uses the gathered columns, as in the reference.
+        sparse: (B, B*G) raw lexical scores of the local batch, or None for dense-only training (stage 1).
+        colbert: (B, B*G) raw multi-vector scores of the local batch, or None (with ``sparse``).
+        group_size: G, passages per query laid out [pos, neg_1..neg_{G-1}].
+        temperature: tau, applied to all three scores and to s_inter (0.02 in BGE-M3).
+        self_distill: add L' (Eq. (3)-(4)) and return (L + L') / n_f; ignored in dense-only mode, which has no
+            ensemble teacher.
+        teacher_scores: (B, G) external teacher scores aligned with the passages, or None; integers are cast.
+            When given, every L_x uses ``kd_loss`` with softmax(teacher_scores) as the target.
+        kd_loss: ``m3_kd_loss`` (listwise, the BGE-M3 recipe) or ``kl_div`` (see :mod:`m3lit.losses.distill`).
+        query_offset: rank * B when ``dense`` is gathered across W devices, else 0. s_inter and the
+            self-distillation use the local block, columns [query_offset*G, (query_offset + B)*G) of ``dense``.
+        in_batch_negatives: False scores every query against its own group only, target 0 (spec §3.1, §3.6).
+        weights: :class:`M3LossWeights`, a mapping of overrides, ``"reference"`` or ``"paper_v2"``.
+
+    Returns:
+        :class:`M3LossOutput` with the scalar loss (float32) and its parts.
+
+    Raises:
+        ValueError: shapes that do not fit (group size not dividing the passages, sparse/ColBERT not the local
+            (B, B*G) block, only one of them given, teacher scores not (B, G)), unknown ``kd_loss``,
+            non-positive temperature.
+    """
+    check_temperature(temperature)
+    w = M3LossWeights.coerce(weights)
+    check_score_matrix("dense", dense, group_size, query_offset)
+    if kd_loss not in KD_LOSSES:
+        raise ValueError(f"unknown kd_loss {kd_loss!r}; choose one of {sorted(KD_LOSSES)}")
+    if (sparse is None) != (colbert is None):
+        raise ValueError("m3_loss: pass both sparse and colbert scores (unified) or neither (dense-only)")
+    n_queries = dense.shape[0]
+    teacher = None if teacher_scores is None else teacher_distribution(teacher_scores, n_queries, group_size)
+
+    def head_loss(scores: torch.Tensor, offset: int) -> torch.Tensor:
+        options = {
+            "temperature": temperature,
+            "query_offset": offset,
+            "in_batch_negatives": in_batch_negatives,
+        }
+        if teacher is None:
+            return info_nce(scores, group_size, **options)
+        return KD_LOSSES[kd_loss](scores, teacher, group_size, **options)
+
+    parts = {"dense": head_loss(dense, query_offset)}
+    if sparse is None:
+        return M3LossOutput(parts["dense"], _detached(parts))
+
+    local_dense = dense[:, query_offset * group_size : (query_offset + n_queries) * group_size]  # (B, B*G)
+    for name, scores in (("sparse", sparse), ("colbert", colbert)):
+        if scores.shape != local_dense.shape:
+            raise ValueError(
+                f"{name} scores must be the local (B, B*G) = {tuple(local_dense.shape)} matrix, "
+                f"got {tuple(scores.shape)}"
+            )
+    ensemble = fused_scores(
+        local_dense, sparse, colbert, weights=(w.ensemble_dense, w.ensemble_sparse, w.ensemble_colbert)
+    )  # s_inter, Eq. (2); tempering is linear, so (sum of raw) / tau = sum of tempered
+    parts["sparse"] = head_loss(sparse, 0)
+    parts["colbert"] = head_loss(colbert, 0)
+    parts["inter"] = head_loss(ensemble, 0)
+    loss = (
+        w.dense * parts["dense"]
+        + w.inter * parts["inter"]
+        + w.sparse * parts["sparse"]
+        + w.colbert * parts["colbert"]
+    ) / w.unified_norm
+    if self_distill:
+        students = {"dense": local_dense, "sparse": sparse, "colbert": colbert}
+        if not in_batch_negatives:  # teacher and students over each query's own group only
+            students = {k: own_group_scores(v, group_size) for k, v in students.items()}
+            ensemble = own_group_scores(ensemble, group_size)
+        lam = {"dense": w.distill_dense, "sparse": w.distill_sparse, "colbert": w.distill_colbert}
+        parts["self_distill"] = (
+            sum(lam[k] * self_distill_loss(v, ensemble, temperature=temperature) for k, v in students.items())
+            / w.distill_norm
+        )
+        loss = (loss + parts["self_distill"]) / w.final_norm
+    return M3LossOutput(loss, _detached(parts))
+
+
+def _detached(parts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach() for k, v in parts.items()}
