@@ -1,0 +1,193 @@
+"""Strict loader for retrieval datasets in the BEIR layout.
+
+::
+
+    DIR/corpus.jsonl        {"_id": "d1", "title": "...", "text": "..."}   one document per line
+    DIR/queries.jsonl       {"_id": "q1", "text": "..."}                   one query per line
+    DIR/qrels/<split>.tsv   query-id <TAB> corpus-id <TAB> score           optional header line
+
+A document's text is ``title + " " + text`` (title optional), as BEIR's own dense-model wrappers join
+them. The evaluated queries are those named in the split's qrels (BEIR convention: queries.jsonl may hold
+the queries of every split), in the order they first appear there. Relevance grades are integers; a
+grade <= 0 means "judged non-relevant".
+
+Every problem is an error naming the file and line: invalid JSON, a missing or non-string field, a
+duplicate id, an empty corpus, a malformed qrels row, a duplicate (query, document) judgement, or a
+qrels row naming an unknown query or document. For the last one the caller may opt in to an explicit,
+counted skip (``unknown_qrels="skip"``, logged as a warning with the count).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["DatasetError", "RetrievalDataset", "load_beir"]
+
+log = logging.getLogger(__name__)
+
+
+class DatasetError(ValueError):
+    """A dataset file is malformed; the message starts with ``path:line:``."""
+
+
+@dataclass
+class RetrievalDataset:
+    """A loaded retrieval test set. Documents and queries are addressed by their row numbers.
+
+    Attributes:
+        name: dataset name (the folder name by default).
+        corpus_ids: (N,) document ids.
+        corpus_texts: (N,) document texts (title + text).
+        query_ids: (Q,) ids of the evaluated queries.
+        query_texts: (Q,) their texts.
+        qrels: (Q,) per query, {document row: grade} for every judged document.
+        skipped_qrels: qrels rows skipped under ``unknown_qrels="skip"``.
+    """
+
+    name: str
+    corpus_ids: list[str]
+    corpus_texts: list[str]
+    query_ids: list[str]
+    query_texts: list[str]
+    qrels: list[dict[int, int]]
+    skipped_qrels: int = 0
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def num_relevant_queries(self) -> int:
+        """Queries with at least one document of grade > 0 (the ones metrics average over)."""
+        return sum(any(g > 0 for g in judged.values()) for judged in self.qrels)
+
+
+def _read_jsonl(path: Path, kind: str) -> tuple[list[str], list[str]]:
+    """(ids, texts) of a corpus or queries file, validated line by line."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: {kind} file not found")
+    ids: list[str] = []
+    texts: list[str] = []
+    first_line: dict[str, int] = {}
+    with path.open(encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue  # a blank line holds no record
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DatasetError(f"{path}:{line_no}: invalid JSON ({err.msg})") from None
+            if not isinstance(record, dict):
+                raise DatasetError(f"{path}:{line_no}: expected a JSON object, got {type(record).__name__}")
+            doc_id = record.get("_id")
+            if isinstance(doc_id, int) and not isinstance(doc_id, bool):
+                doc_id = str(doc_id)
+            if not isinstance(doc_id, str) or not doc_id:
+                raise DatasetError(f"{path}:{line_no}: field '_id' is missing or not a non-empty string")
+            text = record.get("text")
+            if not isinstance(text, str):
+                raise DatasetError(
+                    f"{path}:{line_no}: field 'text' is missing or not a string (id {doc_id!r})"
+                )
+            title = record.get("title", "")
+            if title is None:
+                title = ""
+            if not isinstance(title, str):
+                raise DatasetError(f"{path}:{line_no}: field 'title' is not a string (id {doc_id!r})")
+            if doc_id in first_line:
+                raise DatasetError(
+                    f"{path}:{line_no}: duplicate id {doc_id!r} (first seen on line {first_line[doc_id]})"
+                )
+            first_line[doc_id] = line_no
+            ids.append(doc_id)
+            texts.append(f"{title} {text}".strip() if title else text)
+    return ids, texts
+
+
+def _read_qrels(
+    path: Path, query_rows: dict[str, int], doc_rows: dict[str, int], unknown_qrels: str
+) -> tuple[dict[int, dict[int, int]], int]:
+    """{query row: {doc row: grade}} in order of first appearance, and the number of skipped rows."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: qrels file not found")
+    qrels: dict[int, dict[int, int]] = {}
+    seen: dict[tuple[int, int], int] = {}
+    skipped = 0
+    with path.open(encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            fields = line.rstrip("\r\n").split("\t")
+            if len(fields) != 3:
+                raise DatasetError(
+                    f"{path}:{line_no}: expected 3 tab-separated fields (query-id, corpus-id, score), got {len(fields)}"
+                )
+            qid, did, grade_text = (f.strip() for f in fields)
+            try:
+                grade = int(grade_text)
+            except ValueError:
+                if line_no == 1 and not seen:
+                    continue  # header line, e.g. "query-id  corpus-id  score"
+                raise DatasetError(f"{path}:{line_no}: score {grade_text!r} is not an integer") from None
+            unknown = [f"query id {qid!r}"] if qid not in query_rows else []
+            unknown += [f"document id {did!r}"] if did not in doc_rows else []
+            if unknown:
+                if unknown_qrels == "skip":
+                    skipped += 1
+                    continue
+                raise DatasetError(
+                    f"{path}:{line_no}: unknown {' and '.join(unknown)} (pass unknown_qrels='skip' to skip such rows)"
+                )
+            key = (query_rows[qid], doc_rows[did])
+            if key in seen:
+                raise DatasetError(
+                    f"{path}:{line_no}: duplicate judgement for ({qid!r}, {did!r}) (first on line {seen[key]})"
+                )
+            seen[key] = line_no
+            qrels.setdefault(key[0], {})[key[1]] = grade
+    if not qrels:
+        raise DatasetError(f"{path}: no judgements")
+    return qrels, skipped
+
+
+def load_beir(
+    dataset_dir: str | Path, split: str = "test", *, unknown_qrels: str = "error", name: str | None = None
+) -> RetrievalDataset:
+    """Load ``dataset_dir`` (BEIR layout) for ``split``; see the module docstring for the checks.
+
+    Args:
+        dataset_dir: folder with corpus.jsonl, queries.jsonl and qrels/<split>.tsv.
+        split: qrels file to evaluate.
+        unknown_qrels: ``"error"`` (default) or ``"skip"`` for qrels rows naming unknown ids.
+        name: dataset name (default: the folder name).
+    """
+    if unknown_qrels not in ("error", "skip"):
+        raise ValueError(f"unknown_qrels must be 'error' or 'skip', got {unknown_qrels!r}")
+    root = Path(dataset_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: dataset folder not found")
+    corpus_path = root / "corpus.jsonl"
+    corpus_ids, corpus_texts = _read_jsonl(corpus_path, "corpus")
+    if not corpus_ids:
+        raise DatasetError(f"{corpus_path}:1: empty corpus (no documents)")
+    all_query_ids, all_query_texts = _read_jsonl(root / "queries.jsonl", "queries")
+    qrels_path = root / "qrels" / f"{split}.tsv"
+    query_rows = {qid: i for i, qid in enumerate(all_query_ids)}
+    doc_rows = {did: i for i, did in enumerate(corpus_ids)}
+    judged, skipped = _read_qrels(qrels_path, query_rows, doc_rows, unknown_qrels)
+    if skipped:
+        log.warning("%s: skipped %d qrels rows naming unknown query or document ids", qrels_path, skipped)
+    order = list(judged)  # query rows in order of first appearance in the qrels
+    dataset = RetrievalDataset(
+        name=name or root.resolve().name,
+        corpus_ids=corpus_ids,
+        corpus_texts=corpus_texts,
+        query_ids=[all_query_ids[q] for q in order],
+        query_texts=[all_query_texts[q] for q in order],
+        qrels=[judged[q] for q in order],
+        skipped_qrels=skipped,
+        meta={"path": str(root), "split": split},
+    )
+    if dataset.num_relevant_queries == 0:
+        raise DatasetError(f"{qrels_path}: no query has a relevant document (grade > 0)")
+    return dataset

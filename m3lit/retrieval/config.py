@@ -1,0 +1,98 @@
+"""Settings of the retrieval evaluation: encoding, index, candidate depths and fusion weights per mode.
+
+Defaults follow the paper's evaluation (BGE-M3, arXiv:2402.03216 §4, footnotes of Tables 1-4) and
+FlagEmbedding's MKQA/MLDR scripts (spec §6):
+
+- Multi-vec: re-rank the dense top-200 by MaxSim (paper).
+- Dense+Sparse: union of the dense and sparse top-1000 lists (paper, MKQA and MLDR scripts), re-scored
+  with dense 1.0 / sparse 0.3 (MKQA script; the same 0.3 as the training ensemble s_inter).
+  Long-document sets (MLDR) used 0.2 / 0.8.
+- All: re-rank the dense top-200 (paper's Multi-vec depth, MLDR script) with dense 1.0 / sparse 0.3 /
+  ColBERT 1.0 (MKQA script and FlagEmbedding's ``compute_score`` example). MLDR used 0.15 / 0.5 / 0.35.
+- Lengths 512/512 are FlagEmbedding's inference defaults (MLDR evaluated passages up to 8192 tokens).
+
+Every field is a plain value so the whole config round-trips through YAML/OmegaConf
+(``configs/evaluate.yaml`` holds the same keys under ``retrieval:``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+__all__ = ["RetrievalConfig"]
+
+
+@dataclass
+class RetrievalConfig:
+    """All knobs of :func:`m3lit.retrieval.evaluate_retrieval`; see the module docstring for the sources."""
+
+    batch_size: int = 256  # texts per forward pass (encode_texts shrinks it on out-of-memory)
+    query_max_length: int = 512  # query truncation in tokens (FlagEmbedding inference default)
+    passage_max_length: int = 512  # passage truncation in tokens (raise for long documents, e.g. 8192)
+    shard_size: int = (
+        100_000  # passages encoded and indexed per shard: bounds the encoder outputs held at once
+    )
+    dense_dtype: str = (
+        "float32"  # storage of the corpus dense vectors: float32 (exact) or float16 (half memory)
+    )
+    faiss_factory: str | None = (
+        None  # faiss index_factory string (e.g. "HNSW32") for dense search; None = exact
+    )
+    colbert_rerank_k: int = 200  # Multi-vec: dense candidates re-ranked by MaxSim (paper: top-200)
+    colbert_store: str = (
+        "auto"  # "memory": keep every passage's ColBERT vectors; "reencode": re-encode candidates
+    )
+    colbert_store_max_gb: float = 4.0  # "auto" keeps vectors in memory when they fit in this many GB
+    colbert_dtype: str = "float16"  # storage of ColBERT vectors (MaxSim is computed in float32)
+    hybrid_k: int = 1000  # Dense+Sparse: depth of each list whose union is re-scored (paper: top-1000)
+    hybrid_weights: tuple[float, float] = (
+        1.0,
+        0.3,
+    )  # Dense+Sparse (w_dense, w_sparse); MKQA script; MLDR 0.2/0.8
+    all_rerank_k: int = 200  # All: dense candidates re-ranked by the weighted sum of the three scores
+    all_weights: tuple[float, float, float] = (
+        1.0,
+        0.3,
+        1.0,
+    )  # All (w_dense, w_sparse, w_colbert); MLDR 0.15/0.5/0.35
+    bm25_k1: float = 0.9  # BM25 term-frequency saturation (Anserini/Pyserini default)
+    bm25_b: float = 0.4  # BM25 length normalisation (Anserini/Pyserini default)
+
+    def __post_init__(self) -> None:
+        self.hybrid_weights = tuple(float(w) for w in self.hybrid_weights)
+        self.all_weights = tuple(float(w) for w in self.all_weights)
+        if len(self.hybrid_weights) != 2:
+            raise ValueError(f"hybrid_weights needs 2 values (dense, sparse), got {self.hybrid_weights}")
+        if len(self.all_weights) != 3:
+            raise ValueError(f"all_weights needs 3 values (dense, sparse, colbert), got {self.all_weights}")
+        if self.colbert_store not in ("auto", "memory", "reencode"):
+            raise ValueError(f"colbert_store must be auto, memory or reencode, got {self.colbert_store!r}")
+        for name in (
+            "batch_size",
+            "query_max_length",
+            "passage_max_length",
+            "shard_size",
+            "colbert_rerank_k",
+            "hybrid_k",
+            "all_rerank_k",
+        ):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any] | None) -> RetrievalConfig:
+        """Build from a dict/DictConfig; unknown keys are an error (a typo must not pass silently)."""
+        if values is None:
+            return cls()
+        if isinstance(values, RetrievalConfig):
+            return values
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown retrieval option(s) {unknown}; known: {sorted(known)}")
+        return cls(**{str(k): v for k, v in values.items()})  # weight lists become tuples in __post_init__
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}

@@ -1,0 +1,116 @@
+"""Retrieval metrics (nDCG@k, Recall@k, MRR@k) computed with ``torchmetrics.retrieval``.
+
+Conventions (those of trec_eval / pytrec_eval and BEIR, cross-checked against pytrec_eval and ranx in
+``tests/test_metrics.py``):
+
+- Graded relevance: nDCG uses the qrels grade as a linear gain (trec_eval's ``ndcg_cut``, ranx's
+  ``ndcg``); the ideal ranking is built from ALL judged documents, retrieved or not. A grade <= 0 is
+  non-relevant (gain 0). Recall and MRR count a document as relevant when its grade is > 0.
+- Recall@k divides by the number of relevant documents in the qrels, retrieved or not.
+- Queries without any relevant document are EXCLUDED from the average (their metrics are undefined:
+  no ideal DCG, no recall denominator). :func:`evaluate_ranking` reports how many were excluded.
+- A ranking list may be shorter than k (sparse, BM25): the missing positions count as non-relevant.
+
+How the torchmetrics inputs are built: for each evaluated query, the ranked list (cut at the largest k)
+gets predictions ``n - rank`` (distinct, so ties in the raw scores cannot reorder it, and positive:
+torchmetrics' MRR ignores documents whose prediction is <= 0), empty slots up to the largest
+k become non-relevant fillers, and the relevant documents that were not retrieved are appended below
+them, so they enter the ideal DCG and the recall denominator but are never "retrieved".
+
+>>> import numpy as np
+>>> from m3lit.retrieval.ranking import Ranking
+>>> r = Ranking(np.array([[5, 2, 9]]), np.array([[3.0, 2.0, 1.0]], np.float32))
+>>> out = evaluate_ranking(r, [{2: 1, 7: 1}], ["recall@2", "mrr@10"])
+>>> out.values
+{'recall@2': 0.5, 'mrr@10': 0.5}
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torchmetrics.retrieval import RetrievalMRR, RetrievalNormalizedDCG, RetrievalRecall
+
+from m3lit.retrieval.ranking import Ranking
+
+__all__ = ["DEFAULT_METRICS", "MetricResult", "evaluate_ranking", "parse_metric"]
+
+#: The paper's metrics: nDCG@10 (MIRACL, MLDR), Recall@100 (MIRACL aux., MKQA) and MRR@10.
+DEFAULT_METRICS = ("ndcg@10", "recall@100", "mrr@10")
+
+_METRICS = {"ndcg": RetrievalNormalizedDCG, "recall": RetrievalRecall, "mrr": RetrievalMRR}
+_NAME = re.compile(r"^(ndcg|recall|mrr)@([1-9][0-9]*)$")
+
+
+def parse_metric(name: str) -> tuple[str, int]:
+    """``"ndcg@10"`` -> ``("ndcg", 10)``; raises ValueError for anything else."""
+    match = _NAME.match(name)
+    if not match:
+        raise ValueError(f"unknown metric {name!r}: expected ndcg@K, recall@K or mrr@K with K >= 1")
+    return match.group(1), int(match.group(2))
+
+
+@dataclass
+class MetricResult:
+    """Metric means and how many queries they average over.
+
+    Attributes:
+        values: metric name -> mean over the evaluated queries, in [0, 1].
+        num_queries: queries averaged (those with a relevant document).
+        num_excluded: queries left out because no judged document is relevant.
+    """
+
+    values: dict[str, float]
+    num_queries: int
+    num_excluded: int
+
+
+def evaluate_ranking(
+    ranking: Ranking, qrels: Sequence[dict[int, int]], metrics: Sequence[str] = DEFAULT_METRICS
+) -> MetricResult:
+    """Mean metrics of a ranking against graded qrels.
+
+    Args:
+        ranking: (Q, k) ranked document rows per query.
+        qrels: (Q,) per query, {document row: grade}.
+        metrics: names like ``"ndcg@10"``, ``"recall@100"``, ``"mrr@10"``.
+    """
+    if ranking.num_queries != len(qrels):
+        raise ValueError(
+            f"evaluate_ranking: {ranking.num_queries} ranked lists for {len(qrels)} qrels entries"
+        )
+    parsed = [parse_metric(m) for m in metrics]
+    depth = max(k for _, k in parsed)
+    preds, grades, query = [], [], []
+    evaluated = 0
+    for q, judged in enumerate(qrels):
+        relevant = {d: g for d, g in judged.items() if g > 0}
+        if not relevant:
+            continue
+        docs, _ = ranking.row(q)
+        docs = docs[:depth]
+        ranked = np.array([relevant.get(int(d), 0) for d in docs], np.int64)
+        retrieved = set(docs.tolist())
+        missing = np.array([g for d, g in relevant.items() if d not in retrieved], np.int64)
+        filler = np.zeros(depth - docs.size, np.int64)
+        gains = np.concatenate([ranked, filler, missing])  # (depth + n_missing,) in rank order
+        preds.append(np.arange(gains.size, 0, -1, dtype=np.float32))  # rank r -> n - r > 0 (see docstring)
+        grades.append(gains)
+        query.append(np.full(gains.size, evaluated, np.int64))
+        evaluated += 1
+    excluded = len(qrels) - evaluated
+    if evaluated == 0:
+        raise ValueError("evaluate_ranking: no query has a relevant document; the metrics are undefined")
+    p = torch.from_numpy(np.concatenate(preds))
+    g = torch.from_numpy(np.concatenate(grades))
+    idx = torch.from_numpy(np.concatenate(query))
+    values = {}
+    for name, (kind, k) in zip(metrics, parsed, strict=True):
+        metric = _METRICS[kind](top_k=k, empty_target_action="error")
+        metric.update(p, g if kind == "ndcg" else (g > 0), indexes=idx)
+        values[name] = float(metric.compute())
+    return MetricResult(values=values, num_queries=evaluated, num_excluded=excluded)

@@ -1,0 +1,363 @@
+"""End-to-end retrieval evaluation: encode, index, search in the five modes (+ BM25), score.
+
+The modes are the rows of the paper's tables (BGE-M3, arXiv:2402.03216 §4, Tables 1-5):
+
+==============  ==================================================================================
+``dense``       exact top-k by s_dense over the corpus (:class:`DenseIndex`)
+``sparse``      exact top-k by s_lex over an inverted index (:class:`SparseIndex`)
+``colbert``     "Multi-vec": the dense top-``colbert_rerank_k`` re-ranked by MaxSim
+``dense+sparse`` union of the dense and sparse top-``hybrid_k`` lists, re-scored w_d s_dense + w_s s_lex
+``all``         the dense top-``all_rerank_k`` re-ranked by w_d s_dense + w_s s_lex + w_c s_mul
+``bm25``        BM25 with the model's tokenizer (reference row; needs no trained weights)
+==============  ==================================================================================
+
+Corpus passes (memory): passages are encoded ``shard_size`` at a time (a progress bar over shards when
+there are several, plus ``encode_texts``' own bar), and each shard's outputs go straight into the
+indices: dense vectors into one (N, D) array, lexical weights into CSR matrices, ColBERT vectors into a
+float16 ragged array (:class:`ColbertStore`) -- or, when the whole corpus' vectors would exceed
+``colbert_store_max_gb`` (``colbert_store="auto"``) or ``colbert_store="reencode"``, only the re-ranking
+candidates' vectors, from a second encoder pass over the union of the candidate lists.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from m3lit.encoding import encode_texts, tokenize_texts
+from m3lit.model import M3Model, special_token_ids
+from m3lit.retrieval.beir import RetrievalDataset, load_beir
+from m3lit.retrieval.bm25 import BM25Index, bm25_tokenize
+from m3lit.retrieval.colbert import ColbertStore
+from m3lit.retrieval.config import RetrievalConfig
+from m3lit.retrieval.dense import DenseIndex
+from m3lit.retrieval.hybrid import fuse, union_candidates
+from m3lit.retrieval.metrics import DEFAULT_METRICS, evaluate_ranking, parse_metric
+from m3lit.retrieval.ranking import Ranking
+from m3lit.retrieval.sparse import SparseIndex, sparse_matrix
+
+__all__ = ["MODES", "MODEL_MODES", "RetrievalRun", "retrieve", "usable_modes", "evaluate_retrieval"]
+
+log = logging.getLogger(__name__)
+
+#: Every mode, in the paper's column order, then the BM25 reference.
+MODES = ("dense", "sparse", "colbert", "dense+sparse", "all", "bm25")
+#: The five modes that use the model's heads (what the training callback evaluates by default).
+MODEL_MODES = MODES[:5]
+#: The representations each mode needs.
+NEEDS = {
+    "dense": {"dense"},
+    "sparse": {"sparse"},
+    "colbert": {"dense", "colbert"},
+    "dense+sparse": {"dense", "sparse"},
+    "all": {"dense", "sparse", "colbert"},
+    "bm25": set(),
+}
+
+
+@dataclass
+class RetrievalRun:
+    """What :func:`retrieve` produced.
+
+    Attributes:
+        rankings: mode -> (Q, k) ranking.
+        timings: stage -> seconds (encode_queries, encode_corpus, colbert_reencode, search/<mode>, bm25_index).
+        info: sizes and choices made (colbert storage, index memory in bytes).
+    """
+
+    rankings: dict[str, Ranking]
+    timings: dict[str, float] = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
+
+
+def usable_modes(model: M3Model, modes: Sequence[str]) -> list[str]:
+    """``modes`` validated; without trained heads only ``dense`` and ``bm25`` remain, with a loud warning."""
+    unknown = [m for m in modes if m not in NEEDS]
+    if unknown:
+        raise ValueError(f"unknown retrieval mode(s) {unknown}; choose from {list(MODES)}")
+    if getattr(model, "heads_loaded", True):
+        return list(modes)
+    dropped = [m for m in modes if NEEDS[m] - {"dense"}]
+    if dropped:
+        log.warning(
+            "!!! The model has NO TRAINED sparse/ColBERT heads (sparse_linear.pt / colbert_linear.pt missing): "
+            "evaluating DENSE ONLY. Modes %s are NOT reported (they would be random, not zero). !!!",
+            dropped,
+        )
+    return [m for m in modes if m not in dropped]
+
+
+@contextmanager
+def _timed(timings: dict[str, float], name: str):
+    start = time.perf_counter()
+    yield
+    timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
+
+
+def retrieve(
+    model: M3Model,
+    dataset: RetrievalDataset,
+    modes: Sequence[str] = MODES,
+    config: RetrievalConfig | None = None,
+    *,
+    depth: int = 100,
+    device=None,
+    progress: bool = False,
+) -> RetrievalRun:
+    """Rank the corpus for every query of ``dataset`` in each mode (see the module docstring).
+
+    Args:
+        model: the M3 model (its training flag is restored afterwards by ``encode_texts``).
+        dataset: a loaded BEIR-style dataset.
+        modes: subset of :data:`MODES`; modes needing untrained heads must be filtered by the caller
+            (:func:`usable_modes`).
+        config: retrieval settings (defaults: the paper's).
+        depth: length of the returned lists (the largest metric cut-off).
+        device: where to encode (None = the model's device).
+        progress: progress bars.
+    """
+    cfg = config or RetrievalConfig()
+    modes = list(modes)
+    unknown = [m for m in modes if m not in NEEDS]
+    if unknown:
+        raise ValueError(f"unknown retrieval mode(s) {unknown}; choose from {list(MODES)}")
+    needs = set().union(*(NEEDS[m] for m in modes)) if modes else set()
+    timings: dict[str, float] = {}
+    info: dict = {"num_docs": len(dataset.corpus_texts), "num_queries": len(dataset.query_texts)}
+    n_docs = len(dataset.corpus_texts)
+    vocab = max(int(model.encoder.config.vocab_size), len(model.tokenizer))
+    enc = {"batch_size": cfg.batch_size, "device": device}
+
+    dense_k = max(
+        [depth] * ("dense" in modes)
+        + [cfg.colbert_rerank_k] * ("colbert" in modes)
+        + [cfg.hybrid_k] * ("dense+sparse" in modes)
+        + [cfg.all_rerank_k] * ("all" in modes)
+        + [0]
+    )
+    sparse_k = max([depth] * ("sparse" in modes) + [cfg.hybrid_k] * ("dense+sparse" in modes) + [0])
+
+    # ---- queries
+    queries = None
+    if needs:
+        with _timed(timings, "encode_queries"):
+            queries = encode_texts(
+                model,
+                dataset.query_texts,
+                max_length=cfg.query_max_length,
+                progress=False,
+                dense="dense" in needs,
+                sparse="sparse" in needs,
+                colbert="colbert" in needs,
+                **enc,
+            )
+    q_sparse = sparse_matrix(queries.sparse, vocab) if "sparse" in needs else None
+
+    # ---- corpus, shard by shard
+    dense_index = (
+        DenseIndex(model.hidden_size, capacity=n_docs, dtype=cfg.dense_dtype, faiss_factory=cfg.faiss_factory)
+        if "dense" in needs
+        else None
+    )
+    sparse_index = SparseIndex(vocab) if "sparse" in needs else None
+    store, keep_colbert = None, False
+    if "colbert" in needs:
+        keep_colbert = _keep_colbert_in_memory(model, dataset.corpus_texts, cfg, info)
+        store = ColbertStore(model.colbert_dim, n_docs, dtype=cfg.colbert_dtype)
+    if needs:
+        with _timed(timings, "encode_corpus"):
+            for start in _shards(n_docs, cfg.shard_size, progress, "corpus shards"):
+                out = encode_texts(
+                    model,
+                    dataset.corpus_texts[start : start + cfg.shard_size],
+                    max_length=cfg.passage_max_length,
+                    progress=progress,
+                    dense="dense" in needs,
+                    sparse="sparse" in needs,
+                    colbert=keep_colbert,
+                    **enc,
+                )
+                if dense_index is not None:
+                    dense_index.add(out.dense)
+                if sparse_index is not None:
+                    sparse_index.add(out.sparse)
+                if keep_colbert:
+                    store.add(np.arange(start, start + len(out.colbert)), out.colbert)
+                del out
+
+    rankings: dict[str, Ranking] = {}
+    dense_rank = sparse_rank = None
+    if dense_index is not None:
+        with _timed(timings, "search/dense"):
+            dense_rank = dense_index.search(queries.dense, dense_k)
+        rankings["dense"] = dense_rank.truncate(depth)
+    if sparse_index is not None:
+        with _timed(timings, "search/sparse"):
+            sparse_rank = sparse_index.search(q_sparse, sparse_k)
+        rankings["sparse"] = sparse_rank.truncate(depth)
+
+    if store is not None and not keep_colbert:
+        with _timed(timings, "colbert_reencode"):
+            _store_candidates(model, dataset.corpus_texts, store, dense_rank, modes, cfg, enc, progress)
+    if store is not None:
+        info["colbert_store_bytes"] = store.nbytes
+        info["colbert_stored_docs"] = len(store)
+
+    if "colbert" in modes:
+        with _timed(timings, "search/colbert"):
+            cand = dense_rank.truncate(cfg.colbert_rerank_k).indices
+            rankings["colbert"] = fuse(
+                cand, None, None, store.score(queries.colbert, cand), (0.0, 0.0, 1.0), depth
+            )
+    if "dense+sparse" in modes:
+        with _timed(timings, "search/dense+sparse"):
+            cand = union_candidates(dense_rank.truncate(cfg.hybrid_k), sparse_rank.truncate(cfg.hybrid_k))
+            d = dense_index.score(queries.dense, cand)
+            s = sparse_index.score(q_sparse, cand)
+            rankings["dense+sparse"] = fuse(cand, d, s, None, (*cfg.hybrid_weights, 0.0), depth)
+    if "all" in modes:
+        with _timed(timings, "search/all"):
+            cand = dense_rank.truncate(cfg.all_rerank_k).indices
+            d = dense_index.score(queries.dense, cand)
+            s = sparse_index.score(q_sparse, cand)
+            c = store.score(queries.colbert, cand)
+            rankings["all"] = fuse(cand, d, s, c, cfg.all_weights, depth)
+    if "bm25" in modes:
+        drop = special_token_ids(model.tokenizer)
+        bm25 = BM25Index(vocab, k1=cfg.bm25_k1, b=cfg.bm25_b)
+        with _timed(timings, "bm25_index"):
+            for start in range(0, n_docs, cfg.shard_size):
+                bm25.add(
+                    bm25_tokenize(model.tokenizer, dataset.corpus_texts[start : start + cfg.shard_size], drop)
+                )
+            bm25.weights()
+        with _timed(timings, "search/bm25"):
+            rankings["bm25"] = bm25.search(bm25_tokenize(model.tokenizer, dataset.query_texts, drop), depth)
+    if dense_index is not None:
+        info["dense_index_bytes"] = dense_index.vectors.nbytes
+    if sparse_index is not None:
+        docs = sparse_index.documents
+        info["sparse_index_bytes"] = 2 * (docs.data.nbytes + docs.indices.nbytes + docs.indptr.nbytes)
+    return RetrievalRun(rankings={m: rankings[m] for m in modes}, timings=timings, info=info)
+
+
+def evaluate_retrieval(
+    model: M3Model,
+    dataset_dir: str | Path | RetrievalDataset,
+    *,
+    split: str = "test",
+    modes: Sequence[str] = MODES,
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    config: RetrievalConfig | dict | None = None,
+    device=None,
+    progress: bool = False,
+    unknown_qrels: str = "error",
+) -> dict[str, dict[str, float]]:
+    """Evaluate ``model`` on a BEIR-layout dataset: mode -> metric -> value in [0, 1].
+
+    Args:
+        model: the M3 model. Without trained heads (``heads_loaded`` False) only dense and BM25 are
+            evaluated, with a loud warning; the other modes are absent from the result, never zeros.
+        dataset_dir: the dataset folder, or an already loaded :class:`RetrievalDataset`.
+        split: qrels split (``qrels/<split>.tsv``).
+        modes: any of :data:`MODES`.
+        metrics: ``ndcg@K``, ``recall@K``, ``mrr@K`` names (default nDCG@10, Recall@100, MRR@10).
+        config: :class:`RetrievalConfig` or a dict of its fields.
+        device: where to encode (None = the model's device).
+        progress: progress bars.
+        unknown_qrels: ``"error"`` or ``"skip"`` (counted) for qrels rows naming unknown ids.
+
+    Queries without a relevant document are excluded from every average (trec_eval/BEIR convention;
+    see :mod:`m3lit.retrieval.metrics`).
+    """
+    dataset = (
+        dataset_dir
+        if isinstance(dataset_dir, RetrievalDataset)
+        else load_beir(dataset_dir, split, unknown_qrels=unknown_qrels)
+    )
+    cfg = RetrievalConfig.from_mapping(config)
+    depth = max(parse_metric(m)[1] for m in metrics)
+    run = retrieve(
+        model, dataset, usable_modes(model, modes), cfg, depth=depth, device=device, progress=progress
+    )
+    results = {}
+    for mode, ranking in run.rankings.items():
+        scored = evaluate_ranking(ranking, dataset.qrels, metrics)
+        results[mode] = scored.values
+    excluded = len(dataset.qrels) - dataset.num_relevant_queries
+    if excluded:
+        log.info(
+            "%s: %d of %d queries have no relevant document and are excluded from the averages",
+            dataset.name,
+            excluded,
+            len(dataset.qrels),
+        )
+    return results
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def _shards(total: int, size: int, progress: bool, desc: str):
+    starts = range(0, total, size)
+    if progress and len(starts) > 1:
+        from tqdm.auto import tqdm
+
+        return tqdm(starts, desc=desc, unit="shard")
+    return starts
+
+
+def _keep_colbert_in_memory(model: M3Model, texts: Sequence[str], cfg: RetrievalConfig, info: dict) -> bool:
+    """Decide where the corpus' ColBERT vectors live (see ``colbert_store``); records the estimate in ``info``."""
+    if cfg.colbert_store != "auto":
+        info["colbert_store"] = cfg.colbert_store
+        return cfg.colbert_store == "memory"
+    tokens = sum(
+        len(ids) - 1
+        for ids in tokenize_texts(model.tokenizer, texts, min(cfg.passage_max_length, model.max_length))
+    )
+    estimate = tokens * model.colbert_dim * np.dtype(cfg.colbert_dtype).itemsize
+    keep = estimate <= cfg.colbert_store_max_gb * 1e9
+    info["colbert_store"] = "memory" if keep else "reencode"
+    info["colbert_store_estimate_bytes"] = int(estimate)
+    if not keep:
+        log.info(
+            "ColBERT vectors of the whole corpus would take %.1f GB > colbert_store_max_gb=%.1f: "
+            "re-encoding the re-ranking candidates instead",
+            estimate / 1e9,
+            cfg.colbert_store_max_gb,
+        )
+    return keep
+
+
+def _store_candidates(
+    model,
+    texts,
+    store: ColbertStore,
+    dense_rank: Ranking,
+    modes,
+    cfg: RetrievalConfig,
+    enc: dict,
+    progress: bool,
+) -> None:
+    """Encode the ColBERT vectors of every document some query will re-rank (second corpus pass)."""
+    depth = max([cfg.colbert_rerank_k] * ("colbert" in modes) + [cfg.all_rerank_k] * ("all" in modes))
+    needed = np.unique(dense_rank.truncate(depth).indices)
+    needed = needed[needed >= 0]
+    for start in _shards(len(needed), cfg.shard_size, progress, "colbert candidates"):
+        chunk = needed[start : start + cfg.shard_size]
+        out = encode_texts(
+            model,
+            [texts[i] for i in chunk],
+            max_length=cfg.passage_max_length,
+            progress=progress,
+            dense=False,
+            sparse=False,
+            colbert=True,
+            **enc,
+        )
+        store.add(chunk, out.colbert)
