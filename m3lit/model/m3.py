@@ -251,10 +251,24 @@ class M3Model(nn.Module):
 
     def gradient_checkpointing(self, enable: bool = True) -> None:
         """Recompute encoder activations in backward (paper App. B.3). Non-reentrant, RNG-preserving."""
-        if enable:
-            self.encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        encoder = self.encoder
+        if hasattr(encoder, "activation_checkpointing_enable"):  # transformers >= 5 name
+            if enable:
+                encoder.activation_checkpointing_enable(
+                    activation_checkpointing_kwargs={"use_reentrant": False}
+                )
+            else:
+                encoder.activation_checkpointing_disable()
+        elif enable:
+            encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         else:
-            self.encoder.gradient_checkpointing_disable()
+            encoder.gradient_checkpointing_disable()
+
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        """Whether the encoder recomputes its activations in backward."""
+        flag = getattr(self.encoder, "is_activation_checkpointing", None)
+        return bool(flag if flag is not None else getattr(self.encoder, "is_gradient_checkpointing", False))
 
     def freeze(self, fix_encoder: bool = False, fix_position_embedding: bool = False) -> None:
         """FlagEmbedding's ``fix_encoder`` (train only the sparse and ColBERT heads; dense is therefore frozen)
