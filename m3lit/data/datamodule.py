@@ -350,8 +350,10 @@ class M3DataModule(L.LightningDataModule):
             "source": src.name,
             "epoch": step.epoch,
             "step": step.step,
-            "type": ds.type,
             "rank": src.sampler.rank,
+            "dataset_index": step.dataset,
+            "indices": step.indices.tolist(),  # example indices (file order) inside the dataset
+            "type": ds.type,
         }
         return self.collator(
             queries,

@@ -1,0 +1,222 @@
+"""Hard-negative mining with a trained m3lit model (dense retrieval), like FlagEmbedding's ``hn_mine``.
+
+Run::
+
+    python -m m3lit.data.mining --model MODEL_DIR --input train.jsonl --output train_minedHN.jsonl \\
+        [--candidate-pool corpus.jsonl] [--range 10-210] [--negative-number 15] [--seed 42]
+
+For every line of ``--input`` (FlagEmbedding schema, validated as for training): encode the query and the
+candidate pool with the model's dense head (:func:`m3lit.encoding.encode_texts`), retrieve the top
+``hi`` candidates (:class:`m3lit.retrieval.dense.DenseIndex`, exact inner product), keep ranks
+``[lo, hi)`` (skipping the top ranks, which are often unlabelled positives), drop the line's positives
+and the query itself, and sample ``--negative-number`` of them without replacement. When fewer remain,
+random pool texts (again never a positive or the query) fill up, as hn_mine does. The pool is
+``--candidate-pool`` (JSONL with a ``text`` field per line) or, by default, every distinct ``pos`` and
+``neg`` text of the input.
+
+The output keeps every field of the input line except ``neg`` (replaced) and the teacher scores
+``pos_scores``/``neg_scores`` (dropped: they no longer align with the new negatives).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from m3lit.data.schema import DataError, Example, read_jsonl
+
+__all__ = ["MiningResult", "main", "mine_hard_negatives", "parse_range", "select_negatives"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MiningResult:
+    """What :func:`mine_hard_negatives` wrote: line count, pool size, lines that needed random fill-up."""
+
+    lines: int
+    pool: int
+    filled_randomly: int
+
+
+def parse_range(text: str) -> tuple[int, int]:
+    """``"10-210"`` -> ``(10, 210)``; ranks are 0-based, ``hi`` exclusive.
+
+    >>> parse_range("2-200")
+    (2, 200)
+    """
+    try:
+        lo, hi = (int(x) for x in text.split("-"))
+    except ValueError:
+        raise ValueError(f"--range must look like 10-210, got {text!r}") from None
+    if not 0 <= lo < hi:
+        raise ValueError(f"--range needs 0 <= lo < hi, got {text!r}")
+    return lo, hi
+
+
+def select_negatives(
+    ranked: Sequence[int],
+    pool: Sequence[str],
+    example: Example,
+    rank_range: tuple[int, int],
+    number: int,
+    rng: random.Random,
+) -> tuple[list[str], bool]:
+    """Negatives for one line from its ranked pool indices (best first).
+
+    Returns:
+        ``(negatives, filled)``: ``number`` texts (fewer only if the pool is too small), and whether
+        random pool texts had to fill up.
+    """
+    banned = set(example.pos) | {example.query}
+    lo, hi = rank_range
+    candidates = [i for i in ranked[lo:hi] if i >= 0 and pool[i] not in banned]  # -1 pads short lists
+    picked = rng.sample(candidates, number) if len(candidates) > number else candidates
+    filled = len(picked) < number
+    if filled:
+        chosen = set(picked)
+        rest = [i for i in range(len(pool)) if i not in chosen and pool[i] not in banned]
+        picked = picked + rng.sample(rest, min(number - len(picked), len(rest)))
+    return [pool[i] for i in picked], filled
+
+
+def mine_hard_negatives(
+    model,
+    input_file: str | Path,
+    output_file: str | Path,
+    *,
+    candidate_pool: str | Path | None = None,
+    rank_range: tuple[int, int] = (10, 210),
+    negative_number: int = 15,
+    batch_size: int = 256,
+    query_max_len: int = 512,
+    passage_max_len: int = 512,
+    query_instruction: str | None = None,
+    instruction_format: str = "{}{}",
+    seed: int = 42,
+    device: str | None = None,
+) -> MiningResult:
+    """Mine hard negatives for ``input_file`` into ``output_file`` (see the module docstring).
+
+    Args:
+        model: an :class:`~m3lit.model.M3Model` (its dense head is used).
+        input_file: training JSONL (FlagEmbedding schema).
+        output_file: where to write the mined JSONL.
+        candidate_pool: JSONL with a ``text`` field per line, or None for the input's passages.
+        rank_range: ``(lo, hi)``: sample from retrieval ranks ``lo <= r < hi``.
+        negative_number: negatives per line.
+        batch_size / query_max_len / passage_max_len / device: encoding settings.
+        query_instruction / instruction_format: optional query instruction (off for BGE-M3).
+        seed: seeds the sampling.
+    """
+    from m3lit.encoding import encode_texts
+    from m3lit.retrieval.dense import DenseIndex
+
+    examples = read_jsonl(input_file)
+    raw = _raw_lines(input_file)
+    pool = _pool(candidate_pool, examples)
+    if not pool:
+        raise DataError(f"{candidate_pool or input_file}: the candidate pool is empty")
+    queries = [
+        instruction_format.format(query_instruction, ex.query) if query_instruction else ex.query
+        for ex in examples
+    ]
+    q = encode_texts(model, queries, batch_size=batch_size, max_length=query_max_len, device=device).dense
+    p = encode_texts(model, pool, batch_size=batch_size, max_length=passage_max_len, device=device).dense
+    index = DenseIndex(p.shape[1], capacity=len(pool))
+    index.add(p)
+    ranking = index.search(q, k=min(rank_range[1], len(pool)))
+    rng = random.Random(seed)
+    filled = 0
+    Path(output_file).parent.mkdir(parents=True, exist_ok=True)
+    with open(output_file, "w", encoding="utf-8", newline="\n") as handle:
+        for row, ex in enumerate(examples):
+            negatives, was_filled = select_negatives(
+                ranking.indices[row].tolist(), pool, ex, rank_range, negative_number, rng
+            )
+            filled += was_filled
+            obj = {k: v for k, v in raw[ex.line].items() if k not in ("pos_scores", "neg_scores")}
+            obj["neg"] = negatives
+            handle.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    if filled:
+        log.warning(
+            "%d of %d lines had fewer than %d candidates in ranks %s; filled up with random pool texts",
+            filled,
+            len(examples),
+            negative_number,
+            rank_range,
+        )
+    return MiningResult(len(examples), len(pool), filled)
+
+
+def _raw_lines(path: str | Path) -> dict[int, dict]:
+    with open(path, encoding="utf-8") as handle:
+        return {n: json.loads(line) for n, line in enumerate(handle, start=1) if line.strip()}
+
+
+def _pool(candidate_pool: str | Path | None, examples: Sequence[Example]) -> list[str]:
+    if candidate_pool is None:
+        texts = (t for ex in examples for t in (*ex.pos, *ex.neg))
+    else:
+        texts = []
+        for n, obj in _raw_lines(candidate_pool).items():
+            if not isinstance(obj, dict) or not isinstance(obj.get("text"), str) or not obj["text"].strip():
+                raise DataError(f"{candidate_pool}:line {n}: field 'text': missing, not a string, or empty")
+            texts.append(obj["text"])
+    return list(dict.fromkeys(texts))  # distinct, first-occurrence order (deterministic)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description="Mine hard negatives with a trained m3lit model (dense retrieval)."
+    )
+    parser.add_argument("--model", required=True, help="m3lit / FlagEmbedding model folder")
+    parser.add_argument("--input", required=True, help="training JSONL (query, pos, neg, ...)")
+    parser.add_argument("--output", required=True, help="output JSONL")
+    parser.add_argument(
+        "--candidate-pool", default=None, help="JSONL with a 'text' field; default: the input's passages"
+    )
+    parser.add_argument(
+        "--range", default="10-210", help="retrieval ranks to sample from, lo-hi (0-based, hi exclusive)"
+    )
+    parser.add_argument("--negative-number", type=int, default=15, help="negatives per line")
+    parser.add_argument("--batch-size", type=int, default=256, help="encoding batch size")
+    parser.add_argument("--query-max-len", type=int, default=512, help="query truncation in tokens")
+    parser.add_argument("--passage-max-len", type=int, default=512, help="passage truncation in tokens")
+    parser.add_argument(
+        "--query-instruction", default=None, help="instruction prepended to queries (off for BGE-M3)"
+    )
+    parser.add_argument("--seed", type=int, default=42, help="sampling seed")
+    parser.add_argument("--device", default=None, help="cpu, cuda, ...; default: cuda if available")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    import torch
+
+    from m3lit.model import M3Model
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = M3Model.from_pretrained(args.model)
+    result = mine_hard_negatives(
+        model,
+        args.input,
+        args.output,
+        candidate_pool=args.candidate_pool,
+        rank_range=parse_range(args.range),
+        negative_number=args.negative_number,
+        batch_size=args.batch_size,
+        query_max_len=args.query_max_len,
+        passage_max_len=args.passage_max_len,
+        query_instruction=args.query_instruction,
+        seed=args.seed,
+        device=device,
+    )
+    print(json.dumps({"output": args.output, **vars(result), "negatives_per_line": args.negative_number}))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
