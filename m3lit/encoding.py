@@ -29,7 +29,14 @@ import torch
 from m3lit.mcls import insert_cls_tokens, mcls_forward
 from m3lit.model import M3Model
 
-__all__ = ["EncodedTexts", "encode_texts", "tokenize_texts", "is_out_of_memory", "sparse_to_dict"]
+__all__ = [
+    "EncodedTexts",
+    "encode_texts",
+    "tokenize_texts",
+    "pad_batch",
+    "is_out_of_memory",
+    "sparse_to_dict",
+]
 
 log = logging.getLogger(__name__)
 
@@ -176,15 +183,22 @@ def _prepare(
     return [insert_cls_tokens(row, mcls_interval, cls_id, eos_id, max_length) for row in ids]
 
 
-def _forward(model, chunk, pad_id: int, device, dense: bool, sparse: bool, colbert: bool):
-    """Right-pad one batch and run the model (MCLS when the items carry inserted-CLS flags)."""
-    length = max(len(ids) for ids, _ in chunk)
-    input_ids = torch.full((len(chunk), length), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(chunk), length), dtype=torch.long)
-    inserted = torch.zeros((len(chunk), length), dtype=torch.bool)
-    for row, (ids, flags) in enumerate(chunk):
+def pad_batch(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad token id lists -> (B, L) ``input_ids`` and (B, L) ``attention_mask`` (int64)."""
+    length = max(len(ids) for ids in rows)
+    input_ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), length), dtype=torch.long)
+    for row, ids in enumerate(rows):
         input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
         attention_mask[row, : len(ids)] = 1
+    return input_ids, attention_mask
+
+
+def _forward(model, chunk, pad_id: int, device, dense: bool, sparse: bool, colbert: bool):
+    """Right-pad one batch and run the model (MCLS when the items carry inserted-CLS flags)."""
+    input_ids, attention_mask = pad_batch([ids for ids, _ in chunk], pad_id)
+    inserted = torch.zeros(input_ids.shape, dtype=torch.bool)
+    for row, (ids, flags) in enumerate(chunk):
         if flags is not None:
             inserted[row, : len(ids)] = torch.tensor(flags, dtype=torch.bool)
     input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)

@@ -30,6 +30,7 @@ __all__ = [
     "save_head_state",
     "write_sentence_transformers_files",
     "resolve_file",
+    "save_tokenizer",
 ]
 
 HEAD_FILES = {"sparse": "sparse_linear.pt", "colbert": "colbert_linear.pt"}
@@ -134,6 +135,20 @@ def write_sentence_transformers_files(
         folder / "config_sentence_transformers.json",
         {"prompts": {}, "default_prompt_name": None, "similarity_fn_name": "cosine"},
     )
+
+
+def save_tokenizer(tokenizer, folder: str | os.PathLike) -> None:
+    """``tokenizer.save_pretrained(folder)``, readable by transformers 4.x too (FlagEmbedding pins 4.x).
+
+    transformers 5 records a tokenizer built from a ``tokenizers`` object as ``"TokenizersBackend"``, a class
+    4.x does not have; ``"PreTrainedTokenizerFast"`` names the same tokenizer.json-backed class in both.
+    """
+    tokenizer.save_pretrained(str(folder))
+    config_path = Path(folder) / "tokenizer_config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    if config.get("tokenizer_class") == "TokenizersBackend":
+        config["tokenizer_class"] = "PreTrainedTokenizerFast"
+        _write_json(config_path, config)
 
 
 def _write_json(path: Path, payload: object) -> None:

@@ -37,6 +37,7 @@ from m3lit.model.checkpoint import (
     load_head_state,
     resolve_file,
     save_head_state,
+    save_tokenizer,
     write_sentence_transformers_files,
 )
 from m3lit.model.heads import ColbertHead, DenseHead, SparseHead
@@ -296,7 +297,7 @@ class M3Model(nn.Module):
         self.encoder.save_pretrained(str(folder), state_dict=state)  # model.safetensors
         if fp16:
             _set_config_dtype(folder / "config.json", "float16")
-        self.tokenizer.save_pretrained(str(folder))
+        save_tokenizer(self.tokenizer, folder)  # readable by transformers 4.x (FlagEmbedding)
         save_head_state(self.sparse_head.linear, folder / HEAD_FILES["sparse"], fp16=fp16)
         save_head_state(self.colbert_head.linear, folder / HEAD_FILES["colbert"], fp16=fp16)
         if sentence_transformers:
