@@ -10,6 +10,7 @@ keyed by the file's content hash, the tokenizer's fingerprint and both max lengt
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from collections.abc import Sequence
@@ -38,7 +39,10 @@ def tokenizer_fingerprint(tokenizer) -> str:
     """A short hash that changes whenever the tokenizer's vocabulary or pipeline changes."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
-        payload = backend.to_str()
+        state = json.loads(backend.to_str())
+        state.pop("truncation", None)  # call-time settings that tokenizer(..., truncation=True) mutates
+        state.pop("padding", None)
+        payload = json.dumps(state, sort_keys=True)
     else:  # slow tokenizer: its class, vocabulary and special tokens
         payload = repr(
             (type(tokenizer).__name__, sorted(tokenizer.get_vocab().items()), tokenizer.all_special_tokens)
