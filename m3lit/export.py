@@ -1,0 +1,170 @@
+"""Export a training checkpoint as ONE folder that FlagEmbedding, sentence-transformers and m3lit load.
+
+Run::
+
+    python -m m3lit.export ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt output_dir=export/
+    python -m m3lit.export ckpt_path=CKPT output_dir=DIR fp16=true      # halve the size, as bge-m3 ships
+    python -m m3lit.export ckpt_path=some/model/folder output_dir=DIR   # re-export (e.g. to fp16)
+
+The folder (FlagEmbedding layout + sentence-transformers files, spec §2)::
+
+    config.json, model.safetensors         the Hugging Face encoder
+    tokenizer.json, tokenizer_config.json  the tokenizer (readable by transformers 4.x and 5.x)
+    sparse_linear.pt, colbert_linear.pt    the lexical and ColBERT heads ({"weight", "bias"} state dicts)
+    modules.json, sentence_bert_config.json, config_sentence_transformers.json,
+    1_Pooling/config.json, 2_Normalize/    sentence-transformers: Transformer -> CLS pooling -> Normalize
+    m3lit.json                             provenance: source checkpoint, step, stage, config hash, version
+
+Loading it::
+
+    from m3lit import M3Embedder;          M3Embedder(DIR)                # all three outputs
+    from FlagEmbedding import BGEM3FlagModel;  BGEM3FlagModel(DIR)        # (+ colbert_dim=Dc if Dc != H)
+    from sentence_transformers import SentenceTransformer;  SentenceTransformer(DIR)   # dense only
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+
+import m3lit
+from m3lit.ckpt import is_training_checkpoint, load_model, load_training_checkpoint
+from m3lit.model import M3Model
+
+__all__ = ["ExportResult", "export", "main", "OPTIONS", "PROVENANCE_FILE"]
+
+PROVENANCE_FILE = "m3lit.json"
+
+#: Command-line options (``key=value``) and their defaults.
+OPTIONS: dict[str, Any] = {
+    "ckpt_path": None,  # Lightning .ckpt to export (or a model folder / hub id to re-export); required
+    "output_dir": None,  # folder to write; required; must be empty or absent unless overwrite=true
+    "fp16": False,  # store the encoder and both head files in float16 (as the released BAAI/bge-m3)
+    "base_model": None,  # folder/hub id with the encoder config + tokenizer, for a .ckpt without m3lit metadata
+    "overwrite": False,  # allow writing into a non-empty output_dir (files of the same name are replaced)
+}
+
+
+@dataclass
+class ExportResult:
+    """What :func:`export` wrote: the folder, its files (relative paths) and the provenance record."""
+
+    folder: Path
+    files: list[str]
+    provenance: dict[str, Any]
+
+
+def export(
+    ckpt_path: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    *,
+    fp16: bool = False,
+    base_model: str | os.PathLike | None = None,
+    overwrite: bool = False,
+) -> ExportResult:
+    """Write the export folder of ``ckpt_path`` (see the module docstring for the layout).
+
+    Args:
+        ckpt_path: a Lightning ``.ckpt`` (read with ``weights_only=True``), or a model folder / hub id.
+        output_dir: destination folder.
+        fp16: save the encoder and head weights in float16.
+        base_model: encoder config + tokenizer source for checkpoints that lack m3lit's metadata.
+        overwrite: allow a non-empty ``output_dir``.
+
+    Raises:
+        FileExistsError: ``output_dir`` is not empty and ``overwrite`` is False.
+        ValueError: the source has no trained sparse/ColBERT heads (a plain encoder folder).
+    """
+    folder = Path(output_dir)
+    if folder.exists() and any(folder.iterdir()) and not overwrite:
+        raise FileExistsError(f"output_dir={folder} is not empty; pass overwrite=true to write into it")
+    model, provenance = _load(ckpt_path, base_model)
+    model.save_pretrained(folder, fp16=fp16, sentence_transformers=True)
+    provenance.update(
+        {
+            "fp16": bool(fp16),
+            "hidden_size": model.hidden_size,
+            "colbert_dim": model.colbert_dim,
+            "max_length": model.max_length,
+            "m3lit_version": m3lit.__version__,
+            "torch_version": torch.__version__,
+            "transformers_version": transformers.__version__,
+        }
+    )
+    (folder / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2) + "\n", encoding="utf-8")
+    files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    return ExportResult(folder=folder, files=files, provenance=provenance)
+
+
+def _load(source: str | os.PathLike, base_model: str | os.PathLike | None) -> tuple[M3Model, dict[str, Any]]:
+    if is_training_checkpoint(source):
+        ckpt = load_training_checkpoint(source, base_model=base_model)
+        provenance = {
+            "source_checkpoint": ckpt.source,
+            "step": ckpt.step,
+            "epoch": ckpt.epoch,
+            "stage": ckpt.stage,
+            "config_hash": ckpt.config_hash,
+        }
+        return ckpt.model, provenance
+    if str(source).endswith(".ckpt"):
+        raise FileNotFoundError(f"ckpt_path={source}: no such checkpoint file")
+    model = load_model(source)
+    if not model.heads_loaded:
+        raise ValueError(
+            f"{source} has no sparse_linear.pt/colbert_linear.pt: exporting would ship untrained sparse and "
+            "ColBERT heads that FlagEmbedding loads without complaint. Export a trained checkpoint instead."
+        )
+    previous = Path(source) / PROVENANCE_FILE
+    provenance = json.loads(previous.read_text(encoding="utf-8")) if previous.is_file() else {}
+    provenance = {
+        key: provenance.get(key) for key in ("source_checkpoint", "step", "epoch", "stage", "config_hash")
+    }
+    provenance["reexported_from"] = str(Path(source).resolve()) if Path(source).exists() else str(source)
+    return model.float(), provenance
+
+
+def parse_options(argv: list[str]) -> dict[str, Any]:
+    """``key=value`` arguments -> options (values parsed as YAML scalars: ``true``, ``1``, paths)."""
+    import yaml
+
+    options = dict(OPTIONS)
+    for arg in argv:
+        key, sep, value = arg.lstrip("-").partition("=")
+        if not sep:
+            raise SystemExit(f"export: expected key=value, got {arg!r}; options: {', '.join(OPTIONS)}")
+        if key not in OPTIONS:
+            raise SystemExit(f"export: unknown option {key!r}; options: {', '.join(OPTIONS)}")
+        parsed = yaml.safe_load(value) if value else None
+        options[key] = str(value) if key in ("ckpt_path", "output_dir", "base_model") and value else parsed
+    for key in ("ckpt_path", "output_dir"):
+        if not options[key]:
+            raise SystemExit(
+                f"export: {key}=... is required (python -m m3lit.export ckpt_path=CKPT output_dir=DIR)"
+            )
+    for key in ("fp16", "overwrite"):
+        if not isinstance(options[key], bool):
+            raise SystemExit(f"export: {key} must be true or false, got {options[key]!r}")
+    return options
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point (``python -m m3lit.export`` / ``m3lit-export``)."""
+    options = parse_options(sys.argv[1:] if argv is None else argv)
+    result = export(**options)
+    print(f"exported {options['ckpt_path']} -> {result.folder}")
+    for key in ("step", "stage", "config_hash", "fp16"):
+        print(f"  {key}: {result.provenance.get(key)}")
+    print("  files: " + ", ".join(result.files))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
