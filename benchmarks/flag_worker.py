@@ -210,9 +210,18 @@ def task_compute_score(
 
 
 def task_inbatch(
-    model_dir: str, inputs: str, repeats: int = 3, temperature: float = 0.02, scores_out: str = ""
+    model_dir: str,
+    inputs: str,
+    repeats: int = 3,
+    temperature: float = 0.02,
+    scores_out: str = "",
+    sparse_repeats: int = 0,
 ) -> dict:
-    """Sparse and ColBERT training score matrices from saved hidden states: forward + backward, timed."""
+    """Sparse and ColBERT training score matrices from saved hidden states: forward + backward, timed.
+
+    ``sparse_repeats`` > 0 times the sparse path that often WITHOUT a warm-up (each call allocates its
+    (B, L, V) tensors afresh, so a warm-up saves nothing, and one call takes tens of seconds).
+    """
     import numpy as np
     import torch
     import torch.nn.functional as F
@@ -251,8 +260,11 @@ def task_inbatch(
     times: dict[str, list[float]] = {"sparse": [], "colbert": []}
     last = {}
     for name, step in (("sparse", sparse_step), ("colbert", colbert_step)):
-        step()  # warm-up
-        for _ in range(repeats):
+        cold = name == "sparse" and sparse_repeats > 0
+        count = sparse_repeats if cold else repeats
+        if not cold:
+            step()  # warm-up
+        for _ in range(count):
             start = time.perf_counter()
             last[name] = step().detach()
             times[name].append(time.perf_counter() - start)

@@ -12,6 +12,7 @@ runs made side by side (A B, B A, A B, ...) and reported as min/median/max over 
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -30,6 +31,8 @@ import psutil
 
 __all__ = [
     "REPO",
+    "bench_parser",
+    "want_flag",
     "RESULT_MARK",
     "RunResult",
     "alternate",
@@ -75,6 +78,26 @@ def flag_available() -> bool:
     return FLAG_PYTHON.is_file() and os.access(FLAG_PYTHON, os.X_OK)
 
 
+def bench_parser(description: str) -> argparse.ArgumentParser:
+    """The options every benchmark module shares."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument(
+        "--quick", action="store_true", help="reduced sizes and one run per side (smoke test)"
+    )
+    parser.add_argument("--runs", type=int, default=None, help="runs per side (default 3, --quick 1)")
+    parser.add_argument(
+        "--no-flag", action="store_true", help="skip the FlagEmbedding side even if installed"
+    )
+    return parser
+
+
+def want_flag(args: argparse.Namespace) -> bool:
+    """Run the FlagEmbedding side: installed, not disabled, and on CPU (its environment is CPU-only here)."""
+    from benchmarks.device import bench_device
+
+    return flag_available() and not args.no_flag and bench_device().type == "cpu"
+
+
 def m3_command(fn: str, **kwargs) -> list[str]:
     """argv that runs ``fn`` ("module:function") with ``kwargs`` in a fresh m3lit interpreter."""
     return [sys.executable, "-m", "benchmarks.worker", json.dumps({"fn": fn, "kwargs": kwargs})]
@@ -99,6 +122,8 @@ class RunResult:
         wall_s: wall time of the whole subprocess, start-up included.
         sampled_peak_rss_mb: highest RSS of the child's process tree seen by the parent's sampler.
         log_tail: the end of the child's stderr, for failures.
+        load: the machine's 1-minute load average at the start and the end (other processes' CPU use
+            distorts timings; recorded so a reader can judge).
     """
 
     status: str
@@ -106,6 +131,7 @@ class RunResult:
     wall_s: float = 0.0
     sampled_peak_rss_mb: float = 0.0
     log_tail: str = ""
+    load: tuple[float, float] = (0.0, 0.0)
 
     @property
     def ok(self) -> bool:
@@ -144,6 +170,7 @@ def run_subprocess(
     """
     floor = MIN_AVAILABLE_MB if min_available_mb is None else min_available_mb
     child_env = {**os.environ, **_CHILD_ENV, **(env or {})}
+    load_start = os.getloadavg()[0]
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         start = time.perf_counter()
         proc = subprocess.Popen(
@@ -171,13 +198,14 @@ def run_subprocess(
         err.seek(0)
         stdout, stderr = out.read(), err.read()
     log_tail = "\n".join((stderr.strip().splitlines() or [""])[-25:])
+    load = (round(load_start, 2), round(os.getloadavg()[0], 2))
     if status:
-        return RunResult(status, {}, wall, peak, log_tail)
+        return RunResult(status, {}, wall, peak, log_tail, load)
     marked = [line for line in stdout.splitlines() if line.startswith(RESULT_MARK)]
     if proc.returncode != 0 or not marked:
         last = (stderr.strip().splitlines() or stdout.strip().splitlines() or ["no output"])[-1]
-        return RunResult(f"error: exit {proc.returncode}: {last[:300]}", {}, wall, peak, log_tail)
-    return RunResult("ok", json.loads(marked[-1][len(RESULT_MARK) :]), wall, peak, log_tail)
+        return RunResult(f"error: exit {proc.returncode}: {last[:300]}", {}, wall, peak, log_tail, load)
+    return RunResult("ok", json.loads(marked[-1][len(RESULT_MARK) :]), wall, peak, "", load)
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

@@ -1,0 +1,116 @@
+"""Encoding throughput: ``M3Embedder.encode`` vs ``BGEM3FlagModel.encode``, all three outputs.
+
+    python -m benchmarks.encode [--quick] [--runs N] [--no-flag]
+
+2,000 passages of 50-500 tokens (uniform, exact counts; 300 passages with --quick), batch size 256, max
+length 512, dense + lexical weights + ColBERT vectors, on the tiny 250k-vocabulary workload model. Both
+sides are timed after a warm-up call on 64 passages; tokens are counted with special tokens, after
+truncation. Reports passages/s and tokens/s.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from benchmarks import harness as H
+from benchmarks.workload import TINY_250K, model_dir, read_texts, write_texts
+
+__all__ = ["m3_encode", "run", "main"]
+
+
+def m3_encode(
+    model_dir: str, texts: str, batch_size: int = 256, max_length: int = 512, warmup: int = 64
+) -> dict:
+    """``M3Embedder(...).encode`` with dense, sparse and ColBERT outputs; timed after a warm-up call."""
+    from benchmarks.device import bench_device
+    from m3lit.inference import M3Embedder
+
+    device = bench_device()
+    model = M3Embedder(model_dir, devices=str(device), use_fp16=False, use_bf16=device.type == "cuda")
+    passages = read_texts(texts)
+    kw = {
+        "batch_size": batch_size,
+        "max_length": max_length,
+        "return_dense": True,
+        "return_sparse": True,
+        "return_colbert_vecs": True,
+    }
+    model.encode(passages[:warmup], **kw)
+    start = time.perf_counter()
+    out = model.encode(passages, **kw)
+    seconds = time.perf_counter() - start
+    n_tokens = sum(
+        len(ids) for ids in model.tokenizer(passages, truncation=True, max_length=max_length)["input_ids"]
+    )
+    return {
+        "seconds": seconds,
+        "texts": len(passages),
+        "tokens": n_tokens,
+        "dense_shape": list(out["dense_vecs"].shape),
+    }
+
+
+def run(quick: bool = False, runs: int | None = None, flag: bool = True, n_texts: int | None = None) -> dict:
+    """Side-by-side encode benchmark; prints the table and writes ``bench_results/encode.json``."""
+    runs = runs or (1 if quick else 3)
+    n = n_texts or (300 if quick else 2000)
+    lengths = np.random.default_rng(3).integers(48, 499, n).tolist()  # + <s> </s> = 50..500 tokens
+    texts = str(write_texts(f"encode-{n}", lengths, seed=3))
+    folder = str(model_dir(TINY_250K))
+    print("  encode", flush=True)
+    sides = {
+        "m3lit": lambda r: H.run_subprocess(
+            H.m3_command("benchmarks.encode:m3_encode", model_dir=folder, texts=texts), timeout_s=900
+        ),
+        "flag": lambda r: H.run_subprocess(
+            H.flag_command("encode", model_dir=folder, texts=texts), timeout_s=900
+        ),
+    }
+    results = H.alternate(sides, {"m3lit": runs, "flag": runs if flag else 0})
+    summary, rows = {}, []
+    for unit, key in (("passages/s", "texts"), ("tokens/s", "tokens")):
+        rates = {
+            side: [r.result[key] / r.result["seconds"] for r in results[side] if r.ok] for side in results
+        }
+        entry = {side: H.summarize(v) for side, v in rates.items()}
+        entry["speedup"] = H.pair_ratios(rates["m3lit"], rates["flag"])
+        summary[unit] = entry
+        rows.append(
+            [
+                f"encode {n} passages ({unit})",
+                H.fmt_range(entry["m3lit"], 0),
+                H.fmt_range(entry["flag"], 0),
+                H.fmt_range(entry["speedup"], 2),
+            ]
+        )
+    rss = {side: H.summarize([r.result["peak_rss_mb"] for r in results[side] if r.ok]) for side in results}
+    summary["peak_rss_mb"] = rss
+    rows.append(["peak RSS (MB)", H.fmt_range(rss["m3lit"], 0), H.fmt_range(rss["flag"], 0), ""])
+    failures = [f"{side}: {r.status}" for side in results for r in results[side] if not r.ok]
+    if failures:
+        summary["failures"] = failures
+    table = "\n### encode\n" + H.format_table(
+        ["encode (median (min-max) over runs)", "m3lit", "FlagEmbedding", "m3lit / Flag"], rows
+    )
+    print(table + "".join(f"\nFAILED {f}" for f in failures))
+    payload = {
+        "benchmark": "encode",
+        "quick": quick,
+        "env": H.environment(flag),
+        "n_texts": n,
+        "summary": summary,
+        "runs": results,
+    }
+    H.save_json("encode", payload)
+    return payload
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = H.bench_parser(__doc__.splitlines()[0]).parse_args(argv)
+    run(quick=args.quick, runs=args.runs, flag=H.want_flag(args))
+
+
+if __name__ == "__main__":
+    main()
