@@ -1,0 +1,1 @@
+"""Lightning callbacks: stage switching, the progress bar, and retrieval metrics during training."""

@@ -1,0 +1,24 @@
+"""A rich progress bar that also shows the global step and the training stage.
+
+Lightning's ``RichProgressBar`` shows the metrics logged with ``prog_bar=True`` (``train/loss``,
+``train/queries_per_s``); this subclass adds ``step`` and ``stage`` (a string, which ``self.log`` cannot
+carry).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import RichProgressBar
+
+__all__ = ["M3ProgressBar"]
+
+
+class M3ProgressBar(RichProgressBar):
+    """``RichProgressBar`` + ``step`` and ``stage`` in the metrics column."""
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        return {"step": trainer.global_step, "stage": getattr(pl_module, "stage", "?"), **metrics}

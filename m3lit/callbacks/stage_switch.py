@@ -1,0 +1,140 @@
+"""``StageSwitch``: move the training stage (and the data source) at configured global steps.
+
+BGE-M3, arXiv:2402.03216 App. B.1: stage 1 (dense only, pairs) -> stage 2 (unified, labelled data) ->
+self-knowledge distillation after a warm-up. A schedule such as::
+
+    {0: {stage: dense, source: pairs}, 2000: {stage: unified, source: labelled}, 6000: unified_self_distill}
+
+is validated when the callback is built (:func:`~m3lit.training.stages.parse_schedule`). The stage of
+global step k is that of the last entry with step <= k; it is written to ``pl_module.stage`` before step
+k's training step. A source is switched through ``datamodule.set_source`` at the end of step k-1, i.e.
+before step k's batch is built, so step k already draws from the new source. On resume the stage and
+source are recomputed from the restored global step (the checkpointed state says where the run was;
+a changed schedule is reported).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+
+from m3lit.training.stages import ScheduleEntry, parse_schedule
+
+__all__ = ["StageSwitch"]
+
+log = logging.getLogger(__name__)
+
+
+class StageSwitch(Callback):
+    """Switch ``pl_module.stage`` and ``datamodule.set_source`` on a ``{step: stage}`` schedule.
+
+    Args:
+        schedule: ``{step: stage}`` or ``{step: {stage: NAME, source: NAME}}``; must contain step 0. Stages:
+            ``dense``, ``unified``, ``unified_self_distill``; sources: the DataModule's (``pairs``, ``labelled``).
+    """
+
+    def __init__(self, schedule: Mapping[Any, Any]) -> None:
+        self.entries: list[ScheduleEntry] = parse_schedule(schedule)
+        self.stage: str | None = None  # stage applied last
+        self.source: str | None = None  # source applied last (None: never switched by us)
+        self.history: list[tuple[int, str, str | None]] = []  # (step, stage, source) of every switch
+        self._restored: dict | None = None
+
+    # ------------------------------------------------------------------ schedule lookup
+    def stage_at(self, step: int) -> str:
+        """Stage of global step ``step``."""
+        return [e for e in self.entries if e.step <= step][-1].stage
+
+    def source_at(self, step: int) -> str | None:
+        """Data source of global step ``step`` (the last one named at or before it), or None."""
+        named = [e.source for e in self.entries if e.step <= step and e.source is not None]
+        return named[-1] if named else None
+
+    # ------------------------------------------------------------------ hooks
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not hasattr(pl_module, "stage"):
+            raise TypeError(
+                f"StageSwitch needs a LightningModule with a `stage` attribute, got {type(pl_module).__name__}"
+            )
+        sources = {e.source for e in self.entries if e.source is not None}
+        datamodule = trainer.datamodule
+        if sources and not hasattr(datamodule, "set_source"):
+            raise TypeError(
+                f"StageSwitch schedule switches data sources {sorted(sources)} but the datamodule has no set_source()"
+            )
+        max_steps = trainer.max_steps
+        late = [
+            e.step for e in self.entries if max_steps is not None and max_steps >= 0 and e.step >= max_steps
+        ]
+        if late and not trainer.fast_dev_run:
+            rank_zero_warn(
+                f"StageSwitch: entries at steps {late} are never reached (trainer.max_steps={max_steps})"
+            )
+        if self._restored is not None:
+            old = self._restored.get("schedule")
+            if old is not None and old != self._schedule_state():
+                rank_zero_warn(
+                    f"StageSwitch: the schedule differs from the checkpoint's ({old}); using the new one"
+                )
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._apply(trainer, pl_module, trainer.global_step)
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        self._apply(trainer, pl_module, trainer.global_step, source=False)
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        self._apply(trainer, pl_module, trainer.global_step, stage=False)  # next step's source
+
+    def _apply(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        step: int,
+        *,
+        stage: bool = True,
+        source: bool = True,
+    ) -> None:
+        new_stage, new_source = self.stage_at(step), self.source_at(step)
+        changed = []
+        if stage and pl_module.stage != new_stage:
+            changed.append(f"stage {pl_module.stage} -> {new_stage}")
+            pl_module.stage = new_stage
+        if stage:
+            self.stage = new_stage
+        datamodule = trainer.datamodule
+        if source and new_source is not None and getattr(datamodule, "source", None) != new_source:
+            changed.append(f"data source {getattr(datamodule, 'source', None)} -> {new_source}")
+            datamodule.set_source(new_source)
+        if source and new_source is not None:
+            self.source = new_source
+        if changed:
+            self.history.append((step, self.stage_at(step), new_source))
+            rank_zero_info(f"StageSwitch at global step {step}: {'; '.join(changed)}")
+
+    # ------------------------------------------------------------------ checkpoint
+    def _schedule_state(self) -> list[list]:
+        return [[e.step, e.stage, e.source] for e in self.entries]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "stage": self.stage,
+            "source": self.source,
+            "history": [list(h) for h in self.history],
+            "schedule": self._schedule_state(),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._restored = dict(state_dict)
+        self.stage = state_dict.get("stage")
+        self.source = state_dict.get("source")
+        self.history = [tuple(h) for h in state_dict.get("history", [])]

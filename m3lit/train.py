@@ -1,0 +1,184 @@
+"""Train an M3 embedder from a Hydra config: ``train(cfg)`` does the work, ``main()`` is the CLI.
+
+Run commands::
+
+    make train                                               # = python -m m3lit.train (offline demo)
+    python -m m3lit.train experiment=demo trainer.max_steps=50 hydra.run.dir=/tmp/run
+    python -m m3lit.train experiment=bge_m3_stage1 data.pairs_data=pairs/ trainer=ddp
+    python -m m3lit.train experiment=bge_m3_stage2 data.train_data=labelled/ \\
+        model.net.name_or_path=logs/bge_m3_stage1/runs/<time>/export trainer=ddp
+    python -m m3lit.train ckpt_path=<run dir>/checkpoints/last.ckpt hydra.run.dir=<run dir>   # resume
+
+A run writes to its folder (``hydra.run.dir``, default ``logs/<task_name>/runs/<time>``): ``config.yaml``
+(resolved), ``checkpoints/`` (``last.ckpt`` + step files), the logger's files, ``export/`` (FlagEmbedding
+layout + sentence-transformers files, loadable by ``M3Model.from_pretrained``), ``results.json`` /
+``results.md`` / ``results.png`` (retrieval evaluation) and ``baseline/`` (the same for the untrained model).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from m3lit.config import finalize, rewrite_overrides, save_config
+
+__all__ = ["train", "main"]
+
+log = logging.getLogger("m3lit.train")
+
+
+def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Fit, export and evaluate as ``cfg`` says (a composed, validated config: :func:`m3lit.config.compose`).
+
+    Returns:
+        ``(metrics, objects)``: the trainer's last logged metrics plus ``results`` / ``baseline`` retrieval
+        tables when evaluated; the instantiated ``cfg``, ``datamodule``, ``model``, ``trainer``,
+        ``callbacks`` and ``export_dir``.
+    """
+    start = time.perf_counter()
+    L.seed_everything(cfg.seed, workers=True)
+    out_dir = Path(cfg.paths.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    datamodule = instantiate(cfg.data)
+    _fill_demo_tokenizer(cfg, datamodule)
+    _rank_zero_save_config(cfg, out_dir)
+    module = instantiate(cfg.model)
+    if getattr(datamodule, "tokenizer", None) is None:  # a pretrained model brings its tokenizer
+        datamodule.tokenizer = module.model.tokenizer
+    callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node is not None]
+    loggers = [instantiate(node) for node in (cfg.get("logger") or {}).values() if node is not None]
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    objects: dict[str, Any] = {
+        "cfg": cfg, "datamodule": datamodule, "model": module, "trainer": trainer, "callbacks": callbacks,
+    }  # fmt: skip
+    metrics: dict[str, Any] = {}
+
+    eval_dir = _eval_dataset(cfg, datamodule)
+    if eval_dir and cfg.evaluate.baseline and cfg.ckpt_path is None and trainer.is_global_zero:
+        metrics["baseline"] = _evaluate(
+            module.model, eval_dir, cfg, out_dir / "baseline", "untrained model (step 0)"
+        )
+
+    if cfg.train:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+
+    if trainer.is_global_zero:
+        target = module.model
+        if cfg.export:
+            export_dir = _export(module, trainer, callbacks, out_dir / "export")
+            objects["export_dir"] = export_dir
+            from m3lit.model import M3Model
+
+            target = M3Model.from_pretrained(export_dir)  # evaluate what was exported
+        if eval_dir:
+            metrics["results"] = _evaluate(
+                target, eval_dir, cfg, out_dir, f"trained model (step {trainer.global_step})"
+            )
+        log.info("run folder: %s (%.1f s)", out_dir, time.perf_counter() - start)
+    return metrics, objects
+
+
+# ---------------------------------------------------------------------------------------------- pieces
+def _fill_demo_tokenizer(cfg: DictConfig, datamodule: Any) -> None:
+    """A random encoder without a tokenizer folder uses the demo's tokenizer (data.demo)."""
+    net = cfg.model.get("net") or {}
+    if net.get("name_or_path") or net.get("tokenizer"):
+        return
+    if not getattr(datamodule, "demo", False):
+        raise ValueError(
+            "model.net: a random encoder (name_or_path null) needs model.net.tokenizer, or data.demo=true"
+        )
+    with open_dict(cfg):
+        cfg.model.net.tokenizer = str(datamodule.demo_paths.tokenizer_dir)
+
+
+@rank_zero_only
+def _rank_zero_save_config(cfg: DictConfig, out_dir: Path) -> None:
+    path = save_config(cfg, out_dir)
+    if cfg.get("print_config", True):
+        print(OmegaConf.to_yaml(cfg, resolve=True))
+    log.info("resolved config saved to %s", path)
+
+
+def _eval_dataset(cfg: DictConfig, datamodule: Any) -> str | None:
+    if not cfg.evaluate.enabled:
+        return None
+    if cfg.evaluate.dataset_dir:
+        return str(cfg.evaluate.dataset_dir)
+    if getattr(datamodule, "demo", False):
+        return str(datamodule.demo_paths.eval_dir)
+    log.warning(
+        "evaluate.enabled but no evaluate.dataset_dir (and not the demo): skipping retrieval evaluation"
+    )
+    return None
+
+
+def _evaluate(model, dataset_dir: str, cfg: DictConfig, out_dir: Path, title: str) -> dict:
+    """Retrieval evaluation of ``model`` on ``dataset_dir``; writes results.json/.md/.png and prints the table."""
+    from m3lit.evaluate import write_reports
+    from m3lit.retrieval import evaluate_retrieval
+
+    was_training = model.training
+    model.eval()
+    options = OmegaConf.to_container(cfg.evaluate.options, resolve=True) if cfg.evaluate.options else {}
+    results = evaluate_retrieval(
+        model, dataset_dir, split=cfg.evaluate.split, modes=tuple(cfg.evaluate.modes), **options
+    )
+    model.train(was_training)
+    table = write_reports(results, str(out_dir))
+    print(f"\nRetrieval on {dataset_dir} ({cfg.evaluate.split}), {title}:\n{table}\n", flush=True)
+    return results
+
+
+def _export(module, trainer: L.Trainer, callbacks: list, export_dir: Path) -> Path:
+    """Write the final model to ``export_dir``: FlagEmbedding layout + sentence-transformers files + m3lit.json.
+
+    The final ``last.ckpt`` goes through :func:`m3lit.export.export` (the checkpoint -> release path, with
+    provenance); without one (checkpointing off, fast_dev_run) the in-memory model is saved the same way.
+    """
+    from m3lit.callbacks.checkpoint import StepCheckpoint
+    from m3lit.export import PROVENANCE_FILE, export
+
+    saver = next((c for c in callbacks if isinstance(c, StepCheckpoint)), None)
+    last = (
+        Path(saver.dirpath) / f"{saver.CHECKPOINT_NAME_LAST}{saver.FILE_EXTENSION}"
+        if saver and saver.dirpath
+        else None
+    )
+    if last is not None and last.is_file() and saver._last_global_step_saved == trainer.global_step:
+        export(last, export_dir, overwrite=True)
+    else:
+        module.model.save_pretrained(export_dir)
+        provenance = {"source_checkpoint": None, "step": int(trainer.global_step), "stage": module.stage}
+        (export_dir / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2) + "\n", encoding="utf-8")
+    log.info("exported the model to %s", export_dir)
+    return export_dir
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="train")
+def _hydra_main(cfg: DictConfig) -> None:
+    train(finalize(cfg))
+
+
+def main() -> None:
+    """``python -m m3lit.train [group=option ...] [key=value ...]`` (see the module docstring)."""
+    sys.argv[1:] = rewrite_overrides(sys.argv[1:])
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""Build the :class:`~m3lit.model.M3Model` a run trains: from a hub id / folder, or randomly initialised.
+
+Hydra instantiates :func:`build_m3_model` from ``configs/model/*.yaml`` (``model.net``) and passes the
+result to :class:`~m3lit.training.lit_module.M3LitModule`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from transformers import AutoTokenizer
+
+from m3lit.model import M3Model
+from m3lit.model.tiny import tiny_xlmr_config
+
+__all__ = ["build_m3_model", "DTYPES"]
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def build_m3_model(
+    name_or_path: str | None = None,
+    *,
+    tokenizer: str | None = None,
+    init: Mapping | None = None,
+    colbert_dim: int = -1,
+    normalize: bool = True,
+    dtype: str | None = None,
+    gradient_checkpointing: bool = False,
+    fix_encoder: bool = False,
+    fix_position_embedding: bool = False,
+) -> M3Model:
+    """The model to train.
+
+    Args:
+        name_or_path: hub id (``BAAI/bge-m3``, ``BAAI/bge-m3-retromae``, ``FacebookAI/xlm-roberta-large``)
+            or a local folder (e.g. a previous run's ``export/``). None: a random XLM-R of size ``init``.
+        tokenizer: tokenizer folder for a random encoder (the demo's own tokenizer); ignored otherwise.
+        init: keyword arguments of :func:`~m3lit.model.tiny.tiny_xlmr_config` for a random encoder.
+        colbert_dim: ColBERT width for freshly initialised heads (<= 0: hidden size); loaded heads keep theirs.
+        normalize: L2-normalise dense and ColBERT vectors.
+        dtype: weights dtype (``float32``/``float16``/``bfloat16``); None keeps the checkpoint's. Mixed
+            precision training wants float32 weights (``trainer.precision=bf16-mixed`` does the casting).
+        gradient_checkpointing: recompute encoder activations in backward (paper App. B.3).
+        fix_encoder / fix_position_embedding: FlagEmbedding's freezing switches (spec §3.5).
+    """
+    if dtype and dtype not in DTYPES:
+        raise ValueError(f"model.net.dtype must be one of {sorted(DTYPES)} or null, got {dtype!r}")
+    if name_or_path:
+        if tokenizer is not None:
+            raise ValueError(
+                "model.net.tokenizer is only for a randomly initialised encoder (name_or_path null)"
+            )
+        torch_dtype = DTYPES[dtype] if dtype else None
+        model = M3Model.from_pretrained(
+            name_or_path, colbert_dim=colbert_dim, normalize=normalize, torch_dtype=torch_dtype
+        )
+    else:
+        if tokenizer is None:
+            raise ValueError("model.net: a random encoder (name_or_path null) needs a tokenizer folder")
+        tok = AutoTokenizer.from_pretrained(tokenizer)
+        config = tiny_xlmr_config(len(tok), pad_token_id=tok.pad_token_id, **dict(init or {}))
+        model = M3Model.from_config(config, tok, colbert_dim=colbert_dim, normalize=normalize)
+        if dtype:
+            model = model.to(DTYPES[dtype])
+    model.gradient_checkpointing(gradient_checkpointing)
+    model.freeze(fix_encoder=fix_encoder, fix_position_embedding=fix_position_embedding)
+    return model

@@ -1,0 +1,270 @@
+"""``M3LitModule``: the Lightning system that trains an :class:`~m3lit.model.M3Model` on :class:`M3Batch` es.
+
+BGE-M3, arXiv:2402.03216 §3.3 (losses, via :func:`~m3lit.training.objective.m3_objective`), App. B.1
+(stages, switched by :class:`~m3lit.callbacks.stage_switch.StageSwitch` through :attr:`M3LitModule.stage`)
+and App. B.3 (split-batch). Optimisation is manual in every mode, so the split-batch step, the exact
+gradient cache and the plain step share one code path: zero grads, backward(s), clip, AdamW step,
+scheduler step (one scheduler step per optimizer step).
+
+Every step runs under its own RNG seed derived from (seed, rank, global step): dropout at step k does not
+depend on anything that happened before, so a run resumed from a checkpoint replays the uninterrupted
+run bit for bit (CPU, deterministic mode). The global RNG states are checkpointed too and restored at
+the first batch after a resume, for anything else that draws from them.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, is_dataclass
+from functools import partial
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+
+from m3lit.ckpt import CKPT_META_KEY, checkpoint_metadata
+from m3lit.data.batch import Encoded, M3Batch
+from m3lit.model import M3Model
+from m3lit.training.gradcache import gradcache_step, split_batch_step
+from m3lit.training.objective import check_finite, m3_objective
+from m3lit.training.optim import (
+    OptimizerConfig,
+    SchedulerConfig,
+    build_optimizer,
+    from_mapping,
+    lr_lambda,
+    param_groups,
+    warmup_steps_for,
+)
+from m3lit.training.stages import STAGES, stage_spec
+
+__all__ = ["M3LitModule", "SUB_BATCH_MODES", "split_encoded"]
+
+#: ``split``: paper App. B.3 (sub-batches with graph, one backward; turn on gradient checkpointing for
+#: the memory saving). ``gradcache``: exact gradient cache (constant activation memory).
+SUB_BATCH_MODES = ("split", "gradcache")
+
+
+def split_encoded(subs: Sequence[Encoded], size: int | None) -> list[Encoded]:
+    """Re-chunk sub-batches into at most ``size`` rows each, trimming all-padding columns (right padding)."""
+    if size is None:
+        return list(subs)
+    if size < 1:
+        raise ValueError(f"sub_batch_size must be >= 1 or null, got {size}")
+    chunks = []
+    for sub in subs:
+        for start in range(0, len(sub), size):
+            ids, mask = sub.input_ids[start : start + size], sub.attention_mask[start : start + size]
+            length = max(1, int(mask.sum(-1).max()))
+            chunks.append(Encoded(ids[:, :length], mask[:, :length]))
+    return chunks
+
+
+class M3LitModule(L.LightningModule):
+    """Trains an M3Model with the BGE-M3 losses.
+
+    Args:
+        net: the model (built by :func:`m3lit.training.build.build_m3_model`).
+        stage: initial loss mode: ``dense`` | ``unified`` | ``unified_self_distill`` (StageSwitch changes it).
+        loss: keyword arguments of :func:`m3lit.losses.m3_loss` (temperature, weights, kd_loss, ...).
+        optimizer: ``lr``, ``weight_decay``, ``betas``, ``eps`` for AdamW (decay/no-decay groups).
+        scheduler: ``name`` (linear|cosine|constant), ``warmup_steps`` or ``warmup_ratio``, ``total_steps``
+            (None: the trainer's estimated stepping batches, i.e. ``max_steps``).
+        sub_batch_mode: ``split`` or ``gradcache`` (see :data:`SUB_BATCH_MODES`).
+        sub_batch_size: re-chunk the collator's sub-batches to this many rows (None: keep them).
+        negatives_cross_device: score queries against the passages of every rank (spec §3.1).
+        cross_device_heads: heads whose passages are gathered; ``[dense]`` is the reference.
+        max_grad_norm: clip the global gradient norm (None or 0: off). HF Trainer default 1.0.
+        seed: base of the per-step dropout seed (:meth:`step_seed`).
+    """
+
+    def __init__(
+        self,
+        net: M3Model,
+        *,
+        stage: str = "unified_self_distill",
+        loss: Mapping[str, Any] | None = None,
+        optimizer: OptimizerConfig | Mapping[str, Any] | None = None,
+        scheduler: SchedulerConfig | Mapping[str, Any] | None = None,
+        sub_batch_mode: str = "split",
+        sub_batch_size: int | None = None,
+        negatives_cross_device: bool = False,
+        cross_device_heads: Sequence[str] = ("dense",),
+        max_grad_norm: float | None = 1.0,
+        seed: int = 42,
+    ) -> None:
+        super().__init__()
+        if sub_batch_mode not in SUB_BATCH_MODES:
+            raise ValueError(f"sub_batch_mode must be one of {SUB_BATCH_MODES}, got {sub_batch_mode!r}")
+        self.save_hyperparameters(ignore=["net"])
+        self.automatic_optimization = False
+        self.model = net
+        self.stage = stage
+        self.loss_kwargs = dict(loss or {})
+        self.optimizer_cfg: OptimizerConfig = from_mapping(OptimizerConfig, optimizer, "model.optimizer")
+        self.scheduler_cfg: SchedulerConfig = from_mapping(SchedulerConfig, scheduler, "model.scheduler")
+        # Checkpoints are read with weights_only=True: keep the hyper-parameters plain data.
+        self.hparams["optimizer"] = asdict(self.optimizer_cfg)
+        self.hparams["scheduler"] = asdict(self.scheduler_cfg)
+        self.hparams["loss"] = {k: asdict(v) if is_dataclass(v) else v for k, v in self.loss_kwargs.items()}
+        self.hparams["cross_device_heads"] = list(cross_device_heads)
+        self.sub_batch_mode = sub_batch_mode
+        self.sub_batch_size = sub_batch_size
+        self.negatives_cross_device = negatives_cross_device
+        self.cross_device_heads = tuple(cross_device_heads)
+        self.max_grad_norm = max_grad_norm
+        self.seed = seed
+        self._pending_rng: dict | None = None
+        self._step_started = 0.0
+
+    # ------------------------------------------------------------------ stage
+    @property
+    def stage(self) -> str:
+        """Current loss mode (a key of :data:`m3lit.training.stages.STAGES`)."""
+        return self._stage
+
+    @stage.setter
+    def stage(self, name: str) -> None:
+        stage_spec(name)  # validates
+        self._stage = name
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **heads: bool):
+        """Inference: the M3Model's outputs (see :class:`~m3lit.model.M3Output`)."""
+        return self.model(input_ids, attention_mask, **heads)
+
+    # ------------------------------------------------------------------ training
+    def step_seed(self) -> int:
+        """Seed of this step's dropout: a function of (seed, rank, global step) only."""
+        return (self.seed * 1_000_003 + self.global_rank * 7_919 + self.global_step) % (2**63 - 1)
+
+    @contextmanager
+    def _step_rng(self):
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.step_seed())
+            yield
+
+    def _objective(self, q, p, *, batch: M3Batch):
+        out = m3_objective(
+            q,
+            p,
+            group_size=batch.group_size,
+            stage=stage_spec(self.stage),
+            loss_kwargs=self.loss_kwargs,
+            teacher_scores=batch.teacher_scores,
+            in_batch_negatives=not batch.no_in_batch_neg,
+            negatives_cross_device=self.negatives_cross_device,
+            cross_device_heads=self.cross_device_heads,
+            pad_token_id=self.model.tokenizer.pad_token_id,
+        )
+        finite = all(bool(torch.isfinite(v.detach()).all()) for v in (out.loss, *out.parts.values()))
+        if not self.trainer.strategy.reduce_boolean_decision(finite, all=True):
+            check_finite(out.loss, out.parts, self.global_step)  # names the parts (this rank's view)
+            raise FloatingPointError(f"non-finite loss on another rank at global step {self.global_step}")
+        return out
+
+    def compute_step(self, batch: M3Batch, backward=None, no_sync=None):
+        """Encode, score, compute the loss and back-propagate it into ``.grad`` (no optimizer step).
+
+        Returns the ``M3LossOutput``. ``backward`` defaults to ``manual_backward``; ``no_sync`` to the
+        strategy's ``block_backward_sync`` (DDP: only the last backward of the gradient cache syncs).
+        """
+        spec = stage_spec(self.stage)
+        heads = {"dense": True, "sparse": spec.sparse, "colbert": spec.colbert}
+        queries = split_encoded(batch.queries, self.sub_batch_size)
+        passages = split_encoded(batch.passages, self.sub_batch_size)
+        kwargs = dict(
+            heads=heads,
+            loss_fn=partial(self._objective, batch=batch),
+            backward=backward or self.manual_backward,
+            pad_token_id=self.model.tokenizer.pad_token_id,
+        )
+        if self.sub_batch_mode == "gradcache":
+            sync = no_sync or self.trainer.strategy.block_backward_sync
+            return gradcache_step(self.model, queries, passages, no_sync=sync, **kwargs)
+        return split_batch_step(self.model, queries, passages, **kwargs)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if self._pending_rng is not None:
+            _set_rng_state(self._pending_rng)
+            self._pending_rng = None
+        self._step_started = time.perf_counter()
+
+    def training_step(self, batch: M3Batch, batch_idx: int) -> torch.Tensor:
+        opt = self.optimizers()
+        opt.zero_grad(set_to_none=True)
+        with self._step_rng():
+            out = self.compute_step(batch)
+        if self.max_grad_norm:
+            self.clip_gradients(opt, gradient_clip_val=self.max_grad_norm, gradient_clip_algorithm="norm")
+        opt.step()
+        self.lr_schedulers().step()
+        self._log_step(batch, out)
+        return out.loss.detach()
+
+    def _log_step(self, batch: M3Batch, out) -> None:
+        n_q = batch.num_queries
+        log = partial(self.log, on_step=True, on_epoch=False, batch_size=n_q)
+        log("train/loss", out.loss.detach(), prog_bar=True)
+        for name, value in out.parts.items():
+            log(f"train/loss/{name}", value.detach())
+        log("train/stage", float(list(STAGES).index(self.stage)))
+        log("train/lr", float(self.optimizers().param_groups[0]["lr"]))
+        log("train/negatives_per_query", float(self.negatives_per_query(batch)))
+        elapsed = max(time.perf_counter() - self._step_started, 1e-9)
+        log("train/queries_per_s", n_q * self.trainer.world_size / elapsed)
+
+    def negatives_per_query(self, batch: M3Batch) -> int:
+        """Candidates a query is contrasted with in the dense loss, minus its positive."""
+        if batch.no_in_batch_neg:
+            return batch.group_size - 1
+        world = self.trainer.world_size if self.negatives_cross_device else 1
+        return world * batch.num_passages - 1
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self):
+        opt, sched = self.optimizer_cfg, self.scheduler_cfg
+        groups = param_groups(self.model, opt.weight_decay)
+        optimizer = build_optimizer(groups, lr=opt.lr, betas=opt.betas, eps=opt.eps)
+        total = sched.total_steps or int(self.trainer.estimated_stepping_batches)
+        warmup = warmup_steps_for(total, sched.warmup_steps, sched.warmup_ratio)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(sched.name, warmup, total))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[CKPT_META_KEY] = checkpoint_metadata(self.model, prefix="model.", stage=self.stage)
+        checkpoint["m3lit_rng"] = _get_rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        meta = checkpoint.get(CKPT_META_KEY) or {}
+        if meta.get("stage") in STAGES:
+            self.stage = meta["stage"]
+        self._pending_rng = checkpoint.get("m3lit_rng")
+
+
+def _get_rng_state() -> dict[str, Any]:
+    """Global RNG states as plain data (loadable with ``torch.load(weights_only=True)``)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: Mapping[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,129 @@
+"""AdamW with decay / no-decay parameter groups and a warmup + decay learning-rate schedule.
+
+As in BERT-style fine-tuning (and the HF ``Trainer`` that FlagEmbedding uses): biases and LayerNorm
+weights get no weight decay; the learning rate rises linearly from 0 over the warm-up, then decays
+linearly to 0 at the last step (``linear``), follows a half cosine (``cosine``), or stays (``constant``).
+
+>>> sched = lr_lambda("linear", warmup_steps=2, total_steps=6)
+>>> [round(sched(s), 2) for s in range(7)]
+[0.0, 0.5, 1.0, 0.75, 0.5, 0.25, 0.0]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
+
+import torch
+from torch import nn
+
+__all__ = [
+    "SCHEDULES",
+    "OptimizerConfig",
+    "SchedulerConfig",
+    "from_mapping",
+    "param_groups",
+    "build_optimizer",
+    "lr_lambda",
+    "warmup_steps_for",
+]
+
+SCHEDULES = ("linear", "cosine", "constant")
+#: Parameter-name fragments that get no weight decay (biases, LayerNorm/RMSNorm weights).
+NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """AdamW settings (``model.optimizer``). Defaults: HF ``TrainingArguments`` / FlagEmbedding."""
+
+    lr: float = 5e-5  # peak learning rate (stage 1: 5e-5; stage-2 example script: 5e-6; spec §4.6)
+    weight_decay: float = 0.01  # decoupled weight decay on the "decay" group (biases, norms: 0)
+    betas: tuple[float, float] = (0.9, 0.999)  # Adam moments
+    eps: float = 1e-8  # Adam epsilon
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """Learning-rate schedule (``model.scheduler``)."""
+
+    name: str = "linear"  # linear | cosine | constant (after the warm-up)
+    warmup_steps: int | None = None  # warm-up length in optimizer steps; None: warmup_ratio * total
+    warmup_ratio: float = 0.1  # warm-up as a fraction of total_steps (spec §4.6: 0.1)
+    total_steps: int | None = None  # None: the trainer's max_steps (estimated stepping batches)
+
+
+def from_mapping(cls, value, where: str):
+    """Build the dataclass ``cls`` from a mapping, rejecting unknown keys with a message naming ``where``.
+
+    >>> from_mapping(SchedulerConfig, {"name": "cosine"}, "model.scheduler").name
+    'cosine'
+    """
+    if value is None or isinstance(value, cls):
+        return value or cls()
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{where} must be a mapping, got {type(value).__name__}")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown option(s) {unknown}; valid options: {sorted(known)}")
+    data = dict(value)
+    if "betas" in data:
+        data["betas"] = tuple(data["betas"])
+    return cls(**data)
+
+
+def param_groups(module: nn.Module, weight_decay: float, no_decay: Sequence[str] = NO_DECAY) -> list[dict]:
+    """Two AdamW groups over the trainable parameters: with and without weight decay."""
+    decay, plain = [], []
+    for name, param in module.named_parameters():
+        if not param.requires_grad:
+            continue
+        (plain if any(key in name for key in no_decay) else decay).append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
+def build_optimizer(
+    params: Iterable[dict],
+    lr: float,
+    betas: Sequence[float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    fused: bool | None = None,
+) -> torch.optim.AdamW:
+    """``torch.optim.AdamW`` over ``params`` (groups from :func:`param_groups`)."""
+    if lr <= 0:
+        raise ValueError(f"optimizer.lr must be > 0, got {lr}")
+    return torch.optim.AdamW(list(params), lr=lr, betas=tuple(betas), eps=eps, fused=fused)
+
+
+def warmup_steps_for(total_steps: int, warmup_steps: int | None, warmup_ratio: float) -> int:
+    """``warmup_steps`` if given, else ``ceil(warmup_ratio * total_steps)`` (HF Trainer's rule)."""
+    if warmup_steps is not None:
+        if warmup_steps < 0:
+            raise ValueError(f"scheduler.warmup_steps must be >= 0, got {warmup_steps}")
+        return warmup_steps
+    if not 0.0 <= warmup_ratio <= 1.0:
+        raise ValueError(f"scheduler.warmup_ratio must be in [0, 1], got {warmup_ratio}")
+    return math.ceil(warmup_ratio * total_steps)
+
+
+def lr_lambda(name: str, warmup_steps: int, total_steps: int) -> Callable[[int], float]:
+    """Multiplier of the base learning rate at optimizer step ``s`` (for ``LambdaLR``)."""
+    if name not in SCHEDULES:
+        raise ValueError(f"scheduler.name must be one of {SCHEDULES}, got {name!r}")
+    if total_steps <= 0:
+        raise ValueError(f"the schedule needs a positive number of training steps, got {total_steps}")
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return step / max(1, warmup_steps)
+        if name == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        if name == "linear":
+            return 1.0 - progress
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
