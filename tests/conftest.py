@@ -45,3 +45,17 @@ def tiny_model(tiny_config, tokenizer):
 @pytest.fixture
 def texts():
     return builtin_docstrings()[:12]
+
+
+@pytest.fixture(scope="session")
+def tiny_beir_dir(tmp_path_factory):
+    """A 40-document BEIR folder (split "test"): 10 queries with graded qrels + 1 with no relevant document."""
+    from m3lit.retrieval.beir import write_beir
+
+    docs = [text[:400] for text in builtin_docstrings()[:40]]
+    corpus = {f"d{i}": (f"title {i}" if i % 3 == 0 else "", text) for i, text in enumerate(docs)}
+    queries = {f"q{j}": " ".join(docs[4 * j].split()[:8]) for j in range(10)}
+    qrels = {f"q{j}": {f"d{4 * j}": 1, **({f"d{4 * j + 1}": 2} if j % 2 == 0 else {})} for j in range(10)}
+    queries["q_none"] = "no relevant document for this query"
+    qrels["q_none"] = {"d3": 0}
+    return write_beir(tmp_path_factory.mktemp("beir") / "tiny", corpus, queries, qrels)

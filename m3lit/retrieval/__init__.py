@@ -6,7 +6,7 @@ of its tables). Entry point: :func:`evaluate_retrieval`; see :mod:`m3lit.retriev
 
 from __future__ import annotations
 
-from m3lit.retrieval.beir import DatasetError, RetrievalDataset, load_beir
+from m3lit.retrieval.beir import DatasetError, RetrievalDataset, load_beir, write_beir
 from m3lit.retrieval.bm25 import BM25Index, bm25_tokenize
 from m3lit.retrieval.colbert import ColbertStore
 from m3lit.retrieval.config import RetrievalConfig
@@ -48,4 +48,5 @@ __all__ = [
     "sparse_matrix",
     "union_candidates",
     "usable_modes",
+    "write_beir",
 ]

@@ -24,7 +24,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["DatasetError", "RetrievalDataset", "load_beir"]
+__all__ = ["DatasetError", "RetrievalDataset", "load_beir", "write_beir"]
 
 log = logging.getLogger(__name__)
 
@@ -191,3 +191,36 @@ def load_beir(
     if dataset.num_relevant_queries == 0:
         raise DatasetError(f"{qrels_path}: no query has a relevant document (grade > 0)")
     return dataset
+
+
+def write_beir(
+    dataset_dir: str | Path,
+    corpus: dict[str, str | tuple[str, str]],
+    queries: dict[str, str],
+    qrels: dict[str, dict[str, int]],
+    split: str = "test",
+) -> Path:
+    """Write a dataset in the BEIR layout (the inverse of :func:`load_beir`).
+
+    Args:
+        dataset_dir: output folder (created).
+        corpus: doc id -> text, or -> (title, text).
+        queries: query id -> text.
+        qrels: query id -> {doc id: grade}.
+        split: name of the qrels file.
+    """
+    root = Path(dataset_dir)
+    (root / "qrels").mkdir(parents=True, exist_ok=True)
+    with (root / "corpus.jsonl").open("w", encoding="utf-8") as handle:
+        for doc_id, value in corpus.items():
+            title, text = value if isinstance(value, tuple) else ("", value)
+            handle.write(json.dumps({"_id": doc_id, "title": title, "text": text}, ensure_ascii=False) + "\n")
+    with (root / "queries.jsonl").open("w", encoding="utf-8") as handle:
+        for query_id, text in queries.items():
+            handle.write(json.dumps({"_id": query_id, "text": text}, ensure_ascii=False) + "\n")
+    with (root / "qrels" / f"{split}.tsv").open("w", encoding="utf-8") as handle:
+        handle.write("query-id\tcorpus-id\tscore\n")
+        for query_id, judged in qrels.items():
+            for doc_id, grade in judged.items():
+                handle.write(f"{query_id}\t{doc_id}\t{int(grade)}\n")
+    return root
