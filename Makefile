@@ -6,11 +6,13 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.m3lit-installed
-# CPU machines get this torch. On this project's machines the CPU wheel lies on local disk; elsewhere set
-# TORCH_INDEX=https://download.pytorch.org/whl/cpu. GPU users: install your CUDA torch into .venv first
-# (or set TORCH_SPEC=skip); an importable torch is never replaced.
+# torch is installed first, and an importable torch is never replaced. On a machine without nvidia-smi, PyTorch's
+# CPU index is added so pip picks the CPU build (2.13.0+cpu, also found in a local wheel folder when pip's
+# find-links has one) instead of PyPI's multi-GB CUDA build. GPU users: install your CUDA torch into .venv first,
+# set TORCH_SPEC=skip, or TORCH_INDEX=<index url> to use that index only.
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
+TORCH_CPU_INDEX ?= $(if $(shell command -v nvidia-smi 2>/dev/null),,https://download.pytorch.org/whl/cpu)
 ARGS ?=
 
 $(STAMP): pyproject.toml
@@ -18,7 +20,7 @@ $(STAMP): pyproject.toml
 	@if $(BIN)/python -c "import torch" 2>/dev/null || [ "$(TORCH_SPEC)" = skip ]; then \
 		echo "torch already present: $$($(BIN)/python -c 'import torch; print(torch.__version__)' 2>/dev/null)"; \
 	else \
-		$(BIN)/pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"; \
+		$(BIN)/pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),$(if $(TORCH_CPU_INDEX),--extra-index-url $(TORCH_CPU_INDEX))) "$(TORCH_SPEC)"; \
 	fi
 	$(BIN)/pip install -q -e ".[dev]"
 	@touch $(STAMP)
