@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -78,7 +79,7 @@ def encode_texts(
     sparse: bool = False,
     colbert: bool = False,
     device: torch.device | str | None = None,
-    progress: bool = False,
+    progress: bool | Any = False,
     mcls_interval: int | None = None,
 ) -> EncodedTexts:
     """Encode ``texts`` with ``model`` (see the module docstring for the procedure).
@@ -90,7 +91,8 @@ def encode_texts(
         max_length: truncation length in tokens, special tokens included; capped at ``model.max_length``.
         dense / sparse / colbert: which outputs to compute.
         device: where to run; None = where the model's parameters are. The model is moved there.
-        progress: show a tqdm progress bar over batches.
+        progress: True for a tqdm progress bar over texts, or an existing bar (anything with ``update(n)``)
+            to advance, e.g. one bar shared by several calls.
         mcls_interval: insert a CLS token every this many tokens (App. B.2, :mod:`m3lit.mcls`); None = off.
 
     Returns:
@@ -101,7 +103,7 @@ def encode_texts(
     if not (dense or sparse or colbert):
         raise ValueError("encode_texts: request at least one of dense, sparse, colbert")
     if max_length > model.max_length:
-        log.warning(
+        _warn_once(
             "max_length=%d exceeds the model's limit; truncating to %d tokens", max_length, model.max_length
         )
         max_length = model.max_length
@@ -116,7 +118,8 @@ def encode_texts(
     dense_out: list[np.ndarray] = []
     sparse_out: list[tuple[np.ndarray, np.ndarray]] = []
     colbert_out: list[np.ndarray] = []
-    bar = _progress_bar(len(sorted_items), progress)
+    own_bar = progress is True
+    bar = _progress_bar(len(sorted_items)) if own_bar else (progress or None)
     try:
         start = 0
         while start < len(sorted_items):
@@ -145,7 +148,7 @@ def encode_texts(
                 bar.update(len(chunk))
     finally:
         model.train(was_training)
-        if bar is not None:
+        if own_bar:
             bar.close()
 
     inverse = np.empty(len(order), dtype=np.int64)
@@ -235,12 +238,21 @@ def _sparse_rows(weights: np.ndarray, ids: np.ndarray) -> list[tuple[np.ndarray,
     return rows
 
 
-def _progress_bar(total: int, enabled: bool):
-    if not enabled:
-        return None
+def _progress_bar(total: int):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc="encode", unit="text")
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str, *args: Any) -> None:
+    """Log a warning the first time a given message (with its arguments) occurs in this process."""
+    key = message % args
+    if key not in _WARNED:
+        _WARNED.add(key)
+        log.warning(message, *args)
 
 
 def _empty_cache(device: torch.device) -> None:

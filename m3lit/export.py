@@ -36,6 +36,7 @@ import transformers
 
 import m3lit
 from m3lit.ckpt import is_training_checkpoint, load_model, load_training_checkpoint
+from m3lit.cli import parse_key_values
 from m3lit.model import M3Model
 
 __all__ = ["ExportResult", "export", "main", "OPTIONS", "PROVENANCE_FILE"]
@@ -131,33 +132,10 @@ def _load(source: str | os.PathLike, base_model: str | os.PathLike | None) -> tu
     return model.float(), provenance
 
 
-def parse_options(argv: list[str]) -> dict[str, Any]:
-    """``key=value`` arguments -> options (values parsed as YAML scalars: ``true``, ``1``, paths)."""
-    import yaml
-
-    options = dict(OPTIONS)
-    for arg in argv:
-        key, sep, value = arg.lstrip("-").partition("=")
-        if not sep:
-            raise SystemExit(f"export: expected key=value, got {arg!r}; options: {', '.join(OPTIONS)}")
-        if key not in OPTIONS:
-            raise SystemExit(f"export: unknown option {key!r}; options: {', '.join(OPTIONS)}")
-        parsed = yaml.safe_load(value) if value else None
-        options[key] = str(value) if key in ("ckpt_path", "output_dir", "base_model") and value else parsed
-    for key in ("ckpt_path", "output_dir"):
-        if not options[key]:
-            raise SystemExit(
-                f"export: {key}=... is required (python -m m3lit.export ckpt_path=CKPT output_dir=DIR)"
-            )
-    for key in ("fp16", "overwrite"):
-        if not isinstance(options[key], bool):
-            raise SystemExit(f"export: {key} must be true or false, got {options[key]!r}")
-    return options
-
-
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point (``python -m m3lit.export`` / ``m3lit-export``)."""
-    options = parse_options(sys.argv[1:] if argv is None else argv)
+    args = sys.argv[1:] if argv is None else argv
+    options = parse_key_values(args, OPTIONS, "export", required=("ckpt_path", "output_dir"))
     result = export(**options)
     print(f"exported {options['ckpt_path']} -> {result.folder}")
     for key in ("step", "stage", "config_hash", "fp16"):

@@ -7,37 +7,10 @@ import json
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
+from m3_reference import assert_lexical_close, naive_encode
 
+from m3lit.encode import encode_file, main
 from m3lit.encoding import encode_texts, sparse_to_dict
-
-
-def naive_outputs(model, text: str, max_length: int = 512):
-    """Encode ONE text without padding and apply the BGE-M3 formulas (§3.2) directly."""
-    tok = model.tokenizer
-    ids = tok(text, truncation=True, max_length=max_length)["input_ids"]
-    input_ids = torch.tensor([ids])
-    with torch.no_grad():
-        hidden = model.encoder(
-            input_ids=input_ids, attention_mask=torch.ones_like(input_ids)
-        ).last_hidden_state[0]
-        dense = F.normalize(hidden[0], dim=-1).numpy()
-        weights = torch.relu(
-            hidden @ model.sparse_head.linear.weight[0] + model.sparse_head.linear.bias[0]
-        ).numpy()
-        colbert = F.normalize(model.colbert_head.linear(hidden[1:]), dim=-1).numpy()
-    dropped = {tok.cls_token_id, tok.eos_token_id, tok.pad_token_id, tok.unk_token_id}
-    lexical: dict[str, float] = {}
-    for w, t in zip(weights, ids, strict=True):
-        if t not in dropped and w > 0 and w > lexical.get(str(t), 0):
-            lexical[str(t)] = float(w)
-    return dense, lexical, colbert
-
-
-def assert_lexical_close(got: dict, want: dict, atol: float = 1e-5) -> None:
-    assert list(got) == list(want)  # same ids, same (first-occurrence) order
-    for key in want:
-        assert abs(float(got[key]) - want[key]) <= atol, key
 
 
 def test_encode_texts_matches_direct_computation(tiny_model, texts):
@@ -47,7 +20,7 @@ def test_encode_texts_matches_direct_computation(tiny_model, texts):
     assert out.dense.shape == (len(texts), 32) and out.dense.dtype == np.float32
     assert len(out.sparse) == len(out.colbert) == len(texts)
     for i, text in enumerate(texts):
-        dense, lexical, colbert = naive_outputs(tiny_model, text, max_length=40)
+        dense, lexical, colbert, _ = naive_encode(tiny_model, text, max_length=40)
         np.testing.assert_allclose(out.dense[i], dense, atol=1e-5)
         ids, weights = out.sparse[i]
         assert ids.dtype == np.int64 and weights.dtype == np.float32 and (weights > 0).all()
@@ -135,3 +108,75 @@ def test_sparse_to_dict_keeps_order():
     d = sparse_to_dict(np.array([9, 4], dtype=np.int64), np.array([0.5, 0.25], dtype=np.float32))
     assert list(d.items()) == [("9", np.float32(0.5)), ("4", np.float32(0.25))]
     assert json.dumps({k: float(v) for k, v in d.items()}) == '{"9": 0.5, "4": 0.25}'
+
+
+# ------------------------------------------------------------------------------------- command line
+@pytest.fixture
+def saved_model(tiny_model, tmp_path):
+    tiny_model.eval().save_pretrained(tmp_path / "model")
+    return tmp_path / "model"
+
+
+def test_encode_command_jsonl(saved_model, tiny_model, texts, tmp_path, capsys):
+    rows = [{"_id": f"d{i}", "title": "Title" if i % 2 else "", "text": t} for i, t in enumerate(texts[:7])]
+    source = tmp_path / "corpus.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    out = tmp_path / "emb"
+    argv = [f"model={saved_model}", f"input={source}", f"output_dir={out}", "colbert=true", "chunk_size=3"]
+    assert main([*argv, "batch_size=2", "max_length=64"]) == 0
+    assert "encoded 7 passages" in capsys.readouterr().out
+    want_texts = [("Title " if i % 2 else "") + t for i, t in enumerate(texts[:7])]
+    want = encode_texts(tiny_model, want_texts, max_length=64, sparse=True, colbert=True)
+    assert (out / "ids.txt").read_text().split() == [f"d{i}" for i in range(7)]
+    np.testing.assert_allclose(np.load(out / "dense.npy"), want.dense, atol=1e-6)
+    records = [json.loads(line) for line in (out / "sparse.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in records] == [f"d{i}" for i in range(7)]
+    for record, (ids, weights) in zip(records, want.sparse, strict=True):
+        assert list(record["weights"]) == [str(i) for i in ids]
+        np.testing.assert_allclose(list(record["weights"].values()), weights, atol=1e-6)
+    vecs, offsets = np.load(out / "colbert.npy"), np.load(out / "colbert_offsets.npy")
+    assert offsets[0] == 0 and offsets[-1] == len(vecs) and len(offsets) == 8
+    for i, rows_i in enumerate(want.colbert):
+        np.testing.assert_allclose(vecs[offsets[i] : offsets[i + 1]], rows_i, atol=1e-6)
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["count"] == 7 and meta["skipped"] == 0 and meta["colbert_dim"] == 16
+
+
+def test_encode_command_text_file_and_invalid_lines(saved_model, tiny_model, texts, tmp_path):
+    source = tmp_path / "passages.txt"
+    source.write_text("\n".join([texts[0], texts[1], "", texts[2]]) + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"passages.txt:3: empty passage"):
+        encode_file(model=str(saved_model), input=str(source), output_dir=str(tmp_path / "a"), progress=False)
+    meta = encode_file(
+        model=str(saved_model),
+        input=str(source),
+        output_dir=str(tmp_path / "b"),
+        skip_invalid=True,
+        sparse=False,
+        colbert=True,
+        colbert_fp16=True,
+        progress=False,
+    )
+    assert meta["count"] == 3 and meta["skipped"] == 1
+    assert (tmp_path / "b" / "ids.txt").read_text().split() == ["0", "1", "3"]  # line numbers, 0-based
+    assert not (tmp_path / "b" / "sparse.jsonl").exists()
+    assert np.load(tmp_path / "b" / "colbert.npy").dtype == np.float16
+    want = encode_texts(tiny_model, [texts[0], texts[1], texts[2]], max_length=512).dense
+    np.testing.assert_allclose(np.load(tmp_path / "b" / "dense.npy"), want, atol=1e-6)
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"_id": "a", "text": "fine"}\n{"_id": "b", "body": "wrong field"}\nnot json\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl:2: field 'text' missing"):
+        encode_file(model=str(saved_model), input=str(bad), output_dir=str(tmp_path / "c"), progress=False)
+    meta = encode_file(
+        model=str(saved_model),
+        input=str(bad),
+        output_dir=str(tmp_path / "d"),
+        skip_invalid=True,
+        progress=False,
+    )
+    assert meta["count"] == 1 and meta["skipped"] == 2
+    with pytest.raises(SystemExit, match="input=... is required"):
+        main([f"model={saved_model}", f"output_dir={tmp_path}"])
+    with pytest.raises(SystemExit, match="batch_size must be an integer"):
+        main([f"model={saved_model}", f"input={bad}", f"output_dir={tmp_path}", "batch_size=big"])
