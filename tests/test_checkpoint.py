@@ -88,6 +88,12 @@ def test_fully_fp16_folder_loads(tiny_model, tmp_path, tokenizer, texts):
     assert torch.load(folder / "sparse_linear.pt", weights_only=True)["weight"].dtype == torch.float16
     loaded = M3Model.from_pretrained(folder)  # float32 by default, whatever the files hold
     assert {p.dtype for p in loaded.parameters()} == {torch.float32}
+    assert {p.dtype for p in M3Model.from_pretrained(folder, torch_dtype=None).parameters()} == {
+        torch.float32
+    }
+    assert {p.dtype for p in M3Model.from_pretrained(folder, torch_dtype="auto").parameters()} == {
+        torch.float16
+    }
     assert_same_outputs(
         encode(tiny_model, tokenizer, texts[:3]), encode(loaded, loaded.tokenizer, texts[:3]), atol=2e-3
     )

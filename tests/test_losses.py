@@ -95,17 +95,21 @@ def naive_m3(
     l_dense = head(dense, offset)
     if sparse is None:
         return l_dense
-    local = dense[:, offset * group : (offset + n) * group]
-    inter = w.ensemble_dense * local + w.ensemble_sparse * sparse + w.ensemble_colbert * colbert
+    cols = slice(offset * group, (offset + n) * group)
+    gathered = sparse.shape[1] != n * group  # sparse/ColBERT gathered across devices like dense
+    head_offset = offset if gathered else 0
+    local = dense[:, cols]
+    local_s, local_c = (sparse[:, cols], colbert[:, cols]) if gathered else (sparse, colbert)
+    inter = w.ensemble_dense * local + w.ensemble_sparse * local_s + w.ensemble_colbert * local_c
     big_l = (
         w.dense * l_dense
         + w.inter * head(inter, 0)
-        + w.sparse * head(sparse, 0)
-        + w.colbert * head(colbert, 0)
+        + w.sparse * head(sparse, head_offset)
+        + w.colbert * head(colbert, head_offset)
     ) / w.unified_norm
     if not sd:
         return big_l
-    students = [(w.distill_dense, local), (w.distill_sparse, sparse), (w.distill_colbert, colbert)]
+    students = [(w.distill_dense, local), (w.distill_sparse, local_s), (w.distill_colbert, local_c)]
     teacher_scores = inter.detach()
     if not in_batch:
         students = [(lam, own_groups(s, group)) for lam, s in students]
@@ -216,6 +220,8 @@ UNIFIED_CASES = [
     dict(group=3, in_batch=False),
     dict(group=3, in_batch=False, teacher=True, kd="m3_kd_loss"),
     dict(group=2, offset=2, world=3),
+    dict(group=2, offset=2, world=3, gathered_heads=True),
+    dict(group=2, offset=1, world=2, gathered_heads=True, teacher=True, kd="kl_div"),
     dict(group=3, weights="paper_v2"),
     dict(group=2, weights={"sparse": 0.5, "ensemble_colbert": 2.0, "final_norm": 3.0}),
 ]
@@ -226,10 +232,9 @@ def test_m3_loss_matches_naive(case):
     b, group = 3, case["group"]
     offset, world = case.get("offset", 0), case.get("world", 1)
     dense = scores(b, world * b * group, seed=20)
-    sparse = (
-        scores(b, b * group, seed=21, scale=3.0).abs().detach().requires_grad_(True)
-    )  # lexical scores >= 0
-    colbert = scores(b, b * group, seed=22)
+    head_cols = (world if case.get("gathered_heads") else 1) * b * group  # sparse/ColBERT local or gathered
+    sparse = scores(b, head_cols, seed=21, scale=3.0).abs().detach().requires_grad_(True)  # lexical: >= 0
+    colbert = scores(b, head_cols, seed=22)
     teacher_raw = torch.randint(0, 100, (b, group)) if case.get("teacher") else None  # integer scores cast
     teacher = None if teacher_raw is None else teacher_distribution(teacher_raw, b, group)
     weights = M3LossWeights.coerce(case.get("weights"))

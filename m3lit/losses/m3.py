@@ -109,9 +109,11 @@ def m3_loss(
 
     Args:
         dense: (B, Q*G) raw dense scores; local (Q = B) or cross-device gathered (Q = W*B, see
-            ``query_offset``). Only the dense loss uses the gathered columns, as in the reference.
+            ``query_offset``). As in the reference, by default only the dense loss uses gathered columns.
         sparse: (B, B*G) raw lexical scores of the local batch, or None for dense-only training (stage 1).
-        colbert: (B, B*G) raw multi-vector scores of the local batch, or None (with ``sparse``).
+            A matrix gathered across devices like ``dense`` is accepted too (its own loss then uses the
+            gathered columns; s_inter and self-distillation still use the local block).
+        colbert: (B, B*G) raw multi-vector scores, local or gathered like ``dense``, or None (with ``sparse``).
         group_size: G, passages per query laid out [pos, neg_1..neg_{G-1}].
         temperature: tau, applied to all three scores and to s_inter (0.02 in BGE-M3).
         self_distill: add L' (Eq. (3)-(4)) and return (L + L') / n_f; ignored in dense-only mode, which has no
@@ -128,8 +130,8 @@ def m3_loss(
         :class:`M3LossOutput` with the scalar loss (float32) and its parts.
 
     Raises:
-        ValueError: shapes that do not fit (group size not dividing the passages, sparse/ColBERT not the local
-            (B, B*G) block, only one of them given, teacher scores not (B, G)), unknown ``kd_loss``,
+        ValueError: shapes that do not fit (group size not dividing the passages, sparse/ColBERT neither the
+            local (B, B*G) block nor shaped like ``dense``, only one of them given, teacher scores not (B, G)), unknown ``kd_loss``,
             non-positive temperature.
     """
     check_temperature(temperature)
@@ -156,18 +158,27 @@ def m3_loss(
     if sparse is None:
         return M3LossOutput(parts["dense"], _detached(parts))
 
-    local_dense = dense[:, query_offset * group_size : (query_offset + n_queries) * group_size]  # (B, B*G)
+    columns = slice(query_offset * group_size, (query_offset + n_queries) * group_size)
+    local_dense = dense[:, columns]  # (B, B*G)
+    heads = {"dense": (dense, query_offset, local_dense)}  # name -> (matrix, its query offset, local block)
     for name, scores in (("sparse", sparse), ("colbert", colbert)):
-        if scores.shape != local_dense.shape:
+        if scores.shape == local_dense.shape:
+            heads[name] = (scores, 0, scores)
+        elif scores.shape == dense.shape:  # gathered across devices like dense (an m3lit extension)
+            heads[name] = (scores, query_offset, scores[:, columns])
+        else:
             raise ValueError(
-                f"{name} scores must be the local (B, B*G) = {tuple(local_dense.shape)} matrix, "
-                f"got {tuple(scores.shape)}"
+                f"{name} scores must be the local (B, B*G) = {tuple(local_dense.shape)} matrix or gathered "
+                f"like dense {tuple(dense.shape)}, got {tuple(scores.shape)}"
             )
     ensemble = fused_scores(
-        local_dense, sparse, colbert, weights=(w.ensemble_dense, w.ensemble_sparse, w.ensemble_colbert)
-    )  # s_inter, Eq. (2); tempering is linear, so (sum of raw) / tau = sum of tempered
-    parts["sparse"] = head_loss(sparse, 0)
-    parts["colbert"] = head_loss(colbert, 0)
+        local_dense,
+        heads["sparse"][2],
+        heads["colbert"][2],
+        weights=(w.ensemble_dense, w.ensemble_sparse, w.ensemble_colbert),
+    )  # s_inter, Eq. (2), on the local block; tempering is linear, so (sum of raw) / tau = sum of tempered
+    parts["sparse"] = head_loss(*heads["sparse"][:2])
+    parts["colbert"] = head_loss(*heads["colbert"][:2])
     parts["inter"] = head_loss(ensemble, 0)
     loss = (
         w.dense * parts["dense"]
@@ -176,7 +187,7 @@ def m3_loss(
         + w.colbert * parts["colbert"]
     ) / w.unified_norm
     if self_distill:
-        students = {"dense": local_dense, "sparse": sparse, "colbert": colbert}
+        students = {name: local for name, (_, _, local) in heads.items()}
         if not in_batch_negatives:  # teacher and students over each query's own group only
             students = {k: own_group_scores(v, group_size) for k, v in students.items()}
             ensemble = own_group_scores(ensemble, group_size)

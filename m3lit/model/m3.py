@@ -136,8 +136,9 @@ class M3Model(nn.Module):
             colbert_dim: ColBERT width for freshly initialised heads (ignored when ``colbert_linear.pt`` exists:
                 its shape decides).
             normalize: L2-normalise dense and ColBERT vectors.
-            torch_dtype: dtype of the whole model. float32 by default (what training needs), whatever dtype the
-                files were saved in; ``torch.float16``/``"auto"`` for half-precision inference.
+            torch_dtype: dtype of the whole model. float32 by default and for None (what training needs), whatever
+                dtype the files were saved in; ``torch.float16``/``torch.bfloat16`` for half-precision inference,
+                ``"auto"`` for the dtype recorded in config.json.
             trust_remote_code: forwarded to transformers; off unless the user asks.
             hub_kwargs: forwarded to transformers and ``hf_hub_download`` (``revision``, ``cache_dir``, ...).
 
@@ -159,7 +160,7 @@ class M3Model(nn.Module):
             AutoModel.from_pretrained(
                 path,
                 config=config,
-                dtype=torch_dtype,
+                dtype=torch.float32 if torch_dtype is None else torch_dtype,
                 trust_remote_code=trust_remote_code,
                 **_no_pooler_kwargs(config),
                 **hub_kwargs,
