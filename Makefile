@@ -45,6 +45,16 @@ export: $(STAMP) ## Export a checkpoint: make export ARGS="ckpt_path=CKPT output
 bench: $(STAMP) ## Run every benchmark (tables on stdout, JSON in bench_results/)
 	$(BIN)/python -m benchmarks.run_all $(ARGS)
 
+FLAG_VENV := .venv-flag
+flag-env: ## Separate .venv-flag with FlagEmbedding==1.4.2 for parity runs (never an m3lit dependency)
+	@test -x $(FLAG_VENV)/bin/python || $(PYTHON) -m venv $(FLAG_VENV)
+	$(FLAG_VENV)/bin/pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
+	$(FLAG_VENV)/bin/pip install -q "FlagEmbedding==1.4.2"
+	$(FLAG_VENV)/bin/python -c "import FlagEmbedding, torch, transformers; print('FlagEmbedding OK: torch', torch.__version__, 'transformers', transformers.__version__)"
+
+flag-parity: $(STAMP) ## M3Embedder vs BGEM3FlagModel: max |diff| per output + encode speed (needs flag-env)
+	$(BIN)/python benchmarks/flag_parity.py $(ARGS)
+
 demo-data: $(STAMP) ## Build the offline demo corpus and tokenizer only
 	$(BIN)/python -m m3lit.data.demo $(ARGS)
 
@@ -66,4 +76,4 @@ clean-all: clean ## Also remove .venv
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
 
-.PHONY: install test test-fast train eval export bench demo-data lint format clean clean-all help
+.PHONY: install test test-fast train eval export bench flag-env flag-parity demo-data lint format clean clean-all help
