@@ -84,6 +84,12 @@ def info_nce(
         temperature: tau; logits are scores / tau (0.02 in BGE-M3).
         query_offset: index of the first local query's group in the columns (rank * B when gathered).
         in_batch_negatives: False restricts each query to its own group (B, G) with target 0.
+
+    >>> s = torch.tensor([[0.1, 0.1, 0.1, 0.1]])              # 1 query, G = 2, with a gathered other group
+    >>> round(info_nce(s, 2, temperature=0.1, query_offset=1).item(), 4)   # -log(1/4): all tied
+    1.3863
+    >>> round(info_nce(s, 2, temperature=0.1, query_offset=1, in_batch_negatives=False).item(), 4)  # log 2
+    0.6931
     """
     check_temperature(temperature)
     check_score_matrix("info_nce", scores, group_size, query_offset)

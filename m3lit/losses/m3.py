@@ -129,6 +129,14 @@ def m3_loss(
     Returns:
         :class:`M3LossOutput` with the scalar loss (float32) and its parts.
 
+    >>> d = torch.tensor([[0.9, 0.1, 0.2, 0.0], [0.3, 0.2, 0.8, 0.1]])   # B = 2 queries, G = 2
+    >>> out = m3_loss(d, None, None, 2, temperature=1.0)   # dense-only: mean of -log softmax(row)[target]
+    >>> sorted(out.parts), round(out.loss.item(), 4)
+    (['dense'], 0.9154)
+    >>> out = m3_loss(d, d.abs(), d, 2, temperature=1.0)                   # unified + self-distillation
+    >>> sorted(out.parts)
+    ['colbert', 'dense', 'inter', 'self_distill', 'sparse']
+
     Raises:
         ValueError: shapes that do not fit (group size not dividing the passages, sparse/ColBERT neither the
             local (B, B*G) block nor shaped like ``dense``, only one of them given, teacher scores not (B, G)), unknown ``kd_loss``,
