@@ -277,3 +277,16 @@ def test_malicious_head_file_is_refused(saved, tmp_path):
 def test_pooling_method_other_than_cls_is_rejected(saved):
     with pytest.raises(ValueError, match="'cls' pooling only"):
         M3Embedder(str(saved), use_fp16=False, devices="cpu", pooling_method="mean")
+
+
+def test_fp16_padded_colbert_rows_are_zero_not_nan(tiny_model, texts):
+    """F.normalize's eps underflows in fp16; padded ColBERT rows must stay exact zeros (found on an H100)."""
+    half = tiny_model.eval().half()
+    batch = tiny_model.tokenizer(texts[:4], padding=True, truncation=True, max_length=40, return_tensors="pt")
+    with torch.no_grad():
+        out = half(batch["input_ids"], batch["attention_mask"])
+    assert out.colbert.dtype == torch.float16 and not torch.isnan(out.colbert).any()
+    padded = ~out.colbert_mask
+    assert padded.any() and (out.colbert[padded] == 0).all()
+    norms = out.colbert[out.colbert_mask].float().norm(dim=-1)
+    torch.testing.assert_close(norms, torch.ones_like(norms), atol=2e-3, rtol=0)

@@ -86,5 +86,6 @@ class ColbertHead(nn.Module):
         mask = attention_mask[:, 1:].bool()  # (B, L-1)
         vecs = self.linear(hidden[:, 1:]) * mask.unsqueeze(-1).to(hidden.dtype)  # (B, L-1, Dc)
         if self.normalize:
-            vecs = F.normalize(vecs, dim=-1)  # zero rows stay zero
+            # In float32: F.normalize's eps (1e-12) is 0 in fp16, so padded zero rows would become 0/0 = NaN.
+            vecs = F.normalize(vecs.float(), dim=-1).to(vecs.dtype)  # zero rows stay zero
         return vecs, mask
