@@ -19,18 +19,23 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import hydra
-import lightning as L
-from hydra.utils import instantiate
-from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, OmegaConf, open_dict
+# Idle OpenMP threads sleep instead of spinning (set before torch loads): on a shared or loaded CPU a
+# spinning thread pool makes each small op wait for descheduled siblings, slowing tiny models 10-100x.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from m3lit.config import finalize, rewrite_overrides, save_config
+import hydra  # noqa: E402
+import lightning as L  # noqa: E402
+from hydra.utils import instantiate  # noqa: E402
+from lightning.pytorch.utilities import rank_zero_only  # noqa: E402
+from omegaconf import DictConfig, OmegaConf, open_dict  # noqa: E402
+
+from m3lit.config import finalize, rewrite_overrides, save_config  # noqa: E402
 
 __all__ = ["train", "main"]
 

@@ -5,8 +5,12 @@ from __future__ import annotations
 import builtins
 import os
 
-import pytest
-import torch
+# Idle OpenMP threads sleep instead of spinning: on a shared, loaded CPU, spinning makes every small op
+# wait for a descheduled sibling thread (10-100x slower steps). Must be set before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -1,0 +1,89 @@
+"""Shared helpers for the training-system tests: a tiny offline corpus and the overrides of a tiny run."""
+
+from __future__ import annotations
+
+import builtins
+import json
+import random
+from pathlib import Path
+
+from m3lit.retrieval import write_beir
+
+#: Small enough for seconds per run on 2 cores; every real-recipe experiment is shrunk to this.
+TINY_MODEL = [
+    "model.net.init.hidden_size=32",
+    "model.net.init.num_layers=1",
+    "model.net.init.num_heads=2",
+    "model.net.init.intermediate_size=64",
+    "model.net.init.max_length=64",
+    "model.net.colbert_dim=16",
+]
+
+
+def tiny_corpus(root: Path, tokenizer) -> dict[str, str]:
+    """Write pairs.jsonl, train.jsonl (3 negatives), an eval BEIR folder and the tokenizer under ``root``.
+
+    Queries are the first sentence of each builtin's docstring, positives the name plus the docstring.
+    """
+    docs = [
+        (n, o.__doc__)
+        for n, o in sorted(vars(builtins).items())
+        if isinstance(getattr(o, "__doc__", None), str)
+    ]
+    rows = []
+    for name, doc in docs:
+        text = " ".join(doc.split())
+        first = text.split(". ")[0][:120]
+        rows.append({"query": first, "pos": [f"{name}: {text[:300]}"]})
+    rng = random.Random(0)
+    root.mkdir(parents=True, exist_ok=True)
+    with (
+        open(root / "pairs.jsonl", "w", encoding="utf-8") as pairs,
+        open(root / "train.jsonl", "w", encoding="utf-8") as train,
+    ):
+        for i, row in enumerate(rows):
+            pairs.write(json.dumps({**row, "neg": []}) + "\n")
+            others = [r["pos"][0] for j, r in enumerate(rows) if j != i]
+            train.write(json.dumps({**row, "neg": rng.sample(others, 3)}) + "\n")
+    corpus = {f"d{i}": r["pos"][0] for i, r in enumerate(rows)}
+    queries = {f"q{i}": r["query"] for i, r in enumerate(rows[:24])}
+    qrels = {f"q{i}": {f"d{i}": 1} for i in range(24)}
+    write_beir(root / "eval", corpus, queries, qrels)
+    tokenizer.save_pretrained(str(root / "tokenizer"))
+    return {
+        "pairs": str(root / "pairs.jsonl"),
+        "train": str(root / "train.jsonl"),
+        "eval": str(root / "eval"),
+        "tokenizer": str(root / "tokenizer"),
+    }
+
+
+def tiny_run_overrides(corpus: dict[str, str], run_dir: Path, *extra: str) -> list[str]:
+    """Overrides turning ``experiment=demo`` into a seconds-long offline run on ``corpus``."""
+    return [
+        "experiment=demo",
+        f"hydra.run.dir={run_dir}",
+        "logger=null",
+        "print_config=false",
+        "data.demo=false",
+        f"data.train_data={corpus['train']}",
+        f"data.pairs_data={corpus['pairs']}",
+        f"data.tokenizer={corpus['tokenizer']}",
+        f"data.cache_dir={Path(corpus['train']).parent / 'lengths'}",
+        "data.query_max_len=24",
+        "data.passage_max_len=40",
+        "data.train_group_size=3",
+        "data.bucket_edges=[64]",
+        "data.bucket_batch_sizes=[4,4]",
+        "data.pairs_bucket_batch_sizes=[8,8]",
+        "data.sub_batch_size=null",
+        f"model.net.tokenizer={corpus['tokenizer']}",
+        *TINY_MODEL,
+        "evaluate.enabled=false",
+        f"evaluate.dataset_dir={corpus['eval']}",
+        "evaluate.options={config:{query_max_length:24,passage_max_length:40,batch_size:64}}",
+        "trainer.enable_model_summary=false",
+        "~callbacks.progress_bar",
+        "+trainer.enable_progress_bar=false",
+        *extra,
+    ]
