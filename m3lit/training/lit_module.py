@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, is_dataclass
 from functools import partial
 from typing import Any
@@ -184,7 +184,8 @@ class M3LitModule(L.LightningModule):
             pad_token_id=self.model.tokenizer.pad_token_id,
         )
         if self.sub_batch_mode == "gradcache":
-            sync = no_sync or self.trainer.strategy.block_backward_sync
+            # Only DDP-like strategies have block_backward_sync; a single device has nothing to sync.
+            sync = no_sync or getattr(self.trainer.strategy, "block_backward_sync", nullcontext)
             return gradcache_step(self.model, queries, passages, no_sync=sync, **kwargs)
         return split_batch_step(self.model, queries, passages, **kwargs)
 
