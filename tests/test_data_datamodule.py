@@ -304,3 +304,21 @@ def test_stage_switch_and_exact_resume_under_a_trainer(tmp_path, tokenizer):
         resumed, datamodule=_module(tmp_path, tokenizer, **kw), ckpt_path=str(path)
     )
     assert resumed.seen == full.seen[5:]  # nothing skipped, nothing repeated, same source
+
+
+def test_a_ticket_used_without_the_datamodule_hook_explains(tmp_path, tokenizer):
+    dm = _module(tmp_path, tokenizer)
+    ticket = next(iter(dm.train_dataloader()))  # sets up on demand
+    with pytest.raises(AttributeError, match=r"trainer.fit\(model, datamodule=dm\)"):
+        _ = ticket.queries
+    assert dm.state_dict()["samplers"]["pairs"]["step"] == 0  # a ticket alone consumes nothing
+
+
+def test_pairs_lengths_ignore_negatives(tmp_path, tokenizer):
+    rows = [{"query": "q", "pos": ["short"], "neg": ["a much longer negative passage " * 5]}]
+    path = Path(_write(tmp_path / "p.jsonl", rows))
+    ds = load_dataset(path, name="p", no_in_batch_neg=False, train_group_size=1)
+    with_negs = example_lengths(path, ds.examples, tokenizer, 32, 32, None)
+    without = example_lengths(path, ds.examples, tokenizer, 32, 32, None, negatives=False)
+    assert with_negs.tolist() == [32]
+    assert without.tolist() == [max(len(tokenizer("q")["input_ids"]), len(tokenizer("short")["input_ids"]))]

@@ -39,10 +39,10 @@ from torch.utils.data import DataLoader, IterableDataset
 from m3lit.data.batch import M3Batch
 from m3lit.data.cache import cache_root
 from m3lit.data.collate import M3Collator
-from m3lit.data.dataset import SamplingOptions, TrainDataset, expand_train_data, load_dataset, sample_group
-from m3lit.data.lengths import example_lengths
-from m3lit.data.sampler import TABLE9_EDGES, TABLE9_FINETUNE, LengthGroupedBatchSampler, build_groups
+from m3lit.data.dataset import SamplingOptions, sample_group
+from m3lit.data.sampler import TABLE9_EDGES, TABLE9_FINETUNE
 from m3lit.data.schema import DataError, SkipReport, check_on_bad_line
+from m3lit.data.sources import Source, build_source, load_datasets
 
 __all__ = ["M3DataModule", "StepTicket"]
 
@@ -54,12 +54,12 @@ SOURCES = ("pairs", "labelled")
 class StepTicket:
     """Placeholder the DataLoader yields; :meth:`M3DataModule.on_before_batch_transfer` turns it into a batch."""
 
-
-@dataclass
-class _Source:
-    name: str
-    datasets: list[TrainDataset]
-    sampler: LengthGroupedBatchSampler
+    def __getattr__(self, name: str):
+        raise AttributeError(
+            f"StepTicket has no attribute {name!r}: the batch of a step is built by M3DataModule.on_before_batch_transfer, "
+            "so pass the datamodule to the trainer (trainer.fit(model, datamodule=dm)) rather than its dataloader, "
+            "or use dm.iter_batches() outside a Trainer"
+        )
 
 
 class _StepStream(IterableDataset):
@@ -181,7 +181,7 @@ class M3DataModule(L.LightningDataModule):
         self.rank, self.world_size = rank, world_size
         self.skip_report = SkipReport()
         self.collator: M3Collator | None = None
-        self._sources: dict[str, _Source] = {}
+        self._sources: dict[str, Source] = {}
         self._source: str | None = None
         self._outstanding = 0
         self._pending_state: dict | None = None
@@ -224,80 +224,43 @@ class M3DataModule(L.LightningDataModule):
         configured = {"pairs": self.pairs_data, "labelled": self.train_data}
         if all(v is None for v in configured.values()):
             raise DataError("data.train_data is not set: give a JSONL file, a folder of them, or a list")
-        for name, data in configured.items():
-            if data is not None:
-                self._sources[name] = self._load_source(name, data, rank, world)
+        loaded = {
+            name: load_datasets(
+                data,
+                group_size=self.group_sizes[name],
+                on_bad_line=self.on_bad_line,
+                report=self.skip_report,
+                use_teacher_scores=self.use_teacher_scores,
+            )
+            for name, data in configured.items()
+            if data is not None
+        }  # every file of every source is validated before anything else
         if self.skip_report.total:
             log.warning(self.skip_report.summary())
+        cache = Path(self.cache_dir) if self.cache_dir else cache_root() / "lengths"
+        for name, datasets in loaded.items():
+            self._sources[name] = build_source(
+                name,
+                datasets,
+                tokenizer=self.tokenizer,
+                query_max_len=self.query_max_len,
+                passage_max_len=self.passage_max_len,
+                cache_dir=cache,
+                edges=self.bucket_edges,
+                batch_sizes=self.bucket_batch_sizes[name],
+                max_tokens_per_batch=self.max_tokens_per_batch,
+                rank=rank,
+                world_size=world,
+                seed=self.seed,
+                drop_last=self.drop_last,
+                shuffle=self.shuffle,
+            )
         self._source = self._initial_source or ("pairs" if "pairs" in self._sources else "labelled")
         if self._source not in self._sources:
             raise ValueError(f"data.source={self._source!r} but no data is configured for it")
         if self._pending_state is not None:
             state, self._pending_state = self._pending_state, None
             self.load_state_dict(state)
-
-    def _load_source(self, name: str, data: Any, rank: int, world: int) -> _Source:
-        datasets, lengths = [], []
-        cache = Path(self.cache_dir) if self.cache_dir else cache_root() / "lengths"
-        for path, flag, display in expand_train_data(data):
-            ds = load_dataset(
-                path,
-                name=display,
-                no_in_batch_neg=flag,
-                train_group_size=self.group_sizes[name],
-                on_bad_line=self.on_bad_line,
-                report=self.skip_report,
-                use_teacher_scores=self.use_teacher_scores,
-            )
-            datasets.append(ds)
-            lengths.append(
-                example_lengths(
-                    path, ds.examples, self.tokenizer, self.query_max_len, self.passage_max_len, cache
-                )
-            )
-        groups = build_groups(
-            lengths,
-            edges=self.bucket_edges,
-            batch_sizes=self.bucket_batch_sizes[name],
-            group_sizes=[ds.group_size for ds in datasets],
-            file_batch_sizes=[ds.batch_size for ds in datasets],
-            halve=[bool(ds.type and "symmetric" in ds.type) for ds in datasets],
-            max_tokens_per_batch=self.max_tokens_per_batch,
-        )
-        sampler = LengthGroupedBatchSampler(
-            groups,
-            world_size=world,
-            rank=rank,
-            seed=self.seed,
-            drop_last=self.drop_last,
-            shuffle=self.shuffle,
-        )
-        steps = len(sampler)
-        used = {sampler.groups[g].dataset for g, _ in sampler.plan(0)}
-        for d, ds in enumerate(datasets):
-            if d not in used:
-                log.warning(
-                    "source %r: dataset %s (%d examples) yields no full batch of batch size x world size %d; "
-                    "it is not trained on (lower data.bucket_batch_sizes or set data.drop_last=false)",
-                    name,
-                    ds.name,
-                    len(ds),
-                    world,
-                )
-        if steps == 0:
-            raise DataError(
-                f"source {name!r}: no dataset has a full batch ({sum(len(d) for d in datasets)} examples in "
-                f"{len(datasets)} file(s), world size {world}); lower data.bucket_batch_sizes or set data.drop_last=false"
-            )
-        log.info(
-            "source %r: %d file(s), %d examples, %d (dataset, bucket) groups, %d steps per epoch",
-            name,
-            len(datasets),
-            sum(len(d) for d in datasets),
-            len(groups),
-            steps,
-        )
-        return _Source(name, datasets, sampler)
 
     # ------------------------------------------------------------------ sources
     @property
@@ -306,11 +269,11 @@ class M3DataModule(L.LightningDataModule):
         return self._source
 
     @property
-    def sources(self) -> dict[str, _Source]:
+    def sources(self) -> dict[str, Source]:
         return self._sources
 
     @property
-    def _active(self) -> _Source:
+    def _active(self) -> Source:
         if not self._sources:
             raise RuntimeError("M3DataModule.setup() has not run")
         return self._sources[self._source]

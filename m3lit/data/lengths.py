@@ -1,7 +1,8 @@
 """Token lengths for length bucketing, from the real tokenizer, cached per file.
 
 The bucket key of a line is its longest text in tokens (with special tokens), each side capped at its
-max length: ``max(min(len(query), query_max_len), max over pos + neg of min(len(p), passage_max_len))``,
+max length: ``max(min(len(query), query_max_len), max over pos + neg of min(len(p), passage_max_len))``
+(negatives left out when the group size is 1, since they are never sampled then),
 as FlagEmbedding's ``split_data_by_length.py`` does but with the truncation the collator applies.
 Counting 8192-token passages is slow, so the result is cached in ``cache_dir`` as a small ``.npz``
 keyed by the file's content hash, the tokenizer's fingerprint and both max lengths.
@@ -67,6 +68,7 @@ def example_lengths(
     query_max_len: int,
     passage_max_len: int,
     cache_dir: str | Path | None = None,
+    negatives: bool = True,
 ) -> np.ndarray:
     """Bucket key of every example (see the module docstring): (N,) int32, cached per file.
 
@@ -77,11 +79,12 @@ def example_lengths(
         query_max_len: query truncation length.
         passage_max_len: passage truncation length.
         cache_dir: folder for the cache files; None disables caching.
+        negatives: count the negatives too (False for G = 1, where they are never sampled).
     """
     lines = np.array([ex.line for ex in examples], dtype=np.int64)
     cache_file = None
     if cache_dir is not None:
-        key = f"{file_digest(path)}-{tokenizer_fingerprint(tokenizer)}-{query_max_len}-{passage_max_len}"
+        key = f"{file_digest(path)}-{tokenizer_fingerprint(tokenizer)}-{query_max_len}-{passage_max_len}-{negatives}"
         cache_file = (
             Path(cache_dir) / f"{Path(path).stem[:40]}-{hashlib.sha256(key.encode()).hexdigest()[:20]}.npz"
         )
@@ -91,12 +94,13 @@ def example_lengths(
             if all(line in known for line in lines.tolist()):
                 return np.array([known[line] for line in lines.tolist()], dtype=np.int32)
     queries = token_counts(tokenizer, [ex.query for ex in examples], query_max_len)
-    passages = [p for ex in examples for p in (*ex.pos, *ex.neg)]
+    texts = [(*ex.pos, *ex.neg) if negatives else ex.pos for ex in examples]
+    passages = [p for group in texts for p in group]
     passage_counts = token_counts(tokenizer, passages, passage_max_len)
     lengths = np.empty(len(examples), dtype=np.int32)
     offset = 0
-    for i, ex in enumerate(examples):
-        n = len(ex.pos) + len(ex.neg)
+    for i, group in enumerate(texts):
+        n = len(group)
         lengths[i] = max(int(queries[i]), int(passage_counts[offset : offset + n].max()))
         offset += n
     if cache_file is not None:

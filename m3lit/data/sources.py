@@ -1,0 +1,117 @@
+"""A training source: its validated datasets and the length-grouped sampler over them.
+
+:class:`~m3lit.data.datamodule.M3DataModule` holds one per configured source (``pairs``, ``labelled``).
+Loading is split in two so that every source's files are validated (:func:`load_datasets`) before any
+token counting or batch planning starts (:func:`build_source`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from m3lit.data.dataset import TrainDataset, expand_train_data, load_dataset
+from m3lit.data.lengths import example_lengths
+from m3lit.data.sampler import LengthGroupedBatchSampler, build_groups
+from m3lit.data.schema import DataError, SkipReport
+
+__all__ = ["Source", "build_source", "load_datasets"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Source:
+    """One named training source: its datasets (files) and this rank's sampler over them."""
+
+    name: str
+    datasets: list[TrainDataset]
+    sampler: LengthGroupedBatchSampler
+
+
+def load_datasets(
+    data: Any, *, group_size: int, on_bad_line: str, report: SkipReport, use_teacher_scores: bool
+) -> list[TrainDataset]:
+    """Expand ``data`` (file, folder, mapping or list) and read + validate every file."""
+    return [
+        load_dataset(
+            path,
+            name=display,
+            no_in_batch_neg=flag,
+            train_group_size=group_size,
+            on_bad_line=on_bad_line,
+            report=report,
+            use_teacher_scores=use_teacher_scores,
+        )
+        for path, flag, display in expand_train_data(data)
+    ]
+
+
+def build_source(
+    name: str,
+    datasets: list[TrainDataset],
+    *,
+    tokenizer,
+    query_max_len: int,
+    passage_max_len: int,
+    cache_dir: Path,
+    edges: Sequence[int],
+    batch_sizes: Sequence[int],
+    max_tokens_per_batch: int | None,
+    rank: int,
+    world_size: int,
+    seed: int,
+    drop_last: bool,
+    shuffle: bool,
+) -> Source:
+    """Count tokens (cached), group by (dataset, bucket) and build this rank's sampler.
+
+    Raises:
+        DataError: the source has no full global batch at all.
+    """
+    lengths = [
+        example_lengths(
+            ds.path,
+            ds.examples,
+            tokenizer,
+            query_max_len,
+            passage_max_len,
+            cache_dir,
+            negatives=ds.group_size > 1,
+        )
+        for ds in datasets
+    ]
+    groups = build_groups(
+        lengths,
+        edges=edges,
+        batch_sizes=batch_sizes,
+        group_sizes=[ds.group_size for ds in datasets],
+        file_batch_sizes=[ds.batch_size for ds in datasets],
+        halve=[bool(ds.type and "symmetric" in ds.type) for ds in datasets],
+        max_tokens_per_batch=max_tokens_per_batch,
+    )
+    sampler = LengthGroupedBatchSampler(
+        groups, world_size=world_size, rank=rank, seed=seed, drop_last=drop_last, shuffle=shuffle
+    )
+    examples = sum(len(ds) for ds in datasets)
+    if len(sampler) == 0:
+        raise DataError(
+            f"source {name!r}: no dataset has a full batch ({examples} examples in {len(datasets)} file(s), "
+            f"world size {world_size}); lower data.bucket_batch_sizes or set data.drop_last=false"
+        )
+    used = {sampler.groups[g].dataset for g, _ in sampler.plan(0)}
+    for d, ds in enumerate(datasets):
+        if d not in used:
+            log.warning(
+                "source %r: dataset %s (%d examples) yields no full batch of batch size x world size %d; it is "
+                "not trained on (lower data.bucket_batch_sizes or set data.drop_last=false)",
+                name, ds.name, len(ds), world_size,
+            )  # fmt: skip
+    log.info(
+        "source %r: %d file(s), %d examples, %d (dataset, bucket) groups, %d steps per epoch",
+        name, len(datasets), examples, len(groups), len(sampler),
+    )  # fmt: skip
+    return Source(name, datasets, sampler)
