@@ -25,6 +25,8 @@ from pathlib import Path
 import torch
 
 __all__ = [
+    "check_model_source",
+    "set_config_dtype",
     "HEAD_FILES",
     "load_head_state",
     "save_head_state",
@@ -149,6 +151,33 @@ def save_tokenizer(tokenizer, folder: str | os.PathLike) -> None:
     if config.get("tokenizer_class") == "TokenizersBackend":
         config["tokenizer_class"] = "PreTrainedTokenizerFast"
         _write_json(config_path, config)
+
+
+def check_model_source(path: str) -> None:
+    """Raise FileNotFoundError for a missing local model folder or one without config.json.
+
+    Anything that does not look like a local path (``org/name``) is left to the hub.
+    """
+    local = Path(path).expanduser()
+    if local.exists():
+        if not local.is_dir():
+            raise FileNotFoundError(
+                f"{path} is a file; M3Model.from_pretrained expects a model folder or hub id"
+            )
+        if not (local / "config.json").is_file():
+            raise FileNotFoundError(f"{local / 'config.json'} not found: {path} is not a saved model folder")
+        return
+    looks_local = local.is_absolute() or path.startswith((".", "~")) or path.count("/") > 1 or "\\" in path
+    if looks_local:
+        raise FileNotFoundError(f"model folder {path} does not exist")
+
+
+def set_config_dtype(config_path: Path, dtype: str) -> None:
+    """Record ``dtype`` in a saved config.json (the encoder was written in that dtype)."""
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config["torch_dtype"] = dtype
+    config["dtype"] = dtype
+    config_path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 
 
 def _write_json(path: Path, payload: object) -> None:

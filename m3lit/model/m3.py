@@ -34,10 +34,12 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig,
 
 from m3lit.model.checkpoint import (
     HEAD_FILES,
+    check_model_source,
     load_head_state,
     resolve_file,
     save_head_state,
     save_tokenizer,
+    set_config_dtype,
     write_sentence_transformers_files,
 )
 from m3lit.model.heads import ColbertHead, DenseHead, SparseHead
@@ -153,7 +155,7 @@ class M3Model(nn.Module):
             pickle.UnpicklingError: a head file that would unpickle arbitrary objects.
         """
         path = str(model_name_or_path)
-        _check_local_source(path)
+        check_model_source(path)
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, **hub_kwargs)
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, **hub_kwargs)
         encoder = _without_pooler(
@@ -297,7 +299,7 @@ class M3Model(nn.Module):
         }
         self.encoder.save_pretrained(str(folder), state_dict=state)  # model.safetensors
         if fp16:
-            _set_config_dtype(folder / "config.json", "float16")
+            set_config_dtype(folder / "config.json", "float16")
         save_tokenizer(self.tokenizer, folder)  # readable by transformers 4.x (FlagEmbedding)
         save_head_state(self.sparse_head.linear, folder / HEAD_FILES["sparse"], fp16=fp16)
         save_head_state(self.colbert_head.linear, folder / HEAD_FILES["colbert"], fp16=fp16)
@@ -327,28 +329,3 @@ def _no_pooler_kwargs(config: PretrainedConfig) -> dict:
         model_class is not None and "add_pooling_layer" in inspect.signature(model_class.__init__).parameters
     )
     return {"add_pooling_layer": False} if accepts else {}
-
-
-def _check_local_source(path: str) -> None:
-    """Clear errors for local sources; anything that is not a local path is left to the hub."""
-    local = Path(path).expanduser()
-    if local.exists():
-        if not local.is_dir():
-            raise FileNotFoundError(
-                f"{path} is a file; M3Model.from_pretrained expects a model folder or hub id"
-            )
-        if not (local / "config.json").is_file():
-            raise FileNotFoundError(f"{local / 'config.json'} not found: {path} is not a saved model folder")
-        return
-    looks_local = local.is_absolute() or path.startswith((".", "~")) or path.count("/") > 1 or "\\" in path
-    if looks_local:
-        raise FileNotFoundError(f"model folder {path} does not exist")
-
-
-def _set_config_dtype(config_path: Path, dtype: str) -> None:
-    import json
-
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    config["torch_dtype"] = dtype
-    config["dtype"] = dtype
-    config_path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
