@@ -2,7 +2,7 @@
 
     python -m benchmarks.encode [--quick] [--runs N] [--no-flag]
 
-2,000 passages of 50-500 tokens (uniform, exact counts; 300 passages with --quick), batch size 256, max
+2,000 passages of 50-500 tokens (uniform, exact counts; 100 passages with --quick), batch size 256, max
 length 512, dense + lexical weights + ColBERT vectors, on the tiny 250k-vocabulary workload model. Both
 sides are timed after a warm-up call on 64 passages; tokens are counted with special tokens, after
 truncation. Reports passages/s and tokens/s.
@@ -55,7 +55,7 @@ def m3_encode(
 def run(quick: bool = False, runs: int | None = None, flag: bool = True, n_texts: int | None = None) -> dict:
     """Side-by-side encode benchmark; prints the table and writes ``bench_results/encode.json``."""
     runs = runs or (1 if quick else 3)
-    n = n_texts or (300 if quick else 2000)
+    n = n_texts or (100 if quick else 2000)
     lengths = np.random.default_rng(3).integers(48, 499, n).tolist()  # + <s> </s> = 50..500 tokens
     texts = str(write_texts(f"encode-{n}", lengths, seed=3))
     folder = str(model_dir(TINY_250K))

@@ -4,7 +4,7 @@
 
 :func:`m3lit.retrieval.evaluate_retrieval` with modes dense, sparse, colbert, dense+sparse and all (the
 paper's columns) on a synthetic BEIR folder: 10,000 passages of 32-256 tokens, 200 queries of 8-48 tokens
-made of words of their relevant passage, one relevant passage each (2,000 passages with --quick). The
+made of words of their relevant passage, one relevant passage each (500 passages, 50 queries with --quick). The
 model is the tiny 250k-vocabulary workload model; its metrics are meaningless (random weights), its time
 is what is measured: loading, encoding queries and corpus, building the dense / sparse / ColBERT indices,
 searching and re-ranking in every mode, and scoring. The per-stage split comes from the pipeline's own
@@ -88,8 +88,8 @@ def m3_eval(model_dir: str, dataset_dir: str) -> dict:
 def run(quick: bool = False, runs: int | None = None, flag: bool = False) -> dict:
     """Time the evaluation ``runs`` times; table + ``bench_results/eval.json``."""
     runs = runs or (1 if quick else 3)
-    n = 2000 if quick else 10000
-    folder, dataset = str(model_dir(TINY_250K)), str(build_dataset(n))
+    n, n_queries = (500, 50) if quick else (10000, 200)
+    folder, dataset = str(model_dir(TINY_250K)), str(build_dataset(n, n_queries))
     print("  eval", flush=True)
     results = H.alternate(
         {

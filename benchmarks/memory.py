@@ -38,7 +38,7 @@ def run(
 ) -> dict:
     """Sweep batch sizes for both m3lit modes (and FlagEmbedding); table + ``bench_results/memory.json``."""
     runs = runs or 1
-    batches = batches or ([8, 16] if quick else [8, 16, 32, 64])
+    batches = batches or ([2, 4] if quick else [8, 16, 32, 64])
     flag_batches = flag_batches or ([1] if quick else [1, 2])
     passage_len = 128 if quick else 512
     folder = str(model_dir(TINY_250K))

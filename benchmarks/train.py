@@ -130,19 +130,20 @@ def run(
     steps = steps or (2 if quick else 3)
     flag_runs = flag_runs or (1 if quick else 2)
     flag_steps = flag_steps or (1 if quick else 2)
+    batch = 2 if quick else 8  # --quick is a smoke test: batch 2 on both sides
     spec: ModelSpec = MODELS[model]
     folder = str(model_dir(spec))
     data = str(train_jsonl(64))
     warmup = 1
     sides = {}
     for stage in STAGES:
-        overrides = m3_overrides(folder, data, stage=stage, steps=warmup + steps)
+        overrides = m3_overrides(folder, data, stage=stage, batch_size=batch, steps=warmup + steps)
         sides[f"m3lit {stage}"] = lambda r, o=overrides: H.run_subprocess(
             H.m3_command("benchmarks.train:m3_train", overrides=o, warmup_steps=warmup), timeout_s=900
         )
     out_dir = str(cache_root() / "flag-train-out")
     sides["flag unified_self_distill"] = lambda r: H.run_subprocess(
-        H.flag_command("train", model_dir=folder, train_data=data, output_dir=f"{out_dir}-{r}", warmup_steps=warmup, steps=flag_steps),
+        H.flag_command("train", model_dir=folder, train_data=data, output_dir=f"{out_dir}-{r}", warmup_steps=warmup, steps=flag_steps, batch_size=batch),
         timeout_s=1200,
     )  # fmt: skip
     counts = {name: runs for name in sides}
@@ -155,7 +156,7 @@ def run(
     print(table)
     payload = {
         "benchmark": "train", "quick": quick, "model": model, "model_spec": spec.__dict__, "env": H.environment(flag),
-        "workload": {"batch_size": 8, "group_size": 4, "query_max_len": 64, "passage_max_len": 256, "temperature": 0.02},
+        "workload": {"batch_size": batch, "group_size": 4, "query_max_len": 64, "passage_max_len": 256, "temperature": 0.02},
         "summary": summary, "runs": results,
     }  # fmt: skip
     H.save_json("train" if model == "tiny" else f"train-{model}", payload)

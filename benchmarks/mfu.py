@@ -1,0 +1,244 @@
+"""Model FLOPs utilisation (MFU) of a training step on a mid-size encoder, and where the rest goes.
+
+    python -m benchmarks.mfu [--quick] [--runs N] [--precisions 32-true,bf16-mixed] [--no-profile]
+
+Model: 6 layers, hidden 384, 6 heads, FFN 1536, the offline tokenizer's 8,000-token vocabulary (so the
+embedding update does not dominate; the 250k-vocabulary cost is what ``benchmarks.train`` measures).
+Step: unified + self-distillation, batch 8, group size 4, query 64 / passage 256 tokens, m3lit's real
+training path (:func:`benchmarks.train.m3_train`).
+
+MFU = model FLOPs per step (:func:`benchmarks.flops.step_flops`: matmuls, backward = 2 x forward) / step
+time / the machine's matmul peak, where the peak is *measured* (best large torch GEMM,
+:func:`benchmarks.device.measure_matmul_peak`) in a subprocess alternating with the training runs, in the
+precision the step computes its matmuls in: fp32 for ``32-true``, bf16 for ``bf16-mixed`` (AMX / tensor
+cores). On CUDA the card's data-sheet bf16 peak is reported beside the measured one.
+
+A profile run (torch.profiler, one steady step) splits the step time into matmuls, attention, other
+forward/backward ops and the optimizer, and gives the matmuls' own FLOP rate: that says what keeps MFU
+below the peak.
+"""
+
+from __future__ import annotations
+
+import time
+
+from benchmarks import harness as H
+from benchmarks.flops import EncoderShape, step_flops
+from benchmarks.train import m3_overrides
+from benchmarks.workload import MID_SIZE, TINY_250K, ModelSpec, get_tokenizer, model_dir, train_jsonl
+
+__all__ = ["m3_peak", "m3_profile", "workload_flops", "run", "main"]
+
+BATCH, GROUP, QUERY_LEN, PASSAGE_LEN = 8, 4, 64, 256
+#: --quick (a smoke test) runs a 2-layer, hidden-128 encoder instead of the mid-size one.
+QUICK_SPEC = ModelSpec(vocab_size=0, hidden_size=128, num_layers=2, num_heads=2, intermediate_size=256)
+#: Operator-name fragments of each profile category (the first match wins; optimizer ops are separate).
+CATEGORIES = (
+    ("attention", ("scaled_dot_product", "_efficient_attention", "_flash_attention")),
+    ("matmul", ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear", "aten::baddbmm")),
+    ("norm/activation", ("layer_norm", "gelu", "softmax", "dropout", "native_dropout")),
+    ("embedding", ("embedding",)),
+)
+
+
+def workload_flops(spec: ModelSpec) -> dict[str, float]:
+    """Model FLOPs of one step of the MFU workload on ``spec`` (every text fills its max length)."""
+    dc = spec.colbert_dim if spec.colbert_dim > 0 else spec.hidden_size
+    shape = EncoderShape(spec.hidden_size, spec.intermediate_size, spec.num_layers, dc)
+    return step_flops(shape, [QUERY_LEN] * BATCH, [PASSAGE_LEN] * (BATCH * GROUP))
+
+
+def m3_peak(seconds: float = 1.5) -> dict:
+    """Measured GEMM peak FLOP/s in fp32 and bf16 on the benchmark device (+ data-sheet peak on CUDA)."""
+    import torch
+
+    from benchmarks.device import bench_device, measure_matmul_peak, spec_peak_flops
+
+    device = bench_device()
+    return {
+        "device": str(device),
+        "fp32": measure_matmul_peak(device, torch.float32, seconds=seconds),
+        "bf16": measure_matmul_peak(device, torch.bfloat16, seconds=seconds),
+        "spec_bf16": spec_peak_flops(device),
+    }
+
+
+def m3_profile(overrides: list[str], profile_step: int = 2) -> dict:
+    """One training run with ``torch.profiler`` around step ``profile_step``: time per category."""
+    import lightning as L
+    import torch
+    from hydra.utils import instantiate
+
+    from m3lit.config import compose
+
+    cfg = compose(overrides)
+    L.seed_everything(cfg.seed, workers=True)
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if torch.cuda.is_available():
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    prof = torch.profiler.profile(activities=activities, record_shapes=True, with_flops=True)
+    wall: list[float] = []
+
+    class Window(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if batch_idx == profile_step:
+                prof.start()
+                wall.append(time.perf_counter())
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if batch_idx == profile_step:
+                if torch.cuda.is_available():
+                    torch.cuda.synchronize()
+                wall.append(time.perf_counter())
+                prof.stop()
+
+    datamodule = instantiate(cfg.data)
+    module = instantiate(cfg.model)
+    if getattr(datamodule, "tokenizer", None) is None:
+        datamodule.tokenizer = module.model.tokenizer
+    trainer = instantiate(cfg.trainer, callbacks=[Window()], logger=False)
+    trainer.fit(module, datamodule=datamodule)
+    return {"profiled_step_s": wall[1] - wall[0], **_categorize(prof)}
+
+
+def _categorize(prof) -> dict:
+    """Self CPU time per category (optimizer ops on their own), matmul FLOPs, and the top operators."""
+    events = prof.events()
+    seconds: dict[str, float] = {}
+    matmul_flops = 0.0
+    for event in events:
+        if event.device_type.name != "CPU":
+            continue
+        name, self_s = event.name, event.self_cpu_time_total / 1e6
+        parent, in_optimizer = event.cpu_parent, False
+        while parent is not None:
+            if parent.name.startswith("Optimizer."):
+                in_optimizer = True
+                break
+            parent = parent.cpu_parent
+        if name.startswith("Optimizer.") or in_optimizer:
+            category = "optimizer"
+        else:
+            category = next((c for c, keys in CATEGORIES if any(k in name for k in keys)), "other ops")
+            if not name.startswith("aten::") and category == "other ops":
+                category = "python/framework"
+        seconds[category] = seconds.get(category, 0.0) + self_s
+        if category == "matmul":
+            matmul_flops += getattr(event, "flops", 0) or 0
+    top = sorted(prof.key_averages(group_by_input_shape=True), key=lambda e: -e.self_cpu_time_total)[:12]
+    return {
+        "category_s": dict(sorted(seconds.items(), key=lambda kv: -kv[1])),
+        "matmul_flops": matmul_flops,
+        "top_ops": [
+            {
+                "name": e.key,
+                "shapes": str(e.input_shapes)[:120],
+                "calls": e.count,
+                "self_s": e.self_cpu_time_total / 1e6,
+            }
+            for e in top
+        ],
+    }
+
+
+def run(
+    quick: bool = False,
+    runs: int | None = None,
+    precisions: list[str] | None = None,
+    profile: bool = True,
+    model: str = "mid",
+) -> dict:
+    """Alternate peak measurements and training runs per precision; MFU table + ``bench_results/mfu.json``."""
+    from benchmarks.device import bench_device
+
+    runs = runs or (1 if quick else 3)
+    device = bench_device()
+    precisions = precisions or (["bf16-mixed"] if device.type == "cuda" else ["32-true", "bf16-mixed"])
+    spec = QUICK_SPEC if quick else (MID_SIZE if model == "mid" else TINY_250K)
+    get_tokenizer()
+    folder, data = str(model_dir(spec)), str(train_jsonl(64))
+    steps = 1 if quick else 3
+    flops = workload_flops(spec)
+    sides = {"peak": lambda r: H.run_subprocess(H.m3_command("benchmarks.mfu:m3_peak"), timeout_s=120)}
+    for prec in precisions:
+        o = m3_overrides(folder, data, stage="unified_self_distill", steps=1 + steps, precision=prec)
+        sides[prec] = lambda r, o=o: H.run_subprocess(
+            H.m3_command("benchmarks.train:m3_train", overrides=o), timeout_s=900
+        )
+    print(f"  mfu ({model})", flush=True)
+    results = H.alternate(sides, dict.fromkeys(sides, runs))
+    peaks = [r.result for r in results["peak"] if r.ok]
+    summary: dict = {
+        "flops_per_step": flops,
+        "peak": {k: H.summarize([p[k] for p in peaks]) for k in ("fp32", "bf16")},
+    }
+    rows = []
+    for prec in precisions:
+        ok = [r for r in results[prec] if r.ok]
+        expected = BATCH * QUERY_LEN + BATCH * GROUP * PASSAGE_LEN
+        bad = [t for r in ok for t in r.result["tokens_per_step"] if t != expected]
+        times = [t for r in ok for t in r.result["step_times"]]
+        kind = "bf16" if prec.startswith("bf16") else "fp32"
+        peak_med = summary["peak"][kind]["median"]
+        entry = {
+            "step_s": H.summarize(times),
+            "achieved_flops": H.summarize([flops["total"] / t for t in times]),
+            "mfu_vs_measured_peak": H.summarize([flops["total"] / t / peak_med for t in times])
+            if peak_med
+            else H.summarize([]),
+            "peak_kind": kind,
+            "token_count_mismatch": bad,
+            "failures": [r.status for r in results[prec] if not r.ok],
+        }
+        spec_peak = next((p["spec_bf16"] for p in peaks if p.get("spec_bf16")), None)
+        if spec_peak and kind == "bf16":
+            entry["mfu_vs_spec_peak"] = H.summarize([flops["total"] / t / spec_peak for t in times])
+        summary[prec] = entry
+        rows.append([
+            prec, H.fmt_range(entry["step_s"], 2), H.fmt_range(entry["achieved_flops"], 1, 1e-9),
+            f"{kind} " + H.fmt_range(summary["peak"][kind], 1, 1e-9), H.fmt_range(entry["mfu_vs_measured_peak"], 1, 100) + " %",
+        ])  # fmt: skip
+    if profile:
+        for prec in precisions[:1] if quick else precisions:
+            o = m3_overrides(folder, data, stage="unified_self_distill", steps=3, precision=prec)
+            res = H.run_subprocess(H.m3_command("benchmarks.mfu:m3_profile", overrides=o), timeout_s=900)
+            summary[f"profile {prec}"] = res.result if res.ok else {"failure": res.status}
+    table = f"\n### mfu ({model}: {spec.num_layers} layers, hidden {spec.hidden_size}; {flops['total'] / 1e9:.0f} GFLOP/step)\n"
+    table += H.format_table(["precision", "s/step", "achieved GFLOP/s", "measured peak GFLOP/s", "MFU"], rows)
+    for prec in precisions:
+        prof = summary.get(f"profile {prec}", {})
+        if "category_s" in prof:
+            total = sum(prof["category_s"].values())
+            parts = ", ".join(f"{k} {100 * v / total:.0f}%" for k, v in prof["category_s"].items())
+            rate = prof["matmul_flops"] / max(prof["category_s"].get("matmul", 0.0), 1e-9) / 1e9
+            table += f"\nprofile {prec} (self CPU time of one step): {parts}; matmuls alone run at {rate:.0f} GFLOP/s"
+    print(table)
+    payload = {
+        "benchmark": "mfu",
+        "quick": quick,
+        "model": model,
+        "model_spec": spec.__dict__,
+        "env": H.environment(False),
+        "summary": summary,
+        "runs": results,
+    }
+    H.save_json("mfu", payload)
+    return payload
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = H.bench_parser(__doc__.splitlines()[0])
+    parser.add_argument(
+        "--precisions",
+        default=None,
+        help="comma list of trainer precisions (CPU default: 32-true,bf16-mixed)",
+    )
+    parser.add_argument("--no-profile", action="store_true", help="skip the torch.profiler breakdown run")
+    parser.add_argument("--model", choices=("mid", "tiny"), default="mid")
+    args = parser.parse_args(argv)
+    precisions = args.precisions.split(",") if args.precisions else None
+    run(args.quick, args.runs, precisions, not args.no_profile, args.model)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""Run every benchmark and print every table: ``make bench`` (= ``python -m benchmarks.run_all``).
+
+    python -m benchmarks.run_all [--quick] [--runs N] [--no-flag] [--only train,score] [--skip eval]
+                                 [--extras]
+
+Order: score, encode, train, memory, eval, mfu (each ``python -m benchmarks.<name>`` on its own). Every
+module writes ``bench_results/<name>.json``; at the end the tables are printed together and
+``bench_results/README_table.md`` (the README "Performance" table, :mod:`benchmarks.report`) is rendered
+from the JSON just written. ``--extras`` also runs the other helpers' benchmarks (``sparse_memory``,
+``padding_waste``). The FlagEmbedding side runs when ``.venv-flag`` exists, on CPU, unless ``--no-flag``.
+A full run takes about 15 minutes on an idle 2-core machine; ``--quick`` a few.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import sys
+import time
+
+from benchmarks import harness as H
+
+__all__ = ["BENCHMARKS", "main"]
+
+BENCHMARKS = ("score", "encode", "train", "memory", "eval", "mfu")
+
+
+def _run_one(name: str, quick: bool, runs: int | None, flag: bool) -> None:
+    if name == "score":
+        from benchmarks import score
+
+        score.run(quick=quick, runs=runs, flag=flag)
+    elif name == "encode":
+        from benchmarks import encode
+
+        encode.run(quick=quick, runs=runs, flag=flag)
+    elif name == "train":
+        from benchmarks import train
+
+        train.run(quick=quick, runs=runs, flag=flag)
+    elif name == "memory":
+        from benchmarks import memory
+
+        memory.run(quick=quick, runs=None, flag=flag)
+    elif name == "eval":
+        from benchmarks import eval as eval_bench
+
+        eval_bench.run(quick=quick, runs=runs)
+    elif name == "mfu":
+        from benchmarks import mfu
+
+        mfu.run(quick=quick, runs=runs)
+    else:
+        raise ValueError(f"unknown benchmark {name!r}; choose from {BENCHMARKS}")
+
+
+def _extras(quick: bool) -> None:
+    from benchmarks import padding_waste, sparse_memory
+
+    sparse_memory.run(quick=quick)
+    padding_waste.main(["--out", str(H.results_dir())])
+
+
+class _Tee(io.TextIOBase):
+    """Copy stdout into a buffer so the tables can be printed again at the end."""
+
+    def __init__(self, stream) -> None:
+        self.stream, self.buffer_text = stream, io.StringIO()
+
+    def write(self, text: str) -> int:
+        self.stream.write(text)
+        self.buffer_text.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = H.bench_parser(__doc__.splitlines()[0])
+    parser.add_argument("--only", default="", help="comma list of benchmarks to run (default: all)")
+    parser.add_argument("--skip", default="", help="comma list of benchmarks to skip")
+    parser.add_argument("--extras", action="store_true", help="also run sparse_memory and padding_waste")
+    args = parser.parse_args(argv)
+    chosen = [
+        b for b in (args.only.split(",") if args.only else BENCHMARKS) if b and b not in args.skip.split(",")
+    ]
+    unknown = [b for b in chosen if b not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmark(s) {unknown}; choose from {list(BENCHMARKS)}")
+    flag = H.want_flag(args)
+    print(
+        f"m3lit benchmarks: {', '.join(chosen)}{' (quick)' if args.quick else ''}; FlagEmbedding side: {'on' if flag else 'off'}"
+    )
+    tee = _Tee(sys.stdout)
+    start, failed = time.perf_counter(), []
+    with contextlib.redirect_stdout(tee):
+        for name in chosen:
+            t0 = time.perf_counter()
+            try:
+                _run_one(name, args.quick, args.runs, flag)
+            except Exception as error:  # one broken benchmark must not hide the others' tables
+                failed.append(f"{name}: {type(error).__name__}: {error}")
+                print(f"\n### {name}\nFAILED: {type(error).__name__}: {error}")
+            print(f"  ({name}: {time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
+        if args.extras:
+            _extras(args.quick)
+    tables = [line for line in tee.buffer_text.getvalue().splitlines() if not line.startswith("  ")]
+    print("\n" + "=" * 100 + "\nAll tables\n" + "\n".join(tables))
+    from benchmarks import report
+
+    path = report.write_readme_table()
+    print(f"\nREADME table: {path}\ntotal {time.perf_counter() - start:.0f} s")
+    if failed:
+        print("FAILED: " + "; ".join(failed))
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
