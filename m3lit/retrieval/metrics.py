@@ -110,7 +110,9 @@ def evaluate_ranking(
     idx = torch.from_numpy(np.concatenate(query))
     values = {}
     for name, (kind, k) in zip(metrics, parsed, strict=True):
-        metric = _METRICS[kind](top_k=k, empty_target_action="error")
+        # sync_on_compute=False: the values are complete on this process. Under DDP, torchmetrics would
+        # otherwise all-gather across ranks, and deadlock while only rank 0 evaluates (RetrievalMetrics).
+        metric = _METRICS[kind](top_k=k, empty_target_action="error", sync_on_compute=False)
         metric.update(p, g if kind == "ndcg" else (g > 0), indexes=idx)
         values[name] = float(metric.compute())
     return MetricResult(values=values, num_queries=evaluated, num_excluded=excluded)

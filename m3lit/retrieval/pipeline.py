@@ -158,6 +158,11 @@ def retrieve(
                 **enc,
             )
     q_sparse = sparse_matrix(queries.sparse, vocab) if "sparse" in needs else None
+    if q_sparse is not None and q_sparse.nnz == 0:
+        log.warning(
+            "every query's lexical weights are 0 (untrained or collapsed sparse head): the sparse "
+            "mode finds nothing and scores 0, and adds nothing to dense+sparse / all"
+        )
 
     # ---- corpus, shard by shard
     dense_index = (
