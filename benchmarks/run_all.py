@@ -3,7 +3,8 @@
     python -m benchmarks.run_all [--quick] [--runs N] [--no-flag] [--only train,score] [--skip eval]
                                  [--extras]
 
-Order: score, encode, train, memory, eval, mfu (each ``python -m benchmarks.<name>`` on its own). Every
+Order: score, encode, train, memory, eval, mfu, gpu (each ``python -m benchmarks.<name>`` on its own; gpu
+only does something on a CUDA machine). Every
 module writes ``bench_results/<name>.json``; at the end the tables are printed together and
 ``bench_results/README_table.md`` (the README "Performance" table, :mod:`benchmarks.report`) is rendered
 from the JSON just written. ``--extras`` also runs the other helpers' benchmarks (``sparse_memory``,
@@ -22,7 +23,7 @@ from benchmarks import harness as H
 
 __all__ = ["BENCHMARKS", "main"]
 
-BENCHMARKS = ("score", "encode", "train", "memory", "eval", "mfu")
+BENCHMARKS = ("score", "encode", "train", "memory", "eval", "mfu", "gpu")
 
 
 def _run_one(name: str, quick: bool, runs: int | None, flag: bool) -> None:
@@ -50,6 +51,10 @@ def _run_one(name: str, quick: bool, runs: int | None, flag: bool) -> None:
         from benchmarks import mfu
 
         mfu.run(quick=quick, runs=runs)
+    elif name == "gpu":
+        from benchmarks import gpu
+
+        gpu.run(quick=quick, runs=runs)
     else:
         raise ValueError(f"unknown benchmark {name!r}; choose from {BENCHMARKS}")
 
