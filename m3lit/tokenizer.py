@@ -24,6 +24,7 @@ text file (one document per line).
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -44,6 +45,9 @@ def build_tokenizer(texts: Iterable[str], vocab_size: int = 8000) -> PreTrainedT
         texts: training documents (any iterable of strings; it is consumed once).
         vocab_size: target size including the special tokens. The trainer may return fewer pieces on a
             small corpus; ``len(tokenizer)`` is the real size.
+
+    The learnt vocabulary is canonicalised (scores rounded, ties ordered), so the same texts give the
+    same tokenizer on every run.
 
     Returns:
         A ``PreTrainedTokenizerFast`` that ``save_pretrained`` writes as ``tokenizer.json`` +
@@ -67,6 +71,9 @@ def build_tokenizer(texts: Iterable[str], vocab_size: int = 8000) -> PreTrainedT
         n_sub_iterations=2,
     )
     backend.train_from_iterator(texts, trainer=trainer)
+    state = json.loads(backend.to_str())
+    state["model"]["vocab"] = _canonical_unigram_vocab(state["model"]["vocab"])
+    backend = Tokenizer.from_str(json.dumps(state))
     backend.add_special_tokens([MASK_TOKEN])
     bos, eos = SPECIAL_TOKENS[0], SPECIAL_TOKENS[2]
     backend.post_processor = processors.TemplateProcessing(
@@ -90,6 +97,33 @@ def build_tokenizer(texts: Iterable[str], vocab_size: int = 8000) -> PreTrainedT
         model_max_length=8192,
         padding_side="right",
     )
+
+
+def _canonical_unigram_vocab(vocab: list[list], decimals: int = 4) -> list[list]:
+    """Make a freshly trained Unigram vocabulary reproducible run to run.
+
+    The ``tokenizers`` Unigram trainer finds the same pieces on every run, but their log-probabilities
+    differ in the last digits (parallel float sums) and equal-score pieces come out in a run-dependent
+    order (hash-map iteration). The single characters the trainer appends below every learnt piece (a
+    ladder of scores 1e-4 apart, assigned in that run-dependent order) all get the ladder's top score.
+    Rounding the scores to ``decimals`` and ordering the pieces by (score descending, piece) then gives
+    identical files; the special tokens keep ids 0..3. Segmentation is unaffected but for score changes
+    below 1e-3.
+    """
+    head, tail = vocab[: len(SPECIAL_TOKENS)], vocab[len(SPECIAL_TOKENS) :]
+    if [piece for piece, _ in head] != list(SPECIAL_TOKENS):
+        raise RuntimeError(f"unexpected special tokens at the start of the vocabulary: {head}")
+    ladder: set[str] = set()
+    previous = None
+    for piece, score in sorted(tail, key=lambda x: (x[1], len(x[0]) > 1, x[0])):  # lowest scores first
+        if len(piece) > 1 or (previous is not None and score - previous > 1.5e-4):
+            break
+        ladder.add(piece)
+        previous = score
+    top = max((score for piece, score in tail if piece in ladder), default=0.0)
+    tail = [[piece, top if piece in ladder else score] for piece, score in tail]
+    tail = sorted(([piece, round(score, decimals)] for piece, score in tail), key=lambda x: (-x[1], x[0]))
+    return head + tail
 
 
 def load_or_build_tokenizer(cache_dir: str | Path, texts: Iterable[str], vocab_size: int = 8000):

@@ -220,7 +220,6 @@ def build_demo(
 
         texts = [r["query"] for r in records] + [r["pos"] for r in records]
         build_tokenizer(texts, vocab_size=vocab_size).save_pretrained(str(tmp / "tokenizer"))
-        _canonicalize_unigram(tmp / "tokenizer" / "tokenizer.json")
         files = [
             "train.jsonl",
             "pairs.jsonl",
@@ -258,38 +257,6 @@ def build_demo(
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return _paths(out)
-
-
-def _canonicalize_unigram(path: Path, decimals: int = 4) -> None:
-    """Make a trained Unigram ``tokenizer.json`` reproducible.
-
-    The ``tokenizers`` Unigram trainer finds the same pieces on every run, but their log-probabilities
-    differ in the last digits (parallel float sums) and equal-score pieces come out in a run-dependent
-    order (hash-map iteration). The characters the trainer appends below every learnt piece (a ladder
-    of scores 1e-4 apart, assigned in that run-dependent order) all get the ladder's top score.
-    Rounding the scores to ``decimals`` and ordering the pieces by (score descending, piece) then gives
-    identical files; the special tokens keep ids 0..3 and ``<mask>`` stays last, so nothing that refers
-    to ids changes. Segmentation is unaffected but for score changes below 1e-3.
-    """
-    from m3lit.tokenizer import SPECIAL_TOKENS
-
-    state = json.loads(path.read_text(encoding="utf-8"))
-    vocab = state["model"]["vocab"]
-    head, tail = vocab[: len(SPECIAL_TOKENS)], vocab[len(SPECIAL_TOKENS) :]
-    if [piece for piece, _ in head] != list(SPECIAL_TOKENS):
-        raise RuntimeError(f"unexpected special tokens at the start of {path}: {head}")
-    ladder: set[str] = set()
-    previous = None
-    for piece, score in sorted(tail, key=lambda x: (x[1], len(x[0]) > 1, x[0])):  # lowest scores first
-        if len(piece) > 1 or (previous is not None and score - previous > 1.5e-4):
-            break
-        ladder.add(piece)
-        previous = score
-    top = max((score for piece, score in tail if piece in ladder), default=0.0)
-    tail = [[piece, top if piece in ladder else score] for piece, score in tail]
-    tail = sorted(([piece, round(score, decimals)] for piece, score in tail), key=lambda x: (-x[1], x[0]))
-    state["model"]["vocab"] = head + tail
-    path.write_text(json.dumps(state, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
 
 
 def _paths(out: Path) -> DemoPaths:
