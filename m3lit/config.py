@@ -151,6 +151,12 @@ def save_config(cfg: DictConfig, folder: str | Path) -> Path:
 # ---------------------------------------------------------------------------------------------- validate
 def validate(cfg: DictConfig | Mapping) -> None:
     """Raise :class:`ConfigError` for unknown keys, wrong types and invalid schedules (module docstring)."""
+    if isinstance(cfg, DictConfig):
+        missing = sorted(OmegaConf.missing_keys(cfg))
+        if missing:
+            raise ConfigError(
+                f"config error: required value(s) not set: {', '.join(missing)} (e.g. {missing[0]}=PATH)"
+            )
     data = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
     root = {k: v for k, v in data.items() if k not in GROUP_KEYS and k != "debug"}
     try:
@@ -172,9 +178,27 @@ def validate(cfg: DictConfig | Mapping) -> None:
         from m3lit.training.stages import parse_schedule
 
         try:
-            parse_schedule(schedule)
+            entries = parse_schedule(schedule)
         except ValueError as error:
             raise ConfigError(f"callbacks.stage_switch.schedule: {error}") from error
+        _check_sources(entries, data.get("data") or {})
+
+
+#: Data source name -> the ``data`` key that must be set for it (unless ``data.demo`` fills it).
+SOURCE_KEYS = {"pairs": "pairs_data", "labelled": "train_data"}
+
+
+def _check_sources(entries, data: Mapping) -> None:
+    """Every data source the stage schedule switches to must be configured (fail now, not at that step)."""
+    if data.get("demo"):
+        return
+    for entry in entries:
+        key = SOURCE_KEYS.get(entry.source or "")
+        if key and data.get(key) in (None, "", []):
+            raise ConfigError(
+                f"callbacks.stage_switch.schedule switches to data source {entry.source!r} at step {entry.step}, "
+                f"but data.{key} is not set (e.g. data.{key}=PATH)"
+            )
 
 
 def check_target(node: Any, where: str) -> None:

@@ -55,15 +55,24 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    datamodule = instantiate(cfg.data)
+    # _convert_="all": plain containers, so checkpoints load with torch.load(weights_only=True)
+    datamodule = instantiate(cfg.data, _convert_="all")
     _fill_demo_tokenizer(cfg, datamodule)
     _rank_zero_save_config(cfg, out_dir)
     module = instantiate(cfg.model)
     if getattr(datamodule, "tokenizer", None) is None:  # a pretrained model brings its tokenizer
         datamodule.tokenizer = module.model.tokenizer
-    callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node is not None]
-    loggers = [instantiate(node) for node in (cfg.get("logger") or {}).values() if node is not None]
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    callbacks = [
+        instantiate(node, _convert_="all")
+        for node in (cfg.get("callbacks") or {}).values()
+        if node is not None
+    ]
+    loggers = [
+        instantiate(node, _convert_="all") for node in (cfg.get("logger") or {}).values() if node is not None
+    ]
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, _convert_="all"
+    )
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     objects: dict[str, Any] = {

@@ -30,6 +30,7 @@ def build_m3_model(
     gradient_checkpointing: bool = False,
     fix_encoder: bool = False,
     fix_position_embedding: bool = False,
+    sparse_init_scale: float = 1.0,
 ) -> M3Model:
     """The model to train.
 
@@ -44,6 +45,10 @@ def build_m3_model(
             precision training wants float32 weights (``trainer.precision=bf16-mixed`` does the casting).
         gradient_checkpointing: recompute encoder activations in backward (paper App. B.3).
         fix_encoder / fix_position_embedding: FlagEmbedding's freezing switches (spec §3.5).
+        sparse_init_scale: multiply a FRESHLY initialised sparse head (weight and bias) by this. With
+            temperature 0.02 the default ``nn.Linear`` init can give raw lexical scores so large that the
+            first unified steps drive every ReLU weight to 0 for good (the all-zero sparse vectors of spec
+            §7 item 5); a small scale (e.g. 0.1) starts the lexical logits near 0. Loaded heads are untouched.
     """
     if dtype and dtype not in DTYPES:
         raise ValueError(f"model.net.dtype must be one of {sorted(DTYPES)} or null, got {dtype!r}")
@@ -64,6 +69,10 @@ def build_m3_model(
         model = M3Model.from_config(config, tok, colbert_dim=colbert_dim, normalize=normalize)
         if dtype:
             model = model.to(DTYPES[dtype])
+    if sparse_init_scale != 1.0 and not (name_or_path and model.heads_loaded):
+        with torch.no_grad():
+            model.sparse_head.linear.weight.mul_(sparse_init_scale)
+            model.sparse_head.linear.bias.mul_(sparse_init_scale)
     model.gradient_checkpointing(gradient_checkpointing)
     model.freeze(fix_encoder=fix_encoder, fix_position_embedding=fix_position_embedding)
     return model

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, is_dataclass
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import numpy as np
@@ -86,14 +86,14 @@ class M3LitModule(L.LightningModule):
         self,
         net: M3Model,
         *,
-        stage: str = "unified_self_distill",
+        stage: Literal["dense", "unified", "unified_self_distill"] = "unified_self_distill",
         loss: Mapping[str, Any] | None = None,
         optimizer: OptimizerConfig | Mapping[str, Any] | None = None,
         scheduler: SchedulerConfig | Mapping[str, Any] | None = None,
-        sub_batch_mode: str = "split",
+        sub_batch_mode: Literal["split", "gradcache"] = "split",
         sub_batch_size: int | None = None,
         negatives_cross_device: bool = False,
-        cross_device_heads: Sequence[str] = ("dense",),
+        cross_device_heads: Sequence[Literal["dense", "sparse", "colbert"]] = ("dense",),
         max_grad_norm: float | None = 1.0,
         seed: int = 42,
     ) -> None:
@@ -230,7 +230,12 @@ class M3LitModule(L.LightningModule):
     def configure_optimizers(self):
         opt, sched = self.optimizer_cfg, self.scheduler_cfg
         groups = param_groups(self.model, opt.weight_decay)
-        optimizer = build_optimizer(groups, lr=opt.lr, betas=opt.betas, eps=opt.eps)
+        # Lightning's mixed-precision plugins refuse to clip the gradients of an optimizer that unscales them
+        # itself (a fused one), so the fused kernel (build_optimizer's default) is used at full precision only.
+        full_precision = str(self.trainer.precision) in ("32-true", "64-true")
+        optimizer = build_optimizer(
+            groups, lr=opt.lr, betas=opt.betas, eps=opt.eps, fused=None if full_precision else False
+        )
         total = sched.total_steps or int(self.trainer.estimated_stepping_batches)
         warmup = warmup_steps_for(total, sched.warmup_steps, sched.warmup_ratio)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(sched.name, warmup, total))

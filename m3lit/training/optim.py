@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
+from typing import Literal
 
 import torch
 from torch import nn
@@ -48,7 +49,7 @@ class OptimizerConfig:
 class SchedulerConfig:
     """Learning-rate schedule (``model.scheduler``)."""
 
-    name: str = "linear"  # linear | cosine | constant (after the warm-up)
+    name: Literal["linear", "cosine", "constant"] = "linear"  # schedule after the warm-up
     warmup_steps: int | None = None  # warm-up length in optimizer steps; None: warmup_ratio * total
     warmup_ratio: float = 0.1  # warm-up as a fraction of total_steps (spec §4.6: 0.1)
     total_steps: int | None = None  # None: the trainer's max_steps (estimated stepping batches)
@@ -98,13 +99,17 @@ def build_optimizer(
     as the HF Trainer behind FlagEmbedding does (``adamw_torch_fused``, its default for torch >= 2.8).
     Same update rule; on CPU it is several times faster than the per-tensor loop torch uses otherwise,
     which matters for the 250k-row embedding matrix (benchmarks/train.py, README "Performance").
+    ``M3LitModule`` passes ``fused=False`` under mixed precision, where Lightning refuses to clip the
+    gradients of an optimizer that unscales them itself.
     """
     if lr <= 0:
         raise ValueError(f"optimizer.lr must be > 0, got {lr}")
     groups = list(params)
     if fused is None:
         tensors = [p for group in groups for p in group["params"]]
-        fused = bool(tensors) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in tensors)
+        fused = bool(tensors) and all(
+            p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in tensors
+        )
     return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, fused=fused)
 
 
