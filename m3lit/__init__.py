@@ -12,6 +12,7 @@ _LAZY = {
     "M3Model": "m3lit.model",
     "M3Output": "m3lit.model",
     "M3Embedder": "m3lit.inference",
+    "BGEM3FlagModel": "m3lit.inference",  # FlagEmbedding's name for the same class
     "M3LitModule": "m3lit.training.lit_module",
     "M3DataModule": "m3lit.data.datamodule",
 }

@@ -14,8 +14,8 @@ import pytest
 import torch
 from m3_reference import assert_lexical_close, lexical_score, maxsim, naive_encode
 
-from m3lit import M3Embedder
-from m3lit.inference import BGEM3FlagModel, target_devices
+from m3lit import BGEM3FlagModel, M3Embedder
+from m3lit.inference import target_devices
 from m3lit.inference_scores import SCORE_KEYS
 
 
