@@ -13,7 +13,7 @@ time / the machine's matmul peak, where the peak is *measured* (best large torch
 precision the step computes its matmuls in: fp32 for ``32-true``, bf16 for ``bf16-mixed`` (AMX / tensor
 cores). On CUDA the card's data-sheet bf16 peak is reported beside the measured one.
 
-A profile run (torch.profiler, one steady step) splits the step time into matmuls, attention, other
+A profile run (torch.profiler, one steady step, first precision only) splits the step time into matmuls, attention, other
 forward/backward ops and the optimizer, and gives the matmuls' own FLOP rate: that says what keeps MFU
 below the peak.
 """
@@ -157,7 +157,7 @@ def run(
     spec = QUICK_SPEC if quick else (MID_SIZE if model == "mid" else TINY_250K)
     get_tokenizer()
     folder, data = str(model_dir(spec)), str(train_jsonl(64))
-    steps = 1 if quick else 3
+    steps = 1 if quick else 2
     flops = workload_flops(spec)
     sides = {"peak": lambda r: H.run_subprocess(H.m3_command("benchmarks.mfu:m3_peak"), timeout_s=120)}
     for prec in precisions:
@@ -199,7 +199,7 @@ def run(
             f"{kind} " + H.fmt_range(summary["peak"][kind], 1, 1e-9), H.fmt_range(entry["mfu_vs_measured_peak"], 1, 100) + " %",
         ])  # fmt: skip
     if profile:
-        for prec in precisions[:1] if quick else precisions:
+        for prec in precisions[:1]:  # the first precision (fp32 on CPU): the MFU question
             o = m3_overrides(folder, data, stage="unified_self_distill", steps=3, precision=prec)
             res = H.run_subprocess(H.m3_command("benchmarks.mfu:m3_profile", overrides=o), timeout_s=900)
             summary[f"profile {prec}"] = res.result if res.ok else {"failure": res.status}
