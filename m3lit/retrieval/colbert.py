@@ -93,9 +93,13 @@ class ColbertStore:
             self._start = np.concatenate([self._start, np.zeros(grow, np.int64)])
             self._length = np.concatenate([self._length, np.zeros(grow, np.int32)])
         lengths = np.array([len(v) for v in vectors], np.int64)
-        self._blocks.append(np.concatenate(vectors).astype(self.dtype, copy=False))
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        block = np.empty((int(lengths.sum()), self.dim), self.dtype)  # filled in place: no float32 copy
+        for start, v in zip(starts, vectors, strict=True):
+            block[start : start + len(v)] = v
+        self._blocks.append(block)
         self._block[doc_indices] = len(self._blocks) - 1
-        self._start[doc_indices] = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        self._start[doc_indices] = starts
         self._length[doc_indices] = lengths
 
     def get(self, doc_index: int) -> np.ndarray:
@@ -123,20 +127,24 @@ class ColbertStore:
 
     def _score_one(self, q_vecs: np.ndarray, docs: np.ndarray) -> np.ndarray:
         """MaxSim of one (Lq, Dc) query against the stored documents ``docs`` -> (n,) float32."""
-        docs_vecs = [self.get(int(d)) for d in docs]
-        lengths = np.array([len(v) for v in docs_vecs])
+        if not self.has(docs).all():
+            raise KeyError(f"ColbertStore: documents {docs[~self.has(docs)].tolist()} are not stored")
+        lengths = self._length[docs].astype(np.int64)
         q = torch.from_numpy(q_vecs)[None]  # (1, Lq, Dc)
         q_mask = torch.ones(q.shape[:2], dtype=torch.bool)
         scores = np.empty(len(docs), np.float32)
         group = max(1, CANDIDATE_ELEMENTS // max(1, int(lengths.max()) * self.dim))
         for start in range(0, len(docs), group):
-            longest = int(lengths[start : start + group].max())
-            chunk = docs_vecs[start : start + group]
+            chunk, n_tok = docs[start : start + group], lengths[start : start + group]
+            longest = int(n_tok.max())
             p = np.zeros((len(chunk), longest, self.dim), np.float32)  # (C, Lp, Dc) padded candidates
-            for i, v in enumerate(chunk):
-                p[i, : len(v)] = v
-            p_mask = torch.from_numpy(
-                np.arange(longest)[None] < lengths[start : start + group, None]
-            )  # (C, Lp)
+            rows = np.repeat(np.arange(len(chunk)), n_tok)  # candidate of every token
+            cols = np.arange(int(n_tok.sum())) - np.repeat(np.cumsum(n_tok) - n_tok, n_tok)  # position in it
+            p[rows, cols] = self._gather(chunk)
+            p_mask = torch.from_numpy(np.arange(longest)[None] < n_tok[:, None])  # (C, Lp)
             scores[start : start + group] = colbert_scores(q, q_mask, torch.from_numpy(p), p_mask)[0].numpy()
         return scores
+
+    def _gather(self, docs: np.ndarray) -> np.ndarray:
+        """The token vectors of ``docs``, concatenated in order -> (sum of lengths, Dc)."""
+        return np.concatenate([self.get(int(d)) for d in docs])

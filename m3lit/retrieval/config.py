@@ -28,37 +28,38 @@ __all__ = ["RetrievalConfig"]
 class RetrievalConfig:
     """All knobs of :func:`m3lit.retrieval.evaluate_retrieval`; see the module docstring for the sources."""
 
-    batch_size: int = 256  # texts per forward pass (encode_texts shrinks it on out-of-memory)
-    query_max_length: int = 512  # query truncation in tokens (FlagEmbedding inference default)
-    passage_max_length: int = 512  # passage truncation in tokens (raise for long documents, e.g. 8192)
-    shard_size: int = (
-        100_000  # passages encoded and indexed per shard: bounds the encoder outputs held at once
-    )
-    dense_dtype: str = (
-        "float32"  # storage of the corpus dense vectors: float32 (exact) or float16 (half memory)
-    )
-    faiss_factory: str | None = (
-        None  # faiss index_factory string (e.g. "HNSW32") for dense search; None = exact
-    )
-    colbert_rerank_k: int = 200  # Multi-vec: dense candidates re-ranked by MaxSim (paper: top-200)
-    colbert_store: str = (
-        "auto"  # "memory": keep every passage's ColBERT vectors; "reencode": re-encode candidates
-    )
-    colbert_store_max_gb: float = 4.0  # "auto" keeps vectors in memory when they fit in this many GB
-    colbert_dtype: str = "float16"  # storage of ColBERT vectors (MaxSim is computed in float32)
-    hybrid_k: int = 1000  # Dense+Sparse: depth of each list whose union is re-scored (paper: top-1000)
-    hybrid_weights: tuple[float, float] = (
-        1.0,
-        0.3,
-    )  # Dense+Sparse (w_dense, w_sparse); MKQA script; MLDR 0.2/0.8
-    all_rerank_k: int = 200  # All: dense candidates re-ranked by the weighted sum of the three scores
-    all_weights: tuple[float, float, float] = (
-        1.0,
-        0.3,
-        1.0,
-    )  # All (w_dense, w_sparse, w_colbert); MLDR 0.15/0.5/0.35
-    bm25_k1: float = 0.9  # BM25 term-frequency saturation (Anserini/Pyserini default)
-    bm25_b: float = 0.4  # BM25 length normalisation (Anserini/Pyserini default)
+    #: texts per forward pass (encode_texts shrinks it on out-of-memory)
+    batch_size: int = 256
+    #: query truncation in tokens (FlagEmbedding inference default)
+    query_max_length: int = 512
+    #: passage truncation in tokens (raise for long documents; MLDR used 8192)
+    passage_max_length: int = 512
+    #: passages encoded + indexed per shard: bounds the float32 encoder outputs held at once
+    shard_size: int = 2048
+    #: storage of the corpus dense vectors: float32 (exact) or float16 (half the memory)
+    dense_dtype: str = "float32"
+    #: faiss index_factory string for the dense search (e.g. "HNSW32", "IVF4096,Flat"); None = exact search
+    faiss_factory: str | None = None
+    #: Multi-vec: dense candidates re-ranked by MaxSim (paper: top-200)
+    colbert_rerank_k: int = 200
+    #: where ColBERT vectors live: "memory" (every passage), "reencode" (candidates only, second pass), "auto"
+    colbert_store: str = "auto"
+    #: "auto" keeps every passage's ColBERT vectors when they fit in this many GB
+    colbert_store_max_gb: float = 4.0
+    #: storage of ColBERT vectors (MaxSim is computed in float32)
+    colbert_dtype: str = "float16"
+    #: Dense+Sparse: depth of each list whose union is re-scored (paper: top-1000)
+    hybrid_k: int = 1000
+    #: Dense+Sparse weights (w_dense, w_sparse): MKQA script; MLDR used (0.2, 0.8)
+    hybrid_weights: tuple[float, float] = (1.0, 0.3)
+    #: All: dense candidates re-ranked by the weighted sum of the three scores
+    all_rerank_k: int = 200
+    #: All weights (w_dense, w_sparse, w_colbert): MKQA script; MLDR used (0.15, 0.5, 0.35)
+    all_weights: tuple[float, float, float] = (1.0, 0.3, 1.0)
+    #: BM25 term-frequency saturation (Anserini/Pyserini default)
+    bm25_k1: float = 0.9
+    #: BM25 length normalisation (Anserini/Pyserini default)
+    bm25_b: float = 0.4
 
     def __post_init__(self) -> None:
         self.hybrid_weights = tuple(float(w) for w in self.hybrid_weights)

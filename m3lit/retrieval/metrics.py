@@ -28,7 +28,8 @@ them, so they enter the ideal DCG and the recall denominator but are never "retr
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -109,10 +110,22 @@ def evaluate_ranking(
     g = torch.from_numpy(np.concatenate(grades))
     idx = torch.from_numpy(np.concatenate(query))
     values = {}
-    for name, (kind, k) in zip(metrics, parsed, strict=True):
-        # sync_on_compute=False: the values are complete on this process. Under DDP, torchmetrics would
-        # otherwise all-gather across ranks, and deadlock while only rank 0 evaluates (RetrievalMetrics).
-        metric = _METRICS[kind](top_k=k, empty_target_action="error", sync_on_compute=False)
-        metric.update(p, g if kind == "ndcg" else (g > 0), indexes=idx)
-        values[name] = float(metric.compute())
+    with _one_thread():  # thousands of tiny per-query ops: intra-op threads only add overhead
+        for name, (kind, k) in zip(metrics, parsed, strict=True):
+            # sync_on_compute=False: the values are complete on this process. Under DDP, torchmetrics would
+            # otherwise all-gather across ranks, and deadlock while only rank 0 evaluates (RetrievalMetrics).
+            metric = _METRICS[kind](top_k=k, empty_target_action="error", sync_on_compute=False)
+            metric.update(p, g if kind == "ndcg" else (g > 0), indexes=idx)
+            values[name] = float(metric.compute())
     return MetricResult(values=values, num_queries=evaluated, num_excluded=excluded)
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run torch single-threaded for the block, then restore the previous setting."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

@@ -214,12 +214,18 @@ def retrieve(
         info["colbert_store_bytes"] = store.nbytes
         info["colbert_stored_docs"] = len(store)
 
+    # MaxSim of the dense top candidates, once for both re-ranking modes (prefixes of one sorted list)
+    colbert_k = max(
+        [cfg.colbert_rerank_k] * ("colbert" in modes) + [cfg.all_rerank_k] * ("all" in modes) + [0]
+    )
+    if colbert_k:
+        with _timed(timings, "search/colbert"):
+            rerank = dense_rank.truncate(colbert_k).indices  # (Q, k) dense top-k, best first
+            maxsim = store.score(queries.colbert, rerank)  # (Q, k)
     if "colbert" in modes:
         with _timed(timings, "search/colbert"):
-            cand = dense_rank.truncate(cfg.colbert_rerank_k).indices
-            rankings["colbert"] = fuse(
-                cand, None, None, store.score(queries.colbert, cand), (0.0, 0.0, 1.0), depth
-            )
+            k = cfg.colbert_rerank_k
+            rankings["colbert"] = fuse(rerank[:, :k], None, None, maxsim[:, :k], (0.0, 0.0, 1.0), depth)
     if "dense+sparse" in modes:
         with _timed(timings, "search/dense+sparse"):
             cand = union_candidates(dense_rank.truncate(cfg.hybrid_k), sparse_rank.truncate(cfg.hybrid_k))
@@ -228,11 +234,10 @@ def retrieve(
             rankings["dense+sparse"] = fuse(cand, d, s, None, (*cfg.hybrid_weights, 0.0), depth)
     if "all" in modes:
         with _timed(timings, "search/all"):
-            cand = dense_rank.truncate(cfg.all_rerank_k).indices
+            cand = rerank[:, : cfg.all_rerank_k]
             d = dense_index.score(queries.dense, cand)
             s = sparse_index.score(q_sparse, cand)
-            c = store.score(queries.colbert, cand)
-            rankings["all"] = fuse(cand, d, s, c, cfg.all_weights, depth)
+            rankings["all"] = fuse(cand, d, s, maxsim[:, : cfg.all_rerank_k], cfg.all_weights, depth)
     if "bm25" in modes:
         drop = special_token_ids(model.tokenizer)
         bm25 = BM25Index(vocab, k1=cfg.bm25_k1, b=cfg.bm25_b)
