@@ -63,7 +63,7 @@ def tiny_run_overrides(corpus: dict[str, str], run_dir: Path, *extra: str) -> li
     return [
         "experiment=demo",
         f"hydra.run.dir={run_dir}",
-        "logger=null",
+        "~logger",
         "print_config=false",
         "data.demo=false",
         f"data.train_data={corpus['train']}",

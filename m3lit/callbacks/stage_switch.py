@@ -118,7 +118,9 @@ class StageSwitch(Callback):
         if source and new_source is not None:
             self.source = new_source
         if changed:
-            self.history.append((step, self.stage_at(step), new_source))
+            row = (step, self.stage_at(step), new_source)
+            if not self.history or self.history[-1] != row:  # a switch changes source and stage: one row
+                self.history.append(row)
             rank_zero_info(f"StageSwitch at global step {step}: {'; '.join(changed)}")
 
     # ------------------------------------------------------------------ checkpoint

@@ -1,0 +1,123 @@
+"""StageSwitch: schedule validation, the flip at the configured global step (stage AND data source), and
+a resume that lands in the right stage."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+from train_utils import tiny_corpus, tiny_run_overrides
+
+from m3lit.callbacks.stage_switch import StageSwitch
+from m3lit.config import compose
+from m3lit.train import train
+from m3lit.training.stages import ScheduleEntry, parse_schedule
+
+
+class StepRecorder(L.Callback):
+    """Records (global step, stage, data source, group size, loss parts) of every training step."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        parts = tuple(
+            sorted(k.split("/")[-1] for k in trainer.callback_metrics if k.startswith("train/loss/"))
+        )
+        self.rows.append(
+            (trainer.global_step - 1, pl_module.stage, batch.meta["source"], batch.group_size, parts)
+        )
+
+
+def test_parse_schedule_sorts_and_accepts_both_forms():
+    entries = parse_schedule(
+        {"9": "unified_self_distill", 0: {"stage": "dense", "source": "pairs"}, 4: "unified"}
+    )
+    assert entries == [
+        ScheduleEntry(0, "dense", "pairs"),
+        ScheduleEntry(4, "unified", None),
+        ScheduleEntry(9, "unified_self_distill", None),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("schedule", "message"),
+    [
+        ({}, "non-empty mapping"),
+        ({5: "dense"}, "must start at step 0"),
+        ({0: "dense", -3: "unified"}, "negative"),
+        ({0: "dense", "x": "unified"}, "not an integer"),
+        ({0: "dense", 10: "unifed"}, "unknown stage 'unifed'"),
+        ({0: "dense", "10": "unified", 10: "unified_self_distill"}, "given twice"),
+        ({0: {"stage": "dense", "sorce": "pairs"}}, "got keys"),
+        ({0: "dense", 10: "dense"}, "repeats stage"),
+        ({0: 3}, "must be a stage name or a mapping"),
+    ],
+)
+def test_parse_schedule_errors(schedule, message):
+    with pytest.raises(ValueError, match=message):
+        StageSwitch(schedule)
+
+
+def test_lookup():
+    switch = StageSwitch(
+        {
+            0: {"stage": "dense", "source": "pairs"},
+            3: {"stage": "unified", "source": "labelled"},
+            5: "unified_self_distill",
+        }
+    )
+    assert [switch.stage_at(s) for s in (0, 2, 3, 4, 5, 100)] == ["dense"] * 2 + ["unified"] * 2 + [
+        "unified_self_distill"
+    ] * 2
+    assert [switch.source_at(s) for s in (0, 2, 3, 6)] == ["pairs", "pairs", "labelled", "labelled"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, tokenizer):
+    return tiny_corpus(tmp_path_factory.mktemp("corpus"), tokenizer)
+
+
+SCHEDULE = "callbacks.stage_switch.schedule={0:{stage:dense,source:pairs},3:{stage:unified,source:labelled},5:unified_self_distill}"
+
+
+def _run(corpus, run_dir, *extra):
+    cfg = compose(
+        tiny_run_overrides(
+            corpus, run_dir, SCHEDULE, "+callbacks.recorder._target_=test_stage_switch.StepRecorder", *extra
+        )
+    )
+    metrics, objects = train(cfg)
+    recorder = next(c for c in objects["callbacks"] if isinstance(c, StepRecorder))
+    switch = next(c for c in objects["callbacks"] if isinstance(c, StageSwitch))
+    return recorder.rows, switch, objects
+
+
+def test_flips_stage_and_source_at_the_configured_steps_and_survives_resume(corpus, tmp_path):
+    rows, switch, objects = _run(
+        corpus,
+        tmp_path / "a",
+        "trainer.max_steps=7",
+        "callbacks.model_checkpoint.every_n_train_steps=4",
+        "callbacks.model_checkpoint.save_top_k=-1",
+    )
+    assert [r[0] for r in rows] == list(range(7))
+    expected_stage = ["dense"] * 3 + ["unified"] * 2 + ["unified_self_distill"] * 2
+    assert [r[1] for r in rows] == expected_stage
+    assert [r[2] for r in rows] == ["pairs"] * 3 + ["labelled"] * 4  # batches drawn from the switched source
+    assert [r[3] for r in rows] == [1] * 3 + [3] * 4  # pairs G=1, labelled G=3
+    assert rows[0][4] == ("dense",)
+    assert rows[3][4] == ("colbert", "dense", "inter", "sparse")
+    assert rows[6][4] == ("colbert", "dense", "inter", "self_distill", "sparse")
+    assert [(step, stage) for step, stage, _ in switch.history] == [
+        (0, "dense"),
+        (3, "unified"),
+        (5, "unified_self_distill"),
+    ]
+
+    # resume from the step-4 checkpoint: the run continues in stage "unified" and flips at 5 again
+    ckpt = tmp_path / "a" / "checkpoints" / "step_000004.ckpt"
+    assert ckpt.is_file()
+    rows2, switch2, objects2 = _run(corpus, tmp_path / "b", "trainer.max_steps=7", f"ckpt_path={ckpt}")
+    assert [r[:4] for r in rows2] == [r[:4] for r in rows[4:]]
+    assert switch2.history[0][:2] == (0, "dense") and switch2.history[-1][:2] == (5, "unified_self_distill")
+    assert objects2["model"].stage == "unified_self_distill"
