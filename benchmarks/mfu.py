@@ -24,6 +24,7 @@ import time
 
 from benchmarks import harness as H
 from benchmarks.flops import EncoderShape, step_flops
+from benchmarks.profiling import categorize, shares
 from benchmarks.train import m3_overrides
 from benchmarks.workload import MID_SIZE, TINY_250K, ModelSpec, get_tokenizer, model_dir, train_jsonl
 
@@ -32,13 +33,6 @@ __all__ = ["m3_peak", "m3_profile", "workload_flops", "run", "main"]
 BATCH, GROUP, QUERY_LEN, PASSAGE_LEN = 8, 4, 64, 256
 #: --quick (a smoke test) runs a 2-layer, hidden-128 encoder instead of the mid-size one.
 QUICK_SPEC = ModelSpec(vocab_size=0, hidden_size=128, num_layers=2, num_heads=2, intermediate_size=256)
-#: Operator-name fragments of each profile category (the first match wins; optimizer ops are separate).
-CATEGORIES = (
-    ("attention", ("scaled_dot_product", "_efficient_attention", "_flash_attention")),
-    ("matmul", ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear", "aten::baddbmm")),
-    ("norm/activation", ("layer_norm", "gelu", "softmax", "dropout", "native_dropout")),
-    ("embedding", ("embedding",)),
-)
 
 
 def workload_flops(spec: ModelSpec) -> dict[str, float]:
@@ -98,47 +92,7 @@ def m3_profile(overrides: list[str], profile_step: int = 2) -> dict:
         datamodule.tokenizer = module.model.tokenizer
     trainer = instantiate(cfg.trainer, callbacks=[Window()], logger=False)
     trainer.fit(module, datamodule=datamodule)
-    return {"profiled_step_s": wall[1] - wall[0], **_categorize(prof)}
-
-
-def _categorize(prof) -> dict:
-    """Self CPU time per category (optimizer ops on their own), matmul FLOPs, and the top operators."""
-    events = prof.events()
-    seconds: dict[str, float] = {}
-    matmul_flops = 0.0
-    for event in events:
-        if event.device_type.name != "CPU":
-            continue
-        name, self_s = event.name, event.self_cpu_time_total / 1e6
-        parent, in_optimizer = event.cpu_parent, False
-        while parent is not None:
-            if parent.name.startswith("Optimizer."):
-                in_optimizer = True
-                break
-            parent = parent.cpu_parent
-        if name.startswith("Optimizer.") or in_optimizer:
-            category = "optimizer"
-        else:
-            category = next((c for c, keys in CATEGORIES if any(k in name for k in keys)), "other ops")
-            if not name.startswith("aten::") and category == "other ops":
-                category = "python/framework"
-        seconds[category] = seconds.get(category, 0.0) + self_s
-        if category == "matmul":
-            matmul_flops += getattr(event, "flops", 0) or 0
-    top = sorted(prof.key_averages(group_by_input_shape=True), key=lambda e: -e.self_cpu_time_total)[:12]
-    return {
-        "category_s": dict(sorted(seconds.items(), key=lambda kv: -kv[1])),
-        "matmul_flops": matmul_flops,
-        "top_ops": [
-            {
-                "name": e.key,
-                "shapes": str(e.input_shapes)[:120],
-                "calls": e.count,
-                "self_s": e.self_cpu_time_total / 1e6,
-            }
-            for e in top
-        ],
-    }
+    return {"profiled_step_s": wall[1] - wall[0], **categorize(prof)}
 
 
 def run(
@@ -208,10 +162,7 @@ def run(
     for prec in precisions:
         prof = summary.get(f"profile {prec}", {})
         if "category_s" in prof:
-            total = sum(prof["category_s"].values())
-            parts = ", ".join(f"{k} {100 * v / total:.0f}%" for k, v in prof["category_s"].items())
-            rate = prof["matmul_flops"] / max(prof["category_s"].get("matmul", 0.0), 1e-9) / 1e9
-            table += f"\nprofile {prec} (self CPU time of one step): {parts}; matmuls alone run at {rate:.0f} GFLOP/s"
+            table += f"\nprofile {prec} (self CPU time of one step): {shares(prof)}"
     print(table)
     payload = {
         "benchmark": "mfu",

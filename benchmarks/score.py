@@ -27,6 +27,7 @@ import time
 import numpy as np
 
 from benchmarks import harness as H
+from benchmarks.profiling import categorize, profiled, shares
 from benchmarks.workload import (
     TINY_250K,
     cache_root,
@@ -101,9 +102,18 @@ def m3_inbatch(model_dir: str, inputs: str, repeats: int = 3, scores_out: str = 
 
 
 def m3_rerank(
-    model_dir: str, queries: str, passages: str, candidates: str, scores_out: str, max_length: int = 512
+    model_dir: str,
+    queries: str,
+    passages: str,
+    candidates: str,
+    scores_out: str,
+    max_length: int = 512,
+    profile: bool = False,
 ) -> dict:
-    """Sparse + ColBERT re-ranking of given candidates with m3lit's retrieval stores (float32 storage)."""
+    """Sparse + ColBERT re-ranking of given candidates with m3lit's retrieval stores (float32 storage).
+
+    ``profile``: record the timed region with torch.profiler and return its breakdown (slower; not timed).
+    """
     from m3lit.encoding import encode_texts
     from m3lit.retrieval.colbert import ColbertStore
     from m3lit.retrieval.sparse import SparseIndex, sparse_matrix
@@ -114,26 +124,35 @@ def m3_rerank(
     p = encode_texts(model, read_texts(passages), **kw)
     cands = np.asarray(read_texts(candidates), dtype=np.int64)  # (Q, K)
     vocab = model.encoder.config.vocab_size
-    start = time.perf_counter()
-    index = SparseIndex(vocab)
-    index.add(p.sparse)
-    sparse = index.score(sparse_matrix(q.sparse, vocab), cands)  # (Q, K)
-    mid = time.perf_counter()
-    store = ColbertStore(model.colbert_dim, len(p.colbert), dtype="float32")
-    store.add(np.arange(len(p.colbert)), p.colbert)
-    colbert = store.score(q.colbert, cands)  # (Q, K)
-    end = time.perf_counter()
+    with profiled(profile) as prof:
+        start = time.perf_counter()
+        index = SparseIndex(vocab)
+        index.add(p.sparse)
+        sparse = index.score(sparse_matrix(q.sparse, vocab), cands)  # (Q, K)
+        mid = time.perf_counter()
+        store = ColbertStore(model.colbert_dim, len(p.colbert), dtype="float32")
+        store.add(np.arange(len(p.colbert)), p.colbert)
+        colbert = store.score(q.colbert, cands)  # (Q, K)
+        end = time.perf_counter()
     np.save(scores_out, np.stack([sparse.reshape(-1), colbert.reshape(-1)]).astype(np.float64))
-    return {
+    out = {
         "pairs": int(cands.size),
         "sparse_seconds": mid - start,
         "colbert_seconds": end - mid,
         "seconds": end - start,
     }
+    if prof is not None:
+        out["profile"] = categorize(prof)
+    return out
 
 
 def m3_compute_score(
-    model_dir: str, pairs: str, scores_out: str, batch_size: int = 256, warmup: int = 16
+    model_dir: str,
+    pairs: str,
+    scores_out: str,
+    batch_size: int = 256,
+    warmup: int = 16,
+    profile: bool = False,
 ) -> dict:
     """``M3Embedder.compute_score`` on (query, passage) pairs, timed after a warm-up call."""
     from benchmarks.device import bench_device
@@ -147,13 +166,19 @@ def m3_compute_score(
     embedder.compute_score(
         sentence_pairs[:warmup], batch_size=batch_size, weights_for_different_modes=weights
     )
-    start = time.perf_counter()
-    out = embedder.compute_score(sentence_pairs, batch_size=batch_size, weights_for_different_modes=weights)
-    seconds = time.perf_counter() - start
+    with profiled(profile) as prof:
+        start = time.perf_counter()
+        out = embedder.compute_score(
+            sentence_pairs, batch_size=batch_size, weights_for_different_modes=weights
+        )
+        seconds = time.perf_counter() - start
     keys = ("dense", "sparse", "colbert", "sparse+dense", "colbert+sparse+dense")
     assert set(keys) == set(SCORE_KEYS)
     np.save(scores_out, np.asarray([out[k] for k in keys], dtype=np.float64))
-    return {"pairs": len(sentence_pairs), "seconds": seconds}
+    result = {"pairs": len(sentence_pairs), "seconds": seconds}
+    if prof is not None:
+        result["profile"] = categorize(prof)
+    return result
 
 
 # ----------------------------------------------------------------------------------- inputs (parent)
@@ -211,7 +236,7 @@ def _max_abs_diff(a: str, b: str) -> float | None:
     return float(np.abs(x - y).max()) if x.shape == y.shape else None
 
 
-def run(quick: bool = False, runs: int | None = None, flag: bool = True) -> dict:
+def run(quick: bool = False, runs: int | None = None, flag: bool = True, profile: bool = True) -> dict:
     """Run the three measurements side by side; print the table; write ``bench_results/score.json``."""
     runs = runs or (1 if quick else 3)
     paths = prepare(quick)
@@ -242,6 +267,22 @@ def run(quick: bool = False, runs: int | None = None, flag: bool = True) -> dict
         measurements[what] = H.alternate(sides, sides_runs)
 
     table, summary = _summarize(measurements, paths, runs)
+    if profile:  # one extra m3lit run of each inference path under torch.profiler: where the time goes
+        for what, fn, extra in (
+            ("rerank", "m3_rerank", {"queries": paths["queries"], "passages": paths["passages"], "candidates": paths["candidates"]}),
+            ("compute_score", "m3_compute_score", {"pairs": paths["pairs"]}),
+        ):  # fmt: skip
+            argv = H.m3_command(
+                f"benchmarks.score:{fn}",
+                model_dir=paths["model_dir"],
+                scores_out=_scores_path("m3lit", f"{what}-profile", 0),
+                profile=True,
+                **extra,
+            )
+            res = H.run_subprocess(argv, timeout_s=600)
+            summary[f"profile {what}"] = res.result.get("profile") if res.ok else {"failure": res.status}
+            if res.ok:
+                table += f"\nprofile of m3lit's {what} (self CPU time): {shares(res.result['profile'])}"
     print(table)
     payload = {
         "benchmark": "score",
@@ -338,8 +379,12 @@ def _summarize(measurements: dict, paths: dict, runs: int) -> tuple[str, dict]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = H.bench_parser(__doc__.splitlines()[0]).parse_args(argv)
-    run(quick=args.quick, runs=args.runs, flag=H.want_flag(args))
+    parser = H.bench_parser(__doc__.splitlines()[0])
+    parser.add_argument(
+        "--no-profile", action="store_true", help="skip the torch.profiler runs of m3lit's paths"
+    )
+    args = parser.parse_args(argv)
+    run(quick=args.quick, runs=args.runs, flag=H.want_flag(args), profile=not args.no_profile)
 
 
 if __name__ == "__main__":
