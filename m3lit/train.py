@@ -168,11 +168,7 @@ def _export(module, trainer: L.Trainer, callbacks: list, export_dir: Path) -> Pa
     from m3lit.export import PROVENANCE_FILE, export
 
     saver = next((c for c in callbacks if isinstance(c, StepCheckpoint)), None)
-    last = (
-        Path(saver.dirpath) / f"{saver.CHECKPOINT_NAME_LAST}{saver.FILE_EXTENSION}"
-        if saver and saver.dirpath
-        else None
-    )
+    last = Path(saver.last_model_path) if saver is not None and saver.last_model_path else None
     if last is not None and last.is_file() and saver._last_global_step_saved == trainer.global_step:
         export(last, export_dir, overwrite=True)
     else:
