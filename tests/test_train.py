@@ -1,0 +1,139 @@
+"""``train(cfg)`` end to end: a fast_dev_run of every experiment (the real-recipe ones on a local tiny model
+folder instead of the hub id), and the command-line contract of ``python -m m3lit.train``."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from train_utils import tiny_corpus, tiny_run_overrides
+
+from m3lit.config import CONFIG_DIR, compose
+from m3lit.model import M3Model
+from m3lit.train import train
+
+REPO = CONFIG_DIR.parent
+EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, tokenizer):
+    return tiny_corpus(tmp_path_factory.mktemp("corpus"), tokenizer)
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory, tiny_config, tokenizer):
+    """A local stand-in for BAAI/bge-m3(-retromae/-unsupervised): same layout, tiny random weights."""
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny_m3")
+    M3Model.from_config(tiny_config, tokenizer, colbert_dim=16).save_pretrained(folder)
+    return folder
+
+
+def _real_recipe_overrides(experiment, corpus, model_dir, run_dir):
+    return [
+        f"experiment={experiment}",
+        f"hydra.run.dir={run_dir}",
+        "debug=fdr",
+        "print_config=false",
+        f"model.net.name_or_path={model_dir}",
+        "trainer=cpu",
+        "trainer.precision=32-true",
+        "trainer.enable_model_summary=false",
+        f"data.train_data={corpus['train']}",
+        f"data.pairs_data={corpus['pairs']}",
+        f"data.cache_dir={Path(corpus['train']).parent / 'lengths'}",
+        "data.query_max_len=24",
+        "data.passage_max_len=40",
+        "data.train_group_size=3",
+        "data.bucket_edges=[64]",
+        "data.bucket_batch_sizes=[4,4]",
+        "data.pairs_bucket_batch_sizes=[8,8]",
+        "evaluate.enabled=false",
+        "~callbacks.progress_bar",
+        "+trainer.enable_progress_bar=false",
+    ]
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_fast_dev_run_of_every_experiment(experiment, corpus, tiny_model_dir, tmp_path):
+    if experiment == "demo":
+        overrides = tiny_run_overrides(corpus, tmp_path, "debug=fdr")
+    else:
+        overrides = _real_recipe_overrides(experiment, corpus, tiny_model_dir, tmp_path)
+    cfg = compose(overrides)
+    metrics, objects = train(cfg)
+    assert objects["trainer"].global_step == 1
+    assert torch.isfinite(torch.tensor(metrics["train/loss"]))
+    stage = objects["model"].stage
+    expected_parts = {"dense"} if stage == "dense" else {"dense", "sparse", "colbert", "inter"}
+    if stage == "unified_self_distill":
+        expected_parts.add("self_distill")
+    assert {k.split("/")[-1] for k in metrics if k.startswith("train/loss/")} == expected_parts
+    export = M3Model.from_pretrained(objects["export_dir"])
+    assert export.heads_loaded
+    assert (tmp_path / "config.yaml").is_file()
+
+
+def test_command_line_contract(corpus, tmp_path):
+    """`python -m m3lit.train experiment=demo trainer.max_steps=N hydra.run.dir=DIR` writes the checkpoint,
+    the export and results.json; the export holds the checkpoint's weights; the CSV log has every key."""
+    run = tmp_path / "run"
+    overrides = [o for o in tiny_run_overrides(corpus, run) if o != "~logger"]
+    overrides = [o for o in overrides if not o.startswith("evaluate.enabled")]
+    overrides += [
+        "logger=csv",
+        "trainer.max_steps=6",
+        "trainer.log_every_n_steps=1",
+        "callbacks.model_checkpoint.every_n_train_steps=4",
+        "callbacks.stage_switch.schedule={0:{stage:dense,source:pairs},2:{stage:unified,source:labelled},4:unified_self_distill}",
+        "evaluate.modes=[dense,sparse,colbert,dense+sparse,all,bm25]",
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "2"}
+    done = subprocess.run(
+        [sys.executable, "-m", "m3lit.train", *overrides],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    last = run / "checkpoints" / "last.ckpt"
+    assert last.is_file() and (run / "checkpoints" / "step_000006.ckpt").is_file()
+    assert (run / "config.yaml").is_file() and (run / ".hydra" / "config.yaml").is_file()
+    results = json.loads((run / "results.json").read_text())
+    baseline = json.loads((run / "baseline" / "results.json").read_text())
+    for table in (results, baseline):
+        assert set(table) == {"dense", "sparse", "colbert", "dense+sparse", "all", "bm25"}
+        assert all(0.0 <= v <= 1.0 for metrics in table.values() for v in metrics.values())
+    assert (
+        "| Dense |" in done.stdout
+        and "untrained model (step 0)" in done.stdout
+        and "trained model (step 6)" in done.stdout
+    )
+
+    export = M3Model.from_pretrained(run / "export")
+    state = torch.load(last, map_location="cpu", weights_only=True)["state_dict"]
+    for name, value in export.state_dict().items():
+        torch.testing.assert_close(value, state[f"model.{name}"], rtol=0, atol=0, msg=name)
+    provenance = json.loads((run / "export" / "m3lit.json").read_text())
+    assert provenance["step"] == 6 and provenance["stage"] == "unified_self_distill"
+
+    with open(run / "csv" / "metrics.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    keys = set(rows[0])
+    for key in ("train/loss", "train/loss/dense", "train/loss/sparse", "train/loss/colbert", "train/loss/inter",
+                "train/loss/self_distill", "train/stage", "train/lr", "train/negatives_per_query", "train/queries_per_s"):  # fmt: skip
+        assert key in keys, key
+    by_step = {int(r["step"]): r for r in rows if r["train/loss"]}
+    assert [float(by_step[s]["train/stage"]) for s in (0, 2, 4)] == [0.0, 1.0, 2.0]
+    assert float(by_step[0]["train/negatives_per_query"]) == 7.0  # 8 pairs, in-batch
+    assert float(by_step[2]["train/negatives_per_query"]) == 11.0  # 4 queries x G=3, in-batch + hard
