@@ -232,7 +232,8 @@ class M3LitModule(L.LightningModule):
         groups = param_groups(self.model, opt.weight_decay)
         # Lightning's mixed-precision plugins refuse to clip the gradients of an optimizer that unscales them
         # itself (a fused one), so the fused kernel (build_optimizer's default) is used at full precision only.
-        full_precision = str(self.trainer.precision) in ("32-true", "64-true")
+        precision = str(self._trainer.precision) if self._trainer is not None else "32-true"
+        full_precision = precision in ("32-true", "64-true")
         optimizer = build_optimizer(
             groups, lr=opt.lr, betas=opt.betas, eps=opt.eps, fused=None if full_precision else False
         )
