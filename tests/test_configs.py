@@ -81,6 +81,15 @@ def test_every_trainer_preset_composes(tmp_path, trainer):
     assert cfg.trainer.use_distributed_sampler is False  # the data module shards by rank itself
 
 
+def test_loss_configs_equal_the_weight_presets(tmp_path):
+    from m3lit.losses import M3LossWeights
+
+    reference = _compose(tmp_path)
+    assert M3LossWeights.coerce(dict(reference.loss.weights)) == M3LossWeights()
+    v2 = _compose(tmp_path, "loss=paper_v2")
+    assert M3LossWeights.coerce(dict(v2.loss.weights)) == M3LossWeights.paper_v2()
+
+
 def test_resolved_config_has_no_interpolations(tmp_path):
     cfg = _compose(tmp_path, "seed=7")
     assert cfg.model.seed == 7 and cfg.data.seed == 7
