@@ -197,6 +197,22 @@ def _rows(res: dict[str, dict]) -> list[list[str]]:
     return rows
 
 
+def _commands(res: dict[str, dict]) -> str:
+    """Which command wrote which benchmark's JSON (``run_all`` = ``make bench``)."""
+    by_command: dict[str, list[str]] = {}
+    for name in ("train", "memory", "score", "encode", "eval", "mfu", "gpu"):
+        command = (res.get(name) or {}).get("env", {}).get("command")
+        if command:
+            command = (
+                "make bench"
+                if "run_all" in command
+                else "python -m benchmarks."
+                + command.split("benchmarks.")[-1].split("/")[-1].replace(".py", "")
+            )
+            by_command.setdefault(command, []).append(name)
+    return "; ".join(f"`{c}` ({', '.join(names)})" for c, names in by_command.items()) or "n/a"
+
+
 def _loads(node) -> list:
     """Every ``load`` pair recorded in a (nested) ``runs`` structure of RunResult dicts."""
     if isinstance(node, dict):
@@ -218,14 +234,15 @@ def render(res: dict[str, dict] | None = None) -> str:
     flag = env.get("flagembedding") or {}
     loads = [x for payload in res.values() for load in _loads(payload.get("runs")) for x in load]
     load_text = f"; 1-min load average during the runs {min(loads):.1f}-{max(loads):.1f}" if loads else ""
+    dates = [e["date"] for e in envs if e.get("date")]
     quick = any(r.get("quick") for r in res.values() if isinstance(r, dict))
     lines = [
-        f"Measured {env.get('date', '?')} on {env.get('cpu', '?')} ({env.get('logical_cpus', '?')} cores, "
+        f"Measured {min(dates, default='?')} to {max(dates, default='?')} on {env.get('cpu', '?')} ({env.get('logical_cpus', '?')} cores, "
         f"{env.get('memory_gb', '?')} GB){', GPU ' + env['gpu'] if env.get('gpu') else ''}{load_text}.",
         f"m3lit {env.get('m3lit_git', '?')}: Python {env.get('python', '?')}, torch {env.get('torch', '?')}, "
         f"transformers {env.get('transformers', '?')}"
         + (f"; FlagEmbedding {flag.get('FlagEmbedding')} (transformers {flag.get('transformers')}, torch {flag.get('torch')})" if flag else "")
-        + ". Command: `make bench`" + (" (--quick: reduced sizes, NOT the workload)" if quick else "") + ".",
+        + ". Commands: " + _commands(res) + (" (--quick: reduced sizes, NOT the workload)" if quick else "") + ".",
         "",
         H.format_table(["measurement (median (min-max))", "m3lit", "FlagEmbedding", "m3lit vs Flag", "target", "verdict"], _rows(res)),
     ]  # fmt: skip

@@ -127,7 +127,7 @@ def run(
 ) -> dict:
     """m3lit's three stages and FlagEmbedding's unified + self-distillation, alternating runs."""
     runs = runs or (1 if quick else 3)
-    steps = steps or (2 if quick else 3)
+    steps = steps or (2 if quick else 8)  # m3lit steps are short: several per run steady the median
     flag_runs = flag_runs or (1 if quick else 2)
     flag_steps = flag_steps or (1 if quick else 2)
     batch = 2 if quick else 8  # --quick is a smoke test: batch 2 on both sides
