@@ -10,6 +10,7 @@ from m3lit.retrieval.beir import DatasetError, RetrievalDataset, load_beir, writ
 from m3lit.retrieval.bm25 import BM25Index, bm25_tokenize
 from m3lit.retrieval.colbert import ColbertStore
 from m3lit.retrieval.config import RetrievalConfig
+from m3lit.retrieval.corpus import CorpusIndex, index_corpus
 from m3lit.retrieval.dense import DenseIndex
 from m3lit.retrieval.hybrid import fuse, union_candidates
 from m3lit.retrieval.metrics import DEFAULT_METRICS, MetricResult, evaluate_ranking, parse_metric
@@ -27,6 +28,7 @@ from m3lit.retrieval.sparse import SparseIndex, sparse_matrix
 __all__ = [
     "BM25Index",
     "ColbertStore",
+    "CorpusIndex",
     "DEFAULT_METRICS",
     "DatasetError",
     "DenseIndex",
@@ -42,6 +44,7 @@ __all__ = [
     "evaluate_ranking",
     "evaluate_retrieval",
     "fuse",
+    "index_corpus",
     "load_beir",
     "parse_metric",
     "retrieve",

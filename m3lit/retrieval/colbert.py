@@ -29,8 +29,8 @@ from m3lit.scores import colbert_scores
 
 __all__ = ["ColbertStore"]
 
-#: Bound on the padded (candidates x tokens x Dc) float32 block built for one query (~128 MB).
-CANDIDATE_ELEMENTS = 32 * 1024 * 1024
+#: Bound on the padded (candidates x tokens x Dc) float32 block built for one query (~32 MB).
+CANDIDATE_ELEMENTS = 8 * 1024 * 1024
 
 
 class ColbertStore:
@@ -129,11 +129,12 @@ class ColbertStore:
         """MaxSim of one (Lq, Dc) query against the stored documents ``docs`` -> (n,) float32."""
         if not self.has(docs).all():
             raise KeyError(f"ColbertStore: documents {docs[~self.has(docs)].tolist()} are not stored")
-        lengths = self._length[docs].astype(np.int64)
+        order = np.argsort(self._length[docs], kind="stable")  # groups of similar lengths: less padding
+        docs, lengths = docs[order], self._length[docs[order]].astype(np.int64)
         q = torch.from_numpy(q_vecs)[None]  # (1, Lq, Dc)
         q_mask = torch.ones(q.shape[:2], dtype=torch.bool)
         scores = np.empty(len(docs), np.float32)
-        group = max(1, CANDIDATE_ELEMENTS // max(1, int(lengths.max()) * self.dim))
+        group = max(1, CANDIDATE_ELEMENTS // max(1, int(lengths.max()) * self.dim))  # few, large calls
         for start in range(0, len(docs), group):
             chunk, n_tok = docs[start : start + group], lengths[start : start + group]
             longest = int(n_tok.max())
@@ -143,7 +144,9 @@ class ColbertStore:
             p[rows, cols] = self._gather(chunk)
             p_mask = torch.from_numpy(np.arange(longest)[None] < n_tok[:, None])  # (C, Lp)
             scores[start : start + group] = colbert_scores(q, q_mask, torch.from_numpy(p), p_mask)[0].numpy()
-        return scores
+        out = np.empty_like(scores)
+        out[order] = scores  # back to the order of ``docs``
+        return out
 
     def _gather(self, docs: np.ndarray) -> np.ndarray:
         """The token vectors of ``docs``, concatenated in order -> (sum of lengths, Dc)."""

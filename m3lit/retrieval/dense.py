@@ -29,6 +29,8 @@ __all__ = ["DenseIndex"]
 
 #: Largest float32 score block (queries x documents) a search materialises at once (~256 MB).
 BLOCK_ELEMENTS = 64 * 1024 * 1024
+#: Bound on the gathered (pairs x D) float32 blocks of :meth:`DenseIndex.score` (~16 MB each).
+PAIR_ELEMENTS = 4 * 1024 * 1024
 #: Queries searched together; the document chunk is then ``max(k, BLOCK_ELEMENTS // QUERY_BLOCK)`` rows.
 QUERY_BLOCK = 4096
 
@@ -113,7 +115,7 @@ class DenseIndex:
         queries = self._check_queries(queries)
         candidates = np.asarray(candidates, dtype=np.int64)
         out = np.full(candidates.shape, -np.inf, np.float32)
-        rows_per_block = max(1, self.block_elements // max(1, candidates.shape[1] * self.dim))
+        rows_per_block = max(1, PAIR_ELEMENTS // max(1, candidates.shape[1] * self.dim))
         for s in range(0, len(queries), rows_per_block):
             cand = candidates[s : s + rows_per_block]
             valid = cand >= 0

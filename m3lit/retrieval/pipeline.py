@@ -2,21 +2,18 @@
 
 The modes are the rows of the paper's tables (BGE-M3, arXiv:2402.03216 §4, Tables 1-5):
 
-==============  ==================================================================================
-``dense``       exact top-k by s_dense over the corpus (:class:`DenseIndex`)
-``sparse``      exact top-k by s_lex over an inverted index (:class:`SparseIndex`)
-``colbert``     "Multi-vec": the dense top-``colbert_rerank_k`` re-ranked by MaxSim
-``dense+sparse`` union of the dense and sparse top-``hybrid_k`` lists, re-scored w_d s_dense + w_s s_lex
-``all``         the dense top-``all_rerank_k`` re-ranked by w_d s_dense + w_s s_lex + w_c s_mul
-``bm25``        BM25 with the model's tokenizer (reference row; needs no trained weights)
-==============  ==================================================================================
+================  ================================================================================
+``dense``         exact top-k by s_dense over the corpus (:class:`DenseIndex`)
+``sparse``        exact top-k by s_lex over an inverted index (:class:`SparseIndex`)
+``colbert``       "Multi-vec": the dense top-``colbert_rerank_k`` re-ranked by MaxSim
+``dense+sparse``  union of the dense and sparse top-``hybrid_k`` lists, re-scored w_d s_dense + w_s s_lex
+``all``           the dense top-``all_rerank_k`` re-ranked by w_d s_dense + w_s s_lex + w_c s_mul
+``bm25``          BM25 with the model's tokenizer (reference row; needs no trained weights)
+================  ================================================================================
 
-Corpus passes (memory): passages are encoded ``shard_size`` at a time (a progress bar over shards when
-there are several, plus ``encode_texts``' own bar), and each shard's outputs go straight into the
-indices: dense vectors into one (N, D) array, lexical weights into CSR matrices, ColBERT vectors into a
-float16 ragged array (:class:`ColbertStore`) -- or, when the whole corpus' vectors would exceed
-``colbert_store_max_gb`` (``colbert_store="auto"``) or ``colbert_store="reencode"``, only the re-ranking
-candidates' vectors, from a second encoder pass over the union of the candidate lists.
+The corpus is encoded shard by shard into the indices (:mod:`m3lit.retrieval.corpus`, where the memory
+choices are described); queries are encoded once. MaxSim scores of the dense top candidates are
+computed once and shared by ``colbert`` and ``all``.
 """
 
 from __future__ import annotations
@@ -28,19 +25,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-from m3lit.encoding import encode_texts, tokenize_texts
+from m3lit.encoding import encode_texts
 from m3lit.model import M3Model, special_token_ids
 from m3lit.retrieval.beir import RetrievalDataset, load_beir
 from m3lit.retrieval.bm25 import BM25Index, bm25_tokenize
-from m3lit.retrieval.colbert import ColbertStore
 from m3lit.retrieval.config import RetrievalConfig
-from m3lit.retrieval.dense import DenseIndex
+from m3lit.retrieval.corpus import index_corpus, store_candidates, trim_heap
 from m3lit.retrieval.hybrid import fuse, union_candidates
 from m3lit.retrieval.metrics import DEFAULT_METRICS, evaluate_ranking, parse_metric
 from m3lit.retrieval.ranking import Ranking
-from m3lit.retrieval.sparse import SparseIndex, sparse_matrix
+from m3lit.retrieval.sparse import sparse_matrix
 
 __all__ = ["MODES", "MODEL_MODES", "RetrievalRun", "retrieve", "usable_modes", "evaluate_retrieval"]
 
@@ -95,9 +89,11 @@ def usable_modes(model: M3Model, modes: Sequence[str]) -> list[str]:
 
 @contextmanager
 def _timed(timings: dict[str, float], name: str):
+    """Add the block's wall time to ``timings[name]``, then return the memory it freed to the OS."""
     start = time.perf_counter()
     yield
     timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
+    trim_heap()
 
 
 def retrieve(
@@ -132,7 +128,6 @@ def retrieve(
     info: dict = {"num_docs": len(dataset.corpus_texts), "num_queries": len(dataset.query_texts)}
     n_docs = len(dataset.corpus_texts)
     vocab = max(int(model.encoder.config.vocab_size), len(model.tokenizer))
-    enc = {"batch_size": cfg.batch_size, "device": device}
 
     dense_k = max(
         [depth] * ("dense" in modes)
@@ -155,7 +150,8 @@ def retrieve(
                 dense="dense" in needs,
                 sparse="sparse" in needs,
                 colbert="colbert" in needs,
-                **enc,
+                batch_size=cfg.batch_size,
+                device=device,
             )
     q_sparse = sparse_matrix(queries.sparse, vocab) if "sparse" in needs else None
     if q_sparse is not None and q_sparse.nnz == 0:
@@ -165,36 +161,16 @@ def retrieve(
         )
 
     # ---- corpus, shard by shard
-    dense_index = (
-        DenseIndex(model.hidden_size, capacity=n_docs, dtype=cfg.dense_dtype, faiss_factory=cfg.faiss_factory)
-        if "dense" in needs
-        else None
-    )
-    sparse_index = SparseIndex(vocab) if "sparse" in needs else None
-    store, keep_colbert = None, False
-    if "colbert" in needs:
-        keep_colbert = _keep_colbert_in_memory(model, dataset.corpus_texts, cfg, info)
-        store = ColbertStore(model.colbert_dim, n_docs, dtype=cfg.colbert_dtype)
+    corpus = None
     if needs:
         with _timed(timings, "encode_corpus"):
-            for start in _shards(n_docs, cfg.shard_size, progress, "corpus shards"):
-                out = encode_texts(
-                    model,
-                    dataset.corpus_texts[start : start + cfg.shard_size],
-                    max_length=cfg.passage_max_length,
-                    progress=progress,
-                    dense="dense" in needs,
-                    sparse="sparse" in needs,
-                    colbert=keep_colbert,
-                    **enc,
-                )
-                if dense_index is not None:
-                    dense_index.add(out.dense)
-                if sparse_index is not None:
-                    sparse_index.add(out.sparse)
-                if keep_colbert:
-                    store.add(np.arange(start, start + len(out.colbert)), out.colbert)
-                del out
+            corpus = index_corpus(
+                model, dataset.corpus_texts, needs, cfg, vocab=vocab, device=device, progress=progress
+            )
+        info.update(corpus.info)
+    dense_index = corpus.dense if corpus else None
+    sparse_index = corpus.sparse if corpus else None
+    store = corpus.colbert if corpus else None
 
     rankings: dict[str, Ranking] = {}
     dense_rank = sparse_rank = None
@@ -207,17 +183,17 @@ def retrieve(
             sparse_rank = sparse_index.search(q_sparse, sparse_k)
         rankings["sparse"] = sparse_rank.truncate(depth)
 
-    if store is not None and not keep_colbert:
-        with _timed(timings, "colbert_reencode"):
-            _store_candidates(model, dataset.corpus_texts, store, dense_rank, modes, cfg, enc, progress)
-    if store is not None:
-        info["colbert_store_bytes"] = store.nbytes
-        info["colbert_stored_docs"] = len(store)
-
     # MaxSim of the dense top candidates, once for both re-ranking modes (prefixes of one sorted list)
     colbert_k = max(
         [cfg.colbert_rerank_k] * ("colbert" in modes) + [cfg.all_rerank_k] * ("all" in modes) + [0]
     )
+    if colbert_k and info.get("colbert_store") == "reencode":
+        with _timed(timings, "colbert_reencode"):
+            rows = dense_rank.truncate(colbert_k).indices
+            store_candidates(model, dataset.corpus_texts, store, rows, cfg, device=device, progress=progress)
+    if store is not None:
+        info["colbert_store_bytes"] = store.nbytes
+        info["colbert_stored_docs"] = len(store)
     if colbert_k:
         with _timed(timings, "search/colbert"):
             rerank = dense_rank.truncate(colbert_k).indices  # (Q, k) dense top-k, best first
@@ -309,65 +285,3 @@ def evaluate_retrieval(
             len(dataset.qrels),
         )
     return results
-
-
-# ---------------------------------------------------------------------------------------------- helpers
-def _shards(total: int, size: int, progress: bool, desc: str):
-    starts = range(0, total, size)
-    if progress and len(starts) > 1:
-        from tqdm.auto import tqdm
-
-        return tqdm(starts, desc=desc, unit="shard")
-    return starts
-
-
-def _keep_colbert_in_memory(model: M3Model, texts: Sequence[str], cfg: RetrievalConfig, info: dict) -> bool:
-    """Decide where the corpus' ColBERT vectors live (see ``colbert_store``); records the estimate in ``info``."""
-    if cfg.colbert_store != "auto":
-        info["colbert_store"] = cfg.colbert_store
-        return cfg.colbert_store == "memory"
-    tokens = sum(
-        len(ids) - 1
-        for ids in tokenize_texts(model.tokenizer, texts, min(cfg.passage_max_length, model.max_length))
-    )
-    estimate = tokens * model.colbert_dim * np.dtype(cfg.colbert_dtype).itemsize
-    keep = estimate <= cfg.colbert_store_max_gb * 1e9
-    info["colbert_store"] = "memory" if keep else "reencode"
-    info["colbert_store_estimate_bytes"] = int(estimate)
-    if not keep:
-        log.info(
-            "ColBERT vectors of the whole corpus would take %.1f GB > colbert_store_max_gb=%.1f: "
-            "re-encoding the re-ranking candidates instead",
-            estimate / 1e9,
-            cfg.colbert_store_max_gb,
-        )
-    return keep
-
-
-def _store_candidates(
-    model,
-    texts,
-    store: ColbertStore,
-    dense_rank: Ranking,
-    modes,
-    cfg: RetrievalConfig,
-    enc: dict,
-    progress: bool,
-) -> None:
-    """Encode the ColBERT vectors of every document some query will re-rank (second corpus pass)."""
-    depth = max([cfg.colbert_rerank_k] * ("colbert" in modes) + [cfg.all_rerank_k] * ("all" in modes))
-    needed = np.unique(dense_rank.truncate(depth).indices)
-    needed = needed[needed >= 0]
-    for start in _shards(len(needed), cfg.shard_size, progress, "colbert candidates"):
-        chunk = needed[start : start + cfg.shard_size]
-        out = encode_texts(
-            model,
-            [texts[i] for i in chunk],
-            max_length=cfg.passage_max_length,
-            progress=progress,
-            dense=False,
-            sparse=False,
-            colbert=True,
-            **enc,
-        )
-        store.add(chunk, out.colbert)
