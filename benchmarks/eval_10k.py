@@ -1,6 +1,6 @@
 """Retrieval-evaluation wall time and peak memory: the five modes + BM25 on a 10,000-passage corpus.
 
-    python -m benchmarks.eval_10k [--passages 10000] [--queries 200] [--threads 2] [--json PATH]
+    python -m benchmarks.eval_10k [--passages 10000] [--queries 200] [--threads 2] [--device cpu] [--json PATH]
 
 One process, default :class:`m3lit.retrieval.RetrievalConfig` (the paper's depths and weights, lengths
 512/512, ColBERT vectors kept in memory as float16), on the synthetic BEIR folder of
@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--passages", type=int, default=10_000)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (the 2-core target)")
+    parser.add_argument("--device", default="cpu", help="where to encode (and run MaxSim): cpu, cuda, ...")
     parser.add_argument("--json", type=Path, default=None, help="also write the result here")
     args = parser.parse_args(argv)
 
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     dataset_dir, folder = build_dataset(args.passages, args.queries), model_dir(TINY_250K)
     start = time.perf_counter()
-    model = M3Model.from_pretrained(folder).eval()
+    model = M3Model.from_pretrained(folder).to(args.device).eval()
     dataset = load_beir(dataset_dir)
     rss_loaded = _rss_mb()
     loaded = time.perf_counter()
@@ -59,6 +60,7 @@ def main(argv: list[str] | None = None) -> dict:
         "passages": args.passages,
         "queries": args.queries,
         "threads": args.threads,
+        "device": str(args.device),
         "wall_s": end - start,
         "stages_s": {"load": loaded - start, **run.timings, "metrics": end - retrieved},
         "rss_after_load_mb": rss_loaded,

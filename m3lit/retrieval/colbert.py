@@ -110,11 +110,15 @@ class ColbertStore:
         start = int(self._start[doc_index])
         return self._blocks[block][start : start + int(self._length[doc_index])]
 
-    def score(self, queries: Sequence[np.ndarray], candidates: np.ndarray) -> np.ndarray:
+    def score(
+        self, queries: Sequence[np.ndarray], candidates: np.ndarray, device: torch.device | str | None = None
+    ) -> np.ndarray:
         """MaxSim of each query's (Lq, Dc) vectors against its (Q, M) candidates (-1 = none) -> (Q, M) float32.
 
-        Every valid candidate must be stored (KeyError otherwise).
+        Every valid candidate must be stored (KeyError otherwise). ``device`` runs the MaxSim there (e.g.
+        the model's GPU); the vectors stay in host memory and travel one padded group at a time.
         """
+        device = torch.device(device or "cpu")
         candidates = np.asarray(candidates, dtype=np.int64)
         if candidates.ndim != 2 or candidates.shape[0] != len(queries):
             raise ValueError(f"ColbertStore.score: candidates {candidates.shape} for {len(queries)} queries")
@@ -122,17 +126,17 @@ class ColbertStore:
         for q, q_vecs in enumerate(queries):
             slots = np.flatnonzero(candidates[q] >= 0)
             if slots.size:
-                out[q, slots] = self._score_one(np.asarray(q_vecs, np.float32), candidates[q, slots])
+                out[q, slots] = self._score_one(np.asarray(q_vecs, np.float32), candidates[q, slots], device)
         return out
 
-    def _score_one(self, q_vecs: np.ndarray, docs: np.ndarray) -> np.ndarray:
+    def _score_one(self, q_vecs: np.ndarray, docs: np.ndarray, device: torch.device) -> np.ndarray:
         """MaxSim of one (Lq, Dc) query against the stored documents ``docs`` -> (n,) float32."""
         if not self.has(docs).all():
             raise KeyError(f"ColbertStore: documents {docs[~self.has(docs)].tolist()} are not stored")
         order = np.argsort(self._length[docs], kind="stable")  # groups of similar lengths: less padding
         docs, lengths = docs[order], self._length[docs[order]].astype(np.int64)
-        q = torch.from_numpy(q_vecs)[None]  # (1, Lq, Dc)
-        q_mask = torch.ones(q.shape[:2], dtype=torch.bool)
+        q = torch.from_numpy(q_vecs)[None].to(device)  # (1, Lq, Dc)
+        q_mask = torch.ones(q.shape[:2], dtype=torch.bool, device=device)
         scores = np.empty(len(docs), np.float32)
         group = max(1, CANDIDATE_ELEMENTS // max(1, int(lengths.max()) * self.dim))  # few, large calls
         for start in range(0, len(docs), group):
@@ -142,8 +146,9 @@ class ColbertStore:
             rows = np.repeat(np.arange(len(chunk)), n_tok)  # candidate of every token
             cols = np.arange(int(n_tok.sum())) - np.repeat(np.cumsum(n_tok) - n_tok, n_tok)  # position in it
             p[rows, cols] = self._gather(chunk)
-            p_mask = torch.from_numpy(np.arange(longest)[None] < n_tok[:, None])  # (C, Lp)
-            scores[start : start + group] = colbert_scores(q, q_mask, torch.from_numpy(p), p_mask)[0].numpy()
+            p_mask = torch.from_numpy(np.arange(longest)[None] < n_tok[:, None]).to(device)  # (C, Lp)
+            p_vecs = torch.from_numpy(p).to(device)
+            scores[start : start + group] = colbert_scores(q, q_mask, p_vecs, p_mask)[0].cpu().numpy()
         out = np.empty_like(scores)
         out[order] = scores  # back to the order of ``docs``
         return out

@@ -194,10 +194,11 @@ def retrieve(
     if store is not None:
         info["colbert_store_bytes"] = store.nbytes
         info["colbert_stored_docs"] = len(store)
+    score_device = device if device is not None else next(model.parameters()).device  # MaxSim: GPU if any
     if colbert_k:
         with _timed(timings, "search/colbert"):
             rerank = dense_rank.truncate(colbert_k).indices  # (Q, k) dense top-k, best first
-            maxsim = store.score(queries.colbert, rerank)  # (Q, k)
+            maxsim = store.score(queries.colbert, rerank, device=score_device)  # (Q, k)
     if "colbert" in modes:
         with _timed(timings, "search/colbert"):
             k = cfg.colbert_rerank_k
