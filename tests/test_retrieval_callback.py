@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
@@ -140,9 +141,21 @@ def test_logs_every_mode_every_n_steps_and_at_the_end(tiny_config, tokenizer, ti
     assert callback.state_dict()["last_step"] == 3
 
 
+class DemoLikeData(L.LightningDataModule):
+    """A datamodule exposing a held-out split the way the demo's M3DataModule does (``demo_paths.eval_dir``)."""
+
+    def __init__(self, tokenizer, beir_dir: Path) -> None:
+        super().__init__()
+        self.tokenizer, self.demo = tokenizer, True
+        self.demo_paths = SimpleNamespace(eval_dir=beir_dir)
+
+    def train_dataloader(self):
+        return loader(self.tokenizer, self.demo_paths.eval_dir)
+
+
 def test_fast_dev_run_evaluates_once_at_the_end(tiny_config, tokenizer, tiny_beir_dir):
     module = make_module(tiny_config, tokenizer)
-    callback = RetrievalMetrics(tiny_beir_dir, every_n_steps=None, bm25_at_end=False, retrieval=FAST)
+    callback = RetrievalMetrics(None, every_n_steps=None, bm25_at_end=False, retrieval=FAST)  # the demo split
     trainer = L.Trainer(
         fast_dev_run=1,
         accelerator="cpu",
@@ -150,7 +163,8 @@ def test_fast_dev_run_evaluates_once_at_the_end(tiny_config, tokenizer, tiny_bei
         enable_progress_bar=False,
         enable_model_summary=False,
     )
-    trainer.fit(module, loader(tokenizer, tiny_beir_dir))
+    trainer.fit(module, datamodule=DemoLikeData(tokenizer, tiny_beir_dir))
+    assert callback.data_dir == str(tiny_beir_dir)
     assert [step for step, _ in callback.history] == [1]
     assert {k for k in trainer.callback_metrics if k.startswith("val/")} == keys(MODEL_MODES)
 

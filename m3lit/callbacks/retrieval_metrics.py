@@ -53,7 +53,8 @@ class RetrievalMetrics(Callback):
     """Periodic retrieval evaluation of the model being trained.
 
     Args:
-        data_dir: BEIR-layout folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv).
+        data_dir: BEIR-layout folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv); None = the
+            datamodule's demo held-out split (``trainer.datamodule.demo_paths.eval_dir`` when ``demo`` is on).
         split: qrels split to evaluate.
         every_n_steps: evaluate when ``global_step`` is a positive multiple of this; None or 0 = only at the end.
         at_train_end: evaluate once more when training ends (unless that step was just evaluated).
@@ -69,7 +70,7 @@ class RetrievalMetrics(Callback):
 
     def __init__(
         self,
-        data_dir: str | Path,
+        data_dir: str | Path | None,
         *,
         split: str = "test",
         every_n_steps: int | None = 500,
@@ -86,7 +87,7 @@ class RetrievalMetrics(Callback):
         super().__init__()
         if every_n_steps is not None and every_n_steps < 0:
             raise ValueError(f"every_n_steps must be >= 0 or None, got {every_n_steps}")
-        self.data_dir = str(data_dir)
+        self.data_dir = None if data_dir is None else str(data_dir)
         self.split = split
         self.every_n_steps = every_n_steps or 0
         self.at_train_end = at_train_end
@@ -115,6 +116,7 @@ class RetrievalMetrics(Callback):
         error = None
         if trainer.is_global_zero:
             try:
+                self.data_dir = self.data_dir or _demo_eval_dir(trainer)
                 self._dataset = load_beir(self.data_dir, self.split, unknown_qrels=self.unknown_qrels)
             except (OSError, ValueError) as err:
                 error = f"{type(err).__name__}: {err}"
@@ -185,6 +187,16 @@ class RetrievalMetrics(Callback):
                 f"{mode} {row.get(self.metrics[0], float('nan')):.4f}" for mode, row in results.items()
             )
             log.info("step %d retrieval %s: %s", step, self.metrics[0], summary)
+
+
+def _demo_eval_dir(trainer: L.Trainer) -> str:
+    """The held-out BEIR split of the demo datamodule (``data_dir=None``)."""
+    datamodule = getattr(trainer, "datamodule", None)
+    if not getattr(datamodule, "demo", False):
+        raise ValueError(
+            "data_dir=None needs the demo datamodule (data.demo=true); pass data_dir=<BEIR folder>"
+        )
+    return str(datamodule.demo_paths.eval_dir)
 
 
 def _training_ends(trainer: L.Trainer) -> bool:
