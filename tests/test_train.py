@@ -137,3 +137,23 @@ def test_command_line_contract(corpus, tmp_path):
     assert [float(by_step[s]["train/stage"]) for s in (0, 2, 4)] == [0.0, 1.0, 2.0]
     assert float(by_step[0]["train/negatives_per_query"]) == 7.0  # 8 pairs, in-batch
     assert float(by_step[2]["train/negatives_per_query"]) == 11.0  # 4 queries x G=3, in-batch + hard
+
+
+def test_retrieval_metrics_callback_is_wired(corpus, tmp_path):
+    """callbacks=with_retrieval adds the evaluation helper's RetrievalMetrics (val/<metric>/<mode> keys)."""
+    cfg = compose(
+        tiny_run_overrides(
+            corpus,
+            tmp_path,
+            "callbacks=with_retrieval",
+            "callbacks.retrieval_metrics.every_n_steps=2",
+            "trainer.max_steps=2",
+            "callbacks.stage_switch.schedule={0:{stage:unified,source:labelled}}",
+            "export=false",
+        )
+    )
+    metrics, objects = train(cfg)
+    assert {f"val/ndcg@10/{mode}" for mode in ("dense", "sparse", "colbert", "dense+sparse", "all")} <= set(
+        metrics
+    )
+    assert all(0.0 <= metrics[f"val/ndcg@10/{m}"] <= 1.0 for m in ("dense", "all"))

@@ -16,7 +16,13 @@ __all__ = ["M3ProgressBar"]
 
 
 class M3ProgressBar(RichProgressBar):
-    """``RichProgressBar`` + ``step`` and ``stage`` in the metrics column."""
+    """``RichProgressBar`` + ``step`` and ``stage`` in the metrics column; epochs shown without a bound
+    when training is step-based (``max_epochs=-1``)."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        if self.trainer.max_epochs is None or self.trainer.max_epochs < 0:
+            return f"Epoch {current_epoch} (max_steps {self.trainer.max_steps})"
+        return super()._get_train_description(current_epoch)
 
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
         metrics = super().get_metrics(trainer, pl_module)
