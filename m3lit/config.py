@@ -1,89 +1,33 @@
-"""The configuration seam: compose the Hydra config of ``configs/`` and validate it strictly at start-up.
+"""The configuration seam: compose the Hydra config of ``configs/`` and validate it at start-up.
 
 ``python -m m3lit.train`` goes through ``@hydra.main`` (:mod:`m3lit.train`); tests and notebooks call
 :func:`compose` with the same override strings::
 
     cfg = compose(["experiment=demo", "trainer.max_steps=20", "hydra.run.dir=/tmp/run"])
 
-Validation (:func:`validate`) happens before anything is built, so a typo or a wrong type stops the run
-with a message naming the key:
-
-* Hydra itself rejects command-line overrides of keys that do not exist (``+key=value`` adds one);
-* the top-level keys, ``paths`` and ``evaluate`` follow the dataclass schemas below;
-* every node with a ``_target_`` is checked against the signature of what it instantiates: unknown
-  keywords, and values whose type contradicts the annotation (``trainer.max_steps=abc``), are errors;
-* ``loss`` is checked against :func:`m3lit.losses.m3_loss` and ``callbacks.stage_switch.schedule``
-  against :func:`m3lit.training.stages.parse_schedule`.
+Hydra itself rejects command-line overrides of keys that do not exist (``+key=value`` adds one); the
+strict schema and signature checks of :mod:`m3lit.config_checks` catch the rest (typos in YAML files,
+wrong types, invalid stage schedules) before anything is built.
 """
 
 from __future__ import annotations
 
-import collections.abc as cabc
-import dataclasses
-import inspect
-import os
-import types
-import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf, open_dict
+
+from m3lit.config_checks import ConfigError, validate
 
 __all__ = ["CONFIG_DIR", "ConfigError", "compose", "finalize", "validate", "save_config", "rewrite_overrides"]
 
 #: The repository's ``configs/`` folder (m3lit is installed editable; see pyproject.toml).
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
-
-class ConfigError(ValueError):
-    """A configuration problem found at start-up; the message names the key."""
-
-
-# ---------------------------------------------------------------------------------------------- schemas
-@dataclasses.dataclass
-class PathsSchema:
-    root_dir: str = "."  # repository root (relative paths below are resolved against the cwd)
-    data_dir: str = "data"  # where user datasets live
-    log_dir: str = "logs"  # parent of every run folder
-    output_dir: str = "."  # this run's folder (hydra.run.dir)
-
-
-@dataclasses.dataclass
-class EvaluateSchema:
-    enabled: bool = True  # evaluate the final model on a held-out BEIR split after training
-    baseline: bool = True  # also evaluate the model before training (step 0) into <run>/baseline/
-    dataset_dir: str | None = None  # BEIR folder; None: the demo's held-out split when data.demo is true
-    split: str = "test"  # qrels split
-    modes: list[str] = dataclasses.field(default_factory=list)  # retrieval modes
-    options: dict[str, Any] = dataclasses.field(default_factory=dict)  # extra evaluate_retrieval keywords
-
-
-@dataclasses.dataclass
-class RootSchema:
-    task_name: str = "train"  # names the run folder logs/<task_name>/runs/<time>
-    tags: list[str] = dataclasses.field(default_factory=list)  # W&B tags
-    seed: int = 42  # global seed
-    ckpt_path: str | None = None  # resume from this Lightning checkpoint
-    train: bool = True  # run trainer.fit
-    export: bool = True  # write <run>/export at the end
-    print_config: bool = True  # print the resolved config at start-up
-    evaluate: EvaluateSchema = dataclasses.field(default_factory=EvaluateSchema)
-    paths: PathsSchema = dataclasses.field(default_factory=PathsSchema)
-
-
-#: Top-level config groups that hold ``_target_`` nodes (validated against signatures instead).
-GROUP_KEYS = ("model", "data", "loss", "callbacks", "logger", "trainer")
-#: ``m3_loss`` arguments the training module supplies itself (they may not appear in ``loss``).
-LOSS_SET_BY_MODULE = {
-    "dense", "sparse", "colbert", "group_size", "self_distill", "teacher_scores", "query_offset", "in_batch_negatives",
-}  # fmt: skip
-_HYDRA_KEYS = {"_target_", "_partial_", "_convert_", "_recursive_", "_args_"}
 #: Mapping-valued keys that a command-line value REPLACES (Hydra would merge it into the existing mapping).
 REPLACED_MAPPINGS = ("callbacks.stage_switch.schedule",)
 
@@ -146,198 +90,3 @@ def save_config(cfg: DictConfig, folder: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(OmegaConf.to_yaml(cfg, resolve=True), encoding="utf-8")
     return path
-
-
-# ---------------------------------------------------------------------------------------------- validate
-def validate(cfg: DictConfig | Mapping) -> None:
-    """Raise :class:`ConfigError` for unknown keys, wrong types and invalid schedules (module docstring)."""
-    if isinstance(cfg, DictConfig):
-        missing = sorted(OmegaConf.missing_keys(cfg))
-        if missing:
-            raise ConfigError(
-                f"config error: required value(s) not set: {', '.join(missing)} (e.g. {missing[0]}=PATH)"
-            )
-    data = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-    root = {k: v for k, v in data.items() if k not in GROUP_KEYS and k != "debug"}
-    try:
-        OmegaConf.merge(OmegaConf.structured(RootSchema), root)
-    except Exception as error:
-        raise ConfigError(
-            f"config error: {_first_line(error)} (full key: {getattr(error, 'full_key', '?')})"
-        ) from error
-    for group in ("model", "data", "trainer"):
-        if data.get(group) is not None:
-            check_target(data[group], group)
-    for group in ("callbacks", "logger"):
-        for name, node in (data.get(group) or {}).items():
-            if node is not None:
-                check_target(node, f"{group}.{name}")
-    _check_loss(data.get("loss") or {})
-    schedule = ((data.get("callbacks") or {}).get("stage_switch") or {}).get("schedule")
-    if schedule is not None:
-        from m3lit.training.stages import parse_schedule
-
-        try:
-            entries = parse_schedule(schedule)
-        except ValueError as error:
-            raise ConfigError(f"callbacks.stage_switch.schedule: {error}") from error
-        _check_sources(entries, data.get("data") or {})
-
-
-#: Data source name -> the ``data`` key that must be set for it (unless ``data.demo`` fills it).
-SOURCE_KEYS = {"pairs": "pairs_data", "labelled": "train_data"}
-
-
-def _check_sources(entries, data: Mapping) -> None:
-    """Every data source the stage schedule switches to must be configured (fail now, not at that step)."""
-    if data.get("demo"):
-        return
-    for entry in entries:
-        key = SOURCE_KEYS.get(entry.source or "")
-        if key and data.get(key) in (None, "", []):
-            raise ConfigError(
-                f"callbacks.stage_switch.schedule switches to data source {entry.source!r} at step {entry.step}, "
-                f"but data.{key} is not set (e.g. data.{key}=PATH)"
-            )
-
-
-def check_target(node: Any, where: str) -> None:
-    """Check a ``_target_`` node's keys and value types against the target's signature (recursively)."""
-    if not isinstance(node, Mapping):
-        raise ConfigError(f"{where}: expected a mapping with _target_, got {node!r}")
-    if "_target_" not in node:
-        raise ConfigError(f"{where}: missing _target_")
-    try:
-        target = get_object(node["_target_"])
-    except Exception as error:
-        raise ConfigError(f"{where}._target_: cannot import {node['_target_']!r}: {error}") from error
-    params, hints, open_kwargs = _signature(target)
-    for key, value in node.items():
-        if key in _HYDRA_KEYS:
-            continue
-        path = f"{where}.{key}"
-        if key not in params:
-            if open_kwargs:
-                continue
-            raise ConfigError(
-                f"{path}: unknown option for {node['_target_']}; valid options: {sorted(params)}"
-            )
-        if isinstance(value, Mapping) and "_target_" in value:
-            check_target(value, path)
-            continue
-        if key in hints and not _matches(value, hints[key], path):
-            raise ConfigError(
-                f"{path}: value {value!r} does not match the expected type {_type_name(hints[key])}"
-            )
-    missing = [n for n, p in params.items() if p.default is inspect.Parameter.empty and n not in node]
-    if missing and not node.get("_partial_", False):
-        raise ConfigError(f"{where}: missing required option(s) {missing} for {node['_target_']}")
-
-
-def _check_loss(loss: Mapping) -> None:
-    from m3lit.losses import M3LossWeights, m3_loss
-
-    params, hints, _ = _signature(m3_loss)
-    for key, value in loss.items():
-        if key in LOSS_SET_BY_MODULE or key not in params:
-            allowed = sorted(set(params) - LOSS_SET_BY_MODULE)
-            raise ConfigError(
-                f"loss.{key}: unknown loss option (the stage sets {key!r} itself)"
-                if key in LOSS_SET_BY_MODULE
-                else f"loss.{key}: unknown loss option; valid options: {allowed}"
-            )
-        if key == "weights":
-            try:
-                M3LossWeights.coerce(value)
-            except (TypeError, ValueError) as error:
-                raise ConfigError(f"loss.weights: {error}") from error
-        elif key in hints and not _matches(value, hints[key], f"loss.{key}"):
-            raise ConfigError(
-                f"loss.{key}: value {value!r} does not match the expected type {_type_name(hints[key])}"
-            )
-
-
-def _signature(target: Any) -> tuple[dict[str, inspect.Parameter], dict[str, Any], bool]:
-    fn = target.__init__ if inspect.isclass(target) else target
-    sig = inspect.signature(fn)
-    params = {
-        n: p
-        for n, p in sig.parameters.items()
-        if n != "self" and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
-    }
-    open_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
-    try:
-        hints = typing.get_type_hints(fn)
-    except Exception:  # unresolvable forward references: check names only
-        hints = {}
-    return params, hints, open_kwargs
-
-
-def _matches(value: Any, tp: Any, where: str) -> bool:
-    """Is ``value`` (plain YAML data) acceptable for annotation ``tp``? Unknown constructs pass."""
-    if tp is Any or tp is inspect.Parameter.empty:
-        return True
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        dataclass_args = [a for a in args if dataclasses.is_dataclass(a)]
-        if dataclass_args and isinstance(value, Mapping):
-            _check_dataclass(value, dataclass_args[0], where)
-            return True
-        return any(_matches(value, a, where) for a in args)
-    if origin is typing.Literal:
-        return value in args
-    if tp is type(None):
-        return value is None
-    if value is not None and isinstance(value, Mapping) and "_target_" in value:
-        return True  # an object built by instantiate
-    if tp is bool:
-        return isinstance(value, bool)
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if tp is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if tp is str:
-        return isinstance(value, str)
-    if tp in (Path, os.PathLike) or origin is os.PathLike:
-        return isinstance(value, str)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, Mapping):
-            return False
-        _check_dataclass(value, tp, where)
-        return True
-    container = origin or tp
-    if container in (list, tuple, set, cabc.Sequence, cabc.Iterable, cabc.Collection, cabc.MutableSequence):
-        if not isinstance(value, list | tuple):
-            return False
-        if args and container is not tuple:
-            return all(_matches(v, args[0], where) for v in value)
-        if container is tuple and args and args[-1] is not Ellipsis:
-            return len(value) == len(args) and all(
-                _matches(v, a, where) for v, a in zip(value, args, strict=True)
-            )
-        return True
-    if container in (dict, cabc.Mapping, cabc.MutableMapping):
-        return isinstance(value, Mapping)
-    if inspect.isclass(tp):
-        return isinstance(value, tp)
-    return True
-
-
-def _check_dataclass(value: Mapping, cls: type, where: str) -> None:
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
-    for key, item in value.items():
-        if key not in known:
-            raise ConfigError(f"{where}.{key}: unknown option; valid options: {sorted(known)}")
-        if not _matches(item, hints[key], f"{where}.{key}"):
-            raise ConfigError(
-                f"{where}.{key}: value {item!r} does not match the expected type {_type_name(hints[key])}"
-            )
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _first_line(error: Exception) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

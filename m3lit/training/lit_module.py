@@ -201,11 +201,21 @@ class M3LitModule(L.LightningModule):
         with self._step_rng():
             out = self.compute_step(batch)
         if self.max_grad_norm:
-            self.clip_gradients(opt, gradient_clip_val=self.max_grad_norm, gradient_clip_algorithm="norm")
+            self._clip_gradients(opt)
         opt.step()
         self.lr_schedulers().step()
         self._log_step(batch, out)
         return out.loss.detach()
+
+    def _clip_gradients(self, optimizer) -> None:
+        """Clip the global gradient norm to ``max_grad_norm``. FSDP shards gradients, so its root module
+        clips (Lightning's precision plugin refuses norm clipping there); elsewhere Lightning clips, after
+        unscaling under fp16 loss scaling."""
+        wrapped = getattr(self.trainer.strategy, "model", None)
+        if type(wrapped).__name__ == "FullyShardedDataParallel" and hasattr(wrapped, "clip_grad_norm_"):
+            wrapped.clip_grad_norm_(self.max_grad_norm)
+            return
+        self.clip_gradients(optimizer, gradient_clip_val=self.max_grad_norm, gradient_clip_algorithm="norm")
 
     def _log_step(self, batch: M3Batch, out) -> None:
         n_q = batch.num_queries
@@ -217,7 +227,7 @@ class M3LitModule(L.LightningModule):
         log("train/lr", float(self.optimizers().param_groups[0]["lr"]))
         log("train/negatives_per_query", float(self.negatives_per_query(batch)))
         elapsed = max(time.perf_counter() - self._step_started, 1e-9)
-        log("train/queries_per_s", n_q * self.trainer.world_size / elapsed)
+        log("train/queries_per_s", n_q * self.trainer.world_size / elapsed, prog_bar=True)
 
     def negatives_per_query(self, batch: M3Batch) -> int:
         """Candidates a query is contrasted with in the dense loss, minus its positive."""
