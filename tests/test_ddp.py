@@ -1,6 +1,8 @@
 """A 2-process CPU DDP run (``trainer=ddp_cpu``: Lightning DDP, spawn, gloo) with cross-device negatives.
 
-Each rank records its batch, its synchronised gradients at the first step and its final weights. The
+The exact gradient cache runs under Lightning's DDP (sub-batches of 2 rows, every backward but the last
+inside ``no_sync``). Each rank records its batch, its synchronised gradients at the first step and its
+final weights. The
 test then checks that (1) cross-device negatives see W*B*G passages, (2) the synchronised dense-stage
 gradients equal one process's gradients on the gathered batch (every rank's queries against every
 rank's passages), and (3) both ranks end with identical weights.
@@ -75,6 +77,8 @@ def test_ddp_cross_device_negatives_gradients_and_weights(tmp_path, tokenizer):
         "export=false",
         "model.negatives_cross_device=true",
         "model.max_grad_norm=null",  # compare raw synchronised gradients
+        "model.sub_batch_mode=gradcache",  # several backwards per step: all but the last inside no_sync
+        "model.sub_batch_size=2",
         "callbacks.stage_switch.schedule={0:{stage:dense,source:labelled}}",
         f"data.bucket_batch_sizes=[{B},{B}]",
         f"data.train_group_size={G}",
