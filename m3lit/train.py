@@ -31,6 +31,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import hydra  # noqa: E402
 import lightning as L  # noqa: E402
+import torch  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 from lightning.pytorch.utilities import rank_zero_only  # noqa: E402
 from omegaconf import DictConfig, OmegaConf, open_dict  # noqa: E402
@@ -149,6 +150,8 @@ def _evaluate(model, dataset_dir: str, cfg: DictConfig, out_dir: Path, title: st
     was_training = model.training
     model.eval()
     options = OmegaConf.to_container(cfg.evaluate.options, resolve=True) if cfg.evaluate.options else {}
+    if "device" not in options and torch.cuda.is_available():
+        options["device"] = "cuda"  # encode on the GPU even when the model was loaded on the CPU
     results = evaluate_retrieval(
         model, dataset_dir, split=cfg.evaluate.split, modes=tuple(cfg.evaluate.modes), **options
     )
