@@ -157,3 +157,11 @@ def test_retrieval_metrics_callback_is_wired(corpus, tmp_path):
         metrics
     )
     assert all(0.0 <= metrics[f"val/ndcg@10/{m}"] <= 1.0 for m in ("dense", "all"))
+
+
+def test_pretrained_model_is_built_in_training_mode(tiny_model_dir):
+    """from_pretrained returns eval mode; Lightning would keep it, silently training without dropout."""
+    from m3lit.training.build import build_m3_model
+
+    model = build_m3_model(str(tiny_model_dir))
+    assert model.training and all(m.training for m in model.modules())

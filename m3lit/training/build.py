@@ -75,4 +75,4 @@ def build_m3_model(
             model.sparse_head.linear.bias.mul_(sparse_init_scale)
     model.gradient_checkpointing(gradient_checkpointing)
     model.freeze(fix_encoder=fix_encoder, fix_position_embedding=fix_position_embedding)
-    return model
+    return model.train()  # from_pretrained returns eval mode; Lightning keeps modes as it finds them
