@@ -21,7 +21,11 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 
 def builtin_docstrings() -> list[str]:
     """A small deterministic corpus: the docstrings of Python's builtins."""
-    return [obj.__doc__ for _, obj in sorted(vars(builtins).items()) if isinstance(getattr(obj, "__doc__", None), str)]
+    return [
+        obj.__doc__
+        for _, obj in sorted(vars(builtins).items())
+        if isinstance(getattr(obj, "__doc__", None), str)
+    ]
 
 
 @pytest.fixture(scope="session")
@@ -35,7 +39,9 @@ def tokenizer():
 def tiny_config(tokenizer):
     from m3lit.model.tiny import tiny_xlmr_config
 
-    return tiny_xlmr_config(len(tokenizer), hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_length=128)
+    return tiny_xlmr_config(
+        len(tokenizer), hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_length=128
+    )
 
 
 @pytest.fixture

@@ -10,7 +10,12 @@ from m3lit.tokenizer import SPECIAL_TOKENS, build_tokenizer
 def test_special_tokens_keep_xlmr_ids(tokenizer):
     assert [tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS] == [0, 1, 2, 3]
     assert tokenizer.mask_token_id == len(tokenizer) - 1
-    assert (tokenizer.cls_token_id, tokenizer.pad_token_id, tokenizer.sep_token_id, tokenizer.unk_token_id) == (0, 1, 2, 3)
+    assert (
+        tokenizer.cls_token_id,
+        tokenizer.pad_token_id,
+        tokenizer.sep_token_id,
+        tokenizer.unk_token_id,
+    ) == (0, 1, 2, 3)
 
 
 def test_single_and_pair_templates(tokenizer):
