@@ -8,11 +8,10 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
-from train_utils import tiny_corpus, tiny_run_overrides
+from train_utils import tiny_corpus, tiny_data_overrides, tiny_run_overrides
 
 from m3lit.config import CONFIG_DIR, compose
 from m3lit.model import M3Model
@@ -46,15 +45,7 @@ def _real_recipe_overrides(experiment, corpus, model_dir, run_dir):
         "trainer=cpu",
         "trainer.precision=32-true",
         "trainer.enable_model_summary=false",
-        f"data.train_data={corpus['train']}",
-        f"data.pairs_data={corpus['pairs']}",
-        f"data.cache_dir={Path(corpus['train']).parent / 'lengths'}",
-        "data.query_max_len=24",
-        "data.passage_max_len=40",
-        "data.train_group_size=3",
-        "data.bucket_edges=[64]",
-        "data.bucket_batch_sizes=[4,4]",
-        "data.pairs_bucket_batch_sizes=[8,8]",
+        *tiny_data_overrides(corpus),
         "evaluate.enabled=false",
         "~callbacks.progress_bar",
         "+trainer.enable_progress_bar=false",

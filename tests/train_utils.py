@@ -58,6 +58,21 @@ def tiny_corpus(root: Path, tokenizer) -> dict[str, str]:
     }
 
 
+def tiny_data_overrides(corpus: dict[str, str]) -> list[str]:
+    """Data overrides shared by every tiny run: the offline corpus, short lengths, small buckets."""
+    return [
+        f"data.train_data={corpus['train']}",
+        f"data.pairs_data={corpus['pairs']}",
+        f"data.cache_dir={Path(corpus['train']).parent / 'lengths'}",
+        "data.query_max_len=24",
+        "data.passage_max_len=40",
+        "data.train_group_size=3",
+        "data.bucket_edges=[64]",
+        "data.bucket_batch_sizes=[4,4]",
+        "data.pairs_bucket_batch_sizes=[8,8]",
+    ]
+
+
 def tiny_run_overrides(corpus: dict[str, str], run_dir: Path, *extra: str) -> list[str]:
     """Overrides turning ``experiment=demo`` into a seconds-long offline run on ``corpus``."""
     return [
@@ -66,16 +81,8 @@ def tiny_run_overrides(corpus: dict[str, str], run_dir: Path, *extra: str) -> li
         "~logger",
         "print_config=false",
         "data.demo=false",
-        f"data.train_data={corpus['train']}",
-        f"data.pairs_data={corpus['pairs']}",
+        *tiny_data_overrides(corpus),
         f"data.tokenizer={corpus['tokenizer']}",
-        f"data.cache_dir={Path(corpus['train']).parent / 'lengths'}",
-        "data.query_max_len=24",
-        "data.passage_max_len=40",
-        "data.train_group_size=3",
-        "data.bucket_edges=[64]",
-        "data.bucket_batch_sizes=[4,4]",
-        "data.pairs_bucket_batch_sizes=[8,8]",
         "data.sub_batch_size=null",
         f"model.net.tokenizer={corpus['tokenizer']}",
         *TINY_MODEL,
