@@ -31,7 +31,7 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
-__all__ = ["SPECIAL_TOKENS", "build_tokenizer", "load_or_build_tokenizer"]
+__all__ = ["SPECIAL_TOKENS", "build_tokenizer", "load_or_build_tokenizer", "wrap_xlmr_tokenizer"]
 
 #: XLM-R's special tokens in id order; ``<mask>`` is appended after the learnt vocabulary.
 SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>")
@@ -85,6 +85,15 @@ def build_tokenizer(texts: Iterable[str], vocab_size: int = 8000) -> PreTrainedT
         actual = backend.token_to_id(token)
         if actual != expected_id:  # pragma: no cover - guards a change in the tokenizers library
             raise RuntimeError(f"special token {token!r} got id {actual}, expected {expected_id}")
+    return wrap_xlmr_tokenizer(backend)
+
+
+def wrap_xlmr_tokenizer(backend: Tokenizer, model_max_length: int = 8192) -> PreTrainedTokenizerFast:
+    """Wrap a ``tokenizers`` backend as a Hugging Face tokenizer with XLM-R's special-token roles.
+
+    ``<s>`` is bos and cls, ``</s>`` eos and sep, plus ``<pad>``, ``<unk>`` and ``<mask>``; their ids are
+    whatever the backend gives them (m3lit always reads ids from the tokenizer).
+    """
     return PreTrainedTokenizerFast(
         tokenizer_object=backend,
         bos_token="<s>",
@@ -94,7 +103,7 @@ def build_tokenizer(texts: Iterable[str], vocab_size: int = 8000) -> PreTrainedT
         pad_token="<pad>",
         unk_token="<unk>",
         mask_token=MASK_TOKEN,
-        model_max_length=8192,
+        model_max_length=model_max_length,
         padding_side="right",
     )
 

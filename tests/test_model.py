@@ -9,11 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
-from transformers import PreTrainedTokenizerFast
 
 from m3lit.model import M3Model, extend_position_embeddings, special_token_ids
 from m3lit.model.tiny import tiny_xlmr_config
 from m3lit.scores import colbert_scores, dense_scores, sparse_scores
+from m3lit.tokenizer import wrap_xlmr_tokenizer
 
 WORDS = ["alpha", "beta", "gamma", "delta", "eps", "zeta", "eta", "theta"]  # ids 0..7: ordinary words
 
@@ -27,16 +27,7 @@ def odd_tokenizer():
     backend.post_processor = processors.TemplateProcessing(
         single="<s> $A </s>", special_tokens=[("<s>", 8), ("</s>", 10)]
     )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        bos_token="<s>",
-        cls_token="<s>",
-        eos_token="</s>",
-        sep_token="</s>",
-        pad_token="<pad>",
-        unk_token="<unk>",
-        mask_token="<mask>",
-    )
+    return wrap_xlmr_tokenizer(backend)
 
 
 def batch(tokenizer, texts, extra_padding=0):
