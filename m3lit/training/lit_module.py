@@ -25,10 +25,12 @@ from typing import Any, Literal
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.strategies import SingleDeviceStrategy
 
 from m3lit.ckpt import CKPT_META_KEY, checkpoint_metadata
 from m3lit.data.batch import Encoded, M3Batch
 from m3lit.model import M3Model
+from m3lit.training.embedding_grad import row_wise_embedding_grad, zero_grad_keeping
 from m3lit.training.gradcache import gradcache_step, split_batch_step
 from m3lit.training.objective import check_finite, m3_objective
 from m3lit.training.optim import (
@@ -197,8 +199,9 @@ class M3LitModule(L.LightningModule):
 
     def training_step(self, batch: M3Batch, batch_idx: int) -> torch.Tensor:
         opt = self.optimizers()
-        opt.zero_grad(set_to_none=True)
-        with self._step_rng():
+        embedding = self._row_wise_embedding()
+        zero_grad_keeping(opt, None if embedding is None else embedding.weight)
+        with self._step_rng(), row_wise_embedding_grad(embedding):
             out = self.compute_step(batch)
         if self.max_grad_norm:
             self._clip_gradients(opt)
@@ -206,6 +209,13 @@ class M3LitModule(L.LightningModule):
         self.lr_schedulers().step()
         self._log_step(batch, out)
         return out.loss.detach()
+
+    def _row_wise_embedding(self) -> torch.nn.Module | None:
+        """The input embedding whose gradient is accumulated row-wise (:mod:`m3lit.training.embedding_grad`):
+        on single-process CPU runs only; None elsewhere (DDP/FSDP gradient hooks, CUDA atomics)."""
+        if self.device.type != "cpu" or not isinstance(self.trainer.strategy, SingleDeviceStrategy):
+            return None
+        return self.model.encoder.get_input_embeddings()
 
     def _clip_gradients(self, optimizer) -> None:
         """Clip the global gradient norm to ``max_grad_norm``. FSDP shards gradients, so its root module
