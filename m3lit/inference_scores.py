@@ -10,23 +10,32 @@ BGE-M3, arXiv:2402.03216 §3.2, at inference temperature 1 (spec §1.5-1.6, §5)
 
 with ``weights_for_different_modes = [w_d, w_s, w_c]`` (default [1, 1, 1]).
 
-``compute_score`` reproduces FlagEmbedding's batch semantics exactly: pairs are encoded in input order in
-batches of ``batch_size``, queries and passages each padded to the longest in the batch, and the padded
-passage positions hold zero ColBERT vectors that take part in the max (so a negative best match is read as
-0 for a passage shorter than the longest one in its batch). ``colbert_score`` on the unpadded vectors of
-``encode`` has no such clipping; on trained models the two agree because best matches are positive.
+``compute_score`` gives FlagEmbedding's results, batch semantics included: the reference encodes pairs in
+input order in batches of ``batch_size``, queries and passages each padded to the longest in the batch, and
+its padded passage positions hold zero ColBERT vectors that take part in the max (so a negative best match
+is read as 0 for a passage shorter than the longest one in its batch). m3lit computes the same numbers with
+less work: within a window of a few batches it encodes each distinct token sequence once (queries repeat
+in re-ranking; a text used as query and as passage with the same tokens counts once), in length-sorted
+batches with little padding (:func:`~m3lit.encoding.forward_batches`); then, per reference batch, it pads
+the per-text outputs to that batch's layout (zero ColBERT vectors after each passage, up to the batch's
+longest) and scores pairwise with the padded positions in the max, exactly as the reference. Padding does
+not change an encoder's outputs at real tokens beyond float rounding, so the scores agree to ~1e-6.
+``colbert_score`` on the unpadded vectors of ``encode`` has no such clipping; on trained models the two
+agree because best matches are positive.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+from torch.nn.utils.rnn import pad_sequence
 
-from m3lit.encoding import pad_batch, tokenize_texts
+from m3lit.encoding import forward_batches, tokenize_texts
+from m3lit.model import M3Output
 from m3lit.scores import (
     colbert_scores,
     colbert_scores_pairwise,
@@ -124,30 +133,16 @@ class InferenceScoresMixin:
         device = torch.device(kwargs.get("device") or self.target_devices[0])
         model = self._replica(device)
         scores: dict[str, list[float]] = {key: [] for key in SCORE_KEYS}
-        for start in range(0, len(pairs), batch_size):
-            batch = pairs[start : start + batch_size]
-            q = _encode_padded(model, [pair[0] for pair in batch], max_q, device)
-            p = _encode_padded(model, [pair[1] for pair in batch], max_p, device)
-            dense = dense_scores_pairwise(q.dense.float(), p.dense.float())
-            sparse = sparse_scores_pairwise(
-                q.sparse_weights.float(), q.token_ids, p.sparse_weights.float(), p.token_ids
-            )
-            all_positions = torch.ones_like(
-                p.colbert_mask
-            )  # padded zero vectors join the max (see docstring)
-            colbert = colbert_scores_pairwise(
-                q.colbert.float(), q.colbert_mask, p.colbert.float(), all_positions
-            )
-            weights = list(weights_for_different_modes)
-            parts = {
-                "colbert": colbert,
-                "sparse": sparse,
-                "dense": dense,
-                "sparse+dense": fused_scores(dense, sparse, None, weights, normalize=True),
-                "colbert+sparse+dense": fused_scores(dense, sparse, colbert, weights, normalize=True),
-            }
-            for key in SCORE_KEYS:
-                scores[key].extend(parts[key].cpu().tolist())
+        window = batch_size * _WINDOW_BATCHES  # whole reference batches, so their layouts are kept
+        for start in range(0, len(pairs), window):
+            chunk = pairs[start : start + window]
+            q_rows, p_rows, outputs = _encode_distinct(model, chunk, max_q, max_p, batch_size, device)
+            for b in range(0, len(chunk), batch_size):
+                q = _padded(outputs, q_rows[b : b + batch_size], model.tokenizer.pad_token_id)
+                p = _padded(outputs, p_rows[b : b + batch_size], model.tokenizer.pad_token_id)
+                parts = _pair_scores(q, p, list(weights_for_different_modes))
+                for key in SCORE_KEYS:
+                    scores[key].extend(parts[key].cpu().tolist())
         if single:
             return {key: values[0] for key, values in scores.items()}
         return scores
@@ -161,9 +156,91 @@ def _lexical_score(lw1: dict, lw2: dict) -> float:
     return total
 
 
-def _encode_padded(model, texts: Sequence[str], max_length: int, device: torch.device):
-    """One padded forward pass over ``texts`` with all three heads (truncated to ``max_length``)."""
-    ids = tokenize_texts(model.tokenizer, texts, min(max_length, model.max_length))
-    input_ids, attention_mask = pad_batch(ids, model.tokenizer.pad_token_id)
-    with torch.inference_mode():
-        return model(input_ids.to(device), attention_mask.to(device))
+#: Reference batches per window of pairs whose distinct texts are encoded together (bounds memory).
+_WINDOW_BATCHES = 4
+#: Padding allowed per encoder batch, relative to its real tokens (see ``forward_batches``).
+_MAX_PADDING = 0.1
+
+
+@dataclass
+class _TextOutputs:
+    """Per distinct token sequence u (views into the batch outputs): its token ids (n_u,), normalised
+    dense vector (H,), lexical weights (n_u,) and ColBERT vectors (n_u - 1, Dc)."""
+
+    ids: list[torch.Tensor]
+    dense: list[torch.Tensor]
+    sparse: list[torch.Tensor]
+    colbert: list[torch.Tensor]
+
+
+def _encode_distinct(model, pairs, max_q: int, max_p: int, batch_size: int, device: torch.device):
+    """Encode every distinct token sequence of ``pairs`` once, longest first, in batches of ``batch_size``.
+
+    Returns (q_rows, p_rows, outputs): per pair, the row in ``outputs`` of its query and of its passage.
+    """
+    rows: dict[tuple[int, ...], int] = {}
+
+    def side(texts: list[str], max_length: int) -> list[int]:
+        distinct = list(dict.fromkeys(texts))
+        ids = tokenize_texts(model.tokenizer, distinct, min(max_length, model.max_length))
+        row_of_text = {
+            text: rows.setdefault(tuple(row), len(rows)) for text, row in zip(distinct, ids, strict=True)
+        }
+        return [row_of_text[text] for text in texts]
+
+    q_rows = side([pair[0] for pair in pairs], max_q)
+    p_rows = side([pair[1] for pair in pairs], max_p)
+    sequences = list(rows)  # row order
+    order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))  # longest first
+    items = [(list(sequences[i]), None) for i in order]
+    per_row: list[tuple | None] = [None] * len(sequences)
+    done = 0
+    for chunk, out, _ in forward_batches(model, items, batch_size, device, max_padding=_MAX_PADDING):
+        for k in range(len(chunk)):
+            n = len(chunk[k][0])
+            per_row[order[done + k]] = (
+                out.token_ids[k, :n],
+                out.dense[k],
+                out.sparse_weights[k, :n],
+                out.colbert[k, : n - 1],
+            )
+        done += len(chunk)
+    outputs = (
+        _TextOutputs(*map(list, zip(*per_row, strict=True))) if per_row else _TextOutputs([], [], [], [])
+    )
+    return q_rows, p_rows, outputs
+
+
+def _padded(outputs: _TextOutputs, rows: list[int], pad_id: int) -> M3Output:
+    """The outputs of ``rows`` right-padded to their longest, as one padded forward pass would give them.
+
+    Padding: ``pad_id`` with weight 0 (lexical), zero vectors (ColBERT; what ``ColbertHead`` writes at
+    padded positions), with ``colbert_mask`` False there.
+    """
+    colbert = pad_sequence([outputs.colbert[r] for r in rows], batch_first=True)  # (B, Lmax - 1, Dc)
+    lengths = torch.tensor([outputs.colbert[r].shape[0] for r in rows], device=colbert.device)
+    return M3Output(
+        token_ids=pad_sequence([outputs.ids[r] for r in rows], batch_first=True, padding_value=pad_id),
+        dense=torch.stack([outputs.dense[r] for r in rows]),
+        sparse_weights=pad_sequence([outputs.sparse[r] for r in rows], batch_first=True),
+        colbert=colbert,
+        colbert_mask=torch.arange(colbert.shape[1], device=colbert.device)[None] < lengths[:, None],
+    )
+
+
+def _pair_scores(q: M3Output, p: M3Output, weights: list[float]) -> dict[str, torch.Tensor]:
+    """Scores of query row i against passage row i for every key of ``SCORE_KEYS``; each (B,)."""
+    dense = dense_scores_pairwise(q.dense.float(), p.dense.float())
+    sparse = sparse_scores_pairwise(
+        q.sparse_weights.float(), q.token_ids, p.sparse_weights.float(), p.token_ids
+    )
+    # The reference's padded zero vectors join the max (module docstring): every padded position counts.
+    all_positions = torch.ones_like(p.colbert_mask)
+    colbert = colbert_scores_pairwise(q.colbert.float(), q.colbert_mask, p.colbert.float(), all_positions)
+    return {
+        "colbert": colbert,
+        "sparse": sparse,
+        "dense": dense,
+        "sparse+dense": fused_scores(dense, sparse, None, weights, normalize=True),
+        "colbert+sparse+dense": fused_scores(dense, sparse, colbert, weights, normalize=True),
+    }

@@ -10,7 +10,14 @@ import torch
 from m3_reference import assert_lexical_close, naive_encode
 
 from m3lit.encode import encode_file, main
-from m3lit.encoding import encode_texts, sparse_to_dict
+from m3lit.encoding import (
+    encode_texts,
+    encoder_mask,
+    forward_batches,
+    pad_batch,
+    sparse_to_dict,
+    tokenize_texts,
+)
 
 
 def test_encode_texts_matches_direct_computation(tiny_model, texts):
@@ -180,3 +187,37 @@ def test_encode_command_text_file_and_invalid_lines(saved_model, tiny_model, tex
         main([f"model={saved_model}", f"output_dir={tmp_path}"])
     with pytest.raises(SystemExit, match="batch_size must be an integer"):
         main([f"model={saved_model}", f"input={bad}", f"output_dir={tmp_path}", "batch_size=big"])
+
+
+def test_encoder_mask_gives_the_hidden_states_of_the_padding_mask(tiny_model, texts):
+    tiny_model.eval()
+    ids = tokenize_texts(tiny_model.tokenizer, texts[:5], 40)
+    input_ids, attention_mask = pad_batch(ids, tiny_model.tokenizer.pad_token_id)
+    mask = encoder_mask(tiny_model, attention_mask)
+    assert mask.shape == (5, 1, 1, input_ids.shape[1]) and mask.dtype == torch.bool
+    with torch.no_grad():
+        want = tiny_model.encode_hidden(input_ids, attention_mask)
+        got = tiny_model.encode_hidden(input_ids, mask)
+    real = attention_mask.bool()
+    torch.testing.assert_close(got[real], want[real], atol=1e-6, rtol=0)
+    assert encoder_mask(tiny_model, torch.ones(2, 3, dtype=torch.long)) is None  # nothing padded
+    tiny_model.encoder.config._attn_implementation = "eager"  # eager adds the mask: keep the (B, L) form
+    try:
+        assert encoder_mask(tiny_model, attention_mask) is attention_mask
+    finally:
+        tiny_model.encoder.config._attn_implementation = "sdpa"
+
+
+def test_forward_batches_max_padding(tiny_model, texts):
+    ids = sorted(tokenize_texts(tiny_model.tokenizer, texts, 60), key=len, reverse=True)
+    items = [(row, None) for row in ids]
+    cpu = torch.device("cpu")
+    assert [len(c) for c, _, _ in forward_batches(tiny_model, items, 5, cpu)] == [5, 5, 2]
+    chunks = []
+    for chunk, out, used in forward_batches(tiny_model, items, 12, cpu, sparse=False, max_padding=0.0):
+        start, n = sum(chunks), len(chunk)
+        assert used == 12 and out.dense.shape[0] == n and out.colbert.shape[1] == len(ids[start]) - 1
+        # at least min(batch_size, 8) rows; beyond that, no padding at all (max_padding=0)
+        assert n <= 8 or n * len(ids[start]) <= sum(len(row) for row in ids[start : start + n])
+        chunks.append(n)
+    assert chunks == [8, 4]

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from m3_reference import assert_lexical_close, lexical_score, maxsim, naive_encode
+from m3_reference import assert_lexical_close, hidden_states, lexical_score, maxsim, naive_encode
 
 from m3lit import BGEM3FlagModel, M3Embedder
 from m3lit.inference import target_devices
@@ -137,20 +137,7 @@ def test_compute_score_keys_and_formulas(embedder, tiny_model, texts):
     weights = [0.4, 0.2, 0.4]
     got = embedder.compute_score(pairs, batch_size=3, weights_for_different_modes=weights)
     assert list(got) == list(SCORE_KEYS)
-    for start in range(0, len(pairs), 3):  # padding semantics are per batch of 3 pairs
-        batch = pairs[start : start + 3]
-        encoded = [(naive_encode(tiny_model, q, 96), naive_encode(tiny_model, p, 96)) for q, p in batch]
-        longest = max(len(p[3]) for _, p in encoded)
-        for j, (q, p) in enumerate(encoded):
-            i = start + j
-            d = float(q[0] @ p[0])
-            s = lexical_score(q[1], p[1])
-            c = maxsim(q[2], p[2], clip_at_zero=len(p[3]) < longest)
-            assert got["dense"][i] == pytest.approx(d, abs=1e-5)
-            assert got["sparse"][i] == pytest.approx(s, abs=1e-5)
-            assert got["colbert"][i] == pytest.approx(c, abs=1e-5)
-            assert got["sparse+dense"][i] == pytest.approx((0.2 * s + 0.4 * d) / 0.6, abs=1e-5)
-            assert got["colbert+sparse+dense"][i] == pytest.approx(0.4 * d + 0.2 * s + 0.4 * c, abs=1e-5)
+    _assert_scores_close(got, _reference_scores(tiny_model, pairs, 3, 96, weights))
     one = embedder.compute_score(pairs[0])  # one pair -> floats, default weights [1, 1, 1]
     assert set(one) == set(SCORE_KEYS) and all(isinstance(v, float) for v in one.values())
     d, s, c = one["dense"], one["sparse"], one["colbert"]
@@ -161,6 +148,69 @@ def test_compute_score_keys_and_formulas(embedder, tiny_model, texts):
         embedder.compute_score(pairs, weights_for_different_modes=[1.0, 1.0])
     with pytest.raises(ValueError, match=r"sentence_pairs\[1\]"):
         embedder.compute_score([("a", "b"), ("a",)])
+
+
+def _reference_scores(model, pairs, batch_size: int, max_length: int, weights) -> dict[str, list[float]]:
+    """FlagEmbedding's compute_score written out: pairs in input order in batches of ``batch_size``; a
+    passage shorter than its batch's longest has padded zero ColBERT vectors, which join the max."""
+    w_d, w_s, w_c = weights
+    want: dict[str, list[float]] = {key: [] for key in SCORE_KEYS}
+    for start in range(0, len(pairs), batch_size):
+        batch = pairs[start : start + batch_size]
+        encoded = [(naive_encode(model, q, max_length), naive_encode(model, p, max_length)) for q, p in batch]
+        longest = max(len(p[3]) for _, p in encoded)
+        for q, p in encoded:
+            d, s = float(q[0] @ p[0]), lexical_score(q[1], p[1])
+            c = maxsim(q[2], p[2], clip_at_zero=len(p[3]) < longest)
+            for key, value in zip(
+                SCORE_KEYS,
+                (
+                    c,
+                    s,
+                    d,
+                    (w_s * s + w_d * d) / (w_s + w_d),
+                    (w_d * d + w_s * s + w_c * c) / (w_d + w_s + w_c),
+                ),
+                strict=True,
+            ):
+                want[key].append(value)
+    return want
+
+
+def _assert_scores_close(got: dict, want: dict, atol: float = 1e-5) -> None:
+    assert list(got) == list(want)
+    for key in SCORE_KEYS:
+        np.testing.assert_allclose(got[key], want[key], atol=atol, rtol=0, err_msg=key)
+
+
+def test_compute_score_encodes_distinct_texts_once_with_reference_batches(tiny_model, texts, tmp_path):
+    """Repeated queries, a text used as query and passage, short passages whose best ColBERT matches are
+    negative (clipped at 0 by the reference's padding), batches of 2 and windows of 4 batches crossed."""
+    with torch.no_grad():  # ColBERT head on centred hidden states: directions spread, some best matches < 0
+        mean = torch.cat([hidden_states(tiny_model, tiny_model.tokenizer(t)["input_ids"]) for t in texts])
+        head = tiny_model.colbert_head.linear
+        head.bias.copy_(-(head.weight @ mean.mean(0)))
+    tiny_model.eval().save_pretrained(tmp_path / "model")
+    embedder = M3Embedder(str(tmp_path / "model"), use_fp16=False, devices="cpu", passage_max_length=96)
+    embedder.query_max_length = 96
+    queries = [" ".join(texts[i].split()[:5]) for i in range(3)]
+    passages = [*texts[:6], "x", "ok", "a b", "value"]
+    pairs = [(queries[i % 3], passages[(3 * i) % 10]) for i in range(17)] + [(texts[4], texts[4])]
+    weights = [0.5, 0.3, 0.2]
+    want = _reference_scores(tiny_model, pairs, 2, 96, weights)
+    unclipped = _reference_scores(tiny_model, pairs, 1, 96, weights)  # batches of 1: nothing padded
+    assert np.abs(np.subtract(want["colbert"], unclipped["colbert"])).max() > 1e-3  # the clipping matters
+    _assert_scores_close(
+        embedder.compute_score(pairs, batch_size=2, weights_for_different_modes=weights), want
+    )
+    _assert_scores_close(
+        embedder.compute_score(pairs, batch_size=1, weights_for_different_modes=weights), unclipped
+    )
+    one = embedder.compute_score(pairs[3], batch_size=2, weights_for_different_modes=weights)
+    _assert_scores_close(
+        {key: [value] for key, value in one.items()}, {k: v[3:4] for k, v in unclipped.items()}
+    )
+    assert embedder.compute_score([], batch_size=2) == []
 
 
 def test_lexical_colbert_and_token_helpers(embedder, tiny_model, texts):
