@@ -27,7 +27,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch.utils.checkpoint import checkpoint
 
 __all__ = [
     "dense_scores",
@@ -39,8 +38,9 @@ __all__ = [
     "fused_scores",
 ]
 
-#: Upper bound on the elements of ColBERT's 4-D (Bq, Lq, chunk, Lp) similarity block (~256 MB in fp32).
-COLBERT_CHUNK_ELEMENTS = 64 * 1024 * 1024
+#: Upper bound on the elements of ColBERT's 4-D (Bq, Lq, chunk, Lp) similarity block (~32 MB in fp32). Only one
+#: block is alive at a time (also in backward, see ``_MaxSim``); larger blocks were not faster on CPU.
+COLBERT_CHUNK_ELEMENTS = 8 * 1024 * 1024
 
 
 def dense_scores(q: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
@@ -126,9 +126,10 @@ def colbert_scores(
     A passage without real tokens scores 0, and so does a query without real tokens.
 
     Passages are processed in chunks so the (Bq, Lq, chunk, Lp) block stays under ``chunk_elements``.
-    With ``recompute`` (default: whenever a gradient is needed) each chunk's block is recomputed in the
-    backward pass instead of being kept (activation checkpointing), so training memory stays bounded by one
-    chunk too; values and gradients are unchanged.
+    With ``recompute`` (``None``/``True``, the default) the blocks are not kept for backward: ``_MaxSim``
+    recomputes one chunk's block at a time there and turns it into the gradient in place, so the memory of a
+    training step holds one block, not every chunk's, whatever the batch. ``recompute=False`` is plain
+    autograd (every block is kept; torch's FLOP counter sees the ops). Values and gradients are the same.
 
     >>> q = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]]); qm = torch.tensor([[True, True]])
     >>> p = torch.tensor([[[0.6, 0.8], [1.0, 0.0]]]); pm = torch.tensor([[True, True]])
@@ -141,18 +142,17 @@ def colbert_scores(
     chunk = max(1, chunk_elements // per_passage)
     q_weight = q_mask.to(q_vecs.dtype)  # (Bq, Lq)
     q_count = q_weight.sum(-1, keepdim=True).clamp_min(1)  # (Bq, 1)
-    if recompute is None:
-        recompute = torch.is_grad_enabled() and (q_vecs.requires_grad or p_vecs.requires_grad)
-    blocks = []
-    for start in range(0, p_vecs.shape[0], chunk):
-        args = (q_vecs, q_weight, p_vecs[start : start + chunk], p_mask[start : start + chunk].bool())
-        if recompute:
-            blocks.append(checkpoint(_maxsim_block, *args, use_reentrant=False))
-        else:
-            blocks.append(_maxsim_block(*args))
-    if not blocks:
+    if p_vecs.shape[0] == 0:
         return q_vecs.new_zeros(n_q, 0)
-    return torch.cat(blocks, dim=1) / q_count
+    if recompute is False:  # plain autograd: every chunk's block is kept for backward
+        blocks = [
+            _maxsim_block(
+                q_vecs, q_weight, p_vecs[start : start + chunk], p_mask[start : start + chunk].bool()
+            )
+            for start in range(0, p_vecs.shape[0], chunk)
+        ]
+        return torch.cat(blocks, dim=1) / q_count
+    return _MaxSim.apply(q_vecs, q_weight, p_vecs, p_mask.bool(), chunk) / q_count
 
 
 def _maxsim_block(
@@ -163,6 +163,67 @@ def _maxsim_block(
     sim = sim.masked_fill(~p_mask[None, None], torch.finfo(sim.dtype).min)
     best = sim.amax(-1) * p_mask.any(-1)[None, None].to(sim.dtype)  # (Bq, Lq, C); empty passage -> 0
     return torch.einsum("aic,ai->ac", best, q_weight)  # (Bq, C)
+
+
+def _masked_sim(q_vecs: torch.Tensor, p_vecs: torch.Tensor, p_mask: torch.Tensor) -> torch.Tensor:
+    """(Bq, Lq, C, Lp) similarities of queries (Bq, Lq, D) and a passage chunk (C, Lp, D), built as ONE
+    (Bq*Lq, C*Lp) matmul output; padded passage tokens are set to the dtype's minimum in place."""
+    n_q, l_q, dim = q_vecs.shape
+    n_p, l_p = p_vecs.shape[:2]
+    sim = (q_vecs.reshape(n_q * l_q, dim) @ p_vecs.reshape(n_p * l_p, dim).t()).view(n_q, l_q, n_p, l_p)
+    return sim.masked_fill_(~p_mask[None, None], torch.finfo(sim.dtype).min)
+
+
+class _MaxSim(torch.autograd.Function):
+    """Un-normalised MaxSim sums (Bq, Bp) = sum_i w_q,i * max_j <q_i, p_j>, chunked over passages.
+
+    Forward: queries (Bq, Lq, D), query weights (Bq, Lq) (the mask as floats, no gradient), passages
+    (Bp, Lp, D), passage mask (Bp, Lp) bool, ``chunk`` passages per block. Only the inputs are saved.
+    Backward recomputes one (Bq, Lq, C, Lp) block at a time and turns it, in place, into the gradient of
+    the max (``amax``'s rule: an upstream gradient is shared evenly between exactly tied maxima):
+    g[a,i,b,j] = G[a,b] * w_q[a,i] * [sim[a,i,b,j] == max_j sim[a,i,b,:]] / (number of ties). Then
+    dq = g @ p and dp = g^T @ q are two matmuls, so one block is the only 4-D tensor alive at any moment
+    (``torch.autograd`` through ``_maxsim_block`` keeps the masked block for ``amax`` and makes 3-4 more
+    block-sized temporaries in its backward). Values and gradients equal ``_maxsim_block``'s.
+    """
+
+    @staticmethod
+    def forward(ctx, q_vecs, q_weight, p_vecs, p_mask, chunk):
+        ctx.save_for_backward(q_vecs, q_weight, p_vecs, p_mask)
+        ctx.chunk = chunk
+        out = q_vecs.new_empty(q_vecs.shape[0], p_vecs.shape[0])
+        for start in range(0, p_vecs.shape[0], chunk):
+            stop = start + chunk
+            best = _masked_sim(q_vecs, p_vecs[start:stop], p_mask[start:stop]).amax(-1)  # (Bq, Lq, C)
+            best = best * p_mask[start:stop].any(-1).to(best.dtype)  # empty passage -> 0
+            out[:, start:stop] = torch.einsum("aic,ai->ac", best, q_weight)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        q_vecs, q_weight, p_vecs, p_mask = ctx.saved_tensors
+        n_q, l_q, dim = q_vecs.shape
+        l_p = p_vecs.shape[1]
+        q_flat = q_vecs.reshape(n_q * l_q, dim)
+        grad_q = torch.zeros_like(q_flat) if ctx.needs_input_grad[0] else None
+        grad_p = p_vecs.new_empty(p_vecs.shape) if ctx.needs_input_grad[2] else None
+        for start in range(0, p_vecs.shape[0], ctx.chunk):
+            stop = min(start + ctx.chunk, p_vecs.shape[0])
+            p_chunk = p_vecs[start:stop]
+            sim = _masked_sim(q_vecs, p_chunk, p_mask[start:stop])  # (Bq, Lq, C, Lp)
+            best = sim.amax(-1, keepdim=True)
+            ties = sim.eq_(best)  # in place: 1.0 where sim holds the max, else 0.0
+            coef = grad_out[:, None, start:stop] * q_weight[:, :, None]  # (Bq, Lq, C)
+            coef = coef * p_mask[start:stop].any(-1).to(coef.dtype) / ties.sum(-1)
+            weights = ties.mul_(coef[..., None]).view(n_q * l_q, (stop - start) * l_p)  # d out / d sim
+            if grad_q is not None:
+                grad_q.addmm_(weights, p_chunk.reshape(-1, dim))
+            if grad_p is not None:
+                torch.mm(weights.t(), q_flat, out=grad_p[start:stop].view(-1, dim))
+            del sim, ties, weights
+        grad_q = None if grad_q is None else grad_q.view_as(q_vecs)
+        return grad_q, None, grad_p, None, None
 
 
 def colbert_scores_pairwise(

@@ -192,6 +192,51 @@ def test_colbert_matches_naive(chunk_elements, recompute):
     assert_same_value_and_grad(fn, naive_colbert, (qv, qm, pv, pm))
 
 
+def test_colbert_tied_maxima_share_the_gradient_like_the_naive_max():
+    """Exactly tied maxima (a repeated passage vector): the gradient is shared evenly, in both paths."""
+    qv, qm = colbert_batch(2, 3, 4, seed=13, real_lengths=[3, 2])
+    pv, pm = colbert_batch(3, 5, 4, seed=14, real_lengths=[5, 4, 0])  # passage 2 has no real token
+    pv = torch.cat([pv[:, :1], pv[:, :1], pv[:, 2:]], 1).detach().requires_grad_(True)  # tokens 0 and 1 tie
+    sim = torch.einsum("aid,bjd->aibj", qv, pv).detach()
+    assert bool(
+        (sim[..., 0] == sim.masked_fill(~pm, -torch.inf).amax(-1))[:, :, :2].any()
+    )  # a tie is the max
+    for recompute in (True, False):
+        fn = lambda *x, r=recompute: colbert_scores(*x, chunk_elements=40, recompute=r)  # noqa: E731
+        assert_same_value_and_grad(fn, naive_colbert, (qv, qm, pv, pm))
+
+
+def test_colbert_training_path_keeps_no_similarity_block_for_backward():
+    """The recomputing path saves only its inputs: nothing block-sized (Bq*Lq*C*Lp) waits for backward."""
+    qv, qm = colbert_batch(4, 6, 3, seed=15, real_lengths=[6, 5, 4, 3])
+    pv, pm = colbert_batch(8, 7, 3, seed=16, real_lengths=[7, 6, 5, 4, 3, 2, 1, 7])
+    saved = []
+
+    def pack(t):
+        saved.append(t.numel())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        colbert_scores(qv, qm, pv, pm, chunk_elements=4 * 6 * 7 * 2).sum().backward()
+    assert max(saved) <= pv.numel() < 4 * 6 * 2 * 7
+    saved.clear()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        colbert_scores(qv, qm, pv, pm, chunk_elements=4 * 6 * 7 * 2, recompute=False).sum().backward()
+    assert max(saved) >= 4 * 6 * 2 * 7  # plain autograd keeps each (4, 6, 2, 7) block for amax
+
+
+def test_colbert_gradient_to_one_side_only_and_non_contiguous_inputs():
+    qv, qm = colbert_batch(3, 4, 5, seed=17, real_lengths=[4, 3, 1])
+    pv, pm = colbert_batch(4, 6, 5, seed=18, real_lengths=[6, 2, 5, 3])
+    q_t = qv.detach().transpose(0, 1).contiguous().transpose(0, 1).requires_grad_(True)  # non-contiguous
+    assert not q_t.is_contiguous()
+    assert_same_value_and_grad(
+        lambda *x: colbert_scores(*x, chunk_elements=30), naive_colbert, (q_t, qm, pv, pm)
+    )
+    frozen = pv.detach()
+    assert_same_value_and_grad(colbert_scores, naive_colbert, (qv, qm, frozen, pm))
+
+
 def test_colbert_negative_max_is_not_clipped_and_empty_sides_score_zero():
     q = torch.tensor([[[1.0, 0.0], [0.0, 0.0]]])
     qm = torch.tensor([[True, False]])
