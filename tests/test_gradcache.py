@@ -235,3 +235,36 @@ def test_gradcache_activation_memory_does_not_grow_with_batch(tokenizer):
     assert gradcache[0] == gradcache[1] == gradcache[2], gradcache  # one sub-batch alive at a time
     assert plain[1] > 1.8 * plain[0] and plain[2] > 1.8 * plain[1], plain  # grows linearly without the cache
     assert plain[2] > 10 * gradcache[2]
+
+
+def test_gradcache_frees_the_stage2_representations_before_re_encoding(tokenizer, texts):
+    """Stage 3 runs without the concatenated (B*G, L, Dc) representations of stage 2 (nor the loss graph);
+    the returned loss is detached."""
+    import weakref
+
+    texts = texts * 2
+    model = _model(tokenizer, 0.1)
+    spec = stage_spec("unified_self_distill")
+    refs = []
+
+    def loss_fn(q, p):
+        refs.extend(weakref.ref(getattr(side, name)) for side in (q, p) for name in ("dense", "colbert"))
+        return m3_objective(q, p, group_size=G, stage=spec)
+
+    alive_at_backward = []
+
+    def backward(loss):
+        alive_at_backward.append(sum(ref() is not None for ref in refs))
+        loss.backward()
+
+    out = gradcache_step(
+        model,
+        _subs(tokenizer, texts[:B], 2, 24),
+        _subs(tokenizer, texts[B : B + B * G], 4, 40),
+        heads={"dense": True, "sparse": True, "colbert": True},
+        loss_fn=loss_fn,
+        backward=backward,
+        pad_token_id=1,
+    )
+    assert len(refs) == 4 and alive_at_backward == [0] * 5  # 2 query + 3 passage sub-batches
+    assert out.loss.grad_fn is None and torch.isfinite(out.loss)

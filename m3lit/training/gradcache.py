@@ -119,7 +119,8 @@ def gradcache_step(
             backward except the last.
 
     Returns:
-        The loss output computed in stage 2 (its tensors carry no graph into the model).
+        The loss output computed in stage 2, its loss detached (no graph: the representations it was computed
+        from are freed before the re-encoding).
     """
     subs = [*queries, *passages]
     states: list[RngState] = []
@@ -129,26 +130,32 @@ def gradcache_step(
             states.append(RngState.capture(sub.input_ids.device))
             outputs.append(_encode(model, sub, heads))
     n_q = len(queries)
+    sizes = ([len(s) for s in queries], [len(s) for s in passages])
     q = detached_leaves(concat_outputs(outputs[:n_q], pad_token_id))
     p = detached_leaves(concat_outputs(outputs[n_q:], pad_token_id))
     del outputs
     out = loss_fn(q, p)  # stage 2: loss and gradients w.r.t. the representations
-    leaves = [(side, name) for side in (q, p) for name in present_fields(side)]
-    grads = torch.autograd.grad(out.loss, [getattr(side, name) for side, name in leaves], allow_unused=True)
-    cached = {}
-    for (side, name), grad in zip(leaves, grads, strict=True):
-        if grad is not None:
-            cached[id(side), name] = list(
-                slice_rows(grad, [len(s) for s in (queries if side is q else passages)])
-            )
+    leaves = [
+        (side, name, getattr(rep, name)) for side, rep in enumerate((q, p)) for name in present_fields(rep)
+    ]
+    grads = torch.autograd.grad(out.loss, [leaf for *_, leaf in leaves], allow_unused=True)
+    cached = {
+        (side, name): list(slice_rows(grad, sizes[side]))
+        for (side, name, _), grad in zip(leaves, grads, strict=True)
+        if grad is not None
+    }
+    # The representations are not needed any more: the loss's graph (AccumulateGrad nodes) and these names
+    # are the last references to the (B*G, L, Dc) ColBERT leaves, so stage 3 runs without them.
+    out.loss = out.loss.detach()
+    del q, p, leaves, grads
     # stage 3: re-encode each sub-batch with graph and inject its cached gradient
     for index, (sub, state) in enumerate(zip(subs, states, strict=True)):
-        side, position = (q, index) if index < n_q else (p, index - n_q)
+        side, position = (0, index) if index < n_q else (1, index - n_q)
         with state.replay():
             rep = _encode(model, sub, heads)
         terms = []
         for name in present_fields(rep):
-            grad_list = cached.get((id(side), name))
+            grad_list = cached.get((side, name))
             if grad_list is None:
                 continue
             value = getattr(rep, name)

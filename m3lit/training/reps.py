@@ -32,6 +32,8 @@ REP_FIELDS = ("dense", "sparse_weights", "colbert")
 
 def pad_tokens(out: M3Output, length: int, pad_token_id: int) -> M3Output:
     """Right-pad the per-token fields of ``out`` to ``length`` tokens (ColBERT to ``length - 1``)."""
+    if _length(out) == length:
+        return out  # nothing to pad: no copy
     padded = M3Output(dense=out.dense)
     if out.sparse_weights is not None:
         extra = length - out.sparse_weights.shape[1]
