@@ -184,6 +184,43 @@ def test_colbert_scores_equal_naive_maxsim(dtype, monkeypatch):
         store.get(41)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+@pytest.mark.parametrize("blocks", [1, 3])
+@pytest.mark.parametrize("elements", [5 * 8, 8 * 1024 * 1024])  # 5-row pieces in many batches; one batch
+def test_colbert_padding_free_scores_equal_per_pair_loop(dtype, blocks, elements, monkeypatch):
+    import m3lit.retrieval.colbert as colbert_module
+
+    monkeypatch.setattr(colbert_module, "CANDIDATE_ELEMENTS", elements)
+    rng = np.random.default_rng(7)
+    lengths = rng.integers(1, 20, size=30)
+    lengths[:3], lengths[3] = 1, 0  # length-1 documents and one without vectors
+    docs = [rng.standard_normal((int(n), 8)).astype(np.float32) for n in lengths]
+    queries = [rng.standard_normal((n, 8)).astype(np.float32) for n in (5, 1, 9, 0, 3, 7)]  # one empty
+    store = ColbertStore(8, dtype=dtype)
+    for part in np.array_split(rng.permutation(30), blocks):  # documents added out of index order
+        store.add(part, [docs[i] for i in part])
+    cand = rng.integers(0, 30, size=(6, 15))
+    cand[0, :4] = [3, 0, 3, 1]  # duplicates, the empty document, length-1 documents
+    cand[2, :5] = cand[2, 5]
+    cand[1, 9:], cand[5] = -1, -1  # no candidate at all for query 5
+
+    def naive(q: np.ndarray, p: np.ndarray) -> float:  # per-pair MaxSim; 0 without vectors on a side
+        if not len(q) or not len(p):
+            return 0.0
+        return float(np.mean([max(float(qi @ pj) for pj in p) for qi in q.astype(np.float64)]))
+
+    stored = [d.astype(dtype).astype(np.float64) for d in docs]
+    expected = [
+        [naive(q, stored[c]) if c >= 0 else -np.inf for c in row]
+        for q, row in zip(queries, cand, strict=True)
+    ]
+    got = store.score(queries, cand)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, np.array(expected), rtol=1e-6, atol=1e-5)
+    with pytest.raises(KeyError, match=r"documents \[31\] are not stored"):
+        store.score(queries[:1], np.array([[0, 31]]))
+
+
 # ---------------------------------------------------------------------------------------------- hybrid
 def test_union_and_fusion_equal_brute_force():
     rng = np.random.default_rng(5)

@@ -1,8 +1,9 @@
 """Multi-vector (ColBERT) storage and MaxSim re-ranking of candidate lists.
 
-BGE-M3, arXiv:2402.03216 §3.2: s_mul(q, p) = (1/N_q) sum_i max_j <E_q,i, E_p,j>. The scores come from
-:func:`m3lit.scores.colbert_scores` on unpadded vectors (padding never enters a max), which is the
-reference's stand-alone ``colbert_score``.
+BGE-M3, arXiv:2402.03216 §3.2: s_mul(q, p) = (1/N_q) sum_i max_j <E_q,i, E_p,j>, on unpadded vectors
+(the reference's stand-alone ``colbert_score``; equal to :func:`m3lit.scores.colbert_scores`). Re-ranking
+is padding-free: each query's candidates are laid end to end, one GEMM scores every candidate token and a
+segment max per candidate replaces the max over a padded block (:meth:`ColbertStore.score`).
 
 Storage (:class:`ColbertStore`): a compact ragged array. The token vectors of the stored documents are
 concatenated into (T, Dc) blocks of ``dtype`` (float16 by default: 2 bytes per value), plus three (N,)
@@ -25,11 +26,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from m3lit.scores import colbert_scores
+__all__ = ["ColbertStore", "segment_maxsim"]
 
-__all__ = ["ColbertStore"]
-
-#: Bound on the padded (candidates x tokens x Dc) float32 block built for one query (~32 MB).
+#: Bound on the candidate token vectors gathered for one batched GEMM (rows x max(Dc, Lq) float32 values,
+#: ~32 MB), unless one query's piece alone is larger (by at most one candidate).
 CANDIDATE_ELEMENTS = 8 * 1024 * 1024
 
 
@@ -116,43 +116,123 @@ class ColbertStore:
         """MaxSim of each query's (Lq, Dc) vectors against its (Q, M) candidates (-1 = none) -> (Q, M) float32.
 
         Every valid candidate must be stored (KeyError otherwise). ``device`` runs the MaxSim there (e.g.
-        the model's GPU); the vectors stay in host memory and travel one padded group at a time.
+        the model's GPU); the vectors stay in host memory and travel one gathered batch at a time.
+
+        Padding-free per candidate: a query's candidates are laid end to end in one (T, Dc) piece (T = the
+        sum of their lengths; pieces of at most ~``CANDIDATE_ELEMENTS / Dc`` rows plus one candidate), and
+        pieces of similar T are batched into one GEMM and one segment max (:func:`segment_maxsim`): a few
+        large tensor operations instead of operations over candidates padded to the longest one.
         """
         device = torch.device(device or "cpu")
         candidates = np.asarray(candidates, dtype=np.int64)
         if candidates.ndim != 2 or candidates.shape[0] != len(queries):
             raise ValueError(f"ColbertStore.score: candidates {candidates.shape} for {len(queries)} queries")
-        out = np.full(candidates.shape, -np.inf, np.float32)
-        for q, q_vecs in enumerate(queries):
-            slots = np.flatnonzero(candidates[q] >= 0)
-            if slots.size:
-                out[q, slots] = self._score_one(np.asarray(q_vecs, np.float32), candidates[q, slots], device)
-        return out
-
-    def _score_one(self, q_vecs: np.ndarray, docs: np.ndarray, device: torch.device) -> np.ndarray:
-        """MaxSim of one (Lq, Dc) query against the stored documents ``docs`` -> (n,) float32."""
+        query, slot = np.nonzero(candidates >= 0)  # every (query, candidate slot) pair
+        docs = candidates[query, slot]
         if not self.has(docs).all():
-            raise KeyError(f"ColbertStore: documents {docs[~self.has(docs)].tolist()} are not stored")
-        order = np.argsort(self._length[docs], kind="stable")  # groups of similar lengths: less padding
-        docs, lengths = docs[order], self._length[docs[order]].astype(np.int64)
-        q = torch.from_numpy(q_vecs)[None].to(device)  # (1, Lq, Dc)
-        q_mask = torch.ones(q.shape[:2], dtype=torch.bool, device=device)
-        scores = np.empty(len(docs), np.float32)
-        group = max(1, CANDIDATE_ELEMENTS // max(1, int(lengths.max()) * self.dim))  # few, large calls
-        for start in range(0, len(docs), group):
-            chunk, n_tok = docs[start : start + group], lengths[start : start + group]
-            longest = int(n_tok.max())
-            p = np.zeros((len(chunk), longest, self.dim), np.float32)  # (C, Lp, Dc) padded candidates
-            rows = np.repeat(np.arange(len(chunk)), n_tok)  # candidate of every token
-            cols = np.arange(int(n_tok.sum())) - np.repeat(np.cumsum(n_tok) - n_tok, n_tok)  # position in it
-            p[rows, cols] = self._gather(chunk)
-            p_mask = torch.from_numpy(np.arange(longest)[None] < n_tok[:, None]).to(device)  # (C, Lp)
-            p_vecs = torch.from_numpy(p).to(device)
-            scores[start : start + group] = colbert_scores(q, q_mask, p_vecs, p_mask)[0].cpu().numpy()
-        out = np.empty_like(scores)
-        out[order] = scores  # back to the order of ``docs``
+            missing = np.unique(docs[~self.has(docs)]).tolist()
+            raise KeyError(f"ColbertStore: documents {missing} are not stored")
+        out = np.full(candidates.shape, -np.inf, np.float32)
+        if docs.size == 0:
+            return out
+        order = np.lexsort((self._start[docs], self._block[docs], query))  # by query, then storage order
+        query, slot, docs = query[order], slot[order], docs[order]
+        widest = max(self.dim, *(len(queries[q]) for q in np.unique(query)))  # (T, Dc) in, (T, Lq) out
+        rows_cap = max(1, CANDIDATE_ELEMENTS // widest)
+        pieces = _pieces(query, self._length[docs].astype(np.int64), rows_cap)  # (P + 1,) pair boundaries
+        rows = np.add.reduceat(self._length[docs].astype(np.int64), pieces[:-1])  # (P,) rows of each piece
+        batches = _batches(rows, rows_cap)
+        buffer = torch.empty(max(len(b) * int(rows[b].max()) for b in batches), self.dim)  # gather target
+        for batch in batches:
+            pairs = [np.arange(pieces[i], pieces[i + 1]) for i in batch]
+            q_vecs = [np.asarray(queries[int(query[x[0]])], np.float32) for x in pairs]
+            sums = self._score_batch(q_vecs, [docs[x] for x in pairs], int(rows[batch].max()), buffer, device)
+            x = np.concatenate(pairs)
+            out[query[x], slot[x]] = sums / np.repeat(
+                [max(1, len(v)) for v in q_vecs], [len(p) for p in pairs]
+            )
         return out
 
-    def _gather(self, docs: np.ndarray) -> np.ndarray:
-        """The token vectors of ``docs``, concatenated in order -> (sum of lengths, Dc)."""
-        return np.concatenate([self.get(int(d)) for d in docs])
+    def _score_batch(
+        self, q_vecs: list[np.ndarray], docs: list[np.ndarray], width: int, buffer: torch.Tensor, device
+    ) -> np.ndarray:
+        """Sum over query tokens of MaxSim's max, for G queries (Lq_g, Dc) and their ``docs[g]`` -> (sum n_g,)."""
+        q = np.zeros((len(q_vecs), max(len(v) for v in q_vecs), self.dim), np.float32)  # (G, Lq_max, Dc)
+        for g, v in enumerate(q_vecs):
+            q[g, : len(v)] = v  # zero rows: their maxima are 0 and add 0 to the sums
+        lengths = [self._length[d].astype(np.int64) for d in docs]
+        segments = np.concatenate([np.r_[n, width - n.sum()] for n in lengths])  # + each piece's padding
+        p = self._gather(docs, width, buffer).to(device)  # (G, width, Dc)
+        sums = segment_maxsim(torch.from_numpy(q).to(device), p, segments).sum(1).cpu().numpy()
+        padding = np.cumsum([len(n) + 1 for n in lengths]) - 1
+        return np.delete(sums, padding)
+
+    def _gather(self, docs: list[np.ndarray], width: int, buffer: torch.Tensor) -> torch.Tensor:
+        """The float32 vectors of each ``docs[g]`` end to end, padded to ``width`` rows -> (G, width, Dc).
+
+        Written into ``buffer`` (>= G x width rows). Padding rows hold copies of a stored row: they are
+        segments of their own, whose maxima are dropped.
+        """
+        out = buffer[: len(docs) * width]
+        flat = np.concatenate(docs)
+        lengths = self._length[flat].astype(np.int64)
+        if not lengths.any():
+            return out.zero_().view(len(docs), width, self.dim)
+        ends = np.cumsum(lengths)
+        per_piece = [int(self._length[d].sum()) for d in docs]
+        dest = np.concatenate([g * width + np.arange(n) for g, n in enumerate(per_piece)])  # (T,) row in out
+        pad = flat[np.argmax(lengths > 0)]  # padding copies this document's first row
+        block = np.full(len(out), self._block[pad], np.int64)  # (G * width,) source block and row
+        row = np.full(len(out), self._start[pad], np.int64)
+        block[dest] = np.repeat(self._block[flat], lengths)
+        row[dest] = np.repeat(self._start[flat] - (ends - lengths), lengths) + np.arange(int(ends[-1]))
+        used = np.unique(block).tolist()
+        for b in used:
+            src = torch.from_numpy(self._blocks[b])
+            if len(used) == 1 and src.dtype == out.dtype:
+                torch.index_select(src, 0, torch.from_numpy(row), out=out)  # one block: straight in
+            elif len(used) == 1:
+                out.copy_(src.index_select(0, torch.from_numpy(row)))  # float16 storage: cast on the copy
+            else:
+                sel = np.flatnonzero(block == b)
+                rows = src.index_select(0, torch.from_numpy(row[sel])).to(out.dtype)
+                out.index_copy_(0, torch.from_numpy(sel), rows)
+        return out.view(len(docs), width, self.dim)
+
+
+def _pieces(query: np.ndarray, lengths: np.ndarray, cap: int) -> np.ndarray:
+    """Split (query-sorted) pairs into pieces: one query each, starting every ``cap`` rows -> (P + 1,) bounds."""
+    ends = np.cumsum(lengths)
+    new_query = np.r_[True, query[1:] != query[:-1]]
+    first_row = np.maximum.accumulate(np.where(new_query, ends - lengths, 0))  # each pair's query's start
+    chunk = (ends - lengths - first_row) // cap
+    new_piece = new_query | np.r_[False, chunk[1:] != chunk[:-1]]
+    return np.r_[np.flatnonzero(new_piece), len(query)]
+
+
+def _batches(rows: np.ndarray, cap: int) -> list[np.ndarray]:
+    """Group pieces of ``rows`` rows so that (pieces x their largest rows) <= cap, or one piece alone.
+
+    Pieces go by increasing size, so one batch's pieces have similar sizes: little padding.
+    """
+    out, batch = [], []
+    order = np.argsort(rows, kind="stable").tolist()
+    for i, p in enumerate(order):
+        batch.append(p)
+        if i + 1 == len(order) or (len(batch) + 1) * int(rows[order[i + 1]]) > cap:
+            out.append(np.array(batch))
+            batch = []
+    return out
+
+
+def segment_maxsim(q: torch.Tensor, p: torch.Tensor, segments: np.ndarray) -> torch.Tensor:
+    """Max similarity of G queries (G, Lq, Dc) over row segments of p (G, T, Dc) -> (S, Lq).
+
+    ``segments`` (S,) lengths split the G x T rows in order (query g's rows into its own segments):
+    best[s, i] = max_{j in segment s} <q_g,i, p_j>, the inner max of MaxSim (arXiv:2402.03216 §3.2;
+    s_mul = mean_i best[s, i]). One batched GEMM, then one segment max; an empty segment gives 0.
+    """
+    sim = torch.bmm(p, q.transpose(1, 2)).reshape(p.shape[0] * p.shape[1], q.shape[1])  # (G * T, Lq)
+    lengths = torch.from_numpy(segments).to(sim.device)
+    best = torch.segment_reduce(sim, "max", lengths=lengths, axis=0)  # (S, Lq)
+    return best.masked_fill_((lengths == 0)[:, None], 0)  # an empty segment's max is -inf
