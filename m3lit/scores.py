@@ -202,6 +202,12 @@ class _MaxSim(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
+        # Backward runs under the caller's autocast (a bf16-mixed step); the forward ran in float32.
+        with torch.autocast(grad_out.device.type, enabled=False):
+            return _MaxSim._backward(ctx, grad_out)
+
+    @staticmethod
+    def _backward(ctx, grad_out):
         q_vecs, q_weight, p_vecs, p_mask = ctx.saved_tensors
         n_q, l_q, dim = q_vecs.shape
         l_p = p_vecs.shape[1]

@@ -299,3 +299,21 @@ def test_bad_inputs_raise_clear_errors():
         dense_scores_pairwise(torch.zeros(2, 3), torch.zeros(3, 3))
     with pytest.raises(ValueError, match="score shapes differ"):
         fused_scores(torch.zeros(1, 2), torch.zeros(2, 1), None)
+
+
+def test_colbert_backward_under_bf16_autocast_equals_float32():
+    """A bf16-mixed step calls backward inside autocast; the float32 scores' gradients must not change."""
+    torch.manual_seed(0)
+    q, p = torch.randn(2, 5, 8), torch.randn(6, 7, 8)
+    q_mask, p_mask = torch.ones(2, 5, dtype=torch.bool), torch.ones(6, 7, dtype=torch.bool)
+    grads = []
+    for autocast in (False, True):
+        qg, pg = q.clone().requires_grad_(), p.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            with torch.autocast("cpu", enabled=False):
+                scores = colbert_scores(qg, q_mask, pg, p_mask)
+            scores.sum().backward()
+        grads.append((qg.grad, pg.grad))
+    for ref, got in zip(grads[0], grads[1], strict=True):
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got, ref, rtol=0, atol=0)
