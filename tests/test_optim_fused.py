@@ -1,11 +1,13 @@
-"""Fused AdamW: on by default at full precision (as FlagEmbedding's HF Trainer), off under mixed precision.
+"""Fused AdamW: on by default (as FlagEmbedding's HF Trainer), also under bf16-mixed; off under fp16 loss scaling.
 
 Lightning's mixed-precision plugins refuse gradient clipping for an optimizer that unscales gradients itself
-(a fused one); a bf16-mixed run must therefore get the per-tensor AdamW and still clip and step.
+(a fused one); without a loss scaler ``M3LitModule`` clips directly, so a bf16-mixed run keeps the fused kernel
+and its gradients are still clipped to ``max_grad_norm``.
 """
 
 from __future__ import annotations
 
+import lightning as L
 import torch
 
 from m3lit.config import compose
@@ -31,16 +33,35 @@ def test_build_optimizer_fuses_float_cpu_parameters_and_matches_the_loop():
         torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-6)
 
 
-def test_trainer_uses_fused_adamw_only_at_full_precision(tmp_path, tokenizer):
+class GradNormAtStep(L.Callback):
+    """Records the global gradient norm the optimizer sees (after clipping)."""
+
+    def __init__(self) -> None:
+        self.norms: list[float] = []
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        grads = [
+            p.grad.float().norm() for g in optimizer.param_groups for p in g["params"] if p.grad is not None
+        ]
+        self.norms.append(float(torch.stack(grads).norm()))
+
+
+def test_trainer_uses_fused_adamw_and_clips_at_full_precision_and_bf16(tmp_path, tokenizer):
     corpus = tiny_corpus(tmp_path / "data", tokenizer)
-    for precision, fused in (("32-true", True), ("bf16-mixed", False)):
+    max_norm = 1e-3  # far below the raw gradient norm of a fresh model, so clipping must act
+    for precision in ("32-true", "bf16-mixed"):
         cfg = compose(
             tiny_run_overrides(
-                corpus, tmp_path / precision, f"trainer.precision={precision}", "trainer.max_steps=1",
-                "export=false", "model.max_grad_norm=1.0",
+                corpus, tmp_path / precision, f"trainer.precision={precision}", "trainer.max_steps=2",
+                "export=false", f"model.max_grad_norm={max_norm}",
+                f"+callbacks.grad_norm._target_={__name__}.GradNormAtStep",
             )
         )  # fmt: skip
         metrics, objects = train(cfg)
-        assert objects["trainer"].global_step == 1
-        assert objects["trainer"].optimizers[0].defaults["fused"] is fused
+        probe = next(c for c in objects["callbacks"] if isinstance(c, GradNormAtStep))
+        assert objects["trainer"].global_step == 2
+        assert objects["trainer"].optimizers[0].defaults["fused"] is True
         assert torch.isfinite(torch.tensor(metrics["train/loss"]))
+        assert len(probe.norms) == 2
+        for norm in probe.norms:
+            assert abs(norm - max_norm) < 1e-4 * max_norm + 1e-6, (precision, probe.norms)

@@ -218,12 +218,21 @@ class M3LitModule(L.LightningModule):
         return self.model.encoder.get_input_embeddings()
 
     def _clip_gradients(self, optimizer) -> None:
-        """Clip the global gradient norm to ``max_grad_norm``. FSDP shards gradients, so its root module
-        clips (Lightning's precision plugin refuses norm clipping there); elsewhere Lightning clips, after
-        unscaling under fp16 loss scaling."""
+        """Clip the global gradient norm to ``max_grad_norm``.
+
+        FSDP shards gradients, so its root module clips. Without loss scaling (fp32, bf16) the gradients are
+        final after backward (DDP has already averaged them), so they are clipped here directly, which also
+        keeps the fused AdamW usable under bf16-mixed (Lightning's mixed-precision plugin refuses to clip an
+        optimizer that could unscale gradients itself). Under fp16 loss scaling (and DeepSpeed) Lightning
+        clips, after unscaling.
+        """
         wrapped = getattr(self.trainer.strategy, "model", None)
         if type(wrapped).__name__ == "FullyShardedDataParallel" and hasattr(wrapped, "clip_grad_norm_"):
             wrapped.clip_grad_norm_(self.max_grad_norm)
+            return
+        if not _loss_scaled(self.trainer) and "deepspeed" not in type(self.trainer.strategy).__name__.lower():
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
             return
         self.clip_gradients(optimizer, gradient_clip_val=self.max_grad_norm, gradient_clip_algorithm="norm")
 
@@ -250,12 +259,12 @@ class M3LitModule(L.LightningModule):
     def configure_optimizers(self):
         opt, sched = self.optimizer_cfg, self.scheduler_cfg
         groups = param_groups(self.model, opt.weight_decay)
-        # Lightning's mixed-precision plugins refuse to clip the gradients of an optimizer that unscales them
-        # itself (a fused one), so the fused kernel (build_optimizer's default) is used at full precision only.
-        precision = str(self._trainer.precision) if self._trainer is not None else "32-true"
-        full_precision = precision in ("32-true", "64-true")
+        # Lightning refuses to clip (after unscaling) an optimizer that unscales gradients itself (a fused one),
+        # so under fp16 loss scaling the per-tensor AdamW is used; everywhere else the fused kernel
+        # (build_optimizer's default), and ``_clip_gradients`` clips directly.
+        scaled = self._trainer is not None and _loss_scaled(self._trainer)
         optimizer = build_optimizer(
-            groups, lr=opt.lr, betas=opt.betas, eps=opt.eps, fused=None if full_precision else False
+            groups, lr=opt.lr, betas=opt.betas, eps=opt.eps, fused=False if scaled else None
         )
         total = sched.total_steps or int(self.trainer.estimated_stepping_batches)
         warmup = warmup_steps_for(total, sched.warmup_steps, sched.warmup_ratio)
@@ -295,3 +304,8 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _loss_scaled(trainer) -> bool:
+    """Whether the trainer's precision plugin scales the loss (fp16 mixed precision: a ``GradScaler``)."""
+    return getattr(trainer.precision_plugin, "scaler", None) is not None
