@@ -99,8 +99,8 @@ def build_optimizer(
     as the HF Trainer behind FlagEmbedding does (``adamw_torch_fused``, its default for torch >= 2.8).
     Same update rule; on CPU it is several times faster than the per-tensor loop torch uses otherwise,
     which matters for the 250k-row embedding matrix (benchmarks/train.py, README "Performance").
-    ``M3LitModule`` passes ``fused=False`` under mixed precision, where Lightning refuses to clip the
-    gradients of an optimizer that unscales them itself.
+    ``M3LitModule`` passes ``fused=False`` under fp16 loss scaling only, where Lightning refuses to clip
+    (after unscaling) the gradients of an optimizer that unscales them itself.
     """
     if lr <= 0:
         raise ValueError(f"optimizer.lr must be > 0, got {lr}")
