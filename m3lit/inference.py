@@ -22,6 +22,10 @@ un-batched outputs. Deliberate differences:
   exact fp32 (FlagEmbedding loads fp16 weights and casts them back, losing precision); outputs are
   float32 arrays on every device;
 * out-of-memory back-off (x3/4) applies to any batch, and only to real out-of-memory errors;
+* length-sorted batches also end early to keep padding under 5% (:data:`m3lit.encoding.MAX_PADDING`),
+  and ``compute_score`` encodes each distinct text once; outputs differ from fixed batches by float
+  rounding only (padding never changes a real token's output), and ``compute_score`` keeps
+  FlagEmbedding's per-batch ColBERT padding semantics;
 * several devices run as threads over per-device model copies instead of a process pool;
 * a head-less folder (no ``sparse_linear.pt``/``colbert_linear.pt``) works for dense output and raises
   when sparse or ColBERT outputs are requested, instead of returning values from random heads;

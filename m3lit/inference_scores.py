@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from m3lit.encoding import forward_batches, tokenize_texts
+from m3lit.encoding import MAX_PADDING, forward_batches, tokenize_texts
 from m3lit.model import M3Output
 from m3lit.scores import (
     colbert_scores,
@@ -158,8 +158,6 @@ def _lexical_score(lw1: dict, lw2: dict) -> float:
 
 #: Reference batches per window of pairs whose distinct texts are encoded together (bounds memory).
 _WINDOW_BATCHES = 4
-#: Padding allowed per encoder batch, relative to its real tokens (see ``forward_batches``).
-_MAX_PADDING = 0.1
 
 
 @dataclass
@@ -195,7 +193,7 @@ def _encode_distinct(model, pairs, max_q: int, max_p: int, batch_size: int, devi
     items = [(list(sequences[i]), None) for i in order]
     per_row: list[tuple | None] = [None] * len(sequences)
     done = 0
-    for chunk, out, _ in forward_batches(model, items, batch_size, device, max_padding=_MAX_PADDING):
+    for chunk, out, _ in forward_batches(model, items, batch_size, device, max_padding=MAX_PADDING):
         for k in range(len(chunk)):
             n = len(chunk[k][0])
             per_row[order[done + k]] = (
