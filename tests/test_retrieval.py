@@ -186,11 +186,13 @@ def test_colbert_scores_equal_naive_maxsim(dtype, monkeypatch):
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 @pytest.mark.parametrize("blocks", [1, 3])
-@pytest.mark.parametrize("elements", [5 * 8, 8 * 1024 * 1024])  # 5-row pieces in many batches; one batch
-def test_colbert_padding_free_scores_equal_per_pair_loop(dtype, blocks, elements, monkeypatch):
+@pytest.mark.parametrize("elements", [5 * 8, 8 * 1024 * 1024])  # one item per GEMM; one GEMM in all
+@pytest.mark.parametrize("chunks", [(3,), (128, 64, 32, 16, 8)])  # documents cut into many items; adaptive
+def test_colbert_padding_free_scores_equal_per_pair_loop(dtype, blocks, elements, chunks, monkeypatch):
     import m3lit.retrieval.colbert as colbert_module
 
     monkeypatch.setattr(colbert_module, "CANDIDATE_ELEMENTS", elements)
+    monkeypatch.setattr(colbert_module, "_CHUNK_SIZES", chunks)
     rng = np.random.default_rng(7)
     lengths = rng.integers(1, 20, size=30)
     lengths[:3], lengths[3] = 1, 0  # length-1 documents and one without vectors

@@ -1,9 +1,16 @@
 """Multi-vector (ColBERT) storage and MaxSim re-ranking of candidate lists.
 
 BGE-M3, arXiv:2402.03216 §3.2: s_mul(q, p) = (1/N_q) sum_i max_j <E_q,i, E_p,j>, on unpadded vectors
-(the reference's stand-alone ``colbert_score``; equal to :func:`m3lit.scores.colbert_scores`). Re-ranking
-is padding-free: each query's candidates are laid end to end, one GEMM scores every candidate token and a
-segment max per candidate replaces the max over a padded block (:meth:`ColbertStore.score`).
+(the reference's stand-alone ``colbert_score``; equal to :func:`m3lit.scores.colbert_scores`).
+
+Re-ranking is document-major and padding-free (:meth:`ColbertStore.score`): a document that is a candidate
+of several queries is read once, as one contiguous run of its stored rows, against the query tokens of all
+those queries stacked together; one batched GEMM scores a group of such (document, query-token chunk)
+items of similar length, and the max over the document's rows needs no mask (a document shorter than its
+group's longest is padded with copies of its own last row, which cannot change a max). Then the per-token
+maxima are summed per (query, document) pair. Compared with gathering every query's candidates (the same
+document copied once per query that retrieved it), this moves far fewer bytes and feeds the GEMM a wide
+query-token side.
 
 Storage (:class:`ColbertStore`): a compact ragged array. The token vectors of the stored documents are
 concatenated into (T, Dc) blocks of ``dtype`` (float16 by default: 2 bytes per value), plus three (N,)
@@ -26,11 +33,14 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-__all__ = ["ColbertStore", "segment_maxsim"]
+__all__ = ["ColbertStore"]
 
-#: Bound on the candidate token vectors gathered for one batched GEMM (rows x max(Dc, Lq) float32 values,
-#: ~32 MB), unless one query's piece alone is larger (by at most one candidate).
+#: Bound on one batched GEMM's similarity block (items x query-token chunk x longest document rows, float32
+#: values, ~32 MB), unless one item alone is larger.
 CANDIDATE_ELEMENTS = 8 * 1024 * 1024
+#: Query-token chunk sizes tried per call; the largest whose padding stays under ``_CHUNK_WASTE`` is used.
+_CHUNK_SIZES = (128, 64, 32, 16, 8)
+_CHUNK_WASTE = 0.25
 
 
 class ColbertStore:
@@ -115,13 +125,9 @@ class ColbertStore:
     ) -> np.ndarray:
         """MaxSim of each query's (Lq, Dc) vectors against its (Q, M) candidates (-1 = none) -> (Q, M) float32.
 
-        Every valid candidate must be stored (KeyError otherwise). ``device`` runs the MaxSim there (e.g.
-        the model's GPU); the vectors stay in host memory and travel one gathered batch at a time.
-
-        Padding-free per candidate: a query's candidates are laid end to end in one (T, Dc) piece (T = the
-        sum of their lengths; pieces of at most ~``CANDIDATE_ELEMENTS / Dc`` rows plus one candidate), and
-        pieces of similar T are batched into one GEMM and one segment max (:func:`segment_maxsim`): a few
-        large tensor operations instead of operations over candidates padded to the longest one.
+        Every valid candidate must be stored (KeyError otherwise); a pair with no vectors on one side
+        scores 0. ``device`` runs the GEMMs there (e.g. the model's GPU); the vectors stay in host memory
+        and travel one group at a time. Method: see the module docstring.
         """
         device = torch.device(device or "cpu")
         candidates = np.asarray(candidates, dtype=np.int64)
@@ -133,106 +139,96 @@ class ColbertStore:
             missing = np.unique(docs[~self.has(docs)]).tolist()
             raise KeyError(f"ColbertStore: documents {missing} are not stored")
         out = np.full(candidates.shape, -np.inf, np.float32)
+        q_len = np.array([len(v) for v in queries], np.int64)
+        empty = (q_len[query] == 0) | (self._length[docs] == 0)
+        out[query[empty], slot[empty]] = 0.0
+        query, slot, docs = query[~empty], slot[~empty], docs[~empty]
         if docs.size == 0:
             return out
-        order = np.lexsort((self._start[docs], self._block[docs], query))  # by query, then storage order
+        order = np.lexsort((query, docs, self._length[docs]))  # by document length, document, query
         query, slot, docs = query[order], slot[order], docs[order]
-        widest = max(self.dim, *(len(queries[q]) for q in np.unique(query)))  # (T, Dc) in, (T, Lq) out
-        rows_cap = max(1, CANDIDATE_ELEMENTS // widest)
-        pieces = _pieces(query, self._length[docs].astype(np.int64), rows_cap)  # (P + 1,) pair boundaries
-        rows = np.add.reduceat(self._length[docs].astype(np.int64), pieces[:-1])  # (P,) rows of each piece
-        batches = _batches(rows, rows_cap)
-        buffer = torch.empty(max(len(b) * int(rows[b].max()) for b in batches), self.dim)  # gather target
-        for batch in batches:
-            pairs = [np.arange(pieces[i], pieces[i + 1]) for i in batch]
-            q_vecs = [np.asarray(queries[int(query[x[0]])], np.float32) for x in pairs]
-            sums = self._score_batch(q_vecs, [docs[x] for x in pairs], int(rows[batch].max()), buffer, device)
-            x = np.concatenate(pairs)
-            out[query[x], slot[x]] = sums / np.repeat(
-                [max(1, len(v)) for v in q_vecs], [len(p) for p in pairs]
-            )
+        q_flat = torch.from_numpy(np.concatenate([np.asarray(v, np.float32) for v in queries if len(v)]))
+        q_start = np.r_[0, np.cumsum(q_len)[:-1]]
+        n_tok = q_len[query]  # (pairs,) query tokens of each pair
+        pair_start = np.r_[0, np.cumsum(n_tok)[:-1]]  # first flat token of each pair
+        token_row = np.repeat(q_start[query] - pair_start, n_tok) + np.arange(
+            int(n_tok.sum())
+        )  # (T,) in q_flat
+        maxima = self._document_major_maxima(q_flat, token_row, np.repeat(docs, n_tok), device)  # (T,)
+        out[query, slot] = np.add.reduceat(maxima, pair_start) / n_tok
         return out
 
-    def _score_batch(
-        self, q_vecs: list[np.ndarray], docs: list[np.ndarray], width: int, buffer: torch.Tensor, device
+    def _document_major_maxima(
+        self, q_flat: torch.Tensor, token_row: np.ndarray, token_doc: np.ndarray, device: torch.device
     ) -> np.ndarray:
-        """Sum over query tokens of MaxSim's max, for G queries (Lq_g, Dc) and their ``docs[g]`` -> (sum n_g,)."""
-        q = np.zeros((len(q_vecs), max(len(v) for v in q_vecs), self.dim), np.float32)  # (G, Lq_max, Dc)
-        for g, v in enumerate(q_vecs):
-            q[g, : len(v)] = v  # zero rows: their maxima are 0 and add 0 to the sums
-        lengths = [self._length[d].astype(np.int64) for d in docs]
-        segments = np.concatenate([np.r_[n, width - n.sum()] for n in lengths])  # + each piece's padding
-        p = self._gather(docs, width, buffer).to(device)  # (G, width, Dc)
-        sums = segment_maxsim(torch.from_numpy(q).to(device), p, segments).sum(1).cpu().numpy()
-        padding = np.cumsum([len(n) + 1 for n in lengths]) - 1
-        return np.delete(sums, padding)
+        """For each query token t: max over the rows j of its document of <q_flat[token_row[t]], E_j> -> (T,).
 
-    def _gather(self, docs: list[np.ndarray], width: int, buffer: torch.Tensor) -> torch.Tensor:
-        """The float32 vectors of each ``docs[g]`` end to end, padded to ``width`` rows -> (G, width, Dc).
-
-        Written into ``buffer`` (>= G x width rows). Padding rows hold copies of a stored row: they are
-        segments of their own, whose maxima are dropped.
+        Tokens come grouped by document (documents by increasing length). Each document's run of tokens is
+        cut into items of at most C tokens; groups of consecutive items become one (G, C, Dc) x (G, Dc, L)
+        GEMM, L = the group's longest document (shorter ones padded with copies of their last row).
         """
-        out = buffer[: len(docs) * width]
-        flat = np.concatenate(docs)
-        lengths = self._length[flat].astype(np.int64)
-        if not lengths.any():
-            return out.zero_().view(len(docs), width, self.dim)
-        ends = np.cumsum(lengths)
-        per_piece = [int(self._length[d].sum()) for d in docs]
-        dest = np.concatenate([g * width + np.arange(n) for g, n in enumerate(per_piece)])  # (T,) row in out
-        pad = flat[np.argmax(lengths > 0)]  # padding copies this document's first row
-        block = np.full(len(out), self._block[pad], np.int64)  # (G * width,) source block and row
-        row = np.full(len(out), self._start[pad], np.int64)
-        block[dest] = np.repeat(self._block[flat], lengths)
-        row[dest] = np.repeat(self._start[flat] - (ends - lengths), lengths) + np.arange(int(ends[-1]))
-        used = np.unique(block).tolist()
+        run_start = np.flatnonzero(np.r_[True, token_doc[1:] != token_doc[:-1]])  # (D,) documents' runs
+        run_len = np.diff(np.r_[run_start, len(token_doc)])
+        chunk = _chunk_size(run_len)
+        per_run = -(-run_len // chunk)  # items of each run
+        first_item = np.r_[0, np.cumsum(per_run)[:-1]]
+        item_start = np.repeat(run_start, per_run) + chunk * (
+            np.arange(per_run.sum()) - np.repeat(first_item, per_run)
+        )
+        item_end = np.minimum(item_start + chunk, np.repeat(run_start + run_len, per_run))  # (I,)
+        item_doc = token_doc[item_start]
+        doc_len = self._length[item_doc].astype(np.int64)  # non-decreasing
+        maxima = torch.empty(len(token_doc))
+        offsets = np.arange(chunk)
+        start = 0
+        while start < len(item_doc):  # groups: as many items as fit under CANDIDATE_ELEMENTS
+            fit = int(
+                np.searchsorted(
+                    np.arange(1, len(item_doc) - start + 1) * chunk * doc_len[start:],
+                    CANDIDATE_ELEMENTS,
+                    "right",
+                )
+            )
+            stop = start + max(1, fit)
+            width = int(doc_len[stop - 1])
+            positions = item_start[start:stop, None] + offsets  # (G, C) flat token positions
+            valid = positions < item_end[start:stop, None]
+            rows = token_row[np.minimum(positions, len(token_row) - 1)]  # invalid slots: any row, dropped
+            q = q_flat.index_select(0, torch.from_numpy(rows.reshape(-1))).view(stop - start, chunk, self.dim)
+            p = self._rows(item_doc[start:stop], width)  # (G, width, Dc)
+            best = torch.bmm(q.to(device), p.to(device).transpose(1, 2)).amax(-1).cpu()  # (G, C)
+            maxima[torch.from_numpy(positions[valid])] = best[torch.from_numpy(valid)]
+            start = stop
+        return maxima.numpy()
+
+    def _rows(self, docs: np.ndarray, width: int) -> torch.Tensor:
+        """The float32 vectors of ``docs`` (G,), each padded to ``width`` rows with copies of its last row."""
+        length = self._length[docs].astype(np.int64)[:, None]
+        row = self._start[docs][:, None] + np.minimum(np.arange(width), length - 1)  # (G, width)
+        block = np.broadcast_to(self._block[docs][:, None], row.shape)
+        out = torch.empty(row.size, self.dim)
+        used = np.unique(self._block[docs])
         for b in used:
-            src = torch.from_numpy(self._blocks[b])
+            src = torch.from_numpy(self._blocks[int(b)])
             if len(used) == 1 and src.dtype == out.dtype:
-                torch.index_select(src, 0, torch.from_numpy(row), out=out)  # one block: straight in
+                torch.index_select(src, 0, torch.from_numpy(row.reshape(-1)), out=out)
             elif len(used) == 1:
-                out.copy_(src.index_select(0, torch.from_numpy(row)))  # float16 storage: cast on the copy
+                out.copy_(src.index_select(0, torch.from_numpy(row.reshape(-1))))  # float16: cast on the copy
             else:
-                sel = np.flatnonzero(block == b)
-                rows = src.index_select(0, torch.from_numpy(row[sel])).to(out.dtype)
-                out.index_copy_(0, torch.from_numpy(sel), rows)
+                sel = np.flatnonzero(block.reshape(-1) == b)
+                out.index_copy_(
+                    0,
+                    torch.from_numpy(sel),
+                    src.index_select(0, torch.from_numpy(row.reshape(-1)[sel])).float(),
+                )
         return out.view(len(docs), width, self.dim)
 
 
-def _pieces(query: np.ndarray, lengths: np.ndarray, cap: int) -> np.ndarray:
-    """Split (query-sorted) pairs into pieces: one query each, starting every ``cap`` rows -> (P + 1,) bounds."""
-    ends = np.cumsum(lengths)
-    new_query = np.r_[True, query[1:] != query[:-1]]
-    first_row = np.maximum.accumulate(np.where(new_query, ends - lengths, 0))  # each pair's query's start
-    chunk = (ends - lengths - first_row) // cap
-    new_piece = new_query | np.r_[False, chunk[1:] != chunk[:-1]]
-    return np.r_[np.flatnonzero(new_piece), len(query)]
-
-
-def _batches(rows: np.ndarray, cap: int) -> list[np.ndarray]:
-    """Group pieces of ``rows`` rows so that (pieces x their largest rows) <= cap, or one piece alone.
-
-    Pieces go by increasing size, so one batch's pieces have similar sizes: little padding.
-    """
-    out, batch = [], []
-    order = np.argsort(rows, kind="stable").tolist()
-    for i, p in enumerate(order):
-        batch.append(p)
-        if i + 1 == len(order) or (len(batch) + 1) * int(rows[order[i + 1]]) > cap:
-            out.append(np.array(batch))
-            batch = []
-    return out
-
-
-def segment_maxsim(q: torch.Tensor, p: torch.Tensor, segments: np.ndarray) -> torch.Tensor:
-    """Max similarity of G queries (G, Lq, Dc) over row segments of p (G, T, Dc) -> (S, Lq).
-
-    ``segments`` (S,) lengths split the G x T rows in order (query g's rows into its own segments):
-    best[s, i] = max_{j in segment s} <q_g,i, p_j>, the inner max of MaxSim (arXiv:2402.03216 §3.2;
-    s_mul = mean_i best[s, i]). One batched GEMM, then one segment max; an empty segment gives 0.
-    """
-    sim = torch.bmm(p, q.transpose(1, 2)).reshape(p.shape[0] * p.shape[1], q.shape[1])  # (G * T, Lq)
-    lengths = torch.from_numpy(segments).to(sim.device)
-    best = torch.segment_reduce(sim, "max", lengths=lengths, axis=0)  # (S, Lq)
-    return best.masked_fill_((lengths == 0)[:, None], 0)  # an empty segment's max is -inf
+def _chunk_size(run_len: np.ndarray) -> int:
+    """Query-token chunk C for runs of ``run_len`` tokens: the largest of ``_CHUNK_SIZES`` whose padding
+    (each run rounded up to a multiple of C) adds at most ``_CHUNK_WASTE``, else the smallest."""
+    total = run_len.sum()
+    for c in _CHUNK_SIZES:
+        if (-(-run_len // c) * c).sum() <= (1 + _CHUNK_WASTE) * total:
+            return c
+    return _CHUNK_SIZES[-1]
