@@ -52,23 +52,38 @@ def m3_encode(
     }
 
 
-def run(quick: bool = False, runs: int | None = None, flag: bool = True, n_texts: int | None = None) -> dict:
-    """Side-by-side encode benchmark; prints the table and writes ``bench_results/encode.json``."""
-    runs = runs or (1 if quick else 3)
+def inputs(quick: bool, n_texts: int | None = None) -> dict:
+    """The passages file and model folder both sides read (cached); ``n``: number of passages."""
     n = n_texts or (100 if quick else 2000)
     lengths = np.random.default_rng(3).integers(48, 499, n).tolist()  # + <s> </s> = 50..500 tokens
-    texts = str(write_texts(f"encode-{n}", lengths, seed=3))
-    folder = str(model_dir(TINY_250K))
+    return {
+        "texts": str(write_texts(f"encode-{n}", lengths, seed=3)),
+        "model_dir": str(model_dir(TINY_250K)),
+        "n": n,
+    }
+
+
+def run(quick: bool = False, runs: int | None = None, flag: bool = True, n_texts: int | None = None) -> dict:
+    """Side-by-side encode benchmark; prints the table and writes ``bench_results/encode.json``.
+
+    (``make bench`` runs the same tasks inside :func:`benchmarks.score.run`'s worker processes instead.)
+    """
+    runs = runs or (1 if quick else 3)
+    paths = inputs(quick, n_texts)
+    task = {"model_dir": paths["model_dir"], "texts": paths["texts"]}
     print("  encode", flush=True)
     sides = {
         "m3lit": lambda r: H.run_subprocess(
-            H.m3_command("benchmarks.encode:m3_encode", model_dir=folder, texts=texts), timeout_s=900
+            H.m3_command("benchmarks.encode:m3_encode", **task), timeout_s=900
         ),
-        "flag": lambda r: H.run_subprocess(
-            H.flag_command("encode", model_dir=folder, texts=texts), timeout_s=900
-        ),
+        "flag": lambda r: H.run_subprocess(H.flag_command("encode", **task), timeout_s=900),
     }
     results = H.alternate(sides, {"m3lit": runs, "flag": runs if flag else 0})
+    return report(results, quick, paths["n"], flag)
+
+
+def report(results: dict[str, list[H.RunResult]], quick: bool, n: int, flag: bool) -> dict:
+    """Print the encode table from each side's runs and write ``bench_results/encode.json``."""
     summary, rows = {}, []
     for unit, key in (("passages/s", "texts"), ("tokens/s", "tokens")):
         rates = {

@@ -1,6 +1,7 @@
 """FlagEmbedding side of the side-by-side benchmarks. Runs in FlagEmbedding's own environment.
 
     .venv-flag/bin/python benchmarks/flag_worker.py '{"task": "train", "kwargs": {...}}'
+    .venv-flag/bin/python benchmarks/flag_worker.py '{"tasks": [{"task": ..., "kwargs": ...}, ...]}'
 
 FlagEmbedding 1.4.2 needs transformers 4.x, m3lit needs 5.x, so this script never imports m3lit (nor the
 rest of ``benchmarks``): standard library, torch, numpy and FlagEmbedding only. It prints one
@@ -273,10 +274,7 @@ def task_inbatch(
     return {"seconds": times}
 
 
-def main() -> None:
-    if len(sys.argv) != 2:
-        raise SystemExit('usage: flag_worker.py \'{"task": NAME, "kwargs": {...}}\'')
-    spec = json.loads(sys.argv[1])
+def _call(spec: dict) -> dict:
     import random
 
     import numpy as np
@@ -285,7 +283,19 @@ def main() -> None:
     random.seed(0)
     np.random.seed(0)
     torch.manual_seed(0)
-    result = globals()[f"task_{spec['task']}"](**spec.get("kwargs", {}))
+    return globals()[f"task_{spec['task']}"](**spec.get("kwargs", {}))
+
+
+def main() -> None:
+    if len(sys.argv) != 2:
+        raise SystemExit(
+            'usage: flag_worker.py \'{"task": NAME, "kwargs": {...}}\' (or \'{"tasks": [...]}\')'
+        )
+    spec = json.loads(sys.argv[1])
+    if "tasks" in spec:  # each task's peak RSS = the process's peak so far (its own only for the first task)
+        result = {"tasks": [{**_call(task), "peak_rss_mb": _peak_rss_mb()} for task in spec["tasks"]]}
+    else:
+        result = _call(spec)
     result["peak_rss_mb"] = _peak_rss_mb()
     print(RESULT_MARK + json.dumps(result), flush=True)
 

@@ -112,6 +112,18 @@ def flag_command(task: str, **kwargs) -> list[str]:
     ]
 
 
+def m3_tasks_command(tasks: Sequence[tuple[str, dict]]) -> list[str]:
+    """argv that runs several (``fn``, kwargs) one after another in one fresh m3lit interpreter."""
+    specs = [{"fn": fn, "kwargs": kwargs} for fn, kwargs in tasks]
+    return [sys.executable, "-m", "benchmarks.worker", json.dumps({"tasks": specs})]
+
+
+def flag_tasks_command(tasks: Sequence[tuple[str, dict]]) -> list[str]:
+    """argv that runs several FlagEmbedding (``task``, kwargs) one after another in one process."""
+    specs = [{"task": task, "kwargs": kwargs} for task, kwargs in tasks]
+    return [str(FLAG_PYTHON), str(REPO / "benchmarks" / "flag_worker.py"), json.dumps({"tasks": specs})]
+
+
 @dataclass
 class RunResult:
     """One subprocess measurement.
@@ -136,6 +148,18 @@ class RunResult:
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+    def task_results(self, n: int) -> list[RunResult]:
+        """One result per task of a multi-task run (:func:`m3_tasks_command`), each with this process's
+        status, wall time and load, and its ``peak_rss_mb`` = the process's peak at the end of that task
+        (the task's own peak only for the first task)."""
+        tasks = self.result.get("tasks", [{}] * n) if self.ok else [{}] * n
+        return [
+            RunResult(
+                self.status, dict(task), self.wall_s, self.sampled_peak_rss_mb, self.log_tail, self.load
+            )
+            for task in tasks
+        ]
 
 
 def _tree_rss(proc: psutil.Process) -> float:

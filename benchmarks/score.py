@@ -26,6 +26,7 @@ import time
 
 import numpy as np
 
+from benchmarks import encode as encode_bench
 from benchmarks import harness as H
 from benchmarks.profiling import categorize, profiled, shares
 from benchmarks.workload import (
@@ -41,6 +42,8 @@ from benchmarks.workload import (
 __all__ = ["m3_inbatch", "m3_rerank", "m3_compute_score", "prepare", "run", "main"]
 
 TEMPERATURE = 0.02
+#: The measurements, in the order one worker process runs them.
+WHAT = ("inbatch", "rerank", "compute_score")
 
 
 # ----------------------------------------------------------------------------------- m3lit side (workers)
@@ -236,50 +239,67 @@ def _max_abs_diff(a: str, b: str) -> float | None:
     return float(np.abs(x - y).max()) if x.shape == y.shape else None
 
 
-def run(quick: bool = False, runs: int | None = None, flag: bool = True, profile: bool = True) -> dict:
-    """Run the three measurements side by side; print the table; write ``bench_results/score.json``."""
+def run(
+    quick: bool = False,
+    runs: int | None = None,
+    flag: bool = True,
+    profile: bool = True,
+    encode: bool = False,
+) -> dict:
+    """Run the three measurements side by side; print the table; write ``bench_results/score.json``.
+
+    ``encode``: the worker processes also run :mod:`benchmarks.encode`'s measurement, first (so its peak
+    RSS is its own), and its table and JSON are written too: ``make bench`` saves one interpreter
+    start-up and model load per side and round this way.
+    """
     runs = runs or (1 if quick else 3)
     paths = prepare(quick)
+    enc = encode_bench.inputs(quick)
+    encode_task = {"model_dir": enc["model_dir"], "texts": enc["texts"]}
     repeats = 2 if quick else 3
     sides_runs = {"m3lit": runs, "flag": runs if flag else 0}
     measurements: dict[str, dict] = {}
 
-    specs = {
-        "inbatch": (
-            lambda r: H.m3_command("benchmarks.score:m3_inbatch", model_dir=paths["model_dir"], inputs=paths["inbatch"], repeats=repeats, scores_out=_scores_path("m3lit", "inbatch", r)),
-            lambda r: H.flag_command("inbatch", model_dir=paths["model_dir"], inputs=paths["inbatch"], repeats=repeats, sparse_repeats=1, scores_out=_scores_path("flag", "inbatch", r)),
-        ),
-        "rerank": (
-            lambda r: H.m3_command("benchmarks.score:m3_rerank", model_dir=paths["model_dir"], queries=paths["queries"], passages=paths["passages"], candidates=paths["candidates"], scores_out=_scores_path("m3lit", "rerank", r)),
-            lambda r: H.flag_command("rerank", model_dir=paths["model_dir"], queries=paths["queries"], passages=paths["passages"], candidates=paths["candidates"], scores_out=_scores_path("flag", "rerank", r)),
-        ),
-        "compute_score": (
-            lambda r: H.m3_command("benchmarks.score:m3_compute_score", model_dir=paths["model_dir"], pairs=paths["pairs"], scores_out=_scores_path("m3lit", "compute_score", r)),
-            lambda r: H.flag_command("compute_score", model_dir=paths["model_dir"], pairs=paths["pairs"], scores_out=_scores_path("flag", "compute_score", r)),
-        ),
-    }  # fmt: skip
-    for what, (m3_argv, flag_argv) in specs.items():
-        print(f"  score/{what}", flush=True)
-        sides = {
-            "m3lit": lambda r, f=m3_argv: H.run_subprocess(f(r), timeout_s=600),
-            "flag": lambda r, f=flag_argv: H.run_subprocess(f(r), timeout_s=900),
+    # One process per side and round runs the three measurements one after another (each after its own
+    # warm-up), so the rounds alternate m3lit / FlagEmbedding and share one interpreter start-up per side.
+    m3_tasks = lambda r: [  # noqa: E731
+        *([("benchmarks.encode:m3_encode", encode_task)] if encode else []),
+        ("benchmarks.score:m3_inbatch", {"model_dir": paths["model_dir"], "inputs": paths["inbatch"], "repeats": repeats, "scores_out": _scores_path("m3lit", "inbatch", r)}),
+        ("benchmarks.score:m3_rerank", {"model_dir": paths["model_dir"], "queries": paths["queries"], "passages": paths["passages"], "candidates": paths["candidates"], "scores_out": _scores_path("m3lit", "rerank", r)}),
+        ("benchmarks.score:m3_compute_score", {"model_dir": paths["model_dir"], "pairs": paths["pairs"], "scores_out": _scores_path("m3lit", "compute_score", r)}),
+    ]  # fmt: skip
+    flag_tasks = lambda r: [  # noqa: E731
+        *([("encode", encode_task)] if encode else []),
+        ("inbatch", {"model_dir": paths["model_dir"], "inputs": paths["inbatch"], "repeats": repeats, "sparse_repeats": 1, "scores_out": _scores_path("flag", "inbatch", r)}),
+        ("rerank", {"model_dir": paths["model_dir"], "queries": paths["queries"], "passages": paths["passages"], "candidates": paths["candidates"], "scores_out": _scores_path("flag", "rerank", r)}),
+        ("compute_score", {"model_dir": paths["model_dir"], "pairs": paths["pairs"], "scores_out": _scores_path("flag", "compute_score", r)}),
+    ]  # fmt: skip
+    print(f"  score ({', '.join((('encode',) if encode else ()) + WHAT)})", flush=True)
+    sides = {
+        "m3lit": lambda r: H.run_subprocess(H.m3_tasks_command(m3_tasks(r)), timeout_s=900),
+        "flag": lambda r: H.run_subprocess(H.flag_tasks_command(flag_tasks(r)), timeout_s=1500),
+    }
+    rounds = H.alternate(sides, sides_runs)
+    names = (("encode",) if encode else ()) + WHAT
+    for i, what in enumerate(names):
+        measurements[what] = {
+            side: [res.task_results(len(names))[i] for res in results] for side, results in rounds.items()
         }
-        measurements[what] = H.alternate(sides, sides_runs)
+    if encode:
+        encode_bench.report(measurements.pop("encode"), quick, enc["n"], flag)
 
     table, summary = _summarize(measurements, paths, runs)
-    if profile:  # one extra m3lit run of each inference path under torch.profiler: where the time goes
-        for what, fn, extra in (
+    if profile:  # one extra m3lit process runs each inference path under torch.profiler: where the time goes
+        profiled_paths = (
             ("rerank", "m3_rerank", {"queries": paths["queries"], "passages": paths["passages"], "candidates": paths["candidates"]}),
             ("compute_score", "m3_compute_score", {"pairs": paths["pairs"]}),
-        ):  # fmt: skip
-            argv = H.m3_command(
-                f"benchmarks.score:{fn}",
-                model_dir=paths["model_dir"],
-                scores_out=_scores_path("m3lit", f"{what}-profile", 0),
-                profile=True,
-                **extra,
-            )
-            res = H.run_subprocess(argv, timeout_s=600)
+        )  # fmt: skip
+        tasks = [
+            (f"benchmarks.score:{fn}", {"model_dir": paths["model_dir"], "scores_out": _scores_path("m3lit", f"{what}-profile", 0), "profile": True, **extra})
+            for what, fn, extra in profiled_paths
+        ]  # fmt: skip
+        profiled_run = H.run_subprocess(H.m3_tasks_command(tasks), timeout_s=900)
+        for (what, _, _), res in zip(profiled_paths, profiled_run.task_results(len(tasks)), strict=True):
             summary[f"profile {what}"] = res.result.get("profile") if res.ok else {"failure": res.status}
             if res.ok:
                 table += f"\nprofile of m3lit's {what} (self CPU time): {shares(res.result['profile'])}"
@@ -361,7 +381,7 @@ def _summarize(measurements: dict, paths: dict, runs: int) -> tuple[str, dict]:
             summary[f"{what} failures"] = failed
     rows.append(
         [
-            "inbatch peak RSS (MB)",
+            "worker peak RSS up to inbatch (MB)",
             H.fmt_range(summary["inbatch peak RSS MB m3lit"], 0),
             H.fmt_range(summary["inbatch peak RSS MB flag"], 0),
             "",

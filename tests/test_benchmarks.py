@@ -69,6 +69,24 @@ def test_subprocess_result_memory_guard_and_timeout():
     assert printed.ok and printed.result == {"x": 1.5}
 
 
+def test_multi_task_worker_returns_each_task_result_in_order():
+    """Several measurements in one worker process: results split back per task, in order, with the RSS."""
+    tasks = [("benchmarks.harness:summarize", {"values": [3.0, 1.0, 2.0]}),
+             ("benchmarks.harness:summarize", {"values": [5.0]})]  # fmt: skip
+    run = H.run_subprocess(H.m3_tasks_command(tasks), timeout_s=120)
+    assert run.ok, run.status
+    first, second = run.task_results(2)
+    assert first.ok and {k: first.result[k] for k in ("min", "median", "max", "n")} == H.summarize(
+        [3.0, 1.0, 2.0]
+    )
+    assert second.result["median"] == 5.0 and second.result["n"] == 1
+    assert 0 < first.result["peak_rss_mb"] <= second.result["peak_rss_mb"] <= run.result["peak_rss_mb"]
+    broken = H.run_subprocess(
+        H.m3_tasks_command([*tasks, ("benchmarks.harness:no_such_fn", {})]), timeout_s=120
+    )
+    assert not broken.ok and all(not r.ok and r.result == {} for r in broken.task_results(3))
+
+
 def test_text_maker_exact_token_counts(tokenizer):
     from benchmarks.workload import TextMaker
 
