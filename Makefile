@@ -42,8 +42,11 @@ eval: $(STAMP) ## Evaluate a model: make eval ARGS="model=PATH data=DIR output_d
 export: $(STAMP) ## Export a checkpoint: make export ARGS="ckpt_path=CKPT output_dir=DIR"
 	$(BIN)/python -m m3lit.export $(ARGS)
 
-bench: $(STAMP) ## Run every benchmark (tables on stdout, JSON in bench_results/)
+bench: $(STAMP) ## Run every benchmark, m3lit side (tables on stdout, JSON in bench_results/; ~12 min on 2 cores)
 	$(BIN)/python -m benchmarks.run_all $(ARGS)
+
+bench-flag: $(STAMP) ## Every benchmark side by side with FlagEmbedding (needs make flag-env; ~17 min on 2 cores)
+	$(BIN)/python -m benchmarks.run_all --flag $(ARGS)
 
 FLAG_VENV := .venv-flag
 flag-env: ## Separate .venv-flag with FlagEmbedding==1.4.2 for parity runs (never an m3lit dependency)
@@ -76,4 +79,4 @@ clean-all: clean ## Also remove .venv
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
 
-.PHONY: install test test-fast train eval export bench flag-env flag-parity demo-data lint format clean clean-all help
+.PHONY: install test test-fast train eval export bench bench-flag flag-env flag-parity demo-data lint format clean clean-all help

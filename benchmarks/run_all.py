@@ -1,6 +1,6 @@
 """Run every benchmark and print every table: ``make bench`` (= ``python -m benchmarks.run_all``).
 
-    python -m benchmarks.run_all [--quick] [--runs N] [--no-flag] [--only train,score] [--skip eval]
+    python -m benchmarks.run_all [--quick] [--runs N] [--flag] [--only train,score] [--skip eval]
                                  [--extras]
 
 Order: score, encode, train, memory, eval, mfu, gpu (each ``python -m benchmarks.<name>`` on its own; gpu
@@ -8,8 +8,13 @@ only does something on a CUDA machine). Every
 module writes ``bench_results/<name>.json``; at the end the tables are printed together and
 ``bench_results/README_table.md`` (the README "Performance" table, :mod:`benchmarks.report`) is rendered
 from the JSON just written. ``--extras`` also runs the other helpers' benchmarks (``sparse_memory``,
-``padding_waste``). The FlagEmbedding side runs when ``.venv-flag`` exists, on CPU, unless ``--no-flag``.
-A full run takes about 15 minutes on an idle 2-core machine; ``--quick`` a few.
+``padding_waste``).
+
+The FlagEmbedding side (issue 6's optional side-by-side mode) runs with ``--flag`` (``make bench-flag``)
+when ``.venv-flag`` exists, on CPU. m3lit alone (``make bench``) takes about 12 minutes on an idle
+2-core machine, side by side about 17 (FlagEmbedding's training steps take 15 s each, its in-batch sparse
+scatter 16 s); ``--quick`` a minute or two. (Each module run alone, ``python -m benchmarks.<name>``,
+includes the FlagEmbedding side whenever it is installed, unless ``--no-flag``.)
 """
 
 from __future__ import annotations
@@ -86,6 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", default="", help="comma list of benchmarks to run (default: all)")
     parser.add_argument("--skip", default="", help="comma list of benchmarks to skip")
     parser.add_argument("--extras", action="store_true", help="also run sparse_memory and padding_waste")
+    parser.add_argument("--flag", action="store_true", help="also run the FlagEmbedding side (if installed)")
     args = parser.parse_args(argv)
     chosen = [
         b for b in (args.only.split(",") if args.only else BENCHMARKS) if b and b not in args.skip.split(",")
@@ -93,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     unknown = [b for b in chosen if b not in BENCHMARKS]
     if unknown:
         parser.error(f"unknown benchmark(s) {unknown}; choose from {list(BENCHMARKS)}")
-    flag = H.want_flag(args)
+    flag = args.flag and H.want_flag(args)
     print(
         f"m3lit benchmarks: {', '.join(chosen)}{' (quick)' if args.quick else ''}; FlagEmbedding side: {'on' if flag else 'off'}"
     )
