@@ -198,13 +198,16 @@ def _rows(res: dict[str, dict]) -> list[list[str]]:
 
 
 def _commands(res: dict[str, dict]) -> str:
-    """Which command wrote which benchmark's JSON (``run_all`` = ``make bench``)."""
+    """Which command wrote which benchmark's JSON (``run_all`` = ``make bench``; ``make bench-flag`` when
+    the set has FlagEmbedding figures)."""
     by_command: dict[str, list[str]] = {}
+    envs = [(res.get(name) or {}).get("env", {}) for name in res]
+    run_all = "make bench-flag" if any(e.get("flagembedding") for e in envs) else "make bench"
     for name in ("train", "memory", "score", "encode", "eval", "mfu", "gpu"):
         command = (res.get(name) or {}).get("env", {}).get("command")
         if command:
             command = (
-                "make bench"
+                run_all
                 if "run_all" in command
                 else "python -m benchmarks."
                 + command.split("benchmarks.")[-1].split("/")[-1].replace(".py", "")
