@@ -182,14 +182,10 @@ class ColbertStore:
         offsets = np.arange(chunk)
         start = 0
         while start < len(item_doc):  # groups: as many items as fit under CANDIDATE_ELEMENTS
-            fit = int(
-                np.searchsorted(
-                    np.arange(1, len(item_doc) - start + 1) * chunk * doc_len[start:],
-                    CANDIDATE_ELEMENTS,
-                    "right",
-                )
-            )
-            stop = start + max(1, fit)
+            # widths only grow, so no more than cap // (C x this item's width) items can fit: look no further
+            span = min(len(item_doc) - start, CANDIDATE_ELEMENTS // (chunk * max(1, int(doc_len[start]))) + 1)
+            elements = np.arange(1, span + 1) * chunk * doc_len[start : start + span]  # (span,) if cut there
+            stop = start + max(1, int(np.searchsorted(elements, CANDIDATE_ELEMENTS, "right")))
             width = int(doc_len[stop - 1])
             positions = item_start[start:stop, None] + offsets  # (G, C) flat token positions
             valid = positions < item_end[start:stop, None]
