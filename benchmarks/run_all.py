@@ -11,8 +11,8 @@ from the JSON just written. ``--extras`` also runs the other helpers' benchmarks
 ``padding_waste``).
 
 The FlagEmbedding side (issue 6's optional side-by-side mode) runs with ``--flag`` (``make bench-flag``)
-when ``.venv-flag`` exists, on CPU. m3lit alone (``make bench``) takes about 12 minutes on an idle
-2-core machine, side by side about 17 (FlagEmbedding's training steps take 15 s each, its in-batch sparse
+when ``.venv-flag`` exists, on CPU. m3lit alone (``make bench``) took 12.6 minutes on the idle
+2-core machine, side by side 18.3 (FlagEmbedding's training steps take 15 s each, its in-batch sparse
 scatter 16 s); ``--quick`` a minute or two. (Each module run alone, ``python -m benchmarks.<name>``,
 includes the FlagEmbedding side whenever it is installed, unless ``--no-flag``.)
 """
