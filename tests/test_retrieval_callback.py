@@ -153,16 +153,21 @@ class DemoLikeData(L.LightningDataModule):
         return loader(self.tokenizer, self.demo_paths.eval_dir)
 
 
-def test_fast_dev_run_evaluates_once_at_the_end(tiny_config, tokenizer, tiny_beir_dir):
-    module = make_module(tiny_config, tokenizer)
-    callback = RetrievalMetrics(None, every_n_steps=None, bm25_at_end=False, retrieval=FAST)  # the demo split
-    trainer = L.Trainer(
+def fast_dev_trainer(callback: RetrievalMetrics) -> L.Trainer:
+    """A quiet one-step CPU trainer (``fast_dev_run=1``) carrying ``callback``."""
+    return L.Trainer(
         fast_dev_run=1,
         accelerator="cpu",
         callbacks=[callback],
         enable_progress_bar=False,
         enable_model_summary=False,
     )
+
+
+def test_fast_dev_run_evaluates_once_at_the_end(tiny_config, tokenizer, tiny_beir_dir):
+    module = make_module(tiny_config, tokenizer)
+    callback = RetrievalMetrics(None, every_n_steps=None, bm25_at_end=False, retrieval=FAST)  # the demo split
+    trainer = fast_dev_trainer(callback)
     trainer.fit(module, datamodule=DemoLikeData(tokenizer, tiny_beir_dir))
     assert callback.data_dir == str(tiny_beir_dir)
     assert [step for step, _ in callback.history] == [1]
@@ -172,13 +177,7 @@ def test_fast_dev_run_evaluates_once_at_the_end(tiny_config, tokenizer, tiny_bei
 def test_a_broken_dataset_fails_at_setup(tiny_config, tokenizer, tiny_beir_dir, tmp_path):
     module = make_module(tiny_config, tokenizer)
     callback = RetrievalMetrics(tmp_path / "missing", retrieval=FAST)
-    trainer = L.Trainer(
-        fast_dev_run=1,
-        accelerator="cpu",
-        callbacks=[callback],
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = fast_dev_trainer(callback)
     with pytest.raises(
         RuntimeError, match="RetrievalMetrics could not load .*missing.*dataset folder not found"
     ):
