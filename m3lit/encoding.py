@@ -31,6 +31,7 @@ import torch
 
 from m3lit.mcls import insert_cls_tokens, mcls_forward
 from m3lit.model import M3Model, M3Output
+from m3lit.model.cpu_dropout import ATTENTION_NAME
 
 __all__ = [
     "EncodedTexts",
@@ -261,7 +262,7 @@ def encoder_mask(model: M3Model, attention_mask: torch.Tensor) -> torch.Tensor |
     ~15% of an encoder pass of the tiny benchmark model; the hidden states at real tokens are bitwise
     identical. Other attention implementations (eager, flash-attention-2) get the (B, L) mask unchanged.
     """
-    if getattr(model.encoder.config, "_attn_implementation", None) != "sdpa":
+    if getattr(model.encoder.config, "_attn_implementation", None) not in ("sdpa", ATTENTION_NAME):
         return attention_mask
     if bool(attention_mask.all()):
         return None

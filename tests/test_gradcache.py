@@ -15,6 +15,7 @@ import torch
 
 from m3lit.data.batch import Encoded
 from m3lit.model import M3Model
+from m3lit.model.cpu_dropout import use_fast_cpu_dropout
 from m3lit.model.tiny import tiny_xlmr_config
 from m3lit.training.gradcache import RngState, gradcache_step, split_batch_step
 from m3lit.training.objective import m3_objective
@@ -32,7 +33,7 @@ def _subs(tokenizer, texts, size, max_length):
     return [_encode(tokenizer, texts[i : i + size], max_length) for i in range(0, len(texts), size)]
 
 
-def _model(tokenizer, dropout: float) -> M3Model:
+def _model(tokenizer, dropout: float, fast_dropout: bool = False) -> M3Model:
     config = tiny_xlmr_config(
         len(tokenizer),
         hidden_size=32,
@@ -43,12 +44,18 @@ def _model(tokenizer, dropout: float) -> M3Model:
         dropout=dropout,
     )
     torch.manual_seed(0)
-    return M3Model.from_config(config, tokenizer, colbert_dim=16).train()
+    model = M3Model.from_config(config, tokenizer, colbert_dim=16).train()
+    if fast_dropout:
+        use_fast_cpu_dropout(model.encoder)
+    return model
 
 
-def _step(mode, tokenizer, texts, *, stage, q_size, p_size, dropout=0.1, teacher=None, ckpt=False):
-    """One step in ``mode`` on fresh (identically seeded) weights -> (loss, parts, {name: grad})."""
-    model = _model(tokenizer, dropout)
+def _step(
+    mode, tokenizer, texts, *, stage, q_size, p_size, dropout=0.1, teacher=None, ckpt=False, fast=False
+):
+    """One step in ``mode`` on fresh (identically seeded) weights -> (loss, parts, {name: grad}).
+    ``fast``: m3lit's CPU dropout (:mod:`m3lit.model.cpu_dropout`) instead of PyTorch's."""
+    model = _model(tokenizer, dropout, fast)
     model.gradient_checkpointing(ckpt)
     queries = _subs(tokenizer, texts[:B], q_size, 24)
     passages = _subs(tokenizer, texts[B : B + B * G], p_size, 40)
@@ -81,14 +88,15 @@ def _assert_same(ref, other):
         torch.testing.assert_close(grads[name], ref[2][name], rtol=1e-4, atol=2e-6, msg=name)
 
 
+@pytest.mark.parametrize("fast", [False, True], ids=["torch-dropout", "fast-cpu-dropout"])
 @pytest.mark.parametrize("stage", ["dense", "unified", "unified_self_distill"])
-def test_split_and_gradcache_equal_plain_step_with_dropout(tokenizer, texts, stage):
+def test_split_and_gradcache_equal_plain_step_with_dropout(tokenizer, texts, stage, fast):
     texts = texts * 2
-    ref = _step("plain", tokenizer, texts, stage=stage, q_size=2, p_size=5)
+    ref = _step("plain", tokenizer, texts, stage=stage, q_size=2, p_size=5, fast=fast)
     assert ref[2], "the plain step produced no gradients"
     assert any(g.abs().sum() > 0 for g in ref[2].values())
-    _assert_same(ref, _step("split", tokenizer, texts, stage=stage, q_size=2, p_size=5, ckpt=True))
-    _assert_same(ref, _step("gradcache", tokenizer, texts, stage=stage, q_size=2, p_size=5))
+    _assert_same(ref, _step("split", tokenizer, texts, stage=stage, q_size=2, p_size=5, ckpt=True, fast=fast))
+    _assert_same(ref, _step("gradcache", tokenizer, texts, stage=stage, q_size=2, p_size=5, fast=fast))
     heads = {n.split(".")[0] for n in ref[2]}
     assert ("sparse_head" in heads) == (stage != "dense") and ("colbert_head" in heads) == (stage != "dense")
 
