@@ -1,6 +1,6 @@
 """Model FLOPs utilisation (MFU) of a training step on a mid-size encoder, and where the rest goes.
 
-    python -m benchmarks.mfu [--quick] [--runs N] [--precisions 32-true,bf16-mixed] [--no-profile]
+    python -m benchmarks.mfu [--quick] [--runs N] [--precisions 32-true,bf16-mixed] [--no-profile] [--compare-dropout]
 
 Model: 6 layers, hidden 384, 6 heads, FFN 1536, the offline tokenizer's 8,000-token vocabulary (so the
 embedding update does not dominate; the 250k-vocabulary cost is what ``benchmarks.train`` measures).
@@ -31,6 +31,8 @@ from benchmarks.workload import MID_SIZE, TINY_250K, ModelSpec, get_tokenizer, m
 __all__ = ["m3_peak", "m3_profile", "workload_flops", "run", "main"]
 
 BATCH, GROUP, QUERY_LEN, PASSAGE_LEN = 8, 4, 64, 256
+#: Row-name suffix of the ``--compare-dropout`` runs (PyTorch's ``bernoulli_`` dropout masks).
+TORCH_DROPOUT = "torch dropout"
 #: --quick (a smoke test) runs a 2-layer, hidden-128 encoder instead of the mid-size one.
 QUICK_SPEC = ModelSpec(vocab_size=0, hidden_size=128, num_layers=2, num_heads=2, intermediate_size=256)
 
@@ -132,8 +134,13 @@ def run(
     precisions: list[str] | None = None,
     profile: bool = True,
     model: str = "mid",
+    compare_dropout: bool = False,
 ) -> dict:
-    """Alternate peak measurements and training runs per precision; MFU table + ``bench_results/mfu.json``."""
+    """Alternate peak measurements and training runs per precision; MFU table + ``bench_results/mfu.json``.
+
+    ``compare_dropout``: also run every precision with PyTorch's own dropout (``model.net.fast_cpu_dropout=
+    false``) in the same alternation, and report the step-time ratio of the two.
+    """
     from benchmarks.device import bench_device
 
     runs = runs or (1 if quick else 3)
@@ -148,9 +155,14 @@ def run(
     sizes = dict(hidden=spec.hidden_size, ffn=spec.intermediate_size, tokens=BATCH * GROUP * PASSAGE_LEN)
     peak_cmd = H.m3_command("benchmarks.mfu:m3_peak", **sizes)
     sides = {"peak": lambda r: H.run_subprocess(peak_cmd, timeout_s=180)}
+    variants = {}  # row name -> (precision, extra overrides)
     for prec in precisions:
-        o = m3_overrides(folder, data, stage="unified_self_distill", steps=1 + steps, precision=prec)
-        sides[prec] = lambda r, o=o: H.run_subprocess(
+        variants[prec] = (prec, [])
+        if compare_dropout:
+            variants[f"{prec} {TORCH_DROPOUT}"] = (prec, ["model.net.fast_cpu_dropout=false"])
+    for name, (prec, extra) in variants.items():
+        o = m3_overrides(folder, data, stage="unified_self_distill", steps=1 + steps, precision=prec) + extra
+        sides[name] = lambda r, o=o: H.run_subprocess(
             H.m3_command("benchmarks.train:m3_train", overrides=o), timeout_s=900
         )
     print(f"  mfu ({model})", flush=True)
@@ -162,8 +174,8 @@ def run(
         "shape_gemm": {k: H.summarize([p[f"shape_{k}"] for p in peaks]) for k in ("fp32", "bf16")},
     }
     rows = []
-    for prec in precisions:
-        ok = [r for r in results[prec] if r.ok]
+    for name, (prec, _) in variants.items():
+        ok = [r for r in results[name] if r.ok]
         expected = BATCH * QUERY_LEN + BATCH * GROUP * PASSAGE_LEN
         bad = [t for r in ok for t in r.result["tokens_per_step"] if t != expected]
         times = [t for r in ok for t in r.result["step_times"]]
@@ -177,14 +189,14 @@ def run(
             else H.summarize([]),
             "peak_kind": kind,
             "token_count_mismatch": bad,
-            "failures": [r.status for r in results[prec] if not r.ok],
+            "failures": [r.status for r in results[name] if not r.ok],
         }
         spec_peak = next((p["spec_bf16"] for p in peaks if p.get("spec_bf16")), None)
         if spec_peak and kind == "bf16":
             entry["mfu_vs_spec_peak"] = H.summarize([flops["total"] / t / spec_peak for t in times])
-        summary[prec] = entry
+        summary[name] = entry
         rows.append([
-            prec, H.fmt_range(entry["step_s"], 2), H.fmt_range(entry["achieved_flops"], 1, 1e-9),
+            name, H.fmt_range(entry["step_s"], 2), H.fmt_range(entry["achieved_flops"], 1, 1e-9),
             f"{kind} " + H.fmt_range(summary["peak"][kind], 1, 1e-9), H.fmt_range(summary["shape_gemm"][kind], 1, 1e-9),
             H.fmt_range(entry["mfu_vs_measured_peak"], 1, 100) + " %",
         ])  # fmt: skip
@@ -205,6 +217,14 @@ def run(
         ],
         rows,
     )
+    for prec in precisions if compare_dropout else []:
+        speedup = _dropout_speedup(results[f"{prec} {TORCH_DROPOUT}"], results[prec])
+        summary[f"{prec} dropout speed-up"] = speedup
+        table += (
+            f"\n{prec}: step time with PyTorch dropout / with m3lit's CPU dropout, per round: "
+            + H.fmt_range(speedup, 2)
+            + "x"
+        )
     for prec in precisions:
         prof = summary.get(f"profile {prec}", {})
         if "category_s" in prof:
@@ -223,6 +243,18 @@ def run(
     return payload
 
 
+def _dropout_speedup(torch_runs: list[H.RunResult], fast_runs: list[H.RunResult]) -> dict:
+    """Per alternation round: median step time with PyTorch dropout / median step time with m3lit's."""
+    import statistics
+
+    ratios = [
+        statistics.median(t.result["step_times"]) / statistics.median(f.result["step_times"])
+        for t, f in zip(torch_runs, fast_runs, strict=True)
+        if t.ok and f.ok
+    ]
+    return H.summarize(ratios)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = H.bench_parser(__doc__.splitlines()[0])
     parser.add_argument(
@@ -232,9 +264,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--no-profile", action="store_true", help="skip the torch.profiler breakdown run")
     parser.add_argument("--model", choices=("mid", "tiny"), default="mid")
+    parser.add_argument(
+        "--compare-dropout",
+        action="store_true",
+        help="also run with PyTorch's dropout (model.net.fast_cpu_dropout=false), alternating, and print the ratio",
+    )
     args = parser.parse_args(argv)
     precisions = args.precisions.split(",") if args.precisions else None
-    run(args.quick, args.runs, precisions, not args.no_profile, args.model)
+    run(args.quick, args.runs, precisions, not args.no_profile, args.model, args.compare_dropout)
 
 
 if __name__ == "__main__":
