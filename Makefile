@@ -42,10 +42,10 @@ eval: $(STAMP) ## Evaluate a model: make eval ARGS="model=PATH data=DIR output_d
 export: $(STAMP) ## Export a checkpoint: make export ARGS="ckpt_path=CKPT output_dir=DIR"
 	$(BIN)/python -m m3lit.export $(ARGS)
 
-bench: $(STAMP) ## Run every benchmark, m3lit side (tables on stdout, JSON in bench_results/; ~13 min on 2 cores)
+bench: $(STAMP) ## Run every benchmark, m3lit side (tables on stdout, JSON in bench_results/; ~10 min on 2 cores)
 	$(BIN)/python -m benchmarks.run_all $(ARGS)
 
-bench-flag: $(STAMP) ## Every benchmark side by side with FlagEmbedding (needs make flag-env; ~18 min on 2 cores)
+bench-flag: $(STAMP) ## Every benchmark side by side with FlagEmbedding (needs make flag-env; ~15 min on 2 cores)
 	$(BIN)/python -m benchmarks.run_all --flag $(ARGS)
 
 FLAG_VENV := .venv-flag
