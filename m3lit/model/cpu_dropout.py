@@ -1,11 +1,11 @@
-"""Dropout for CPU training at about a third of ``torch.nn.functional.dropout``'s cost.
+"""Dropout for CPU training with masks drawn from raw random bits instead of ``bernoulli_``.
 
 The encoder keeps its dropout while fine-tuning (XLM-R: p = 0.1 on the attention probabilities and on three
 hidden states per layer, as in FlagEmbedding's training, which leaves the Hugging Face model in train
-mode). On CPU, PyTorch draws each mask element with ``bernoulli_`` (~10 ns per element here), and the
-attention-probability masks are (B, heads, L, L): at the MFU benchmark's mid-size step (32 passages x 256
-tokens, 6 layers x 6 heads) these draws alone were 21% of the step's time (``python -m benchmarks.mfu``
-profile). This module draws the same kind of mask from raw random bits instead:
+mode). On CPU, PyTorch draws each mask element with ``bernoulli_``, one of its slowest element-wise ops,
+and the attention-probability masks are (B, heads, L, L): at the MFU benchmark's mid-size step (32 x 256
+passage tokens, 6 layers x 6 heads) these draws alone were 21% of the step's time
+(``python -m benchmarks.mfu`` profile). This module draws the same kind of mask from raw random bits instead:
 
 * :func:`keep_mask`: one 32-bit word from the default CPU generator (``torch.Tensor.random_``) gives two
   16-bit lanes; the low 15 bits of each lane are a uniform integer u in [0, 2^15), and an element is kept

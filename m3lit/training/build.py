@@ -52,7 +52,7 @@ def build_m3_model(
             first unified steps drive every ReLU weight to 0 for good (the all-zero sparse vectors of spec
             §7 item 5); a small scale (e.g. 0.1) starts the lexical logits near 0. Loaded heads are untouched.
         fast_cpu_dropout: draw the encoder's dropout masks on CPU from raw random bits
-            (:mod:`m3lit.model.cpu_dropout`, ~3x cheaper than PyTorch's ``bernoulli_``; drop probability p
+            (:mod:`m3lit.model.cpu_dropout`, cheaper than PyTorch's ``bernoulli_``; drop probability p
             rounded to a multiple of 2^-15). CUDA runs use PyTorch's dropout either way.
     """
     if dtype and dtype not in DTYPES:
