@@ -168,7 +168,7 @@ class ColbertStore:
         """For each query token t: max over the rows j of its document of <q_flat[token_row[t]], E_j> -> (T,).
 
         Tokens come grouped by document (documents by increasing length). Each document's run of tokens is
-        cut into items of at most C tokens; groups of consecutive items become one (G, C, Dc) x (G, Dc, L)
+        cut into items of at most C tokens; groups of consecutive items become one (G, L, Dc) x (G, Dc, C)
         GEMM, L = the group's longest document (shorter ones padded with copies of their last row).
         """
         run_start = np.flatnonzero(np.r_[True, token_doc[1:] != token_doc[:-1]])  # (D,) documents' runs
@@ -199,7 +199,9 @@ class ColbertStore:
             rows = token_row[np.minimum(positions, len(token_row) - 1)]  # invalid slots: any row, dropped
             q = q_flat.index_select(0, torch.from_numpy(rows.reshape(-1))).view(stop - start, chunk, self.dim)
             p = self._rows(item_doc[start:stop], width)  # (G, width, Dc)
-            best = torch.bmm(q.to(device), p.to(device).transpose(1, 2)).amax(-1).cpu()  # (G, C)
+            # (G, width, C) = documents x query tokens, max over the documents' rows: on CPU this orientation
+            # (query side as the transposed operand, reduction down the columns) is the faster one
+            best = torch.bmm(p.to(device), q.to(device).transpose(1, 2)).amax(1).cpu()  # (G, C)
             maxima[torch.from_numpy(positions[valid])] = best[torch.from_numpy(valid)]
             start = stop
         return maxima.numpy()
