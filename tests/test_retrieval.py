@@ -153,6 +153,25 @@ def test_sparse_matrix_rejects_bad_vectors():
         sparse_matrix([(np.array([10]), np.array([1.0]))], 10)
     with pytest.raises(ValueError, match="finite and >= 0"):
         sparse_matrix([(np.array([1]), np.array([-1.0]))], 10)
+    unsorted = (np.array([7, 2, 5]), np.array([0.5, 1.0, 2.0]))  # fine: ids in any order
+    with pytest.raises(ValueError, match="sparse vector 2: repeated token ids"):
+        sparse_matrix(
+            [unsorted, (np.array([9, 1]), np.array([1.0, 1.0])), (np.array([5, 3, 5]), np.ones(3))], 10
+        )
+    with pytest.raises(ValueError, match="sparse vector 1: .*finite"):
+        sparse_matrix([unsorted, (np.array([4]), np.array([np.nan]))], 10)
+
+
+def test_sparse_matrix_equals_dense_rows_whatever_the_id_order():
+    rng = np.random.default_rng(0)
+    vectors = [(rng.permutation(50)[: rng.integers(0, 8)], rng.random(8)) for _ in range(20)]
+    vectors = [(ids, w[: ids.size]) for ids, w in vectors]
+    dense = np.zeros((20, 50), np.float32)
+    for row, (ids, w) in enumerate(vectors):
+        dense[row, ids] = w
+    matrix = sparse_matrix(vectors, 50)
+    assert matrix.has_canonical_format
+    np.testing.assert_array_equal(matrix.toarray(), dense)
 
 
 # ---------------------------------------------------------------------------------------------- colbert

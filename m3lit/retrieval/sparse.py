@@ -50,27 +50,32 @@ def sparse_matrix(vectors: Sequence[tuple[np.ndarray, np.ndarray]], vocab_size: 
         ValueError: naming the text (row) with repeated, out-of-range or misaligned ids, or non-finite
             or negative weights.
     """
-    indptr = np.zeros(len(vectors) + 1, np.int64)
-    for row, (ids, weights) in enumerate(vectors):
-        ids, weights = np.asarray(ids), np.asarray(weights)
-        if ids.ndim != 1 or ids.shape != weights.shape:
+    ids = [np.asarray(v[0]) for v in vectors]
+    weights = [np.asarray(v[1]) for v in vectors]
+    for row, (i, w) in enumerate(zip(ids, weights, strict=True)):
+        if i.ndim != 1 or i.shape != w.shape:
             raise ValueError(
-                f"sparse vector {row}: ids {ids.shape} and weights {weights.shape} must be equal 1-D shapes"
+                f"sparse vector {row}: ids {i.shape} and weights {w.shape} must be equal 1-D shapes"
             )
-        if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
-            raise ValueError(f"sparse vector {row}: token id outside [0, {vocab_size})")
-        if np.unique(ids).size != ids.size:
-            raise ValueError(f"sparse vector {row}: repeated token ids (max-pool them first)")
-        if not np.isfinite(weights).all() or (weights < 0).any():
-            raise ValueError(f"sparse vector {row}: weights must be finite and >= 0")
-        indptr[row + 1] = indptr[row] + ids.size
-    cols = np.concatenate([np.asarray(v[0], np.int64) for v in vectors]) if vectors else np.zeros(0, np.int64)
-    data = (
-        np.concatenate([np.asarray(v[1], np.float32) for v in vectors])
-        if vectors
-        else np.zeros(0, np.float32)
-    )
+    indptr = np.r_[0, np.cumsum([i.size for i in ids], dtype=np.int64)]
+    cols = np.concatenate(ids).astype(np.int64, copy=False) if ids else np.zeros(0, np.int64)
+    data = np.concatenate(weights).astype(np.float32, copy=False) if weights else np.zeros(0, np.float32)
+    row_of = np.repeat(np.arange(len(ids)), np.diff(indptr))  # (nnz,) row of each entry, for the messages
+    bad = np.flatnonzero((cols < 0) | (cols >= vocab_size))
+    if bad.size:
+        raise ValueError(f"sparse vector {row_of[bad[0]]}: token id outside [0, {vocab_size})")
+    bad = np.flatnonzero(~np.isfinite(data) | (data < 0))
+    if bad.size:
+        raise ValueError(f"sparse vector {row_of[bad[0]]}: weights must be finite and >= 0")
     matrix = sp.csr_matrix((data, cols, indptr), shape=(len(vectors), vocab_size), dtype=np.float32)
+    if not matrix.has_canonical_format:  # unsorted or repeated ids; sorting each row (in C) tells which
+        matrix.sort_indices()
+        repeat = (np.diff(matrix.indices) == 0) & (np.diff(row_of) == 0)  # row_of is unchanged by the sort
+        if repeat.any():
+            raise ValueError(
+                f"sparse vector {row_of[np.argmax(repeat)]}: repeated token ids (max-pool them first)"
+            )
+        matrix.has_canonical_format = True
     matrix.eliminate_zeros()  # a zero weight is no posting
     return matrix
 
