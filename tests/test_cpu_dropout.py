@@ -102,6 +102,14 @@ def test_attention_matches_naive_with_dropout(mask_kind):
         torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-12)
 
 
+def test_attention_with_dropout_one_is_zero_with_zero_gradients():
+    q, k, v = (torch.randn(2, 2, 5, 4, requires_grad=True) for _ in range(3))
+    out, _ = attention(nn.Module(), q, k, v, None, dropout=1.0, scaling=0.5)
+    assert torch.equal(out, torch.zeros(2, 5, 2, 4))
+    out.sum().backward()
+    assert all(t.grad is None or torch.equal(t.grad, torch.zeros_like(t)) for t in (q, k, v))
+
+
 @pytest.mark.parametrize("mask_kind", ["none", "bool"])
 def test_attention_without_dropout_is_sdpa(mask_kind):
     q, k, v = (torch.randn(2, 2, 6, 4) for _ in range(3))

@@ -131,16 +131,17 @@ def attention(
             **kwargs,
         )
     scale = query.shape[-1] ** -0.5 if scaling is None else scaling
-    scores = torch.matmul(
-        query * scale, key.transpose(-1, -2)
-    )  # (B, heads, Lq, Lk); scaled on the small side
+    # (B, heads, Lq, Lk), the scale applied on the small (B, heads, Lq, d) side
+    scores = torch.matmul(query * scale, key.transpose(-1, -2))
     if attention_mask is not None:
         if attention_mask.dtype == torch.bool:
             scores = scores.masked_fill(~attention_mask, float("-inf"))
         else:
             scores = scores + attention_mask
-    probs = _dropout(torch.softmax(scores, dim=-1), dropout, scale=False)
-    out = torch.matmul(probs, value).mul_(1.0 / (1.0 - drop_probability(dropout)))  # (B, heads, Lq, d)
+    probs = _dropout(torch.softmax(scores, dim=-1), dropout, scale=False)  # all zero when p' = 1
+    out = torch.matmul(probs, value)  # (B, heads, Lq, d)
+    if drop_probability(dropout) < 1.0:
+        out.mul_(1.0 / (1.0 - drop_probability(dropout)))
     return out.transpose(1, 2).contiguous(), None
 
 
