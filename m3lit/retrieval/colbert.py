@@ -184,9 +184,7 @@ class ColbertStore:
         doc_len = self._length[item_doc].astype(np.int64)  # non-decreasing
         maxima = torch.empty(len(token_doc))
         offsets = np.arange(chunk)
-        cap = (
-            CANDIDATE_ELEMENTS if device.type == "cpu" else max(CANDIDATE_ELEMENTS, DEVICE_CANDIDATE_ELEMENTS)
-        )
+        cap = CANDIDATE_ELEMENTS if device.type == "cpu" else DEVICE_CANDIDATE_ELEMENTS
         start = 0
         while start < len(item_doc):  # groups: as many items as fit under the cap
             # widths only grow, so no more than cap // (C x this item's width) items can fit: look no further
