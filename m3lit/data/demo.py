@@ -32,16 +32,14 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from m3lit.data.cache import cache_root
+from m3lit.data.cache import atomic_build, cache_root, sha256_file
 from m3lit.data.stdlib_docs import collect_in_subprocess
 
 __all__ = ["DEMO_VERSION", "DemoPaths", "build_demo", "default_demo_dir", "make_pairs"]
@@ -185,9 +183,7 @@ def build_demo(
     test_ids = _held_out(records, num_test, min_rest_chars)
     train_ids = [i for i in range(len(records)) if i not in test_ids]
     negatives = _hard_negatives(records, train_ids, num_negatives, bm25_depth)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
+    with atomic_build(out, force=force) as tmp:
         _write_jsonl(
             tmp / "train.jsonl",
             (
@@ -228,7 +224,7 @@ def build_demo(
             "eval/qrels/test.tsv",
             "tokenizer/tokenizer.json",
         ]
-        digests = {name: _sha256(tmp / name) for name in files}
+        digests = {name: sha256_file(tmp / name) for name in files}
         manifest = {
             "version": DEMO_VERSION,
             "python": sys.version.split()[0],
@@ -246,16 +242,6 @@ def build_demo(
             "build_seconds": round(time.perf_counter() - start, 2),
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        if force and out.exists():
-            shutil.rmtree(out)
-        try:
-            os.rename(tmp, out)
-        except OSError:  # another process finished the same build first: keep theirs
-            if not (out / "manifest.json").exists():
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return _paths(out)
 
 
@@ -268,10 +254,6 @@ def _write_jsonl(path: Path, rows) -> None:
     with open(path, "w", encoding="utf-8", newline="\n") as handle:
         for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def main(argv: list[str] | None = None) -> None:
