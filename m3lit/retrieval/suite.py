@@ -1,0 +1,243 @@
+"""Benchmark suites: several retrieval tasks over several languages, reported as the paper's tables.
+
+BGE-M3 reports one table per task (arXiv:2402.03216 §4: MIRACL Table 1, MKQA Table 2, MLDR Table 4):
+a row per method, a column per language and the average. A suite reproduces that shape for any set of
+BEIR folders. It is described by a ``suite.json`` that a benchmark builder writes beside its folders
+(e.g. :mod:`m3lit.data.bible_bench`)::
+
+    {"name": "bible-compact",
+     "tasks": [{"name": "MIRACL-like", "metrics": ["ndcg@10", "recall@100"],
+                "datasets": {"en": "miracl/en", "fr": "miracl/fr"},
+                "retrieval": {"passage_max_length": 512},        # RetrievalConfig overrides for this task
+                "extra_modes": []}]}                             # e.g. ["dense+mcls"] on long documents
+
+Dataset paths are relative to the suite file. The first metric of a task is its primary one (the chart).
+
+A *system* is one model evaluated with one retrieval setting (:class:`SuiteSystem`): e.g. the released
+model with its own mean pooling and prefixes in dense mode, or the fine-tuned model in every mode. Each
+(system, mode) becomes one row; BM25 depends only on the tokenizer and is computed once.
+
+Results (``results.json``)::
+
+    {"suite": name, "settings": {...}, "tasks": {task: {"metrics": [...], "languages": [...],
+     "rows": {row label: {language: {metric: value in [0, 1]}}}}}}
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from m3lit.retrieval.beir import load_beir
+from m3lit.retrieval.config import RetrievalConfig
+from m3lit.retrieval.pipeline import evaluate_retrieval
+from m3lit.retrieval.report import MODE_NAMES
+
+__all__ = ["SuiteTask", "SuiteSystem", "load_suite", "evaluate_suite", "suite_tables", "write_suite_reports"]
+
+log = logging.getLogger(__name__)
+
+SUITE_FILE = "suite.json"
+
+
+@dataclass(frozen=True)
+class SuiteTask:
+    """One task of a suite: a BEIR folder per language, the metrics to report, retrieval overrides."""
+
+    name: str
+    metrics: tuple[str, ...]
+    datasets: dict[str, Path]
+    retrieval: dict[str, Any] = field(default_factory=dict)
+    extra_modes: tuple[str, ...] = ()
+
+
+@dataclass
+class SuiteSystem:
+    """A model and how to evaluate it.
+
+    Attributes:
+        label: row-label prefix ("" for the main model: its rows are the paper's mode names).
+        model: an :class:`~m3lit.model.M3Model`.
+        modes: modes to evaluate (``bm25`` is added once by :func:`evaluate_suite` when asked).
+        retrieval: RetrievalConfig overrides for this system (pooling, prefixes, lengths), applied after
+            the task's own.
+    """
+
+    label: str
+    model: Any
+    modes: tuple[str, ...]
+    retrieval: dict[str, Any] = field(default_factory=dict)
+
+    def row(self, mode: str) -> str:
+        name = MODE_NAMES.get(mode, mode)
+        return f"{self.label} ({name})" if self.label else name
+
+
+def load_suite(path: str | Path) -> list[SuiteTask]:
+    """Read ``suite.json`` (a file or the folder holding it); every dataset folder must exist."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / SUITE_FILE
+    try:
+        spec = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no benchmark suite file") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}:{error.lineno}: invalid JSON ({error.msg})") from None
+    tasks = []
+    for i, task in enumerate(spec.get("tasks") or []):
+        for key in ("name", "metrics", "datasets"):
+            if key not in task:
+                raise ValueError(f"{path}: tasks[{i}] has no {key!r}")
+        datasets = {lang: path.parent / rel for lang, rel in task["datasets"].items()}
+        for lang, folder in datasets.items():
+            if not (folder / "corpus.jsonl").is_file():
+                raise FileNotFoundError(
+                    f"{path}: tasks[{i}] ({task['name']}) {lang}: no corpus.jsonl in {folder}"
+                )
+        tasks.append(
+            SuiteTask(
+                name=str(task["name"]),
+                metrics=tuple(task["metrics"]),
+                datasets=datasets,
+                retrieval=dict(task.get("retrieval") or {}),
+                extra_modes=tuple(task.get("extra_modes") or ()),
+            )
+        )
+    if not tasks:
+        raise ValueError(f"{path}: the suite lists no tasks")
+    return tasks
+
+
+def evaluate_suite(
+    systems: Sequence[SuiteSystem],
+    tasks: Sequence[SuiteTask],
+    *,
+    bm25: bool = True,
+    split: str = "test",
+    device=None,
+    progress: bool = False,
+) -> dict[str, dict]:
+    """Evaluate every system on every (task, language); return ``{task: {"metrics", "languages", "rows"}}``.
+
+    A task's ``extra_modes`` are added to systems that evaluate more than dense (the fine-tuned model), and
+    BM25 (with the first system's tokenizer) is evaluated once per dataset when ``bm25`` is set.
+    """
+    out: dict[str, dict] = {}
+    for task in tasks:
+        rows: dict[str, dict[str, dict[str, float]]] = {}
+        for lang, folder in task.datasets.items():
+            dataset = load_beir(folder, split, name=f"{task.name}/{lang}")
+            for index, system in enumerate(systems):
+                modes = list(system.modes)
+                if len(modes) > 1:
+                    modes += [m for m in task.extra_modes if m not in modes]
+                if bm25 and index == 0:
+                    modes.append("bm25")
+                config = RetrievalConfig.from_mapping({**task.retrieval, **system.retrieval})
+                log.info("%s %s: %s in %s", task.name, lang, system.label or "model", modes)
+                scores = evaluate_retrieval(
+                    system.model,
+                    dataset,
+                    split=split,
+                    modes=modes,
+                    metrics=task.metrics,
+                    config=config,
+                    device=device,
+                    progress=progress,
+                )
+                for mode, values in scores.items():
+                    label = MODE_NAMES["bm25"] if mode == "bm25" else system.row(mode)
+                    rows.setdefault(label, {})[lang] = values
+        out[task.name] = {"metrics": list(task.metrics), "languages": list(task.datasets), "rows": rows}
+    return out
+
+
+def _average(per_lang: Mapping[str, Mapping[str, float]], langs: Sequence[str], metric: str) -> float | None:
+    values = [per_lang.get(lang, {}).get(metric) for lang in langs]
+    return None if any(v is None for v in values) else sum(values) / len(values)
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def suite_tables(results: Mapping[str, Mapping]) -> str:
+    """Markdown: per task and metric, a row per method and a column per language plus the average (x100)."""
+    lines: list[str] = []
+    for task, block in results.items():
+        langs = block["languages"]
+        for metric in block["metrics"]:
+            lines += [f"### {task}: {metric} (x100)", ""]
+            lines += ["| Method | " + " | ".join(langs) + " | Avg |", "|---|" + "---:|" * (len(langs) + 1)]
+            for label, per_lang in block["rows"].items():
+                cells = [_fmt(per_lang.get(lang, {}).get(metric)) for lang in langs]
+                lines.append(
+                    f"| {label} | " + " | ".join(cells) + f" | {_fmt(_average(per_lang, langs, metric))} |"
+                )
+            lines.append("")
+    return "\n".join(lines)
+
+
+def averages(results: Mapping[str, Mapping]) -> dict[str, dict[str, dict[str, float | None]]]:
+    """``{task: {row: {metric: average over languages}}}``: the numbers the chart and the README quote."""
+    return {
+        task: {
+            label: {m: _average(per_lang, block["languages"], m) for m in block["metrics"]}
+            for label, per_lang in block["rows"].items()
+        }
+        for task, block in results.items()
+    }
+
+
+def _plot(results: Mapping[str, Mapping], path: Path) -> None:
+    """A panel per task: the average primary metric of every row, BM25 as a dashed reference line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    means = averages(results)
+    fig, axes = plt.subplots(1, len(results), figsize=(4.5 * len(results), 4.2), squeeze=False)
+    for ax, (task, block) in zip(axes[0], results.items(), strict=True):
+        metric = block["metrics"][0]
+        labels = [label for label in block["rows"] if label != MODE_NAMES["bm25"]]
+        heights = [100 * (means[task][label][metric] or 0.0) for label in labels]
+        colors = [
+            "#2f6fb0" if label in MODE_NAMES.values() else "#9aa5b1" for label in labels
+        ]  # ours vs released
+        ax.bar(range(len(labels)), heights, color=colors)
+        bm25 = means[task].get(MODE_NAMES["bm25"], {}).get(metric)
+        if bm25 is not None:
+            ax.axhline(100 * bm25, color="#c0392b", linestyle="--", label=f"BM25 {100 * bm25:.1f}")
+            ax.legend(fontsize="small")
+        ax.set_xticks(range(len(labels)), labels, rotation=35, ha="right", fontsize="small")
+        ax.set_title(f"{task} ({metric}, avg)")
+        ax.set_ylabel("score x100")
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_suite_reports(
+    results: Mapping[str, Mapping], output_dir: str | Path, *, suite: str, settings: Mapping[str, Any]
+) -> str:
+    """Write ``results.json`` (with ``settings``), ``results.md`` and ``results.png``; return the markdown."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    table = suite_tables(results)
+    payload = {
+        "suite": suite,
+        "settings": dict(settings),
+        "tasks": dict(results),
+        "averages": averages(results),
+    }
+    (out / "results.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    (out / "results.md").write_text(f"# {suite}\n\n{table}", encoding="utf-8")
+    _plot(results, out / "results.png")
+    return table

@@ -1,0 +1,77 @@
+"""Benchmark suites (m3lit.retrieval.suite): rows per system and mode, columns per language, averages."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from m3lit.retrieval import evaluate_retrieval
+from m3lit.retrieval.suite import SuiteSystem, evaluate_suite, load_suite, write_suite_reports
+
+
+@pytest.fixture
+def suite_dir(tmp_path, tiny_beir_dir):
+    for lang in ("xx", "yy"):
+        shutil.copytree(tiny_beir_dir, tmp_path / "task" / lang)
+    spec = {
+        "name": "toy",
+        "tasks": [
+            {
+                "name": "Toy-task",
+                "metrics": ["ndcg@10", "recall@20"],
+                "datasets": {"xx": "task/xx", "yy": "task/yy"},
+                "retrieval": {"passage_max_length": 64},
+            }
+        ],
+    }
+    (tmp_path / "suite.json").write_text(json.dumps(spec), encoding="utf-8")
+    return tmp_path
+
+
+def test_suite_rows_equal_direct_evaluation_and_averages_are_means(suite_dir, tiny_model, tmp_path):
+    tiny_model.heads_loaded = True
+    tasks = load_suite(suite_dir)
+    main = SuiteSystem("", tiny_model, ("dense", "sparse", "all"))
+    released = SuiteSystem("released", tiny_model, ("dense",), {"query_max_length": 8})
+    results = evaluate_suite([main, released], tasks)
+    block = results["Toy-task"]
+    assert block["languages"] == ["xx", "yy"]
+    assert list(block["rows"]) == ["Dense", "Sparse", "All", "BM25", "released (Dense)"]
+
+    direct = evaluate_retrieval(
+        tiny_model,
+        suite_dir / "task" / "xx",
+        modes=["dense", "sparse", "all", "bm25"],
+        metrics=["ndcg@10", "recall@20"],
+        config={"passage_max_length": 64},
+    )
+    for mode, label in (("dense", "Dense"), ("sparse", "Sparse"), ("all", "All"), ("bm25", "BM25")):
+        assert block["rows"][label]["xx"] == pytest.approx(direct[mode], abs=0)
+    short = evaluate_retrieval(
+        tiny_model, suite_dir / "task" / "yy", modes=["dense"], metrics=["ndcg@10", "recall@20"],
+        config={"passage_max_length": 64, "query_max_length": 8},
+    )  # fmt: skip
+    assert block["rows"]["released (Dense)"]["yy"] == pytest.approx(short["dense"], abs=0)
+
+    table = write_suite_reports(results, tmp_path / "out", suite="toy", settings={"seed": 1})
+    written = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert written["settings"] == {"seed": 1}
+    dense = block["rows"]["Dense"]
+    mean = (dense["xx"]["ndcg@10"] + dense["yy"]["ndcg@10"]) / 2
+    assert written["averages"]["Toy-task"]["Dense"]["ndcg@10"] == pytest.approx(mean)
+    row = next(line for line in table.splitlines() if line.startswith("| Dense |"))
+    assert row.endswith(f"| {100 * mean:.1f} |")
+    assert (tmp_path / "out" / "results.png").stat().st_size > 0
+
+
+def test_suite_file_errors_name_the_file_and_task(tmp_path):
+    (tmp_path / "suite.json").write_text(
+        json.dumps({"tasks": [{"name": "T", "metrics": ["ndcg@10"], "datasets": {"en": "missing"}}]})
+    )
+    with pytest.raises(FileNotFoundError, match=r"suite.json: tasks\[0\] \(T\) en: no corpus.jsonl"):
+        load_suite(tmp_path)
+    (tmp_path / "suite.json").write_text('{"tasks": [{"name": "T"}]}')
+    with pytest.raises(ValueError, match=r"tasks\[0\] has no 'metrics'"):
+        load_suite(tmp_path)
