@@ -44,3 +44,13 @@ def test_truncated_or_wrong_hash_wheel_is_refused(tmp_path):
     with pytest.raises(WheelError, match="does not match the pinned demo-pkg==1.0"):
         fetch_wheel(pin, tmp_path, download=False)
     assert path.exists()  # a file the user placed is left for them to inspect
+
+
+def test_source_resolver_names_the_known_sources():
+    from omegaconf import OmegaConf
+
+    import m3lit.config  # noqa: F401  (registers ${m3lit.source:NAME})
+
+    cfg = OmegaConf.create({"model": "${m3lit.source:no-such-model}"})
+    with pytest.raises(Exception, match=r"unknown m3lit source 'no-such-model'.*multilingual-e5-small-q4"):
+        OmegaConf.resolve(cfg)

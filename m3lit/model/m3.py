@@ -274,11 +274,22 @@ class M3Model(nn.Module):
         flag = getattr(self.encoder, "is_activation_checkpointing", None)
         return bool(flag if flag is not None else getattr(self.encoder, "is_gradient_checkpointing", False))
 
-    def freeze(self, fix_encoder: bool = False, fix_position_embedding: bool = False) -> None:
+    def freeze(
+        self,
+        fix_encoder: bool = False,
+        fix_position_embedding: bool = False,
+        fix_word_embeddings: bool = False,
+    ) -> None:
         """FlagEmbedding's ``fix_encoder`` (train only the sparse and ColBERT heads; dense is therefore frozen)
-        and ``fix_position_embedding`` (freeze every parameter whose name contains ``position_embeddings``)."""
+        and ``fix_position_embedding`` (freeze every parameter whose name contains ``position_embeddings``);
+        ``fix_word_embeddings`` freezes the token embedding matrix alone (m3lit extension)."""
+        words = self.encoder.get_input_embeddings().weight
         for name, param in self.encoder.named_parameters():
-            if fix_encoder or (fix_position_embedding and "position_embeddings" in name):
+            if (
+                fix_encoder
+                or (fix_position_embedding and "position_embeddings" in name)
+                or (fix_word_embeddings and param is words)
+            ):
                 param.requires_grad_(False)
 
     # ------------------------------------------------------------------ saving

@@ -13,6 +13,7 @@ from transformers import AutoTokenizer
 
 from m3lit.model import M3Model
 from m3lit.model.cpu_dropout import use_fast_cpu_dropout
+from m3lit.model.positions import extend_position_embeddings
 from m3lit.model.tiny import tiny_xlmr_config
 
 __all__ = ["build_m3_model", "DTYPES"]
@@ -31,6 +32,9 @@ def build_m3_model(
     gradient_checkpointing: bool = False,
     fix_encoder: bool = False,
     fix_position_embedding: bool = False,
+    fix_word_embeddings: bool = False,
+    max_length: int | None = None,
+    position_init: str = "copy",
     sparse_init_scale: float = 1.0,
     fast_cpu_dropout: bool = True,
 ) -> M3Model:
@@ -47,6 +51,13 @@ def build_m3_model(
             precision training wants float32 weights (``trainer.precision=bf16-mixed`` does the casting).
         gradient_checkpointing: recompute encoder activations in backward (paper App. B.3).
         fix_encoder / fix_position_embedding: FlagEmbedding's freezing switches (spec §3.5).
+        fix_word_embeddings: freeze the token embedding matrix. For an XLM-R-vocabulary encoder it holds
+            most of the parameters (250k x hidden: 96M of multilingual-e5-small's 118M), so freezing it
+            removes most of the optimizer's work and memory; the rest of the encoder and the heads train.
+        max_length: tokens the encoder must accept. When larger than its position table, the learnt
+            absolute positions are extended (:func:`~m3lit.model.positions.extend_position_embeddings`,
+            e.g. 512 -> 8192 as BGE-M3 did before pre-training, App. B.1). None keeps the model's.
+        position_init: how new position rows start: ``copy`` (cyclic copies) or ``interpolate``.
         sparse_init_scale: multiply a FRESHLY initialised sparse head (weight and bias) by this. With
             temperature 0.02 the default ``nn.Linear`` init can give raw lexical scores so large that the
             first unified steps drive every ReLU weight to 0 for good (the all-zero sparse vectors of spec
@@ -80,6 +91,12 @@ def build_m3_model(
             model.sparse_head.linear.bias.mul_(sparse_init_scale)
     if fast_cpu_dropout:
         use_fast_cpu_dropout(model.encoder)
+    if max_length is not None and max_length > model.max_length:
+        extend_position_embeddings(model, int(max_length), init=position_init)
     model.gradient_checkpointing(gradient_checkpointing)
-    model.freeze(fix_encoder=fix_encoder, fix_position_embedding=fix_position_embedding)
+    model.freeze(
+        fix_encoder=fix_encoder,
+        fix_position_embedding=fix_position_embedding,
+        fix_word_embeddings=fix_word_embeddings,
+    )
     return model.train()  # from_pretrained returns eval mode; Lightning keeps modes as it finds them
