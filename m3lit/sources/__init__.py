@@ -10,7 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["BUILDERS", "build_source", "register_resolver"]
+__all__ = ["BUILDERS", "SCHEME", "build_source", "resolve_source"]
+
+#: Prefix of a built-in source in a model reference: ``m3lit:multilingual-e5-small-q4``.
+SCHEME = "m3lit:"
 
 
 def _e5_small() -> Path:
@@ -32,13 +35,14 @@ def build_source(name: str) -> str:
     return str(builder())
 
 
-def register_resolver() -> None:
-    """Make ``${m3lit.source:NAME}`` usable in configs: it resolves to the built folder of source NAME.
+def resolve_source(name_or_path: str) -> str:
+    """``m3lit:NAME`` -> the cache folder of built-in source NAME (built on first use); anything else as is.
 
-    E.g. ``model.net.name_or_path: ${m3lit.source:multilingual-e5-small-q4}``; with hub access the same
-    experiment runs from ``intfloat/multilingual-e5-small`` by overriding that one key.
+    Every model loader goes through this (:meth:`m3lit.model.M3Model.from_pretrained`), so
+    ``model.net.name_or_path=m3lit:multilingual-e5-small-q4`` works in training, evaluation, mining and
+    export alike, and with hub access the same experiment runs from ``intfloat/multilingual-e5-small`` by
+    changing that one key. Nothing is built while a config is only composed.
     """
-    from omegaconf import OmegaConf
-
-    if not OmegaConf.has_resolver("m3lit.source"):
-        OmegaConf.register_new_resolver("m3lit.source", build_source, use_cache=True)
+    if name_or_path.startswith(SCHEME):
+        return build_source(name_or_path[len(SCHEME) :])
+    return name_or_path
