@@ -4,10 +4,12 @@ One line per (query, retrieved document), best first, six space-separated column
 
     qid Q0 docid rank score run_tag
 
-``rank`` starts at 1 and follows m3lit's order (score descending, then corpus row ascending); ``score``
-is the float32 score written with 9 significant digits (enough to tell any two float32 values apart).
-trec_eval orders a query's documents by ``score`` alone (ties by docid), so two documents with exactly
-equal scores may be re-ordered by it; no such tie occurs with dense scores in practice.
+``rank`` starts at 1 and follows m3lit's order (score descending, then corpus row ascending). trec_eval
+and pytrec_eval ignore ``rank``: they sort by ``score``, held as a C float (float32), and break ties by
+docid, descending, which would re-order documents with equal scores (duplicate passages are common). So
+within a run of equal scores each later one is written one float32 step (``np.nextafter``) below its
+predecessor: a change of a few 1e-7 relative, on tied documents only, that makes trec_eval see exactly
+m3lit's order and so reproduce its metrics. Scores are written with 9 significant digits (exact float32).
 
 A ranking's padding (index -1, after a short sparse/BM25 list) is not written.
 """
@@ -16,10 +18,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from m3lit.retrieval.beir import RetrievalDataset
 from m3lit.retrieval.ranking import Ranking
 
-__all__ = ["write_trec_run", "write_trec_runs"]
+__all__ = ["strictly_decreasing", "write_trec_run", "write_trec_runs"]
 
 
 def write_trec_run(path: str | Path, ranking: Ranking, dataset: RetrievalDataset, run_tag: str) -> Path:
@@ -46,10 +50,19 @@ def write_trec_run(path: str | Path, ranking: Ranking, dataset: RetrievalDataset
     lines = []
     for q, qid in enumerate(dataset.query_ids):
         docs, scores = ranking.row(q)
-        for rank, (doc, score) in enumerate(zip(docs.tolist(), scores.tolist(), strict=True), start=1):
+        for rank, (doc, score) in enumerate(zip(docs.tolist(), strictly_decreasing(scores), strict=True), 1):
             lines.append(f"{qid} Q0 {dataset.corpus_ids[doc]} {rank} {score:.9g} {run_tag}\n")
     path.write_text("".join(lines), encoding="utf-8")
     return path
+
+
+def strictly_decreasing(scores: np.ndarray) -> list[float]:
+    """(k,) float32 scores sorted best first -> the same values, each tie stepped one float32 below its predecessor."""
+    out = np.asarray(scores, dtype=np.float32).copy()
+    for i in range(1, out.size):
+        if out[i] >= out[i - 1]:
+            out[i] = np.nextafter(out[i - 1], np.float32(-np.inf))
+    return out.tolist()
 
 
 def write_trec_runs(
