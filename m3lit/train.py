@@ -12,7 +12,8 @@ Run commands::
 A run writes to its folder (``hydra.run.dir``, default ``logs/<task_name>/runs/<time>``): ``config.yaml``
 (resolved), ``checkpoints/`` (``last.ckpt`` + step files), the logger's files, ``export/`` (FlagEmbedding
 layout + sentence-transformers files, loadable by ``M3Model.from_pretrained``), ``results.json`` /
-``results.md`` / ``results.png`` (retrieval evaluation) and ``baseline/`` (the same for the untrained model).
+``results.md`` / ``results.png`` and ``runs/<mode>.trec`` (retrieval evaluation; results.json records its
+settings, :mod:`m3lit.retrieval.settings`) and ``baseline/`` (the same for the untrained model).
 """
 
 from __future__ import annotations
