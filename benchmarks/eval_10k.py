@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> dict:
     from benchmarks.eval import build_dataset
     from benchmarks.workload import TINY_250K, model_dir
     from m3lit.model import M3Model
-    from m3lit.retrieval import MODES, RetrievalConfig, evaluate_ranking, load_beir, retrieve
+    from m3lit.retrieval import DEFAULT_MODES as MODES
+    from m3lit.retrieval import RetrievalConfig, evaluate_ranking, load_beir, retrieve
 
     dataset_dir, folder = build_dataset(args.passages, args.queries), model_dir(TINY_250K)
     start = time.perf_counter()

@@ -48,6 +48,7 @@ class EvaluateSchema:
     dataset_dir: str | None = None  # BEIR folder; None: the demo's held-out split when data.demo is true
     split: str = "test"  # qrels split
     modes: list[str] = dataclasses.field(default_factory=list)  # retrieval modes
+    ignore_identical_ids: bool = True  # BEIR: drop a retrieved document whose id equals the query's id
     options: dict[str, Any] = dataclasses.field(default_factory=dict)  # extra evaluate_retrieval keywords
 
 

@@ -16,7 +16,9 @@ Outputs per text (BGE-M3, arXiv:2402.03216 §3.2): the normalised CLS vector; th
 max-pooled per unique token id with the tokenizer's cls/eos/pad/unk ids dropped and only weights > 0
 kept (ids in order of their first weighted occurrence, as FlagEmbedding's dicts); the ColBERT vectors of
 all real tokens but CLS (``</s>`` included). With ``mcls_interval`` set, long texts get extra CLS tokens
-(App. B.2, see :mod:`m3lit.mcls`).
+(App. B.2, see :mod:`m3lit.mcls`). ``pooling="mean"`` replaces the CLS vector by the normalised
+attention-mask mean of the last hidden states (released baselines such as multilingual-e5), and
+``prefix`` is prepended to every text before tokenisation (e5's ``"query: "`` / ``"passage: "``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import torch
 from m3lit.mcls import insert_cls_tokens, mcls_forward
 from m3lit.model import M3Model, M3Output
 from m3lit.model.cpu_dropout import ATTENTION_NAME
+from m3lit.model.heads import mean_pool
 
 __all__ = [
     "EncodedTexts",
@@ -39,6 +42,7 @@ __all__ = [
     "forward_batches",
     "encoder_mask",
     "MAX_PADDING",
+    "POOLINGS",
     "tokenize_texts",
     "pad_batch",
     "is_out_of_memory",
@@ -50,6 +54,8 @@ log = logging.getLogger(__name__)
 #: Padding allowed per batch, relative to its real tokens (:func:`forward_batches`). Fixed batches of 256
 #: sorted texts of 50-500 tokens carry ~10-30% padding, and attention costs grow with its square.
 MAX_PADDING = 0.05
+#: Dense pooling: the CLS hidden state (BGE-M3, §3.2) or the attention-mask mean of the last hidden states.
+POOLINGS = ("cls", "mean")
 
 
 @dataclass
@@ -57,7 +63,7 @@ class EncodedTexts:
     """Outputs of :func:`encode_texts`; a field is None when it was not requested.
 
     Attributes:
-        dense: (N, H) float32 normalised CLS (or MCLS) vectors.
+        dense: (N, H) float32 normalised CLS (or MCLS, or mean-pooled) vectors.
         sparse: per text ``(ids, weights)``: unique int64 token ids and their float32 weights (> 0).
         colbert: per text a float32 array (n_tokens - 1, Dc): every real token but CLS.
         batch_size: the batch size finally used (smaller than requested after an out-of-memory back-off).
@@ -69,11 +75,15 @@ class EncodedTexts:
     batch_size: int = 0
 
 
-def tokenize_texts(tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
-    """Token ids of every text, special tokens added, truncated to ``max_length``, unpadded."""
+def _check_texts(texts: Sequence[str]) -> None:
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise TypeError(f"texts[{i}] is {type(text).__name__}, expected str")
+
+
+def tokenize_texts(tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
+    """Token ids of every text, special tokens added, truncated to ``max_length``, unpadded."""
+    _check_texts(texts)
     if not texts:
         return []
     return tokenizer(list(texts), truncation=True, max_length=max_length, padding=False)["input_ids"]
@@ -91,6 +101,8 @@ def encode_texts(
     device: torch.device | str | None = None,
     progress: bool | Any = False,
     mcls_interval: int | None = None,
+    pooling: str = "cls",
+    prefix: str = "",
 ) -> EncodedTexts:
     """Encode ``texts`` with ``model`` (see the module docstring for the procedure).
 
@@ -105,6 +117,9 @@ def encode_texts(
         progress: True for a tqdm progress bar over texts, or an existing bar (anything with ``update(n)``)
             to advance, e.g. one bar shared by several calls.
         mcls_interval: insert a CLS token every this many tokens (App. B.2, :mod:`m3lit.mcls`); None = off.
+        pooling: ``"cls"`` (BGE-M3) or ``"mean"`` (attention-mask mean of the last hidden states, then
+            normalised as the dense head does); only the dense output changes. Not with ``mcls_interval``.
+        prefix: prepended to every text before tokenisation (e.g. ``"query: "`` for multilingual-e5).
 
     Returns:
         :class:`EncodedTexts` in the order of ``texts``.
@@ -113,6 +128,12 @@ def encode_texts(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if not (dense or sparse or colbert):
         raise ValueError("encode_texts: request at least one of dense, sparse, colbert")
+    if pooling not in POOLINGS:
+        raise ValueError(f"encode_texts: pooling must be one of {list(POOLINGS)}, got {pooling!r}")
+    if pooling == "mean" and mcls_interval is not None:
+        raise ValueError(
+            "encode_texts: MCLS (mcls_interval) averages CLS tokens; it cannot use pooling='mean'"
+        )
     if max_length > model.max_length:
         _warn_once(
             "max_length=%d exceeds the model's limit; truncating to %d tokens", max_length, model.max_length
@@ -120,6 +141,9 @@ def encode_texts(
         max_length = model.max_length
     device = torch.device(device) if device is not None else next(model.parameters()).device
     tokenizer = model.tokenizer
+    if prefix:
+        _check_texts(texts)
+        texts = [prefix + text for text in texts]
     items = _prepare(tokenizer, texts, max_length, mcls_interval)
     order = np.argsort([-len(ids) for ids, _ in items], kind="stable")  # longest first
     sorted_items = [items[i] for i in order]
@@ -130,7 +154,7 @@ def encode_texts(
     own_bar = progress is True
     bar = _progress_bar(len(sorted_items)) if own_bar else (progress or None)
     try:
-        heads = {"dense": dense, "sparse": sparse, "colbert": colbert}
+        heads = {"dense": dense, "sparse": sparse, "colbert": colbert, "pooling": pooling}
         batches = forward_batches(model, sorted_items, batch_size, device, max_padding=MAX_PADDING, **heads)
         for chunk, out, used_batch_size in batches:
             if dense:
@@ -206,13 +230,15 @@ def forward_batches(
     sparse: bool = True,
     colbert: bool = True,
     max_padding: float | None = None,
+    pooling: str = "cls",
 ) -> Iterator[tuple[Sequence, M3Output, int]]:
     """Run ``model`` over ``items`` in consecutive batches (eval mode, inference mode, right padding).
 
     ``items`` are ``(token_ids, inserted_cls_flags or None)``; callers sort them by length first. Yields
     ``(chunk, output, batch_size)`` per batch: the items of the batch, the model's ``M3Output`` (rows in
     chunk order, padded to the chunk's longest) and the batch size in use. On out-of-memory the batch
-    size shrinks to 3/4 and the batch is retried (down to 1). ``dense``/``sparse``/``colbert``: the heads run.
+    size shrinks to 3/4 and the batch is retried (down to 1). ``dense``/``sparse``/``colbert``: the heads run;
+    ``pooling``: ``"cls"`` or ``"mean"`` for the dense output (see :func:`encode_texts`).
     ``max_padding``: also end a batch before its padded size (rows x longest) exceeds ``1 + max_padding``
     times its real tokens (items sorted longest first), keeping at least ``min(batch_size, 8)`` rows;
     None = fixed batches of ``batch_size``, as FlagEmbedding. The model's training flag is restored when
@@ -229,7 +255,7 @@ def forward_batches(
                 rows = _rows_within_padding(items, start, batch_size, max_padding)
             chunk = items[start : start + rows]
             try:
-                out = _forward(model, chunk, pad_id, device, dense, sparse, colbert)
+                out = _forward(model, chunk, pad_id, device, dense, sparse, colbert, pooling)
             except RuntimeError as error:  # torch.OutOfMemoryError is a RuntimeError
                 if not is_out_of_memory(error) or batch_size == 1:
                     raise
@@ -269,7 +295,9 @@ def encoder_mask(model: M3Model, attention_mask: torch.Tensor) -> torch.Tensor |
     return attention_mask.bool()[:, None, None, :]
 
 
-def _forward(model, chunk, pad_id: int, device, dense: bool, sparse: bool, colbert: bool) -> M3Output:
+def _forward(
+    model, chunk, pad_id: int, device, dense: bool, sparse: bool, colbert: bool, pooling: str = "cls"
+) -> M3Output:
     """Right-pad one batch and run the model (MCLS when the items carry inserted-CLS flags)."""
     input_ids, attention_mask = pad_batch([ids for ids, _ in chunk], pad_id)
     input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
@@ -288,7 +316,11 @@ def _forward(model, chunk, pad_id: int, device, dense: bool, sparse: bool, colbe
                 colbert=colbert,
             )
         hidden = model.encode_hidden(input_ids, encoder_mask(model, attention_mask))
-        return model.heads(hidden, input_ids, attention_mask, dense=dense, sparse=sparse, colbert=colbert)
+        cls_dense = dense and pooling == "cls"
+        out = model.heads(hidden, input_ids, attention_mask, dense=cls_dense, sparse=sparse, colbert=colbert)
+        if dense and not cls_dense:  # mean pooling over the real tokens (special tokens included, as e5)
+            out.dense = mean_pool(hidden, attention_mask, normalize=model.dense_head.normalize)
+        return out
 
 
 def _sparse_rows(weights: np.ndarray, ids: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -5,6 +5,9 @@ Run::
     python -m m3lit.evaluate model=PATH data=DIR output_dir=OUT
     python -m m3lit.evaluate model=run/last.ckpt data=[data/a,data/b] output_dir=OUT metrics=[ndcg@10,recall@20]
     python -m m3lit.evaluate model=BAAI/bge-m3 data=DIR retrieval.hybrid_weights=[0.2,0.8] retrieval.passage_max_length=8192
+    python -m m3lit.evaluate model=e5 data=DIR modes=[dense,bm25] retrieval.pooling=mean \
+        retrieval.query_prefix="'query: '" retrieval.passage_prefix="'passage: '"
+    python -m m3lit.evaluate settings=OLD/results.json output_dir=OUT      # re-run a recorded evaluation
 
 ``model`` is an m3lit export or FlagEmbedding folder, a hub id, or a Lightning training checkpoint
 (``.ckpt``, read with ``torch.load(weights_only=True)`` by :func:`m3lit.ckpt.load_model`). A folder
@@ -12,8 +15,16 @@ without ``sparse_linear.pt``/``colbert_linear.pt`` is evaluated in dense mode (a
 loud warning. Every option, with its default, is in ``configs/evaluate.yaml``; overrides are OmegaConf
 ``key=value`` pairs, as for training.
 
-Outputs in ``output_dir``: ``results.json`` (mode -> metric -> value in [0, 1]; one level deeper, under
-the dataset names, for several datasets), ``results.md`` (the table(s), x100) and ``results.png``.
+Outputs in ``output_dir``: ``results.json`` (``{"settings": ..., "results": ...}``; results are mode ->
+metric -> value in [0, 1], one level deeper under the dataset names for several datasets; settings are
+everything that made the table, :mod:`m3lit.retrieval.settings`), ``results.md`` (the table(s), x100),
+``results.png`` and ``runs/<mode>.trec`` (``runs/<dataset>/<mode>.trec`` for several datasets): the scored
+lists as TREC run files (:mod:`m3lit.retrieval.trec`).
+
+``settings=<results.json>`` starts from that file's recorded settings (model, data, split, modes, metrics,
+dtype, unknown_qrels, ignore_identical_ids, retrieval) instead of the defaults; explicit ``key=value``
+overrides still win. Re-running on the same device reproduces the table exactly; a dataset whose hash
+differs from the recorded one is reported with a warning.
 """
 
 from __future__ import annotations
@@ -28,6 +39,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from m3lit.retrieval import RetrievalConfig, evaluate_retrieval, load_beir
 from m3lit.retrieval.report import write_reports
+from m3lit.retrieval.settings import RESTORED_KEYS, dataset_hash, evaluation_settings, read_results
 
 __all__ = ["CONFIG_PATH", "load_config", "evaluate", "main", "write_reports"]
 
@@ -38,7 +50,8 @@ CONFIG_PATH = Path(__file__).resolve().parent.parent / "configs" / "evaluate.yam
 
 
 def load_config(overrides: Sequence[str] = ()) -> DictConfig:
-    """``configs/evaluate.yaml`` with ``key=value`` overrides applied; unknown keys are an error."""
+    """``configs/evaluate.yaml``, then a ``settings=`` file's recorded settings, then the ``key=value``
+    overrides; unknown keys are an error."""
     if not CONFIG_PATH.is_file():
         raise FileNotFoundError(f"{CONFIG_PATH}: evaluation defaults not found (run from an m3lit checkout)")
     base = OmegaConf.load(CONFIG_PATH)
@@ -46,7 +59,22 @@ def load_config(overrides: Sequence[str] = ()) -> DictConfig:
     for item in overrides:
         if "=" not in item:
             raise ValueError(f"override {item!r} is not key=value")
-    return OmegaConf.merge(base, OmegaConf.from_dotlist(list(overrides)))
+    explicit = OmegaConf.from_dotlist(list(overrides))
+    layers = [base]
+    if explicit.get("settings"):
+        layers.append(recorded_settings(str(explicit.settings)))
+    return OmegaConf.merge(*layers, explicit)
+
+
+def recorded_settings(path: str) -> DictConfig:
+    """The options a ``results.json`` recorded (:data:`RESTORED_KEYS`), as a config layer."""
+    _, settings = read_results(path)
+    if not settings:
+        raise ValueError(f"{path}: no 'settings' block (written before m3lit recorded evaluation settings)")
+    missing = [k for k in RESTORED_KEYS if k not in settings]
+    if missing:
+        raise ValueError(f"{path}: settings lack {missing}")
+    return OmegaConf.create({k: settings[k] for k in RESTORED_KEYS})
 
 
 def _dataset_dirs(data) -> list[str]:
@@ -83,11 +111,14 @@ def evaluate(cfg: DictConfig) -> dict:
     dirs = _dataset_dirs(cfg.data)
     names = _names(dirs)
     retrieval = RetrievalConfig.from_mapping(OmegaConf.to_container(cfg.retrieval, resolve=True))
+    if cfg.settings:
+        _check_hashes(str(cfg.settings), names, dirs, str(cfg.split))
     device = _device(str(cfg.device))
     model = load_model(str(cfg.model))
     dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[str(cfg.dtype)]
     model = model.to(device=device, dtype=dtype).eval()
     modes, metrics = list(cfg.modes), list(cfg.metrics)
+    runs = Path(cfg.output_dir) / "runs"
     per_dataset = {}
     for name, folder in zip(names, dirs, strict=True):
         dataset = load_beir(folder, str(cfg.split), unknown_qrels=str(cfg.unknown_qrels), name=name)
@@ -106,12 +137,42 @@ def evaluate(cfg: DictConfig) -> dict:
             config=retrieval,
             device=device,
             progress=bool(cfg.progress),
+            ignore_identical_ids=bool(cfg.ignore_identical_ids),
+            runs_dir=runs if len(names) == 1 else runs / name,
         )
     results = per_dataset[names[0]] if len(names) == 1 else per_dataset
-    table = write_reports(results, cfg.output_dir)
+    settings = evaluation_settings(
+        model=str(cfg.model),
+        data=dirs[0] if len(dirs) == 1 else dirs,
+        names=names,
+        split=str(cfg.split),
+        modes=modes,
+        metrics=metrics,
+        retrieval=retrieval.to_dict(),
+        ignore_identical_ids=bool(cfg.ignore_identical_ids),
+        unknown_qrels=str(cfg.unknown_qrels),
+        dtype=str(cfg.dtype),
+        device=str(device),
+    )
+    table = write_reports(results, cfg.output_dir, settings)
     print(table)
-    print(f"wrote {Path(cfg.output_dir) / 'results.json'}, results.md, results.png")
+    print(f"wrote {Path(cfg.output_dir) / 'results.json'}, results.md, results.png, {runs}/")
     return results
+
+
+def _check_hashes(path: str, names: list[str], dirs: list[str], split: str) -> None:
+    """Warn for every dataset whose fingerprint differs from the one recorded in ``path``."""
+    recorded = (read_results(path)[1] or {}).get("datasets", {})
+    for name, folder in zip(names, dirs, strict=True):
+        before = recorded.get(name, {}).get("sha256")
+        now = dataset_hash(folder, split)["sha256"]
+        if before is None:
+            log.warning("%s: no recorded hash for dataset %r; cannot check it is the same data", path, name)
+        elif before != now:
+            log.warning(
+                "dataset %s (%s) differs from the one recorded in %s (sha256 %s, now %s): the table will differ",
+                name, folder, path, before[:12], now[:12],
+            )  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> dict:

@@ -40,9 +40,9 @@ import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 
 from m3lit.model import M3Model, M3Output
+from m3lit.model.heads import mean_pool
 
 __all__ = ["DEFAULT_INTERVAL", "insert_cls_tokens", "mcls_pool", "mcls_forward"]
 
@@ -109,10 +109,7 @@ def mcls_pool(hidden: torch.Tensor, cls_mask: torch.Tensor, normalize: bool = Tr
     Returns:
         (B, H) dense vectors.
     """
-    weights = cls_mask.to(hidden.dtype).unsqueeze(-1)  # (B, L, 1)
-    count = weights.sum(1).clamp_min(1)  # (B, 1)
-    pooled = (hidden * weights).sum(1) / count  # (B, H)
-    return F.normalize(pooled, dim=-1) if normalize else pooled
+    return mean_pool(hidden, cls_mask, normalize)
 
 
 def mcls_forward(

@@ -12,7 +12,8 @@ Run commands::
 A run writes to its folder (``hydra.run.dir``, default ``logs/<task_name>/runs/<time>``): ``config.yaml``
 (resolved), ``checkpoints/`` (``last.ckpt`` + step files), the logger's files, ``export/`` (FlagEmbedding
 layout + sentence-transformers files, loadable by ``M3Model.from_pretrained``), ``results.json`` /
-``results.md`` / ``results.png`` (retrieval evaluation) and ``baseline/`` (the same for the untrained model).
+``results.md`` / ``results.png`` and ``runs/<mode>.trec`` (retrieval evaluation; results.json records its
+settings, :mod:`m3lit.retrieval.settings`) and ``baseline/`` (the same for the untrained model).
 """
 
 from __future__ import annotations
@@ -83,8 +84,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
 
     eval_dir = _eval_dataset(cfg, datamodule)
     if eval_dir and cfg.evaluate.baseline and cfg.ckpt_path is None and trainer.is_global_zero:
+        initial = (cfg.model.get("net") or {}).get("name_or_path") or "random init (model.net)"
         metrics["baseline"] = _evaluate(
-            module.model, eval_dir, cfg, out_dir / "baseline", "untrained model (step 0)"
+            module.model, eval_dir, cfg, out_dir / "baseline", "untrained model (step 0)", str(initial)
         )
 
     if cfg.train:
@@ -92,16 +94,19 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
 
     if trainer.is_global_zero:
-        target = module.model
+        target, reference = module.model, f"{out_dir} (in-memory model, export=false)"
         if cfg.export:
             export_dir = _export(module, trainer, callbacks, out_dir / "export")
             objects["export_dir"] = export_dir
             from m3lit.model import M3Model
 
-            target = M3Model.from_pretrained(export_dir)  # evaluate what was exported
+            target, reference = (
+                M3Model.from_pretrained(export_dir),
+                str(export_dir),
+            )  # evaluate what was exported
         if eval_dir:
             metrics["results"] = _evaluate(
-                target, eval_dir, cfg, out_dir, f"trained model (step {trainer.global_step})"
+                target, eval_dir, cfg, out_dir, f"trained model (step {trainer.global_step})", reference
             )
         log.info("run folder: %s (%.1f s)", out_dir, time.perf_counter() - start)
     return metrics, objects
@@ -142,21 +147,43 @@ def _eval_dataset(cfg: DictConfig, datamodule: Any) -> str | None:
     return None
 
 
-def _evaluate(model, dataset_dir: str, cfg: DictConfig, out_dir: Path, title: str) -> dict:
-    """Retrieval evaluation of ``model`` on ``dataset_dir``; writes results.json/.md/.png and prints the table."""
+def _evaluate(model, dataset_dir: str, cfg: DictConfig, out_dir: Path, title: str, reference: str) -> dict:
+    """Retrieval evaluation of ``model`` on ``dataset_dir``; writes results.json (with its settings; ``reference``
+    names the model there), results.md/.png and runs/<mode>.trec, and prints the table."""
     from m3lit.evaluate import write_reports
-    from m3lit.retrieval import evaluate_retrieval
+    from m3lit.retrieval import DEFAULT_METRICS, RetrievalConfig, evaluate_retrieval, evaluation_settings
 
     was_training = model.training
     model.eval()
     options = OmegaConf.to_container(cfg.evaluate.options, resolve=True) if cfg.evaluate.options else {}
     if "device" not in options and torch.cuda.is_available():
         options["device"] = "cuda"  # encode on the GPU even when the model was loaded on the CPU
+    ignore = bool(cfg.evaluate.get("ignore_identical_ids", True))
+    modes = tuple(cfg.evaluate.modes)
     results = evaluate_retrieval(
-        model, dataset_dir, split=cfg.evaluate.split, modes=tuple(cfg.evaluate.modes), **options
+        model,
+        dataset_dir,
+        split=cfg.evaluate.split,
+        modes=modes,
+        ignore_identical_ids=ignore,
+        runs_dir=out_dir / "runs",
+        **options,
     )
     model.train(was_training)
-    table = write_reports(results, str(out_dir))
+    settings = evaluation_settings(
+        model=reference,
+        data=str(dataset_dir),
+        names=[Path(dataset_dir).resolve().name],
+        split=str(cfg.evaluate.split),
+        modes=modes,
+        metrics=options.get("metrics", DEFAULT_METRICS),
+        retrieval=RetrievalConfig.from_mapping(options.get("config")).to_dict(),
+        ignore_identical_ids=ignore,
+        unknown_qrels=options.get("unknown_qrels", "error"),
+        dtype=str(next(model.parameters()).dtype).removeprefix("torch."),
+        device=str(options.get("device", next(model.parameters()).device)),
+    )
+    table = write_reports(results, str(out_dir), settings)
     print(f"\nRetrieval on {dataset_dir} ({cfg.evaluate.split}), {title}:\n{table}\n", flush=True)
     return results
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from m3lit.evaluate import load_config, main, write_reports
-from m3lit.retrieval import MODES
+from m3lit.retrieval import DEFAULT_MODES, read_results
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 FAST = [
@@ -57,8 +57,8 @@ def test_cli_writes_the_three_files(export_dir, tiny_beir_dir, tmp_path):
         cmd, capture_output=True, text=True, timeout=300, env=env, cwd=Path(__file__).parent.parent
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    results = json.loads((out / "results.json").read_text())
-    assert list(results) == list(MODES)
+    results, settings = read_results(out / "results.json")
+    assert list(results) == list(DEFAULT_MODES) and settings["modes"] == list(DEFAULT_MODES)
     for mode, row in results.items():
         assert set(row) == METRICS, mode
         assert all(0.0 <= v <= 1.0 for v in row.values())
@@ -87,8 +87,14 @@ def test_several_datasets_nest_by_name_and_average(export_dir, tiny_beir_dir, tm
             *FAST,
         ]
     )
-    saved = json.loads((out / "results.json").read_text())
-    assert saved == results and list(saved) == ["tiny", "second"]
+    saved, settings = read_results(out / "results.json")
+    assert saved == results and settings["data"] == [str(tiny_beir_dir), str(other)]
+    assert set(settings["datasets"]) == {"tiny", "second"}
+    assert (
+        (out / "runs" / "second" / "dense.trec").is_file()
+        and (out / "runs" / "tiny" / "bm25.trec").is_file()
+        and list(saved) == ["tiny", "second"]
+    )
     assert set(saved["tiny"]) == {"dense", "bm25"} and set(saved["second"]["dense"]) == METRICS
     table = (out / "results.md").read_text()
     avg = (saved["tiny"]["dense"]["ndcg@10"] + saved["second"]["dense"]["ndcg@10"]) / 2
@@ -156,7 +162,7 @@ def test_write_reports_single_dataset_table(tmp_path):
     assert table == (
         "Scores x100.\n\n| Mode | nDCG@10 | MRR@10 |\n|---|---:|---:|\n| Dense | 50.0 | 25.0 |\n| BM25 | 12.5 | 100.0 |\n"
     )
-    assert json.loads((tmp_path / "results.json").read_text()) == results
+    assert json.loads((tmp_path / "results.json").read_text()) == {"settings": None, "results": results}
     assert (tmp_path / "results.md").read_text() == table
     assert_png(tmp_path / "results.png")
 

@@ -15,6 +15,7 @@ from train_utils import tiny_corpus, tiny_data_overrides, tiny_run_overrides
 
 from m3lit.config import CONFIG_DIR, compose
 from m3lit.model import M3Model
+from m3lit.retrieval import read_results
 from m3lit.train import train
 
 REPO = CONFIG_DIR.parent
@@ -100,8 +101,9 @@ def test_command_line_contract(corpus, tmp_path):
     last = run / "checkpoints" / "last.ckpt"
     assert last.is_file() and (run / "checkpoints" / "step_000006.ckpt").is_file()
     assert (run / "config.yaml").is_file() and (run / ".hydra" / "config.yaml").is_file()
-    results = json.loads((run / "results.json").read_text())
-    baseline = json.loads((run / "baseline" / "results.json").read_text())
+    results, settings = read_results(run / "results.json")
+    baseline = read_results(run / "baseline")[0]
+    assert settings["model"] == str(run / "export") and (run / "runs" / "all.trec").is_file()
     for table in (results, baseline):
         assert set(table) == {"dense", "sparse", "colbert", "dense+sparse", "all", "bm25"}
         assert all(0.0 <= v <= 1.0 for metrics in table.values() for v in metrics.values())

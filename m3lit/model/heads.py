@@ -19,7 +19,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["DenseHead", "SparseHead", "ColbertHead"]
+__all__ = ["DenseHead", "SparseHead", "ColbertHead", "mean_pool"]
+
+
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+    """Mean of the hidden states where ``mask`` is set, then (optionally) L2-normalised.
+
+    Mean pooling of released models such as multilingual-e5 (``mask`` = attention mask) and the MCLS
+    average (``mask`` = CLS positions, :mod:`m3lit.mcls`).
+
+    Args:
+        hidden: (B, L, H) last hidden states.
+        mask: (B, L) bool or 0/1, the positions to average.
+        normalize: apply ``F.normalize`` after averaging.
+
+    Returns:
+        (B, H) vectors.
+    """
+    weights = mask.to(hidden.dtype).unsqueeze(-1)  # (B, L, 1)
+    count = weights.sum(1).clamp_min(1)  # (B, 1)
+    pooled = (hidden * weights).sum(1) / count  # (B, H)
+    return F.normalize(pooled, dim=-1) if normalize else pooled
 
 
 class DenseHead(nn.Module):

@@ -1,7 +1,7 @@
 """Retrieval evaluation: indices for the five BGE-M3 modes, BM25, metrics, and BEIR loading.
 
 BGE-M3, arXiv:2402.03216 §3.2 (scores) and §4 (the Dense / Sparse / Multi-vec / Dense+Sparse / All rows
-of its tables). Entry point: :func:`evaluate_retrieval`; see :mod:`m3lit.retrieval.pipeline`.
+of its tables), Dense+MCLS (App. B.2, Table 5). Entry point: :func:`evaluate_retrieval`; see :mod:`m3lit.retrieval.pipeline`.
 """
 
 from __future__ import annotations
@@ -10,26 +10,31 @@ from m3lit.retrieval.beir import DatasetError, RetrievalDataset, load_beir, writ
 from m3lit.retrieval.bm25 import BM25Index, bm25_tokenize
 from m3lit.retrieval.colbert import ColbertStore
 from m3lit.retrieval.config import RetrievalConfig
-from m3lit.retrieval.corpus import CorpusIndex, index_corpus
+from m3lit.retrieval.corpus import CorpusIndex, encode_passages, index_corpus
 from m3lit.retrieval.dense import DenseIndex
 from m3lit.retrieval.hybrid import fuse, union_candidates
 from m3lit.retrieval.metrics import DEFAULT_METRICS, MetricResult, evaluate_ranking, parse_metric
 from m3lit.retrieval.pipeline import (
+    DEFAULT_MODES,
     MODEL_MODES,
     MODES,
     RetrievalRun,
+    drop_identical_ids,
     evaluate_retrieval,
     retrieve,
     usable_modes,
 )
 from m3lit.retrieval.ranking import Ranking
+from m3lit.retrieval.settings import dataset_hash, evaluation_settings, read_results
 from m3lit.retrieval.sparse import SparseIndex, sparse_matrix
+from m3lit.retrieval.trec import write_trec_run, write_trec_runs
 
 __all__ = [
     "BM25Index",
     "ColbertStore",
     "CorpusIndex",
     "DEFAULT_METRICS",
+    "DEFAULT_MODES",
     "DatasetError",
     "DenseIndex",
     "MODEL_MODES",
@@ -41,15 +46,22 @@ __all__ = [
     "RetrievalRun",
     "SparseIndex",
     "bm25_tokenize",
+    "dataset_hash",
+    "drop_identical_ids",
+    "encode_passages",
+    "evaluation_settings",
     "evaluate_ranking",
     "evaluate_retrieval",
     "fuse",
     "index_corpus",
     "load_beir",
     "parse_metric",
+    "read_results",
     "retrieve",
     "sparse_matrix",
     "union_candidates",
     "usable_modes",
     "write_beir",
+    "write_trec_run",
+    "write_trec_runs",
 ]

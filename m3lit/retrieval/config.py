@@ -10,6 +10,10 @@ FlagEmbedding's MKQA/MLDR scripts (spec §6):
 - All: re-rank the dense top-200 (paper's Multi-vec depth, MLDR script) with dense 1.0 / sparse 0.3 /
   ColBERT 1.0 (MKQA script and FlagEmbedding's ``compute_score`` example). MLDR used 0.15 / 0.5 / 0.35.
 - Lengths 512/512 are FlagEmbedding's inference defaults (MLDR evaluated passages up to 8192 tokens).
+- Dense+MCLS: passages get a CLS token every 256 tokens (App. B.2, :mod:`m3lit.mcls`).
+- Released-model baselines: ``pooling="mean"`` (attention-mask mean of the last hidden states, then L2
+  normalisation) and the ``query_prefix`` / ``passage_prefix`` a model was trained with, e.g. multilingual-e5
+  (``"query: "`` / ``"passage: "``). BGE-M3 itself uses CLS pooling and no prefixes (the defaults).
 
 Every field is a plain value so the whole config round-trips through YAML/OmegaConf
 (``configs/evaluate.yaml`` holds the same keys under ``retrieval:``).
@@ -20,6 +24,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
+
+from m3lit.encoding import POOLINGS
 
 __all__ = ["RetrievalConfig"]
 
@@ -60,6 +66,14 @@ class RetrievalConfig:
     bm25_k1: float = 0.9
     #: BM25 length normalisation (Anserini/Pyserini default)
     bm25_b: float = 0.4
+    #: dense vector: "cls" (BGE-M3) or "mean" (mask-weighted mean of the last hidden states; dense/bm25 modes only)
+    pooling: str = "cls"
+    #: prepended to every query before tokenisation (multilingual-e5: "query: ")
+    query_prefix: str = ""
+    #: prepended to every passage before tokenisation, not for BM25 (multilingual-e5: "passage: ")
+    passage_prefix: str = ""
+    #: Dense+MCLS: a CLS token every this many passage tokens (paper App. B.2: 256)
+    mcls_interval: int = 256
 
     def __post_init__(self) -> None:
         self.hybrid_weights = tuple(float(w) for w in self.hybrid_weights)
@@ -70,6 +84,11 @@ class RetrievalConfig:
             raise ValueError(f"all_weights needs 3 values (dense, sparse, colbert), got {self.all_weights}")
         if self.colbert_store not in ("auto", "memory", "reencode"):
             raise ValueError(f"colbert_store must be auto, memory or reencode, got {self.colbert_store!r}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {list(POOLINGS)}, got {self.pooling!r}")
+        for name in ("query_prefix", "passage_prefix"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name} must be a string, got {getattr(self, name)!r}")
         for name in (
             "batch_size",
             "query_max_length",
@@ -78,6 +97,7 @@ class RetrievalConfig:
             "colbert_rerank_k",
             "hybrid_k",
             "all_rerank_k",
+            "mcls_interval",
         ):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -1,10 +1,12 @@
 """Encoding a corpus shard by shard into the dense, sparse and ColBERT indices.
 
-Passages are encoded ``shard_size`` at a time (:func:`m3lit.encoding.encode_texts`: length-sorted batches,
+Passages (``passage_prefix`` prepended, ``pooling`` applied) are encoded ``shard_size`` at a time (:func:`m3lit.encoding.encode_texts`: length-sorted batches,
 inference mode), with a progress bar over shards when there are several, and each shard's outputs go
 straight into the indices, so only one shard's float32 encoder outputs exist at a time:
 
 - dense vectors -> :class:`DenseIndex` (one (N, D) array);
+- MCLS dense vectors (``dense+mcls`` mode, App. B.2) -> a second :class:`DenseIndex`, from a second
+  encoder pass with a CLS token every ``mcls_interval`` tokens (:mod:`m3lit.mcls`);
 - lexical weights -> :class:`SparseIndex` (CSR matrices);
 - ColBERT vectors -> :class:`ColbertStore` (a float16 ragged array), when the whole corpus' vectors fit
   in ``colbert_store_max_gb`` (``colbert_store="auto"``) or ``colbert_store="memory"``. Otherwise nothing
@@ -23,14 +25,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from m3lit.encoding import encode_texts, tokenize_texts
+from m3lit.encoding import EncodedTexts, encode_texts, tokenize_texts
 from m3lit.model import M3Model
 from m3lit.retrieval.colbert import ColbertStore
 from m3lit.retrieval.config import RetrievalConfig
 from m3lit.retrieval.dense import DenseIndex
 from m3lit.retrieval.sparse import SparseIndex
 
-__all__ = ["CorpusIndex", "index_corpus", "store_candidates", "trim_heap"]
+__all__ = ["CorpusIndex", "encode_passages", "index_corpus", "store_candidates", "trim_heap"]
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +43,14 @@ class CorpusIndex:
 
     Attributes:
         dense: dense vectors.
+        mcls: dense vectors of the passages encoded with multiple CLS tokens (``dense+mcls``).
         sparse: lexical weights.
         colbert: ColBERT vectors (every passage, or empty until :func:`store_candidates` fills it).
         info: ``colbert_store`` ("memory" or "reencode") and, for "auto", the size estimate in bytes.
     """
 
     dense: DenseIndex | None = None
+    mcls: DenseIndex | None = None
     sparse: SparseIndex | None = None
     colbert: ColbertStore | None = None
     info: dict = field(default_factory=dict)
@@ -62,38 +66,44 @@ def index_corpus(
     device=None,
     progress: bool = False,
 ) -> CorpusIndex:
-    """Encode ``texts`` shard by shard into the indices named in ``needs`` (dense / sparse / colbert)."""
+    """Encode ``texts`` shard by shard into the indices named in ``needs`` (dense / mcls / sparse / colbert)."""
     n_docs = len(texts)
     out = CorpusIndex()
     if "dense" in needs:
-        out.dense = DenseIndex(
-            model.hidden_size, capacity=n_docs, dtype=cfg.dense_dtype, faiss_factory=cfg.faiss_factory
-        )
+        out.dense = _dense_index(model, n_docs, cfg)
+    if "mcls" in needs:
+        out.mcls = _dense_index(model, n_docs, cfg)
     if "sparse" in needs:
         out.sparse = SparseIndex(vocab)
     keep_colbert = False
     if "colbert" in needs:
         keep_colbert = _keep_colbert_in_memory(model, texts, cfg, out.info)
         out.colbert = ColbertStore(model.colbert_dim, n_docs, dtype=cfg.colbert_dtype)
+    ordinary = out.dense is not None or out.sparse is not None or keep_colbert
     for start in _shards(n_docs, cfg.shard_size, progress, "corpus shards"):
-        shard = encode_texts(
-            model,
-            texts[start : start + cfg.shard_size],
-            max_length=cfg.passage_max_length,
-            batch_size=cfg.batch_size,
-            device=device,
-            progress=progress,
-            dense=out.dense is not None,
-            sparse=out.sparse is not None,
-            colbert=keep_colbert,
-        )
-        if out.dense is not None:
-            out.dense.add(shard.dense)
-        if out.sparse is not None:
-            out.sparse.add(shard.sparse)
-        if keep_colbert:
-            out.colbert.add(np.arange(start, start + len(shard.colbert)), shard.colbert)
-        del shard
+        chunk = texts[start : start + cfg.shard_size]
+        if ordinary:
+            shard = encode_passages(
+                model,
+                chunk,
+                cfg,
+                device=device,
+                progress=progress,
+                dense=out.dense is not None,
+                sparse=out.sparse is not None,
+                colbert=keep_colbert,
+            )
+            if out.dense is not None:
+                out.dense.add(shard.dense)
+            if out.sparse is not None:
+                out.sparse.add(shard.sparse)
+            if keep_colbert:
+                out.colbert.add(np.arange(start, start + len(shard.colbert)), shard.colbert)
+            del shard
+        if out.mcls is not None:
+            mcls = encode_passages(model, chunk, cfg, device=device, progress=progress, mcls=True)
+            out.mcls.add(mcls.dense)
+            del mcls
         trim_heap()
     if out.sparse is not None and out.sparse.documents.nnz == 0:
         log.warning("every passage's lexical weights are 0: the sparse mode cannot find anything")
@@ -115,19 +125,50 @@ def store_candidates(
     needed = needed[(needed >= 0) & ~store.has(needed)]
     for start in _shards(len(needed), cfg.shard_size, progress, "colbert candidates"):
         chunk = needed[start : start + cfg.shard_size]
-        shard = encode_texts(
-            model,
-            [texts[i] for i in chunk],
-            max_length=cfg.passage_max_length,
-            batch_size=cfg.batch_size,
-            device=device,
-            progress=progress,
-            dense=False,
-            colbert=True,
+        shard = encode_passages(
+            model, [texts[i] for i in chunk], cfg, device=device, progress=progress, dense=False, colbert=True
         )
         store.add(chunk, shard.colbert)
         del shard
         trim_heap()
+
+
+def encode_passages(
+    model: M3Model,
+    texts: Sequence[str],
+    cfg: RetrievalConfig,
+    *,
+    device=None,
+    progress: bool = False,
+    dense: bool = True,
+    sparse: bool = False,
+    colbert: bool = False,
+    mcls: bool = False,
+) -> EncodedTexts:
+    """:func:`encode_texts` of passages with ``cfg``'s passage settings (length, prefix, pooling, batch size).
+
+    ``mcls=True``: dense vectors only, with a CLS token every ``cfg.mcls_interval`` tokens (App. B.2).
+    """
+    return encode_texts(
+        model,
+        texts,
+        max_length=cfg.passage_max_length,
+        batch_size=cfg.batch_size,
+        device=device,
+        progress=progress,
+        dense=dense or mcls,
+        sparse=sparse and not mcls,
+        colbert=colbert and not mcls,
+        mcls_interval=cfg.mcls_interval if mcls else None,
+        pooling="cls" if mcls else cfg.pooling,
+        prefix=cfg.passage_prefix,
+    )
+
+
+def _dense_index(model: M3Model, n_docs: int, cfg: RetrievalConfig) -> DenseIndex:
+    return DenseIndex(
+        model.hidden_size, capacity=n_docs, dtype=cfg.dense_dtype, faiss_factory=cfg.faiss_factory
+    )
 
 
 def trim_heap() -> None:
@@ -156,7 +197,8 @@ def _keep_colbert_in_memory(model: M3Model, texts: Sequence[str], cfg: Retrieval
         info["colbert_store"] = cfg.colbert_store
         return cfg.colbert_store == "memory"
     max_length = min(cfg.passage_max_length, model.max_length)
-    tokens = sum(len(ids) - 1 for ids in tokenize_texts(model.tokenizer, texts, max_length))  # CLS dropped
+    prefixed = [cfg.passage_prefix + t for t in texts] if cfg.passage_prefix else texts
+    tokens = sum(len(ids) - 1 for ids in tokenize_texts(model.tokenizer, prefixed, max_length))  # CLS dropped
     estimate = tokens * model.colbert_dim * np.dtype(cfg.colbert_dtype).itemsize
     keep = estimate <= cfg.colbert_store_max_gb * 1e9
     info["colbert_store"] = "memory" if keep else "reencode"

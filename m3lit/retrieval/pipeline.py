@@ -1,4 +1,4 @@
-"""End-to-end retrieval evaluation: encode, index, search in the five modes (+ BM25), score.
+"""End-to-end retrieval evaluation: encode, index, search in the five modes (+ Dense+MCLS, BM25), score.
 
 The modes are the rows of the paper's tables (BGE-M3, arXiv:2402.03216 §4, Tables 1-5):
 
@@ -8,8 +8,17 @@ The modes are the rows of the paper's tables (BGE-M3, arXiv:2402.03216 §4, Tabl
 ``colbert``       "Multi-vec": the dense top-``colbert_rerank_k`` re-ranked by MaxSim
 ``dense+sparse``  union of the dense and sparse top-``hybrid_k`` lists, re-scored w_d s_dense + w_s s_lex
 ``all``           the dense top-``all_rerank_k`` re-ranked by w_d s_dense + w_s s_lex + w_c s_mul
-``bm25``          BM25 with the model's tokenizer (reference row; needs no trained weights)
+``dense+mcls``    exact dense top-k, passages encoded with a CLS every ``mcls_interval`` tokens (App. B.2,
+                  Table 5 "Dense+MCLS"; queries encoded normally). Opt-in: not in :data:`DEFAULT_MODES`
+``bm25``          BM25 with the model's tokenizer (reference row; needs no trained weights, no prefixes)
 ================  ================================================================================
+
+BEIR convention (``ignore_identical_ids``, on by default): a retrieved document whose id equals the
+query's id is dropped from that query's list before scoring (datasets such as ArguAna or Quora hold the
+query itself in the corpus). One extra candidate is retrieved so each list keeps ``depth`` entries.
+
+``pooling="mean"`` (released baselines such as multilingual-e5) defines the dense vector only: it allows
+the ``dense`` and ``bm25`` modes, and any other mode is a ValueError.
 
 The corpus is encoded shard by shard into the indices (:mod:`m3lit.retrieval.corpus`, where the memory
 choices are described); queries are encoded once. MaxSim scores of the dense top candidates are
@@ -25,6 +34,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from m3lit.encoding import encode_texts
 from m3lit.model import M3Model, special_token_ids
 from m3lit.retrieval.beir import RetrievalDataset, load_beir
@@ -35,24 +46,41 @@ from m3lit.retrieval.hybrid import fuse, union_candidates
 from m3lit.retrieval.metrics import DEFAULT_METRICS, evaluate_ranking, parse_metric
 from m3lit.retrieval.ranking import Ranking
 from m3lit.retrieval.sparse import sparse_matrix
+from m3lit.retrieval.trec import write_trec_runs
 
-__all__ = ["MODES", "MODEL_MODES", "RetrievalRun", "retrieve", "usable_modes", "evaluate_retrieval"]
+__all__ = [
+    "DEFAULT_MODES",
+    "MODES",
+    "MODEL_MODES",
+    "RetrievalRun",
+    "drop_identical_ids",
+    "evaluate_retrieval",
+    "retrieve",
+    "usable_modes",
+]
 
 log = logging.getLogger(__name__)
 
-#: Every mode, in the paper's column order, then the BM25 reference.
-MODES = ("dense", "sparse", "colbert", "dense+sparse", "all", "bm25")
+#: Every mode, in the paper's column order, then Dense+MCLS (Table 5) and the BM25 reference.
+MODES = ("dense", "sparse", "colbert", "dense+sparse", "all", "dense+mcls", "bm25")
 #: The five modes that use the model's heads (what the training callback evaluates by default).
 MODEL_MODES = MODES[:5]
-#: The representations each mode needs.
+#: What an evaluation runs unless told otherwise: the five modes and BM25 (Dense+MCLS is opt-in).
+DEFAULT_MODES = (*MODEL_MODES, "bm25")
+#: The representations each mode needs ("mcls": dense vectors of MCLS-encoded passages).
 NEEDS = {
     "dense": {"dense"},
     "sparse": {"sparse"},
     "colbert": {"dense", "colbert"},
     "dense+sparse": {"dense", "sparse"},
     "all": {"dense", "sparse", "colbert"},
+    "dense+mcls": {"mcls"},
     "bm25": set(),
 }
+#: Representations that need no trained head (the encoder's CLS state).
+_NO_HEADS = {"dense", "mcls"}
+#: Modes that mean pooling allows (the others need CLS-based heads or MCLS).
+MEAN_POOLING_MODES = ("dense", "bm25")
 
 
 @dataclass
@@ -70,14 +98,28 @@ class RetrievalRun:
     info: dict = field(default_factory=dict)
 
 
+def _check_modes(modes: Sequence[str], cfg: RetrievalConfig) -> None:
+    unknown = [m for m in modes if m not in NEEDS]
+    if unknown:
+        raise ValueError(f"unknown retrieval mode(s) {unknown}; choose from {list(MODES)}")
+    if cfg.pooling == "mean":
+        wrong = [m for m in modes if m not in MEAN_POOLING_MODES]
+        if wrong:
+            raise ValueError(
+                f"retrieval modes {wrong} need CLS pooling (sparse/ColBERT heads, MCLS); with pooling=mean "
+                f"evaluate modes={list(MEAN_POOLING_MODES)}"
+            )
+
+
 def usable_modes(model: M3Model, modes: Sequence[str]) -> list[str]:
-    """``modes`` validated; without trained heads only ``dense`` and ``bm25`` remain, with a loud warning."""
+    """``modes`` validated; without trained heads only ``dense``, ``dense+mcls`` and ``bm25`` remain, with a
+    loud warning."""
     unknown = [m for m in modes if m not in NEEDS]
     if unknown:
         raise ValueError(f"unknown retrieval mode(s) {unknown}; choose from {list(MODES)}")
     if getattr(model, "heads_loaded", True):
         return list(modes)
-    dropped = [m for m in modes if NEEDS[m] - {"dense"}]
+    dropped = [m for m in modes if NEEDS[m] - _NO_HEADS]
     if dropped:
         log.warning(
             "!!! The model has NO TRAINED sparse/ColBERT heads (sparse_linear.pt / colbert_linear.pt missing): "
@@ -99,7 +141,7 @@ def _timed(timings: dict[str, float], name: str):
 def retrieve(
     model: M3Model,
     dataset: RetrievalDataset,
-    modes: Sequence[str] = MODES,
+    modes: Sequence[str] = DEFAULT_MODES,
     config: RetrievalConfig | None = None,
     *,
     depth: int = 100,
@@ -120,9 +162,7 @@ def retrieve(
     """
     cfg = config or RetrievalConfig()
     modes = list(modes)
-    unknown = [m for m in modes if m not in NEEDS]
-    if unknown:
-        raise ValueError(f"unknown retrieval mode(s) {unknown}; choose from {list(MODES)}")
+    _check_modes(modes, cfg)
     needs = set().union(*(NEEDS[m] for m in modes)) if modes else set()
     timings: dict[str, float] = {}
     info: dict = {"num_docs": len(dataset.corpus_texts), "num_queries": len(dataset.query_texts)}
@@ -147,11 +187,13 @@ def retrieve(
                 dataset.query_texts,
                 max_length=cfg.query_max_length,
                 progress=False,
-                dense="dense" in needs,
+                dense=bool(needs & _NO_HEADS),
                 sparse="sparse" in needs,
                 colbert="colbert" in needs,
                 batch_size=cfg.batch_size,
                 device=device,
+                pooling=cfg.pooling,
+                prefix=cfg.query_prefix,
             )
     q_sparse = sparse_matrix(queries.sparse, vocab) if "sparse" in needs else None
     if q_sparse is not None and q_sparse.nnz == 0:
@@ -182,6 +224,9 @@ def retrieve(
         with _timed(timings, "search/sparse"):
             sparse_rank = sparse_index.search(q_sparse, sparse_k)
         rankings["sparse"] = sparse_rank.truncate(depth)
+    if corpus is not None and corpus.mcls is not None:
+        with _timed(timings, "search/dense+mcls"):
+            rankings["dense+mcls"] = corpus.mcls.search(queries.dense, depth)
 
     # MaxSim of the dense top candidates, once for both re-ranking modes (prefixes of one sorted list)
     colbert_k = max(
@@ -228,6 +273,8 @@ def retrieve(
             rankings["bm25"] = bm25.search(bm25_tokenize(model.tokenizer, dataset.query_texts, drop), depth)
     if dense_index is not None:
         info["dense_index_bytes"] = dense_index.vectors.nbytes
+    if corpus is not None and corpus.mcls is not None:
+        info["mcls_index_bytes"] = corpus.mcls.vectors.nbytes
     if sparse_index is not None:
         docs = sparse_index.documents
         info["sparse_index_bytes"] = 2 * (docs.data.nbytes + docs.indices.nbytes + docs.indptr.nbytes)
@@ -239,12 +286,14 @@ def evaluate_retrieval(
     dataset_dir: str | Path | RetrievalDataset,
     *,
     split: str = "test",
-    modes: Sequence[str] = MODES,
+    modes: Sequence[str] = DEFAULT_MODES,
     metrics: Sequence[str] = DEFAULT_METRICS,
     config: RetrievalConfig | dict | None = None,
     device=None,
     progress: bool = False,
     unknown_qrels: str = "error",
+    ignore_identical_ids: bool = True,
+    runs_dir: str | Path | None = None,
 ) -> dict[str, dict[str, float]]:
     """Evaluate ``model`` on a BEIR-layout dataset: mode -> metric -> value in [0, 1].
 
@@ -259,6 +308,10 @@ def evaluate_retrieval(
         device: where to encode (None = the model's device).
         progress: progress bars.
         unknown_qrels: ``"error"`` or ``"skip"`` (counted) for qrels rows naming unknown ids.
+        ignore_identical_ids: drop a retrieved document whose id equals the query's id before scoring
+            (BEIR convention; :func:`drop_identical_ids`).
+        runs_dir: when given, the scored lists are written there as TREC run files ``<mode>.trec``
+            (:mod:`m3lit.retrieval.trec`).
 
     Queries without a relevant document are excluded from every average (trec_eval/BEIR convention;
     see :mod:`m3lit.retrieval.metrics`).
@@ -270,11 +323,18 @@ def evaluate_retrieval(
     )
     cfg = RetrievalConfig.from_mapping(config)
     depth = max(parse_metric(m)[1] for m in metrics)
+    extra = 1 if ignore_identical_ids else 0  # one more candidate, so a list keeps `depth` after the drop
     run = retrieve(
-        model, dataset, usable_modes(model, modes), cfg, depth=depth, device=device, progress=progress
+        model, dataset, usable_modes(model, modes), cfg, depth=depth + extra, device=device, progress=progress
     )
+    rankings = {
+        mode: drop_identical_ids(r, dataset, depth) if ignore_identical_ids else r
+        for mode, r in run.rankings.items()
+    }
+    if runs_dir is not None:
+        write_trec_runs(runs_dir, rankings, dataset)
     results = {}
-    for mode, ranking in run.rankings.items():
+    for mode, ranking in rankings.items():
         scored = evaluate_ranking(ranking, dataset.qrels, metrics)
         results[mode] = scored.values
     excluded = len(dataset.qrels) - dataset.num_relevant_queries
@@ -286,3 +346,25 @@ def evaluate_retrieval(
             len(dataset.qrels),
         )
     return results
+
+
+def drop_identical_ids(ranking: Ranking, dataset: RetrievalDataset, depth: int) -> Ranking:
+    """Remove from each query's list the document whose id equals the query's id; keep ``depth`` entries.
+
+    BEIR's ``ignore_identical_ids``. The other documents keep their order; a list that lost an entry is
+    padded (-1 / -inf) when it had no spare one.
+
+    Args:
+        ranking: (Q, k) lists of corpus rows, rows aligned with ``dataset.query_ids``.
+        dataset: the dataset (query and corpus ids).
+        depth: width of the returned ranking (at most k).
+    """
+    doc_rows = {doc_id: row for row, doc_id in enumerate(dataset.corpus_ids)}
+    same = np.array([doc_rows.get(qid, -1) for qid in dataset.query_ids], np.int64)  # (Q,) -1 = none
+    drop = (ranking.indices == same[:, None]) & (same[:, None] >= 0)  # (Q, k)
+    if not drop.any():
+        return ranking.truncate(depth)
+    order = np.argsort(drop, axis=1, kind="stable")  # kept entries first, in their order
+    indices = np.take_along_axis(np.where(drop, -1, ranking.indices), order, 1)
+    scores = np.take_along_axis(np.where(drop, -np.inf, ranking.scores).astype(np.float32), order, 1)
+    return Ranking(indices, scores).truncate(depth)

@@ -2,8 +2,10 @@
 
 ``results`` is either one dataset, ``{mode: {metric: value}}``, or several, ``{dataset: {mode: {metric:
 value}}}``. Values are in [0, 1] in the JSON and x100 with one decimal in the tables, as in the paper.
+``results.json`` is ``{"settings": {...} or null, "results": results}``: the settings that made the table
+(:mod:`m3lit.retrieval.settings`; read both back with :func:`m3lit.retrieval.settings.read_results`).
 
-- One dataset: one table, a row per mode (Dense, Sparse, Multi-vec, Dense+Sparse, All, BM25), a column
+- One dataset: one table, a row per mode (Dense, Sparse, Multi-vec, Dense+Sparse, All, Dense+MCLS, BM25), a column
   per metric.
 - Several datasets: one table per metric, a row per dataset plus their average, a column per mode (the
   paper's per-language tables, transposed). A mode missing from some dataset (e.g. a model without heads
@@ -25,6 +27,7 @@ MODE_NAMES = {
     "colbert": "Multi-vec",
     "dense+sparse": "Dense+Sparse",
     "all": "All",
+    "dense+mcls": "Dense+MCLS",
     "bm25": "BM25",
 }
 _METRIC_NAMES = {"ndcg": "nDCG", "recall": "Recall", "mrr": "MRR"}
@@ -137,17 +140,19 @@ def _plot(results: Mapping, path: Path) -> None:
     plt.close(fig)
 
 
-def write_reports(results: Mapping, output_dir: str | Path) -> str:
+def write_reports(results: Mapping, output_dir: str | Path, settings: Mapping | None = None) -> str:
     """Write ``results.json``, ``results.md`` and ``results.png`` into ``output_dir``; return the markdown.
 
     Args:
         results: ``{mode: {metric: value}}`` or ``{dataset: {mode: {metric: value}}}``, values in [0, 1].
         output_dir: created if missing.
+        settings: what made the table (:func:`m3lit.retrieval.settings.evaluation_settings`); None = unknown.
     """
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     table = markdown_tables(results)
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    payload = {"settings": None if settings is None else dict(settings), "results": results}
+    (out / "results.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     (out / "results.md").write_text(table, encoding="utf-8")
     _plot(results, out / "results.png")
     return table

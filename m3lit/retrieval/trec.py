@@ -1,0 +1,72 @@
+"""TREC run files: the ranked lists behind a results table, re-scorable with trec_eval / pytrec_eval.
+
+One line per (query, retrieved document), best first, six space-separated columns::
+
+    qid Q0 docid rank score run_tag
+
+``rank`` starts at 1 and follows m3lit's order (score descending, then corpus row ascending). trec_eval
+and pytrec_eval ignore ``rank``: they sort by ``score``, held as a C float (float32), and break ties by
+docid, descending, which would re-order documents with equal scores (duplicate passages are common). So
+within a run of equal scores each later one is written one float32 step (``np.nextafter``) below its
+predecessor: a change of a few 1e-7 relative, on tied documents only, that makes trec_eval see exactly
+m3lit's order and so reproduce its metrics. Scores are written with 9 significant digits (exact float32).
+
+A ranking's padding (index -1, after a short sparse/BM25 list) is not written.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from m3lit.retrieval.beir import RetrievalDataset
+from m3lit.retrieval.ranking import Ranking
+
+__all__ = ["strictly_decreasing", "write_trec_run", "write_trec_runs"]
+
+
+def write_trec_run(path: str | Path, ranking: Ranking, dataset: RetrievalDataset, run_tag: str) -> Path:
+    """Write ``ranking`` (rows = ``dataset.query_ids``, indices = corpus rows) as a TREC run file.
+
+    Args:
+        path: output file (parent folders are created).
+        ranking: (Q, k) lists of corpus rows, best first.
+        dataset: the dataset the ranking was made on (query and document ids).
+        run_tag: the sixth column, e.g. the mode name (no whitespace).
+    """
+    if ranking.num_queries != len(dataset.query_ids):
+        raise ValueError(f"write_trec_run: {ranking.num_queries} lists for {len(dataset.query_ids)} queries")
+    if not run_tag or any(c.isspace() for c in run_tag):
+        raise ValueError(f"write_trec_run: run_tag must be one word, got {run_tag!r}")
+    for kind, ids in (("query", dataset.query_ids), ("document", dataset.corpus_ids)):
+        bad = next((i for i in ids if any(c.isspace() for c in i)), None)
+        if bad is not None:
+            raise ValueError(
+                f"write_trec_run: {kind} id {bad!r} contains whitespace (not representable in TREC)"
+            )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for q, qid in enumerate(dataset.query_ids):
+        docs, scores = ranking.row(q)
+        for rank, (doc, score) in enumerate(zip(docs.tolist(), strictly_decreasing(scores), strict=True), 1):
+            lines.append(f"{qid} Q0 {dataset.corpus_ids[doc]} {rank} {score:.9g} {run_tag}\n")
+    path.write_text("".join(lines), encoding="utf-8")
+    return path
+
+
+def strictly_decreasing(scores: np.ndarray) -> list[float]:
+    """(k,) float32 scores sorted best first -> the same values, each tie stepped one float32 below its predecessor."""
+    out = np.asarray(scores, dtype=np.float32).copy()
+    for i in range(1, out.size):
+        if out[i] >= out[i - 1]:
+            out[i] = np.nextafter(out[i - 1], np.float32(-np.inf))
+    return out.tolist()
+
+
+def write_trec_runs(
+    folder: str | Path, rankings: dict[str, Ranking], dataset: RetrievalDataset
+) -> list[Path]:
+    """One ``<folder>/<mode>.trec`` per mode of ``rankings``, the mode as run tag."""
+    return [write_trec_run(Path(folder) / f"{mode}.trec", r, dataset, mode) for mode, r in rankings.items()]
