@@ -37,6 +37,7 @@ __all__ = [
     "CKPT_META_KEY",
     "TrainingCheckpoint",
     "checkpoint_metadata",
+    "checkpoint_step",
     "config_hash",
     "is_training_checkpoint",
     "load_model",
@@ -112,6 +113,12 @@ def safe_torch_load(path: str | os.PathLike) -> Any:
         ) from error
 
 
+def checkpoint_step(path: str | os.PathLike) -> int:
+    """The ``global_step`` of a Lightning checkpoint, read without loading its tensors (memory-mapped)."""
+    ckpt = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    return int(ckpt.get("global_step") or 0)
+
+
 def is_training_checkpoint(path: str | os.PathLike) -> bool:
     """True for a file ending in ``.ckpt`` (a Lightning checkpoint), False for folders and hub ids."""
     return Path(path).suffix == ".ckpt" and Path(path).is_file()
@@ -175,9 +182,16 @@ def load_model(
     normalize: bool = True,
     trust_remote_code: bool = False,
     cache_dir: str | None = None,
+    key: str = "model",
 ) -> M3Model:
     """Any supported source -> M3Model: a ``.ckpt`` training checkpoint, an m3lit export, a FlagEmbedding
-    output folder, the ``BAAI/bge-m3`` layout (fp16 head files) or a plain encoder (heads untrained)."""
+    output folder, the ``BAAI/bge-m3`` layout (fp16 head files) or a plain encoder (heads untrained).
+
+    ``key`` names the option in errors: a hub id while offline and not cached fails at once
+    (:func:`m3lit.model_ref.check_model_reference`)."""
+    from m3lit.model_ref import check_model_reference
+
+    check_model_reference(model_name_or_path, key)
     if is_training_checkpoint(model_name_or_path):
         model = load_training_checkpoint(model_name_or_path).model
         if not normalize:

@@ -10,21 +10,49 @@ declares a dict of defaults and this parser checks names and types against it.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["parse_key_values"]
+__all__ = ["LENGTH_ALIASES", "canonical_key", "parse_key_values"]
+
+log = logging.getLogger("m3lit.cli")
+
+#: Deprecated spellings of the truncation lengths -> the one spelling of every command: the training config's
+#: ``data.query_max_len`` / ``data.passage_max_len`` (FlagEmbedding's training arguments; mining's
+#: ``--query-max-len``). ``evaluate``'s ``retrieval.*_max_length`` keys are the deprecated forms.
+LENGTH_ALIASES = {"query_max_length": "query_max_len", "passage_max_length": "passage_max_len"}
+
+
+def canonical_key(key: str, aliases: Mapping[str, str], prog: str) -> str:
+    """``key`` with its last dotted part renamed by ``aliases`` (a deprecated spelling), with a warning.
+
+    >>> canonical_key("retrieval.passage_max_length", LENGTH_ALIASES, "evaluate")
+    'retrieval.passage_max_len'
+    """
+    head, _, last = key.rpartition(".")
+    if last not in aliases:
+        return key
+    new = f"{head}.{aliases[last]}" if head else aliases[last]
+    log.warning("%s: %s is deprecated, use %s (the same key in every m3lit command)", prog, key, new)
+    return new
+
 
 _TRUE, _FALSE, _NULL = {"true", "yes", "1"}, {"false", "no", "0"}, {"null", "none", "~", ""}
 
 
 def parse_key_values(
-    argv: Sequence[str], defaults: Mapping[str, Any], prog: str, required: Sequence[str] = ()
+    argv: Sequence[str],
+    defaults: Mapping[str, Any],
+    prog: str,
+    required: Sequence[str] = (),
+    aliases: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Parse ``key=value`` arguments against ``defaults`` (a value's type follows its default's type).
 
     Booleans take true/false (yes/no, 1/0); integers must parse as int; ``null``/``none`` gives None; any
-    other option is a string. A leading ``--`` is tolerated (``--fp16=true``).
+    other option is a string. A leading ``--`` is tolerated (``--fp16=true``). A key of ``aliases`` (a
+    deprecated spelling) is accepted for its target, with a warning.
 
     Raises:
         SystemExit: an unknown key, a malformed argument, a bad value or a missing required option,
@@ -34,6 +62,7 @@ def parse_key_values(
     names = ", ".join(defaults)
     for arg in argv:
         key, sep, value = arg.removeprefix("--").partition("=")
+        key = canonical_key(key, aliases or {}, prog)
         if not sep:
             raise SystemExit(f"{prog}: expected key=value, got {arg!r}; options: {names}")
         if key not in defaults:

@@ -12,6 +12,7 @@ wrong types, invalid stage schedules) before anything is built.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,9 +22,18 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from m3lit.config_checks import ConfigError, validate
+from m3lit.config_checks import ConfigError, check_batch_size_overrides, validate
 
-__all__ = ["CONFIG_DIR", "ConfigError", "compose", "finalize", "validate", "save_config", "rewrite_overrides"]
+__all__ = [
+    "CONFIG_DIR",
+    "ConfigError",
+    "compose",
+    "finalize",
+    "validate",
+    "save_config",
+    "rewrite_overrides",
+    "write_text_atomic",
+]
 
 #: The repository's ``configs/`` folder (m3lit is installed editable; see pyproject.toml).
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -38,6 +48,7 @@ def rewrite_overrides(overrides: Sequence[str]) -> list[str]:
     >>> rewrite_overrides(["callbacks.stage_switch.schedule={0:dense,10:unified}", "seed=1"])
     ['~callbacks.stage_switch.schedule', '+callbacks.stage_switch.schedule={0:dense,10:unified}', 'seed=1']
     """
+    check_batch_size_overrides(overrides)
     out: list[str] = []
     for item in overrides:
         key, sep, value = item.partition("=")
@@ -85,8 +96,16 @@ def finalize(cfg: DictConfig) -> DictConfig:
 
 
 def save_config(cfg: DictConfig, folder: str | Path) -> Path:
-    """Write the resolved config to ``folder/config.yaml``."""
+    """Write the resolved config to ``folder/config.yaml`` (atomically: a crash leaves the old file whole)."""
     path = Path(folder) / "config.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(OmegaConf.to_yaml(cfg, resolve=True), encoding="utf-8")
+    write_text_atomic(path, OmegaConf.to_yaml(cfg, resolve=True))
     return path
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` to a temporary file next to ``path``, then rename it over ``path`` (one step)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

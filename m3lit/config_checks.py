@@ -24,7 +24,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-__all__ = ["ConfigError", "validate", "check_target"]
+__all__ = ["ConfigError", "validate", "check_target", "check_batch_size_overrides"]
 
 
 class ConfigError(ValueError):
@@ -108,6 +108,32 @@ def validate(cfg: DictConfig | Mapping) -> None:
         except ValueError as error:
             raise ConfigError(f"callbacks.stage_switch.schedule: {error}") from error
         _check_sources(entries, data.get("data") or {})
+
+
+#: Per-bucket batch settings that the scalar ``data.batch_size`` replaces (giving both is ambiguous).
+BATCH_TABLE_KEYS = ("data.bucket_batch_sizes", "data.pairs_bucket_batch_sizes", "data.max_tokens_per_batch")
+
+
+def check_batch_size_overrides(overrides) -> None:
+    """``data.batch_size=N`` together with a per-bucket table or token budget on the command line is an error.
+
+    >>> check_batch_size_overrides(["data.batch_size=4", "data.bucket_batch_sizes=[4,4]"])
+    Traceback (most recent call last):
+    ...
+    m3lit.config_checks.ConfigError: data.batch_size=4 and data.bucket_batch_sizes=[4,4] both set the batch size: keep one (data.batch_size applies to every bucket)
+    """
+    given = {}
+    for item in overrides:
+        key, sep, value = item.lstrip("+").partition("=")
+        if sep and value.strip().lower() not in ("null", "none", "~", ""):
+            given[key] = item.lstrip("+")
+    if "data.batch_size" in given:
+        for key in BATCH_TABLE_KEYS:
+            if key in given:
+                raise ConfigError(
+                    f"{given['data.batch_size']} and {given[key]} both set the batch size: keep one "
+                    "(data.batch_size applies to every bucket)"
+                )
 
 
 #: Data source name -> the ``data`` key that must be set for it (unless ``data.demo`` fills it).

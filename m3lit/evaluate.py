@@ -4,7 +4,7 @@ Run::
 
     python -m m3lit.evaluate model=PATH data=DIR output_dir=OUT
     python -m m3lit.evaluate model=run/last.ckpt data=[data/a,data/b] output_dir=OUT metrics=[ndcg@10,recall@20]
-    python -m m3lit.evaluate model=BAAI/bge-m3 data=DIR retrieval.hybrid_weights=[0.2,0.8] retrieval.passage_max_length=8192
+    python -m m3lit.evaluate model=BAAI/bge-m3 data=DIR retrieval.hybrid_weights=[0.2,0.8] retrieval.passage_max_len=8192
     python -m m3lit.evaluate model=e5 data=DIR modes=[dense,bm25] retrieval.pooling=mean \
         retrieval.query_prefix="'query: '" retrieval.passage_prefix="'passage: '"
     python -m m3lit.evaluate settings=OLD/results.json output_dir=OUT      # re-run a recorded evaluation
@@ -37,6 +37,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from m3lit.cli import LENGTH_ALIASES, canonical_key
 from m3lit.retrieval import RetrievalConfig, evaluate_retrieval, load_beir
 from m3lit.retrieval.report import write_reports
 from m3lit.retrieval.settings import RESTORED_KEYS, dataset_hash, evaluation_settings, read_results
@@ -56,10 +57,13 @@ def load_config(overrides: Sequence[str] = ()) -> DictConfig:
         raise FileNotFoundError(f"{CONFIG_PATH}: evaluation defaults not found (run from an m3lit checkout)")
     base = OmegaConf.load(CONFIG_PATH)
     OmegaConf.set_struct(base, True)  # a misspelt key raises instead of being ignored
+    dotlist = []
     for item in overrides:
-        if "=" not in item:
+        key, sep, value = item.partition("=")
+        if not sep:
             raise ValueError(f"override {item!r} is not key=value")
-    explicit = OmegaConf.from_dotlist(list(overrides))
+        dotlist.append(f"{canonical_key(key, LENGTH_ALIASES, 'evaluate')}={value}")
+    explicit = OmegaConf.from_dotlist(dotlist)
     layers = [base]
     if explicit.get("settings"):
         layers.append(recorded_settings(str(explicit.settings)))
@@ -114,7 +118,7 @@ def evaluate(cfg: DictConfig) -> dict:
     if cfg.settings:
         _check_hashes(str(cfg.settings), names, dirs, str(cfg.split))
     device = _device(str(cfg.device))
-    model = load_model(str(cfg.model))
+    model = load_model(str(cfg.model), key="model")
     dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[str(cfg.dtype)]
     model = model.to(device=device, dtype=dtype).eval()
     modes, metrics = list(cfg.modes), list(cfg.metrics)

@@ -2,9 +2,9 @@
 
 Run::
 
-    python -m m3lit.export ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt output_dir=export/
-    python -m m3lit.export ckpt_path=CKPT output_dir=DIR fp16=true      # halve the size, as bge-m3 ships
-    python -m m3lit.export ckpt_path=some/model/folder output_dir=DIR   # re-export (e.g. to fp16)
+    python -m m3lit.export model=logs/train/runs/<run>/checkpoints/last.ckpt output_dir=export/
+    python -m m3lit.export model=CKPT output_dir=DIR fp16=true      # halve the size, as bge-m3 ships
+    python -m m3lit.export model=some/model/folder output_dir=DIR   # re-export (e.g. to fp16)
 
 The folder (FlagEmbedding layout + sentence-transformers files, spec §2)::
 
@@ -45,7 +45,7 @@ PROVENANCE_FILE = "m3lit.json"
 
 #: Command-line options (``key=value``) and their defaults.
 OPTIONS: dict[str, Any] = {
-    "ckpt_path": None,  # Lightning .ckpt to export (or a model folder / hub id to re-export); required
+    "model": None,  # Lightning .ckpt to export (or a model folder / hub id to re-export); required (ckpt_path=: deprecated)
     "output_dir": None,  # folder to write; required; must be empty or absent unless overwrite=true
     "fp16": False,  # store the encoder and both head files in float16 (as the released BAAI/bge-m3)
     "base_model": None,  # folder/hub id with the encoder config + tokenizer, for a .ckpt without m3lit metadata
@@ -116,8 +116,8 @@ def _load(source: str | os.PathLike, base_model: str | os.PathLike | None) -> tu
         }
         return ckpt.model, provenance
     if str(source).endswith(".ckpt"):
-        raise FileNotFoundError(f"ckpt_path={source}: no such checkpoint file")
-    model = load_model(source)
+        raise FileNotFoundError(f"model={source}: no such checkpoint file")
+    model = load_model(source, key="model")
     if not model.heads_loaded:
         raise ValueError(
             f"{source} has no sparse_linear.pt/colbert_linear.pt: exporting would ship untrained sparse and "
@@ -135,9 +135,12 @@ def _load(source: str | os.PathLike, base_model: str | os.PathLike | None) -> tu
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point (``python -m m3lit.export`` / ``m3lit-export``)."""
     args = sys.argv[1:] if argv is None else argv
-    options = parse_key_values(args, OPTIONS, "export", required=("ckpt_path", "output_dir"))
-    result = export(**options)
-    print(f"exported {options['ckpt_path']} -> {result.folder}")
+    options = parse_key_values(
+        args, OPTIONS, "export", required=("model", "output_dir"), aliases={"ckpt_path": "model"}
+    )
+    source = options.pop("model")
+    result = export(source, **options)
+    print(f"exported {source} -> {result.folder}")
     for key in ("step", "stage", "config_hash", "fp16"):
         print(f"  {key}: {result.provenance.get(key)}")
     print("  files: " + ", ".join(result.files))

@@ -7,7 +7,8 @@ Run commands::
     python -m m3lit.train experiment=bge_m3_stage1 data.pairs_data=pairs/ trainer=ddp
     python -m m3lit.train experiment=bge_m3_stage2 data.train_data=labelled/ \\
         model.net.name_or_path=logs/bge_m3_stage1/runs/<time>/export trainer=ddp
-    python -m m3lit.train ckpt_path=<run dir>/checkpoints/last.ckpt hydra.run.dir=<run dir>   # resume
+    python -m m3lit.train resume=<run dir>                   # resume: the run's own config (m3lit/resume.py)
+    python -m m3lit.train resume=<run dir> trainer.devices=2 # + overrides that do not change the training
 
 A run writes to its folder (``hydra.run.dir``, default ``logs/<task_name>/runs/<time>``): ``config.yaml``
 (resolved), ``checkpoints/`` (``last.ckpt`` + step files), the logger's files, ``export/`` (FlagEmbedding
@@ -37,7 +38,9 @@ from hydra.utils import instantiate  # noqa: E402
 from lightning.pytorch.utilities import rank_zero_only  # noqa: E402
 from omegaconf import DictConfig, OmegaConf, open_dict  # noqa: E402
 
+from m3lit.ckpt import checkpoint_step  # noqa: E402
 from m3lit.config import finalize, rewrite_overrides, save_config  # noqa: E402
+from m3lit.resume import keep_csv_rows, parse_resume_args, resume_config, wandb_kwargs  # noqa: E402
 
 __all__ = ["train", "main"]
 
@@ -70,8 +73,12 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         if node is not None
     ]
     loggers = [
-        instantiate(node, _convert_="all") for node in (cfg.get("logger") or {}).values() if node is not None
+        instantiate(node, _convert_="all", **wandb_kwargs(node, out_dir))
+        for node in (cfg.get("logger") or {}).values()
+        if node is not None
     ]
+    if cfg.ckpt_path is not None:
+        keep_csv_rows(loggers, checkpoint_step(cfg.ckpt_path))
     trainer: L.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, _convert_="all"
     )
@@ -216,6 +223,13 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 def main() -> None:
     """``python -m m3lit.train [group=option ...] [key=value ...]`` (see the module docstring)."""
+    resume = parse_resume_args(sys.argv[1:])
+    if (
+        resume is not None
+    ):  # the run's saved config, not the defaults (no @hydra.main: .hydra/ stays as it is)
+        logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+        train(resume_config(resume))
+        return
     sys.argv[1:] = rewrite_overrides(sys.argv[1:])
     _hydra_main()
 

@@ -20,8 +20,8 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 FAST = [
     "progress=false",
     "retrieval.batch_size=16",
-    "retrieval.query_max_length=64",
-    "retrieval.passage_max_length=64",
+    "retrieval.query_max_len=64",
+    "retrieval.passage_max_len=64",
 ]
 METRICS = {"ndcg@10", "recall@100", "mrr@10"}
 

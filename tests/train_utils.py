@@ -88,7 +88,7 @@ def tiny_run_overrides(corpus: dict[str, str], run_dir: Path, *extra: str) -> li
         *TINY_MODEL,
         "evaluate.enabled=false",
         f"evaluate.dataset_dir={corpus['eval']}",
-        "evaluate.options={config:{query_max_length:24,passage_max_length:40,batch_size:64}}",
+        "evaluate.options={config:{query_max_len:24,passage_max_len:40,batch_size:64}}",
         "trainer.enable_model_summary=false",
         "~callbacks.progress_bar",
         "+trainer.enable_progress_bar=false",

@@ -24,6 +24,16 @@ class M3ProgressBar(RichProgressBar):
             return f"Epoch {current_epoch} (max_steps {self.trainer.max_steps})"
         return super()._get_train_description(current_epoch)
 
+    @property
+    def total_train_batches(self) -> int | float:
+        """Batches of this epoch: Lightning counts the remaining steps only, while the bar counts from the
+        epoch's first batch, so a resumed run showed e.g. 15/5; the batches already done are added back."""
+        total = super().total_train_batches
+        epoch_loop = self.trainer.fit_loop.epoch_loop
+        if epoch_loop.restarting and self.trainer.max_epochs == -1 and (self.trainer.max_steps or 0) > 0:
+            total += epoch_loop.batch_progress.current.ready
+        return total
+
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
         metrics = super().get_metrics(trainer, pl_module)
         metrics.pop("v_num", None)

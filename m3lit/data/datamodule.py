@@ -93,6 +93,7 @@ class M3DataModule(L.LightningDataModule):
         bucket_edges: ascending upper token-length edges of the buckets.
         bucket_batch_sizes: per-rank batch size per bucket (``len(bucket_edges) + 1``), labelled source.
         pairs_bucket_batch_sizes: the same for the pairs source (None: ``bucket_batch_sizes``).
+        batch_size: one per-rank batch size for every bucket of both sources (replaces both tables).
         max_tokens_per_batch: token budget mode (see :func:`~m3lit.data.sampler.build_groups`), or None.
         drop_last: tail semantics of the sampler (see :mod:`m3lit.data.sampler`).
         shuffle: shuffle examples and steps each epoch.
@@ -124,6 +125,7 @@ class M3DataModule(L.LightningDataModule):
         bucket_edges: Sequence[int] = TABLE9_EDGES,
         bucket_batch_sizes: Sequence[int] = TABLE9_FINETUNE,
         pairs_bucket_batch_sizes: Sequence[int] | None = None,
+        batch_size: int | None = None,
         max_tokens_per_batch: int | None = None,
         drop_last: bool = True,
         shuffle: bool = True,
@@ -152,10 +154,21 @@ class M3DataModule(L.LightningDataModule):
         self.demo, self.demo_dir = demo, demo_dir
         self.group_sizes = {"labelled": int(train_group_size), "pairs": int(pairs_group_size)}
         self.bucket_edges = [int(x) for x in bucket_edges]
+        if batch_size is not None:  # one size for every bucket of both sources
+            if int(batch_size) < 1:
+                raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
+            bucket_batch_sizes = pairs_bucket_batch_sizes = [int(batch_size)] * (len(self.bucket_edges) + 1)
         self.bucket_batch_sizes = {
             "labelled": [int(x) for x in bucket_batch_sizes],
             "pairs": [int(x) for x in (pairs_bucket_batch_sizes or bucket_batch_sizes)],
         }
+        for name, key in (("labelled", "bucket_batch_sizes"), ("pairs", "pairs_bucket_batch_sizes")):
+            if len(self.bucket_batch_sizes[name]) != len(self.bucket_edges) + 1:
+                raise ValueError(
+                    f"data.{key} needs len(data.bucket_edges) + 1 = {len(self.bucket_edges) + 1} entries (one per "
+                    f"length bucket), got {self.bucket_batch_sizes[name]}; for one size in every bucket set "
+                    f"data.batch_size={self.bucket_batch_sizes[name][0]} instead"
+                )
         self.query_max_len, self.passage_max_len = int(query_max_len), int(passage_max_len)
         self.max_tokens_per_batch = max_tokens_per_batch
         self.drop_last, self.shuffle = drop_last, shuffle

@@ -21,12 +21,16 @@ The output keeps every field of the input line except ``neg`` (replaced) and the
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import random
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from tqdm.auto import tqdm
 
 from m3lit.data.schema import DataError, Example, read_jsonl
 
@@ -100,6 +104,7 @@ def mine_hard_negatives(
     instruction_format: str = "{}{}",
     seed: int = 42,
     device: str | None = None,
+    progress: bool = False,
 ) -> MiningResult:
     """Mine hard negatives for ``input_file`` into ``output_file`` (see the module docstring).
 
@@ -113,6 +118,7 @@ def mine_hard_negatives(
         batch_size / query_max_len / passage_max_len / device: encoding settings.
         query_instruction / instruction_format: optional query instruction (off for BGE-M3).
         seed: seeds the sampling.
+        progress: tqdm bars while encoding queries and pool, and while selecting negatives.
     """
     from m3lit.encoding import encode_texts
     from m3lit.retrieval.dense import DenseIndex
@@ -126,8 +132,11 @@ def mine_hard_negatives(
         instruction_format.format(query_instruction, ex.query) if query_instruction else ex.query
         for ex in examples
     ]
-    q = encode_texts(model, queries, batch_size=batch_size, max_length=query_max_len, device=device).dense
-    p = encode_texts(model, pool, batch_size=batch_size, max_length=passage_max_len, device=device).dense
+    encode = functools.partial(encode_texts, model, batch_size=batch_size, device=device, sparse=False)
+    q = encode(
+        queries, max_length=query_max_len, progress=_bar(len(queries), "encode queries", progress)
+    ).dense
+    p = encode(pool, max_length=passage_max_len, progress=_bar(len(pool), "encode pool", progress)).dense
     index = DenseIndex(p.shape[1], capacity=len(pool))
     index.add(p)
     ranking = index.search(q, k=min(rank_range[1], len(pool)))
@@ -135,7 +144,7 @@ def mine_hard_negatives(
     filled = 0
     Path(output_file).parent.mkdir(parents=True, exist_ok=True)
     with open(output_file, "w", encoding="utf-8", newline="\n") as handle:
-        for row, ex in enumerate(examples):
+        for row, ex in enumerate(tqdm(examples, desc="select negatives", unit="line", disable=not progress)):
             negatives, was_filled = select_negatives(
                 ranking.indices[row].tolist(), pool, ex, rank_range, negative_number, rng
             )
@@ -152,6 +161,11 @@ def mine_hard_negatives(
             rank_range,
         )
     return MiningResult(len(examples), len(pool), filled)
+
+
+def _bar(total: int, desc: str, enabled: bool):
+    """A tqdm bar for :func:`~m3lit.encoding.encode_texts` (False: none)."""
+    return tqdm(total=total, desc=desc, unit="text") if enabled else False
 
 
 def _raw_lines(path: str | Path) -> dict[int, dict]:
@@ -175,7 +189,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description="Mine hard negatives with a trained m3lit model (dense retrieval)."
     )
-    parser.add_argument("--model", required=True, help="m3lit / FlagEmbedding model folder")
+    parser.add_argument(
+        "--model", required=True, help="m3lit export / FlagEmbedding folder, hub id or Lightning .ckpt"
+    )
     parser.add_argument("--input", required=True, help="training JSONL (query, pos, neg, ...)")
     parser.add_argument("--output", required=True, help="output JSONL")
     parser.add_argument(
@@ -186,21 +202,33 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--negative-number", type=int, default=15, help="negatives per line")
     parser.add_argument("--batch-size", type=int, default=256, help="encoding batch size")
-    parser.add_argument("--query-max-len", type=int, default=512, help="query truncation in tokens")
-    parser.add_argument("--passage-max-len", type=int, default=512, help="passage truncation in tokens")
+    # the spelling of data.query_max_len / passage_max_len; the *-length forms are deprecated aliases
+    parser.add_argument(
+        "--query-max-len", "--query-max-length", type=int, default=512, help="query truncation"
+    )
+    parser.add_argument(
+        "--passage-max-len", "--passage-max-length", type=int, default=512, help="passage truncation"
+    )
     parser.add_argument(
         "--query-instruction", default=None, help="instruction prepended to queries (off for BGE-M3)"
     )
     parser.add_argument("--seed", type=int, default=42, help="sampling seed")
     parser.add_argument("--device", default=None, help="cpu, cuda, ...; default: cuda if available")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    for old in ("--query-max-length", "--passage-max-length"):
+        if any(a == old or a.startswith(old + "=") for a in (argv if argv is not None else sys.argv[1:])):
+            log.warning(
+                "%s is deprecated: use %s (the training key's spelling)", old, old.removesuffix("gth")
+            )
     import torch
 
-    from m3lit.model import M3Model
+    from m3lit.ckpt import load_model
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = M3Model.from_pretrained(args.model)
+    log.info("loading %s", args.model)
+    model = load_model(args.model, key="--model")
     result = mine_hard_negatives(
         model,
         args.input,
@@ -214,6 +242,7 @@ def main(argv: list[str] | None = None) -> None:
         query_instruction=args.query_instruction,
         seed=args.seed,
         device=device,
+        progress=not args.no_progress,
     )
     print(json.dumps({"output": args.output, **vars(result), "negatives_per_line": args.negative_number}))
 

@@ -104,11 +104,22 @@ class RetrievalConfig:
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> RetrievalConfig:
-        """Build from a dict/DictConfig; unknown keys are an error (a typo must not pass silently)."""
+        """Build from a dict/DictConfig; unknown keys are an error (a typo must not pass silently).
+
+        The length keys are spelt ``query_max_len`` / ``passage_max_len`` as in every m3lit command
+        (:data:`m3lit.cli.LENGTH_ALIASES`); the field names ``*_max_length`` still work, with a warning."""
         if values is None:
             return cls()
         if isinstance(values, RetrievalConfig):
             return values
+        from m3lit.cli import LENGTH_ALIASES, canonical_key
+
+        fields_of = {v: k for k, v in LENGTH_ALIASES.items()}  # query_max_len -> the query_max_length field
+        values = {
+            fields_of.get(key, key): v
+            for k, v in values.items()
+            for key in [canonical_key(str(k), LENGTH_ALIASES, "retrieval")]
+        }
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:

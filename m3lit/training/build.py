@@ -11,10 +11,12 @@ from collections.abc import Mapping
 import torch
 from transformers import AutoTokenizer
 
+from m3lit.ckpt import is_training_checkpoint, load_training_checkpoint
 from m3lit.model import M3Model
 from m3lit.model.cpu_dropout import use_fast_cpu_dropout
 from m3lit.model.positions import extend_position_embeddings
 from m3lit.model.tiny import tiny_xlmr_config
+from m3lit.model_ref import check_model_reference
 
 __all__ = ["build_m3_model", "DTYPES"]
 
@@ -41,8 +43,9 @@ def build_m3_model(
     """The model to train.
 
     Args:
-        name_or_path: hub id (``BAAI/bge-m3``, ``BAAI/bge-m3-retromae``, ``FacebookAI/xlm-roberta-large``)
-            or a local folder (e.g. a previous run's ``export/``). None: a random XLM-R of size ``init``.
+        name_or_path: hub id (``BAAI/bge-m3``, ``BAAI/bge-m3-retromae``, ``FacebookAI/xlm-roberta-large``),
+            a local folder (e.g. a previous run's ``export/``) or a training ``.ckpt`` (its weights; a new
+            run, not a resume). None: a random XLM-R of size ``init``.
         tokenizer: tokenizer folder for a random encoder (the demo's own tokenizer); ignored otherwise.
         init: keyword arguments of :func:`~m3lit.model.tiny.tiny_xlmr_config` for a random encoder.
         colbert_dim: ColBERT width for freshly initialised heads (<= 0: hidden size); loaded heads keep theirs.
@@ -73,10 +76,17 @@ def build_m3_model(
             raise ValueError(
                 "model.net.tokenizer is only for a randomly initialised encoder (name_or_path null)"
             )
-        torch_dtype = DTYPES[dtype] if dtype else None
-        model = M3Model.from_pretrained(
-            name_or_path, colbert_dim=colbert_dim, normalize=normalize, torch_dtype=torch_dtype
-        )
+        check_model_reference(name_or_path, "model.net.name_or_path")
+        if is_training_checkpoint(name_or_path):
+            model = load_training_checkpoint(name_or_path).model
+            model.dense_head.normalize = model.colbert_head.normalize = normalize
+            if dtype:
+                model = model.to(DTYPES[dtype])
+        else:
+            torch_dtype = DTYPES[dtype] if dtype else None
+            model = M3Model.from_pretrained(
+                name_or_path, colbert_dim=colbert_dim, normalize=normalize, torch_dtype=torch_dtype
+            )
     else:
         if tokenizer is None:
             raise ValueError("model.net: a random encoder (name_or_path null) needs a tokenizer folder")

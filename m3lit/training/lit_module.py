@@ -275,12 +275,32 @@ class M3LitModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[CKPT_META_KEY] = checkpoint_metadata(self.model, prefix="model.", stage=self.stage)
         checkpoint["m3lit_rng"] = _get_rng_state()
+        _unfinish_stopped_epoch(checkpoint, self.trainer)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         meta = checkpoint.get(CKPT_META_KEY) or {}
         if meta.get("stage") in STAGES:
             self.stage = meta["stage"]
         self._pending_rng = checkpoint.get("m3lit_rng")
+
+
+def _unfinish_stopped_epoch(checkpoint: dict[str, Any], trainer: L.Trainer) -> None:
+    """A checkpoint written after ``max_steps`` stopped the run mid-epoch records that epoch as unfinished.
+
+    Lightning counts the epoch as completed when ``max_steps`` ends the fit loop, so the final checkpoint
+    (written in ``on_train_end``) said epoch e + 1 with e's batches done: a resume then started "epoch
+    e + 1" at batch index k (the progress bar showed k/remaining, e.g. 15/5) and the export's ``m3lit.json``
+    counted one epoch per resume. When the data epoch did not end (``is_last_batch`` is false), the epoch
+    counter and the fit loop's epoch progress are put back to "epoch e, in progress".
+    """
+    loop = (checkpoint.get("loops") or {}).get("fit_loop") or {}
+    progress = (loop.get("epoch_progress") or {}).get("current") or {}
+    stopped_mid_epoch = not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+    if not stopped_mid_epoch or progress.get("completed", 0) < progress.get("started", 0):
+        return
+    for tracker in (loop["epoch_progress"]["current"], loop["epoch_progress"]["total"]):
+        tracker["completed"] = tracker["processed"] = tracker["started"] - 1
+    checkpoint["epoch"] = loop["epoch_progress"]["current"]["completed"]
 
 
 def _get_rng_state() -> dict[str, Any]:

@@ -1,0 +1,82 @@
+"""Model references, as every command takes them, and the offline check made once before loading.
+
+Every command (``train``'s ``model.net.name_or_path``, ``evaluate``/``encode``/``export``'s ``model=``,
+mining's ``--model``) accepts the same four kinds of reference:
+
+* an m3lit export folder or a FlagEmbedding output folder (encoder + ``sparse_linear.pt``/``colbert_linear.pt``);
+* a plain Hugging Face encoder folder (the heads start untrained);
+* a hub id (``BAAI/bge-m3``), downloaded into or read from the local Hugging Face cache;
+* a Lightning training checkpoint ``.ckpt`` (:func:`m3lit.ckpt.load_training_checkpoint`).
+
+:func:`check_model_reference` fails at once, naming the key, when a hub id cannot be had: the hub is
+offline (``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE`` set, or one TCP connection to the hub with a
+2-second timeout fails; checked once per process) and the id is not in the local cache. Without it,
+``transformers`` retries the connection for about a minute before giving a less clear error.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+from pathlib import Path
+from urllib.parse import urlparse
+
+__all__ = ["ModelReferenceError", "check_model_reference", "hub_offline"]
+
+_TRUE = ("1", "true", "yes", "on")
+
+
+class ModelReferenceError(ValueError):
+    """A model reference that cannot be loaded; the message names the option and how to fix it."""
+
+
+@functools.cache
+def hub_offline() -> str | None:
+    """Why the Hugging Face hub is not usable (a short reason), or None when it is reachable."""
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(name, "").strip().lower() in _TRUE:
+            return f"{name} is set"
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    host, port = endpoint.hostname or "huggingface.co", endpoint.port or 443
+    try:
+        socket.create_connection((host, port), timeout=2.0).close()
+    except OSError as error:
+        return f"{host}:{port} is unreachable ({error.__class__.__name__})"
+    return None
+
+
+def check_model_reference(reference: str | os.PathLike, key: str = "model") -> str:
+    """Check that ``reference`` (the value of option ``key``) can be loaded; return it as a string.
+
+    Raises:
+        ModelReferenceError: a ``.ckpt`` path that does not exist, or a hub id while the hub is offline
+            and the id is not in the local cache.
+    """
+    text = str(reference)
+    path = Path(text).expanduser()
+    if path.exists():
+        return text
+    if path.suffix == ".ckpt":
+        raise ModelReferenceError(f"{key}={text}: no such checkpoint file")
+    if text.startswith((".", "/", "~")) or text.count("/") > 1:
+        raise ModelReferenceError(f"{key}={text}: no such folder (and not a hub id like BAAI/bge-m3)")
+    reason = hub_offline()
+    if reason is not None and not _in_cache(text):
+        raise ModelReferenceError(
+            f"{key}={text}: this looks like a Hugging Face hub id, but the hub is offline ({reason}) and "
+            f"{text} is not in the local cache. Pass a local folder instead ({key}=path/to/model: an m3lit "
+            "export, a FlagEmbedding folder or a .ckpt), or download it once where the hub is reachable "
+            f"(huggingface-cli download {text})."
+        )
+    return text
+
+
+def _in_cache(repo_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(repo_id, "config.json")
+    except Exception:  # a malformed id: not cached
+        return False
+    return isinstance(found, str)
