@@ -100,8 +100,13 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
 
             target = M3Model.from_pretrained(export_dir)  # evaluate what was exported
         if eval_dir:
+            from m3lit.callbacks.retrieval_metrics import reusable_results
+
+            done = reusable_results(
+                callbacks, trainer.global_step, eval_dir, cfg.evaluate.split, _evaluation_options(cfg)
+            )
             metrics["results"] = _evaluate(
-                target, eval_dir, cfg, out_dir, f"trained model (step {trainer.global_step})"
+                target, eval_dir, cfg, out_dir, f"trained model (step {trainer.global_step})", done=done
             )
         log.info("run folder: %s (%.1f s)", out_dir, time.perf_counter() - start)
     return metrics, objects
@@ -142,20 +147,38 @@ def _eval_dataset(cfg: DictConfig, datamodule: Any) -> str | None:
     return None
 
 
-def _evaluate(model, dataset_dir: str, cfg: DictConfig, out_dir: Path, title: str) -> dict:
-    """Retrieval evaluation of ``model`` on ``dataset_dir``; writes results.json/.md/.png and prints the table."""
+def _evaluation_options(cfg: DictConfig) -> dict:
+    """``cfg.evaluate.options`` as a plain dict (evaluate_retrieval keywords)."""
+    return OmegaConf.to_container(cfg.evaluate.options, resolve=True) if cfg.evaluate.options else {}
+
+
+def _evaluate(
+    model, dataset_dir: str, cfg: DictConfig, out_dir: Path, title: str, done: dict | None = None
+) -> dict:
+    """Retrieval evaluation of ``model`` on ``dataset_dir``; writes results.json/.md/.png and prints the table.
+
+    ``done``: mode -> metrics already computed for this model and step (RetrievalMetrics' evaluation of the
+    final step); only the other modes of ``cfg.evaluate.modes`` are evaluated.
+    """
     from m3lit.evaluate import write_reports
     from m3lit.retrieval import evaluate_retrieval
 
-    was_training = model.training
-    model.eval()
-    options = OmegaConf.to_container(cfg.evaluate.options, resolve=True) if cfg.evaluate.options else {}
-    if "device" not in options and torch.cuda.is_available():
-        options["device"] = "cuda"  # encode on the GPU even when the model was loaded on the CPU
-    results = evaluate_retrieval(
-        model, dataset_dir, split=cfg.evaluate.split, modes=tuple(cfg.evaluate.modes), **options
-    )
-    model.train(was_training)
+    done = done or {}
+    todo = [mode for mode in cfg.evaluate.modes if mode not in done]
+    if done:
+        log.info("final evaluation: modes %s of this step reused from RetrievalMetrics", sorted(done))
+    results = dict(done)
+    if todo:
+        was_training = model.training
+        model.eval()
+        options = _evaluation_options(cfg)
+        if "device" not in options and torch.cuda.is_available():
+            options["device"] = "cuda"  # encode on the GPU even when the model was loaded on the CPU
+        results.update(
+            evaluate_retrieval(model, dataset_dir, split=cfg.evaluate.split, modes=tuple(todo), **options)
+        )
+        model.train(was_training)
+    results = {mode: results[mode] for mode in cfg.evaluate.modes if mode in results}
     table = write_reports(results, str(out_dir))
     print(f"\nRetrieval on {dataset_dir} ({cfg.evaluate.split}), {title}:\n{table}\n", flush=True)
     return results
