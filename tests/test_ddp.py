@@ -10,6 +10,9 @@ rank's passages), and (3) both ranks end with identical weights.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from functools import partial
 from pathlib import Path
 
@@ -19,7 +22,7 @@ import torch
 from hydra.utils import instantiate
 from train_utils import tiny_corpus, tiny_run_overrides
 
-from m3lit.config import compose
+from m3lit.config import CONFIG_DIR, compose
 from m3lit.train import train
 from m3lit.training.gradcache import split_batch_step
 from m3lit.training.objective import m3_objective
@@ -129,3 +132,35 @@ def test_ddp_cross_device_negatives_gradients_and_weights(tmp_path, tokenizer):
     assert any(not torch.equal(finals[0][k], initial[k]) for k in initial), (
         "training did not move the weights"
     )
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_ddp_cpu_with_gradient_checkpointing_from_the_command_line(tmp_path, tokenizer):
+    """`python -m m3lit.train trainer=ddp_cpu model.net.gradient_checkpointing=true`: 2 processes, 2 steps.
+    No dense-only stage: find_unused_parameters is off, so neither PyTorch's nor m3lit's notice appears."""
+    corpus = tiny_corpus(tmp_path / "corpus", tokenizer)
+    run = tmp_path / "run"
+    overrides = tiny_run_overrides(
+        corpus,
+        run,
+        "trainer=ddp_cpu",
+        "model.net.gradient_checkpointing=true",
+        "trainer.max_steps=2",
+        "export=false",
+        "callbacks.stage_switch.schedule={0:{stage:unified_self_distill,source:labelled}}",
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "m3lit.train", *overrides],
+        cwd=CONFIG_DIR.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=540,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    assert "find_unused_parameters" not in output
+    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert state["global_step"] == 2 and state["m3lit"]["stage"] == "unified_self_distill"
