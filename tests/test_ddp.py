@@ -10,9 +10,6 @@ rank's passages), and (3) both ranks end with identical weights.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from functools import partial
 from pathlib import Path
 
@@ -20,9 +17,9 @@ import lightning as L
 import pytest
 import torch
 from hydra.utils import instantiate
-from train_utils import tiny_corpus, tiny_run_overrides
+from train_utils import run_train_cli, tiny_corpus, tiny_run_overrides
 
-from m3lit.config import CONFIG_DIR, compose
+from m3lit.config import compose
 from m3lit.train import train
 from m3lit.training.gradcache import split_batch_step
 from m3lit.training.objective import m3_objective
@@ -150,15 +147,7 @@ def test_ddp_cpu_with_gradient_checkpointing_from_the_command_line(tmp_path, tok
         "export=false",
         "callbacks.stage_switch.schedule={0:{stage:unified_self_distill,source:labelled}}",
     )
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        [sys.executable, "-m", "m3lit.train", *overrides],
-        cwd=CONFIG_DIR.parent,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=540,
-    )
+    done = run_train_cli(overrides, timeout=540, threads=1)
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-4000:]
     assert "find_unused_parameters" not in output

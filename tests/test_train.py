@@ -6,14 +6,11 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
-from train_utils import tiny_corpus, tiny_data_overrides, tiny_run_overrides
+from train_utils import run_train_cli, tiny_corpus, tiny_data_overrides, tiny_run_overrides
 
 from m3lit.callbacks.retrieval_metrics import RetrievalMetrics
 from m3lit.config import CONFIG_DIR, compose
@@ -89,15 +86,7 @@ def test_command_line_contract(corpus, tmp_path):
         "callbacks.stage_switch.schedule={0:{stage:dense,source:pairs},2:{stage:unified,source:labelled},4:unified_self_distill}",
         "evaluate.modes=[dense,sparse,colbert,dense+sparse,all,bm25]",
     ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "2"}
-    done = subprocess.run(
-        [sys.executable, "-m", "m3lit.train", *overrides],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_train_cli(overrides, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
     last = run / "checkpoints" / "last.ckpt"
