@@ -112,8 +112,19 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
                 str(export_dir),
             )  # evaluate what was exported
         if eval_dir:
+            from m3lit.callbacks.retrieval_metrics import reusable_results
+
+            done = reusable_results(
+                callbacks, trainer.global_step, eval_dir, cfg.evaluate.split, _evaluation_options(cfg)
+            )
             metrics["results"] = _evaluate(
-                target, eval_dir, cfg, out_dir, f"trained model (step {trainer.global_step})", reference
+                target,
+                eval_dir,
+                cfg,
+                out_dir,
+                f"trained model (step {trainer.global_step})",
+                reference,
+                done=done,
             )
         log.info("run folder: %s (%.1f s)", out_dir, time.perf_counter() - start)
     return metrics, objects
@@ -154,29 +165,58 @@ def _eval_dataset(cfg: DictConfig, datamodule: Any) -> str | None:
     return None
 
 
-def _evaluate(model, dataset_dir: str, cfg: DictConfig, out_dir: Path, title: str, reference: str) -> dict:
-    """Retrieval evaluation of ``model`` on ``dataset_dir``; writes results.json (with its settings; ``reference``
-    names the model there), results.md/.png and runs/<mode>.trec, and prints the table."""
+def _evaluation_options(cfg: DictConfig) -> dict:
+    """``cfg.evaluate.options`` as a plain dict (evaluate_retrieval keywords)."""
+    return OmegaConf.to_container(cfg.evaluate.options, resolve=True) if cfg.evaluate.options else {}
+
+
+def _evaluate(
+    model,
+    dataset_dir: str,
+    cfg: DictConfig,
+    out_dir: Path,
+    title: str,
+    reference: str,
+    done: dict | None = None,
+) -> dict:
+    """Retrieval evaluation of ``model`` on ``dataset_dir``; writes results.json (with its settings;
+    ``reference`` names the model there), results.md/.png and runs/<mode>.trec, and prints the table.
+
+    ``done``: mode -> metrics already computed for this model and step (RetrievalMetrics' evaluation of the
+    final step); only the other modes of ``cfg.evaluate.modes`` are evaluated, and only they get a run file.
+    """
     from m3lit.evaluate import write_reports
     from m3lit.retrieval import DEFAULT_METRICS, RetrievalConfig, evaluate_retrieval, evaluation_settings
 
-    was_training = model.training
-    model.eval()
-    options = OmegaConf.to_container(cfg.evaluate.options, resolve=True) if cfg.evaluate.options else {}
+    done = done or {}
+    modes = tuple(cfg.evaluate.modes)
+    todo = [mode for mode in modes if mode not in done]
+    if done:
+        log.info(
+            "final evaluation: modes %s of this step reused from RetrievalMetrics (no run files)",
+            sorted(done),
+        )
+    options = _evaluation_options(cfg)
     if "device" not in options and torch.cuda.is_available():
         options["device"] = "cuda"  # encode on the GPU even when the model was loaded on the CPU
     ignore = bool(cfg.evaluate.get("ignore_identical_ids", True))
-    modes = tuple(cfg.evaluate.modes)
-    results = evaluate_retrieval(
-        model,
-        dataset_dir,
-        split=cfg.evaluate.split,
-        modes=modes,
-        ignore_identical_ids=ignore,
-        runs_dir=out_dir / "runs",
-        **options,
-    )
-    model.train(was_training)
+    results = dict(done)
+    if todo:
+        was_training = model.training
+        model.eval()
+        results.update(
+            evaluate_retrieval(
+                model,
+                dataset_dir,
+                split=cfg.evaluate.split,
+                modes=tuple(todo),
+                ignore_identical_ids=ignore,
+                runs_dir=out_dir / "runs",
+                **options,
+            )
+        )
+        model.train(was_training)
+    results = {mode: results[mode] for mode in modes if mode in results}
     settings = evaluation_settings(
         model=reference,
         data=str(dataset_dir),

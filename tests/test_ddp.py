@@ -17,7 +17,7 @@ import lightning as L
 import pytest
 import torch
 from hydra.utils import instantiate
-from train_utils import tiny_corpus, tiny_run_overrides
+from train_utils import run_train_cli, tiny_corpus, tiny_run_overrides
 
 from m3lit.config import compose
 from m3lit.train import train
@@ -129,3 +129,27 @@ def test_ddp_cross_device_negatives_gradients_and_weights(tmp_path, tokenizer):
     assert any(not torch.equal(finals[0][k], initial[k]) for k in initial), (
         "training did not move the weights"
     )
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_ddp_cpu_with_gradient_checkpointing_from_the_command_line(tmp_path, tokenizer):
+    """`python -m m3lit.train trainer=ddp_cpu model.net.gradient_checkpointing=true`: 2 processes, 2 steps.
+    No dense-only stage: find_unused_parameters is off, so neither PyTorch's nor m3lit's notice appears."""
+    corpus = tiny_corpus(tmp_path / "corpus", tokenizer)
+    run = tmp_path / "run"
+    overrides = tiny_run_overrides(
+        corpus,
+        run,
+        "trainer=ddp_cpu",
+        "model.net.gradient_checkpointing=true",
+        "trainer.max_steps=2",
+        "export=false",
+        "callbacks.stage_switch.schedule={0:{stage:unified_self_distill,source:labelled}}",
+    )
+    done = run_train_cli(overrides, timeout=540, threads=1)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    assert "find_unused_parameters" not in output
+    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert state["global_step"] == 2 and state["m3lit"]["stage"] == "unified_self_distill"

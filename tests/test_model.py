@@ -4,6 +4,7 @@ freezing, gradient checkpointing, and position extension."""
 from __future__ import annotations
 
 import copy
+import pickle
 
 import pytest
 import torch
@@ -148,6 +149,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_model, tokenizer, 
     plain = gradients()
     model.gradient_checkpointing(True)
     assert model.is_gradient_checkpointing
+    pickle.loads(pickle.dumps(model))  # DDP's spawned processes receive the model pickled
     checkpointed = gradients()
     model.gradient_checkpointing(False)
     assert not model.is_gradient_checkpointing

@@ -118,13 +118,13 @@ def test_logs_every_mode_every_n_steps_and_at_the_end(tiny_config, tokenizer, ti
         enable_model_summary=False,
     )
     trainer.fit(module, loader(tokenizer, tiny_beir_dir))
-    # step 2: the five modes; step 3 (end of training): the five modes + the BM25 reference row
+    # steps 2 and 3 (end of training): the five modes + the BM25 reference row, computed once, re-logged
     assert [step for step, _ in callback.history] == [2, 3]
-    assert set(callback.history[0][1]) == set(MODEL_MODES)
-    assert set(callback.history[1][1]) == {*MODEL_MODES, "bm25"}
+    assert set(callback.history[0][1]) == set(callback.history[1][1]) == {*MODEL_MODES, "bm25"}
+    assert callback.history[0][1]["bm25"] == callback.history[1][1]["bm25"]
     logged = {step: metrics for step, metrics in logger.calls if any(k.startswith("val/") for k in metrics)}
     assert set(logged) == {2, 3}  # step 2 is not a multiple of log_every_n_steps: still logged
-    assert set(logged[2]) == keys(MODEL_MODES) and set(logged[3]) == keys([*MODEL_MODES, "bm25"])
+    assert set(logged[2]) == set(logged[3]) == keys([*MODEL_MODES, "bm25"])
     for step, results in callback.history:
         assert logged[step] == {f"val/{m}/{mode}": v for mode, row in results.items() for m, v in row.items()}
     # callback_metrics (what ModelCheckpoint / EarlyStopping read) hold the final values
@@ -166,7 +166,7 @@ def fast_dev_trainer(callback: RetrievalMetrics) -> L.Trainer:
 
 def test_fast_dev_run_evaluates_once_at_the_end(tiny_config, tokenizer, tiny_beir_dir):
     module = make_module(tiny_config, tokenizer)
-    callback = RetrievalMetrics(None, every_n_steps=None, bm25_at_end=False, retrieval=FAST)  # the demo split
+    callback = RetrievalMetrics(None, every_n_steps=None, bm25=False, retrieval=FAST)  # the demo split
     trainer = fast_dev_trainer(callback)
     trainer.fit(module, datamodule=DemoLikeData(tokenizer, tiny_beir_dir))
     assert callback.data_dir == str(tiny_beir_dir)
@@ -190,7 +190,7 @@ def test_ddp_ranks_log_identical_values(tiny_config, tokenizer, tiny_beir_dir, t
     """Two CPU processes (gloo): rank 0 evaluates, both ranks log the broadcast values (no deadlock)."""
     module = make_module(tiny_config, tokenizer)
     callback = RetrievalMetrics(
-        tiny_beir_dir, every_n_steps=1, modes=["dense", "sparse"], bm25_at_end=False, retrieval=FAST
+        tiny_beir_dir, every_n_steps=1, modes=["dense", "sparse"], bm25=False, retrieval=FAST
     )
     trainer = L.Trainer(
         max_steps=2,

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
+import logging
+import shutil
 
 import pytest
 import torch
-from train_utils import tiny_corpus, tiny_data_overrides, tiny_run_overrides
+from train_utils import run_train_cli, tiny_corpus, tiny_data_overrides, tiny_run_overrides
 
+from m3lit.callbacks.retrieval_metrics import RetrievalMetrics
 from m3lit.config import CONFIG_DIR, compose
 from m3lit.model import M3Model
 from m3lit.retrieval import read_results
@@ -87,15 +87,7 @@ def test_command_line_contract(corpus, tmp_path):
         "callbacks.stage_switch.schedule={0:{stage:dense,source:pairs},2:{stage:unified,source:labelled},4:unified_self_distill}",
         "evaluate.modes=[dense,sparse,colbert,dense+sparse,all,bm25]",
     ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "2"}
-    done = subprocess.run(
-        [sys.executable, "-m", "m3lit.train", *overrides],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_train_cli(overrides, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
     last = run / "checkpoints" / "last.ckpt"
@@ -158,3 +150,64 @@ def test_pretrained_model_is_built_in_training_mode(tiny_model_dir):
 
     model = build_m3_model(str(tiny_model_dir))
     assert model.training and all(m.training for m in model.modules())
+
+
+def test_metrics_in_every_mode_once_heads_train_from_a_headless_encoder(
+    corpus, tiny_model_dir, tmp_path, caplog
+):
+    """A plain encoder (no sparse_linear.pt/colbert_linear.pt): two dense steps are evaluated dense-only, every
+    step after the switch to a head-training stage in all five modes; BM25 computed once and re-logged; the
+    monitoring checkpoint sees val/ndcg@10/all; results.json reuses the callback's step 4 (not re-evaluated)."""
+    headless = tmp_path / "headless"
+    shutil.copytree(tiny_model_dir, headless)
+    for name in ("sparse_linear.pt", "colbert_linear.pt"):
+        (headless / name).unlink()
+    run = tmp_path / "run"
+    overrides = [o for o in tiny_run_overrides(corpus, run) if o != "~logger" and "evaluate.enabled" not in o]
+    overrides = [o for o in overrides if not o.startswith(("model.net.tokenizer", "model.net.init."))]
+    overrides += [
+        f"model.net.name_or_path={headless}",
+        "callbacks=with_retrieval",
+        "callbacks.retrieval_metrics.every_n_steps=1",
+        "callbacks.stage_switch.schedule={0:{stage:dense,source:pairs},2:{stage:unified,source:labelled}}",
+        "callbacks.model_checkpoint.monitor=val/ndcg@10/all",
+        "callbacks.model_checkpoint.every_n_train_steps=1",
+        "trainer.max_steps=4",
+        "logger=csv",
+        "evaluate.baseline=false",
+    ]
+    with caplog.at_level(logging.INFO, logger="m3lit.train"):
+        metrics, objects = train(compose(overrides))
+    callback = next(c for c in objects["callbacks"] if isinstance(c, RetrievalMetrics))
+    history = dict(callback.history)
+    assert list(history) == [1, 2, 3, 4]  # each step evaluated once
+    model_modes = ["dense", "sparse", "colbert", "dense+sparse", "all"]
+    assert set(history[1]) == set(history[2]) == {"dense", "bm25"}  # stage 1: heads untrained
+    assert set(history[3]) == set(history[4]) == {*model_modes, "bm25"}
+    assert all(history[s]["bm25"] == history[1]["bm25"] for s in history)
+    with open(run / "csv" / "metrics.csv", newline="") as handle:
+        rows = [r for r in csv.DictReader(handle) if r.get("val/ndcg@10/dense")]
+    by_step = {int(r["step"]): r for r in rows}
+    assert sorted(by_step) == [1, 2, 3, 4]
+    assert by_step[2]["val/ndcg@10/all"] == "" and float(by_step[3]["val/ndcg@10/all"]) == pytest.approx(
+        history[3]["all"]["ndcg@10"]
+    )
+    saver = objects["trainer"].checkpoint_callback
+    assert float(saver.best_model_score) == pytest.approx(max(history[s]["all"]["ndcg@10"] for s in (3, 4)))
+    # the final evaluation reuses step 4 for the model modes; only what the callback lacked would be evaluated
+    assert "reused from RetrievalMetrics" in caplog.text
+    results = json.loads((run / "results.json").read_text())
+    assert results == {mode: history[4][mode] for mode in [*model_modes, "bm25"]}
+    assert metrics["results"] == results
+
+
+def test_log_interval_longer_than_the_run_is_clamped(corpus, tmp_path):
+    run = tmp_path / "run"
+    overrides = [o for o in tiny_run_overrides(corpus, run) if o != "~logger"]
+    overrides += ["logger=csv", "trainer.max_steps=3", "trainer.log_every_n_steps=20", "export=false"]
+    with pytest.warns(UserWarning, match=r"log_every_n_steps=20 exceeds trainer.max_steps=3"):
+        _, objects = train(compose(overrides))
+    assert objects["trainer"].log_every_n_steps == 3
+    with open(run / "csv" / "metrics.csv", newline="") as handle:
+        steps = [int(r["step"]) for r in csv.DictReader(handle) if r["train/loss"]]
+    assert steps == [2]  # the third step (0-based index 2) is logged; 20 would have logged nothing

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import builtins
 import json
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 from m3lit.retrieval import write_beir
@@ -94,3 +97,16 @@ def tiny_run_overrides(corpus: dict[str, str], run_dir: Path, *extra: str) -> li
         "+trainer.enable_progress_bar=false",
         *extra,
     ]
+
+
+def run_train_cli(overrides: list[str], timeout: int, threads: int = 2) -> subprocess.CompletedProcess:
+    """``python -m m3lit.train *overrides`` as a user types it (offline), from the repository root."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": str(threads)}
+    return subprocess.run(
+        [sys.executable, "-m", "m3lit.train", *overrides],
+        cwd=Path(__file__).resolve().parents[1],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

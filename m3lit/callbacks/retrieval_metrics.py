@@ -2,8 +2,22 @@
 
 Every ``every_n_steps`` optimizer steps, and once when training ends, the callback runs
 :func:`m3lit.retrieval.evaluate_retrieval` on a BEIR-layout folder in the five modes (BGE-M3,
-arXiv:2402.03216 §4: Dense, Sparse, Multi-vec, Dense+Sparse, All; plus BM25 at the end, as a reference
-row) and logs ``<prefix>/<metric>/<mode>``, e.g. ``val/ndcg@10/all``.
+arXiv:2402.03216 §4: Dense, Sparse, Multi-vec, Dense+Sparse, All) and logs ``<prefix>/<metric>/<mode>``,
+e.g. ``val/ndcg@10/all``. BM25, the lexical reference row (``bm25=True``), does not depend on the model:
+it is computed ONCE, at the first evaluation, and the same values are re-logged with every evaluation,
+so each logged step carries the reference next to the model's modes.
+
+Modes and untrained heads: a model started from a plain encoder has fresh sparse/ColBERT heads
+(``M3Model.heads_loaded`` False) and is evaluated in dense (and BM25) only. The training module marks the
+heads trained at its first step of a stage that trains them
+(:class:`~m3lit.training.lit_module.M3LitModule`), so every evaluation from then on has all five modes;
+a dense-only stage 1 stays dense-only, as it should.
+
+No step is evaluated twice: within the callback a step is evaluated at most once (the end-of-training
+evaluation is skipped when the last periodic one was at the same step), and ``m3lit.train``'s final
+evaluation (``results.json``) takes the callback's results for the final step through
+:func:`reusable_results` when they cover the same dataset, split, metrics and settings,
+evaluating only the modes the callback did not.
 
 Where the values go:
 
@@ -28,7 +42,7 @@ eval mode and restores its training flag.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +58,7 @@ from m3lit.retrieval import (
     load_beir,
 )
 
-__all__ = ["RetrievalMetrics"]
+__all__ = ["RetrievalMetrics", "reusable_results"]
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +72,8 @@ class RetrievalMetrics(Callback):
         split: qrels split to evaluate.
         every_n_steps: evaluate when ``global_step`` is a positive multiple of this; None or 0 = only at the end.
         at_train_end: evaluate once more when training ends (unless that step was just evaluated).
-        modes: modes evaluated each time (default: the five model modes).
-        bm25_at_end: add the BM25 reference row to the final evaluation.
+        modes: model modes evaluated each time (default: the five).
+        bm25: add the BM25 reference row, computed once and re-logged with every evaluation.
         metrics: metric names, e.g. ``ndcg@10``, ``recall@100``, ``mrr@10``.
         retrieval: :class:`RetrievalConfig` or a dict of its fields (depths, weights, lengths).
         prefix: first part of the logged keys.
@@ -76,7 +90,7 @@ class RetrievalMetrics(Callback):
         every_n_steps: int | None = 500,
         at_train_end: bool = True,
         modes: Sequence[str] = MODEL_MODES,
-        bm25_at_end: bool = True,
+        bm25: bool = True,
         metrics: Sequence[str] = DEFAULT_METRICS,
         retrieval: RetrievalConfig | dict | None = None,
         prefix: str = "val",
@@ -91,8 +105,8 @@ class RetrievalMetrics(Callback):
         self.split = split
         self.every_n_steps = every_n_steps or 0
         self.at_train_end = at_train_end
-        self.modes = list(modes)
-        self.bm25_at_end = bm25_at_end
+        self.modes = [m for m in modes if m != "bm25"]
+        self.bm25 = bm25 or "bm25" in modes
         self.metrics = list(metrics)
         self.retrieval = RetrievalConfig.from_mapping(retrieval)
         self.prefix = prefix
@@ -101,6 +115,7 @@ class RetrievalMetrics(Callback):
         self.progress = progress
         self._dataset: RetrievalDataset | None = None
         self._last_step = -1
+        self._bm25: dict[str, float] | None = None  # metric -> value, computed at the first evaluation
         #: (global_step, {mode: {metric: value}}) of every evaluation, oldest first.
         self.history: list[tuple[int, dict[str, dict[str, float]]]] = []
 
@@ -131,17 +146,11 @@ class RetrievalMetrics(Callback):
     ) -> None:
         step = trainer.global_step
         if self.every_n_steps and step > 0 and step % self.every_n_steps == 0 and step != self._last_step:
-            self._evaluate_and_log(trainer, pl_module, self.modes)
+            self._evaluate_and_log(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not self.at_train_end or not _training_ends(trainer):
-            return
-        modes = self.modes + (["bm25"] if self.bm25_at_end and "bm25" not in self.modes else [])
-        if trainer.global_step == self._last_step:  # just evaluated: only the BM25 row may be missing
-            modes = [m for m in modes if m not in self.last_results]
-            if not modes:
-                return
-        self._evaluate_and_log(trainer, pl_module, modes)
+        if self.at_train_end and _training_ends(trainer) and trainer.global_step != self._last_step:
+            self._evaluate_and_log(trainer, pl_module)
 
     def state_dict(self) -> dict[str, Any]:
         return {"last_step": self._last_step, "history": [[s, r] for s, r in self.history]}
@@ -149,12 +158,31 @@ class RetrievalMetrics(Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._last_step = int(state_dict.get("last_step", -1))
         self.history = [(int(s), r) for s, r in state_dict.get("history", [])]
+        self._bm25 = next((r["bm25"] for _, r in reversed(self.history) if "bm25" in r), None)
+
+    # ------------------------------------------------------------------ reuse
+    def results_for(
+        self, step: int, dataset_dir: str | Path, split: str, options: Mapping[str, Any] | None = None
+    ) -> dict[str, dict[str, float]] | None:
+        """This callback's results of global step ``step`` if they are what ``evaluate_retrieval(model,
+        dataset_dir, split=split, **options)`` would compute (same folder, split, metrics, retrieval settings and
+        qrels policy; ``device`` and ``progress`` do not change values); else None. Used by ``m3lit.train``."""
+        options = dict(options or {})
+        if not self.history or self.history[-1][0] != step or self.data_dir is None:
+            return None
+        same = (
+            Path(self.data_dir).resolve() == Path(dataset_dir).resolve()
+            and self.split == split
+            and list(options.get("metrics", DEFAULT_METRICS)) == self.metrics
+            and RetrievalConfig.from_mapping(options.get("config")) == self.retrieval
+            and options.get("unknown_qrels", "error") == self.unknown_qrels
+        )
+        return dict(self.history[-1][1]) if same else None
 
     # ------------------------------------------------------------------ work
-    def _evaluate_and_log(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, modes: Sequence[str]
-    ) -> None:
+    def _evaluate_and_log(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         step = trainer.global_step
+        modes = self.modes + (["bm25"] if self.bm25 and self._bm25 is None else [])
         results = None
         if trainer.is_global_zero:
             model = getattr(pl_module, self.model_attr)
@@ -168,11 +196,10 @@ class RetrievalMetrics(Callback):
                 progress=self.progress,
             )
         results = trainer.strategy.broadcast(results, src=0)
-        if step == self._last_step and self.history:  # same step: complete the earlier entry
-            merged = {**self.history[-1][1], **results}
-            self.history[-1] = (step, merged)
-        else:
-            self.history.append((step, results))
+        if self.bm25:
+            self._bm25 = results.get("bm25", self._bm25)
+            results["bm25"] = self._bm25
+        self.history.append((step, results))
         self._last_step = step
         flat = {
             f"{self.prefix}/{metric}/{mode}": value
@@ -187,6 +214,22 @@ class RetrievalMetrics(Callback):
                 f"{mode} {row.get(self.metrics[0], float('nan')):.4f}" for mode, row in results.items()
             )
             log.info("step %d retrieval %s: %s", step, self.metrics[0], summary)
+
+
+def reusable_results(
+    callbacks: Sequence[Callback],
+    step: int,
+    dataset_dir: str | Path,
+    split: str,
+    options: Mapping[str, Any] | None = None,
+) -> dict[str, dict[str, float]] | None:
+    """The first :meth:`RetrievalMetrics.results_for` match among ``callbacks`` (None if none matches)."""
+    for callback in callbacks:
+        if isinstance(callback, RetrievalMetrics):
+            found = callback.results_for(step, dataset_dir, split, options)
+            if found:
+                return found
+    return None
 
 
 def _demo_eval_dir(trainer: L.Trainer) -> str:

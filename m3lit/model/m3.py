@@ -109,7 +109,8 @@ class M3Model(nn.Module):
         self.dense_head = DenseHead(normalize)
         self.sparse_head = SparseHead(hidden, special_token_ids(tokenizer))
         self.colbert_head = ColbertHead(hidden, colbert_dim, normalize)
-        #: False when the head weights were freshly initialised rather than loaded (see from_pretrained).
+        #: False while the sparse/ColBERT heads hold a fresh initialisation (from_pretrained without head
+        #: files); M3LitModule sets it True after its first step in a stage that trains them.
         self.heads_loaded = True
 
     # ------------------------------------------------------------------ construction
@@ -256,7 +257,13 @@ class M3Model(nn.Module):
         return self.colbert_head.linear.out_features
 
     def gradient_checkpointing(self, enable: bool = True) -> None:
-        """Recompute encoder activations in backward (paper App. B.3). Non-reentrant, RNG-preserving."""
+        """Recompute encoder activations in backward (paper App. B.3). Non-reentrant, RNG-preserving.
+
+        transformers also registers a forward hook making the embedding output require grad; only reentrant
+        checkpointing needs it (non-reentrant checkpointing back-propagates into the layer's parameters
+        whatever its inputs), and the hook is a local function that cannot be pickled, which broke DDP's
+        spawned processes. It is removed again.
+        """
         encoder = self.encoder
         if hasattr(encoder, "activation_checkpointing_enable"):  # transformers >= 5 name
             if enable:
@@ -269,6 +276,8 @@ class M3Model(nn.Module):
             encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         else:
             encoder.gradient_checkpointing_disable()
+        if enable:
+            encoder.disable_input_require_grads()
 
     @property
     def is_gradient_checkpointing(self) -> bool:

@@ -10,6 +10,11 @@ Every step runs under its own RNG seed derived from (seed, rank, global step): d
 depend on anything that happened before, so a run resumed from a checkpoint replays the uninterrupted
 run bit for bit (CPU, deterministic mode). The global RNG states are checkpointed too and restored at
 the first batch after a resume, for anything else that draws from them.
+
+A model built from a plain encoder (no ``sparse_linear.pt``/``colbert_linear.pt``) starts with
+``model.heads_loaded`` False; the first optimizer step of a stage that trains the sparse and ColBERT heads
+sets it True, so from then on retrieval evaluation during training (``RetrievalMetrics``) and after it
+reports every mode. A dense-only stage (stage 1) leaves it as it is.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.strategies import SingleDeviceStrategy
+from lightning.pytorch.utilities import rank_zero_warn
 
 from m3lit.ckpt import CKPT_META_KEY, checkpoint_metadata
 from m3lit.data.batch import Encoded, M3Batch
@@ -44,7 +50,7 @@ from m3lit.training.optim import (
 )
 from m3lit.training.stages import STAGES, stage_spec
 
-__all__ = ["M3LitModule", "SUB_BATCH_MODES", "split_encoded"]
+__all__ = ["M3LitModule", "SUB_BATCH_MODES", "clamp_log_interval", "split_encoded"]
 
 #: ``split``: paper App. B.3 (sub-batches with graph, one backward; turn on gradient checkpointing for
 #: the memory saving). ``gradcache``: exact gradient cache (constant activation memory).
@@ -191,6 +197,9 @@ class M3LitModule(L.LightningModule):
             return gradcache_step(self.model, queries, passages, no_sync=sync, **kwargs)
         return split_batch_step(self.model, queries, passages, **kwargs)
 
+    def on_fit_start(self) -> None:
+        clamp_log_interval(self.trainer)
+
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         if self._pending_rng is not None:
             _set_rng_state(self._pending_rng)
@@ -207,6 +216,9 @@ class M3LitModule(L.LightningModule):
             self._clip_gradients(opt)
         opt.step()
         self.lr_schedulers().step()
+        spec = stage_spec(self.stage)
+        if spec.sparse and spec.colbert:
+            self.model.heads_loaded = True  # trained from here on (module docstring)
         self._log_step(batch, out)
         return out.loss.detach()
 
@@ -301,6 +313,22 @@ def _unfinish_stopped_epoch(checkpoint: dict[str, Any], trainer: L.Trainer) -> N
     for tracker in (loop["epoch_progress"]["current"], loop["epoch_progress"]["total"]):
         tracker["completed"] = tracker["processed"] = tracker["started"] - 1
     checkpoint["epoch"] = loop["epoch_progress"]["current"]["completed"]
+
+
+def clamp_log_interval(trainer) -> None:
+    """``trainer.log_every_n_steps`` > ``trainer.max_steps`` would log nothing at all: clamp it, with a warning.
+
+    Lightning writes the step metrics to the loggers when the step count is a multiple of the interval, so a
+    10-step run with ``log_every_n_steps=20`` would leave W&B and the CSV empty.
+    """
+    interval, max_steps = trainer.log_every_n_steps, trainer.max_steps
+    if max_steps is None or max_steps <= 0 or not interval or interval <= max_steps:
+        return
+    rank_zero_warn(
+        f"trainer.log_every_n_steps={interval} exceeds trainer.max_steps={max_steps}: nothing would be logged; "
+        f"logging every {max_steps} steps instead (set trainer.log_every_n_steps to choose)"
+    )
+    trainer.log_every_n_steps = max_steps
 
 
 def _get_rng_state() -> dict[str, Any]:
