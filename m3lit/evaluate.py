@@ -8,6 +8,9 @@ Run::
     python -m m3lit.evaluate model=e5 data=DIR modes=[dense,bm25] retrieval.pooling=mean \
         retrieval.query_prefix="'query: '" retrieval.passage_prefix="'passage: '"
     python -m m3lit.evaluate settings=OLD/results.json output_dir=OUT      # re-run a recorded evaluation
+    python -m m3lit.evaluate model=RUN/export suite=BENCH/eval output_dir=OUT \
+        reference="{name_or_path: m3lit:multilingual-e5-small-q4, label: multilingual-e5-small, \
+        retrieval: {pooling: mean, query_prefix: 'query: ', passage_prefix: 'passage: '}}"
 
 ``model`` is an m3lit export or FlagEmbedding folder, a hub id, or a Lightning training checkpoint
 (``.ckpt``, read with ``torch.load(weights_only=True)`` by :func:`m3lit.ckpt.load_model`). A folder
@@ -20,6 +23,9 @@ metric -> value in [0, 1], one level deeper under the dataset names for several 
 everything that made the table, :mod:`m3lit.retrieval.settings`), ``results.md`` (the table(s), x100),
 ``results.png`` and ``runs/<mode>.trec`` (``runs/<dataset>/<mode>.trec`` for several datasets): the scored
 lists as TREC run files (:mod:`m3lit.retrieval.trec`).
+
+``suite=DIR`` evaluates a benchmark suite instead (:mod:`m3lit.retrieval.suite`: a table per task, a row
+per method, a column per language and the average), optionally beside a released ``reference`` model.
 
 ``settings=<results.json>`` starts from that file's recorded settings (model, data, split, modes, metrics,
 dtype, unknown_qrels, ignore_identical_ids, retrieval) instead of the defaults; explicit ``key=value``
@@ -40,7 +46,13 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from m3lit.cli import LENGTH_ALIASES, canonical_key
 from m3lit.retrieval import RetrievalConfig, evaluate_retrieval, load_beir
 from m3lit.retrieval.report import write_reports
-from m3lit.retrieval.settings import RESTORED_KEYS, dataset_hash, evaluation_settings, read_results
+from m3lit.retrieval.settings import (
+    OPTIONAL_RESTORED_KEYS,
+    RESTORED_KEYS,
+    dataset_hash,
+    evaluation_settings,
+    read_results,
+)
 
 __all__ = ["CONFIG_PATH", "load_config", "evaluate", "main", "write_reports"]
 
@@ -78,7 +90,8 @@ def recorded_settings(path: str) -> DictConfig:
     missing = [k for k in RESTORED_KEYS if k not in settings]
     if missing:
         raise ValueError(f"{path}: settings lack {missing}")
-    return OmegaConf.create({k: settings[k] for k in RESTORED_KEYS})
+    keys = [*RESTORED_KEYS, *(k for k in OPTIONAL_RESTORED_KEYS if k in settings)]
+    return OmegaConf.create({k: settings[k] for k in keys})
 
 
 def _dataset_dirs(data) -> list[str]:
@@ -112,6 +125,12 @@ def evaluate(cfg: DictConfig) -> dict:
     """Load the model and datasets of ``cfg``, evaluate, write the reports; return the results dict."""
     from m3lit.ckpt import load_model
 
+    if bool(cfg.get("suite")) == bool(cfg.get("data")):
+        raise ValueError(
+            "give either data=DIR (BEIR folder or list) or suite=DIR (a benchmark suite), not both"
+        )
+    if cfg.suite:
+        return _evaluate_suite(cfg)
     dirs = _dataset_dirs(cfg.data)
     names = _names(dirs)
     retrieval = RetrievalConfig.from_mapping(OmegaConf.to_container(cfg.retrieval, resolve=True))
@@ -162,6 +181,31 @@ def evaluate(cfg: DictConfig) -> dict:
     print(table)
     print(f"wrote {Path(cfg.output_dir) / 'results.json'}, results.md, results.png, {runs}/")
     return results
+
+
+def _evaluate_suite(cfg: DictConfig) -> dict:
+    """``suite=DIR``: paper-shaped tables per task (:func:`m3lit.retrieval.suite.run_suite`)."""
+    from m3lit.ckpt import load_model
+    from m3lit.retrieval.suite import run_suite
+
+    device = _device(str(cfg.device))
+    dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[str(cfg.dtype)]
+    model = load_model(str(cfg.model), key="model").to(device=device, dtype=dtype).eval()
+    base = RetrievalConfig.from_mapping(OmegaConf.to_container(cfg.retrieval, resolve=True)).to_dict()
+    reference = OmegaConf.to_container(cfg.reference, resolve=True) if cfg.reference else None
+    return run_suite(
+        model,
+        model_ref=str(cfg.model),
+        suite_dir=str(cfg.suite),
+        output_dir=str(cfg.output_dir),
+        reference=reference,
+        modes=list(cfg.modes),
+        split=str(cfg.split),
+        base=base,
+        ignore_identical_ids=bool(cfg.ignore_identical_ids),
+        device=device,
+        progress=bool(cfg.progress),
+    )
 
 
 def _check_hashes(path: str, names: list[str], dirs: list[str], split: str) -> None:

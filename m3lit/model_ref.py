@@ -49,11 +49,19 @@ def hub_offline() -> str | None:
 def check_model_reference(reference: str | os.PathLike, key: str = "model") -> str:
     """Check that ``reference`` (the value of option ``key``) can be loaded; return it as a string.
 
+    ``m3lit:NAME`` names a built-in source (:func:`m3lit.sources.resolve_source`).
+
     Raises:
-        ModelReferenceError: a ``.ckpt`` path that does not exist, or a hub id while the hub is offline
-            and the id is not in the local cache.
+        ModelReferenceError: a ``.ckpt`` path that does not exist, an unknown ``m3lit:`` source, or a hub id
+            while the hub is offline and the id is not in the local cache.
     """
+    from m3lit.sources import BUILDERS, SCHEME
+
     text = str(reference)
+    if text.startswith(SCHEME):  # a built-in source, built from pinned wheels when first loaded
+        if text[len(SCHEME) :] not in BUILDERS:
+            raise ModelReferenceError(f"{key}={text}: unknown built-in source; known: {sorted(BUILDERS)}")
+        return text
     path = Path(text).expanduser()
     if path.exists():
         return text

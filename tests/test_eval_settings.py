@@ -35,7 +35,7 @@ METRICS = ["ndcg@10", "recall@5", "mrr@10"]
 
 
 def small_config(**kw) -> RetrievalConfig:
-    return RetrievalConfig(batch_size=8, query_max_length=MAX_LEN, passage_max_length=MAX_LEN, **kw)
+    return RetrievalConfig(batch_size=8, query_max_len=MAX_LEN, passage_max_len=MAX_LEN, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -143,8 +143,8 @@ def test_settings_are_recorded_and_a_rerun_reproduces_the_table(export_dir, tiny
         "modes=[dense,dense+sparse,all,bm25]",
         "metrics=[ndcg@10,recall@20]",
         "retrieval.batch_size=5",
-        "retrieval.query_max_length=12",
-        "retrieval.passage_max_length=24",
+        "retrieval.query_max_len=12",
+        "retrieval.passage_max_len=24",
         "retrieval.hybrid_weights=[0.2,0.8]",
         "retrieval.all_weights=[0.15,0.5,0.35]",
         "retrieval.all_rerank_k=7",
@@ -153,7 +153,7 @@ def test_settings_are_recorded_and_a_rerun_reproduces_the_table(export_dir, tiny
     results, settings = read_results(tmp_path / "a" / "results.json")
     assert results == first
     want_cfg = RetrievalConfig(
-        batch_size=5, query_max_length=12, passage_max_length=24, hybrid_weights=(0.2, 0.8),
+        batch_size=5, query_max_len=12, passage_max_len=24, hybrid_weights=(0.2, 0.8),
         all_weights=(0.15, 0.5, 0.35), all_rerank_k=7,
     ).to_dict()  # fmt: skip
     assert settings["retrieval"] == want_cfg
@@ -282,7 +282,7 @@ def test_dense_mcls_equals_dense_on_texts_shorter_than_the_interval(model, tiny_
 
 def test_dense_mcls_passage_vectors_equal_a_naive_mcls_call(model, tiny_beir_dir):
     long_texts = [" ".join(builtin_docstrings()[i : i + 10]) for i in range(0, 50, 10)]
-    cfg = RetrievalConfig(batch_size=2, passage_max_length=128, mcls_interval=16, passage_prefix="passage: ")
+    cfg = RetrievalConfig(batch_size=2, passage_max_len=128, mcls_interval=16, passage_prefix="passage: ")
     index = index_corpus(model, long_texts, {"mcls"}, cfg, vocab=len(model.tokenizer))
     tok = model.tokenizer
     for row, text in enumerate(long_texts):
@@ -299,6 +299,6 @@ def test_dense_mcls_passage_vectors_equal_a_naive_mcls_call(model, tiny_beir_dir
     dataset = load_beir(tiny_beir_dir)
     dataset.corpus_texts, dataset.corpus_ids = long_texts, [f"L{i}" for i in range(len(long_texts))]
     run = retrieve(model, dataset, ["dense+mcls"], cfg, depth=3)
-    queries = encode_texts(model, dataset.query_texts, max_length=cfg.query_max_length).dense
+    queries = encode_texts(model, dataset.query_texts, max_length=cfg.query_max_len).dense
     scores = queries @ index.mcls.vectors.T
     np.testing.assert_allclose(run.rankings["dense+mcls"].scores, -np.sort(-scores, axis=1)[:, :3], atol=1e-5)

@@ -19,7 +19,7 @@ from m3lit.model import M3Model
 from m3lit.retrieval import MODEL_MODES, evaluate_retrieval
 from m3lit.scores import dense_scores
 
-FAST = {"batch_size": 16, "query_max_length": 32, "passage_max_length": 32}
+FAST = {"batch_size": 16, "query_max_len": 32, "passage_max_len": 32}
 METRICS = ("ndcg@10", "recall@100", "mrr@10")
 
 

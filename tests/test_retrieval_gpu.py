@@ -16,7 +16,7 @@ pytestmark = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
 ]
 
-CFG = RetrievalConfig(batch_size=16, query_max_length=64, passage_max_length=64)
+CFG = RetrievalConfig(batch_size=16, query_max_len=64, passage_max_len=64)
 
 
 def test_cuda_rankings_equal_cpu_rankings(tiny_config, tokenizer, tiny_beir_dir):

@@ -111,7 +111,7 @@ def model_and_data(tiny_config, tokenizer, tiny_beir_dir):
 
 
 def small_config(**kw) -> RetrievalConfig:
-    return RetrievalConfig(batch_size=8, query_max_length=MAX_LEN, passage_max_length=MAX_LEN, **kw)
+    return RetrievalConfig(batch_size=8, query_max_len=MAX_LEN, passage_max_len=MAX_LEN, **kw)
 
 
 def test_every_mode_equals_brute_force_over_all_pairs(model_and_data):

@@ -8,6 +8,7 @@ import shutil
 import pytest
 
 from m3lit.retrieval import evaluate_retrieval
+from m3lit.retrieval.settings import read_results
 from m3lit.retrieval.suite import SuiteSystem, evaluate_suite, load_suite, write_suite_reports
 
 
@@ -22,7 +23,7 @@ def suite_dir(tmp_path, tiny_beir_dir):
                 "name": "Toy-task",
                 "metrics": ["ndcg@10", "recall@20"],
                 "datasets": {"xx": "task/xx", "yy": "task/yy"},
-                "retrieval": {"passage_max_length": 64},
+                "retrieval": {"passage_max_len": 64},
             }
         ],
     }
@@ -34,30 +35,30 @@ def test_suite_rows_equal_direct_evaluation_and_averages_are_means(suite_dir, ti
     tiny_model.heads_loaded = True
     tasks = load_suite(suite_dir)
     main = SuiteSystem("", tiny_model, ("dense", "sparse", "all"))
-    released = SuiteSystem("released", tiny_model, ("dense",), {"query_max_length": 8})
+    released = SuiteSystem("released", tiny_model, ("dense",), {"query_max_len": 8})
     results = evaluate_suite([main, released], tasks)
     block = results["Toy-task"]
     assert block["languages"] == ["xx", "yy"]
-    assert list(block["rows"]) == ["Dense", "Sparse", "All", "BM25", "released (Dense)"]
+    assert list(block["rows"]) == ["BM25", "released (Dense)", "Dense", "Sparse", "All"]  # the paper's order
 
     direct = evaluate_retrieval(
         tiny_model,
         suite_dir / "task" / "xx",
         modes=["dense", "sparse", "all", "bm25"],
         metrics=["ndcg@10", "recall@20"],
-        config={"passage_max_length": 64},
+        config={"passage_max_len": 64},
     )
     for mode, label in (("dense", "Dense"), ("sparse", "Sparse"), ("all", "All"), ("bm25", "BM25")):
         assert block["rows"][label]["xx"] == pytest.approx(direct[mode], abs=0)
     short = evaluate_retrieval(
         tiny_model, suite_dir / "task" / "yy", modes=["dense"], metrics=["ndcg@10", "recall@20"],
-        config={"passage_max_length": 64, "query_max_length": 8},
+        config={"passage_max_len": 64, "query_max_len": 8},
     )  # fmt: skip
     assert block["rows"]["released (Dense)"]["yy"] == pytest.approx(short["dense"], abs=0)
 
     table = write_suite_reports(results, tmp_path / "out", suite="toy", settings={"seed": 1})
-    written = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert written["settings"] == {"seed": 1}
+    written, settings = read_results(tmp_path / "out")
+    assert settings == {"seed": 1}
     dense = block["rows"]["Dense"]
     mean = (dense["xx"]["ndcg@10"] + dense["yy"]["ndcg@10"]) / 2
     assert written["averages"]["Toy-task"]["Dense"]["ndcg@10"] == pytest.approx(mean)

@@ -122,7 +122,7 @@ def test_length_keys_have_one_spelling_and_old_ones_warn(caplog):
         cfg = load_config(["model=x", "data=y", "retrieval.passage_max_length=99"])
     assert cfg.retrieval.passage_max_len == 99
     assert "retrieval.passage_max_length is deprecated, use retrieval.passage_max_len" in caplog.text
-    assert RetrievalConfig.from_mapping({"query_max_len": 7, "passage_max_len": 9}).passage_max_length == 9
+    assert RetrievalConfig.from_mapping({"query_max_length": 7, "passage_max_len": 9}).query_max_len == 7
 
 
 def test_scalar_batch_size_and_mixing_it_with_the_table(tmp_path, tokenizer):

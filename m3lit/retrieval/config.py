@@ -37,9 +37,9 @@ class RetrievalConfig:
     #: texts per forward pass (encode_texts shrinks it on out-of-memory)
     batch_size: int = 256
     #: query truncation in tokens (FlagEmbedding inference default)
-    query_max_length: int = 512
+    query_max_len: int = 512
     #: passage truncation in tokens (raise for long documents; MLDR used 8192)
-    passage_max_length: int = 512
+    passage_max_len: int = 512
     #: passages encoded + indexed per shard: bounds the float32 encoder outputs held at once
     shard_size: int = 2048
     #: storage of the corpus dense vectors: float32 (exact) or float16 (half the memory)
@@ -91,8 +91,8 @@ class RetrievalConfig:
                 raise ValueError(f"{name} must be a string, got {getattr(self, name)!r}")
         for name in (
             "batch_size",
-            "query_max_length",
-            "passage_max_length",
+            "query_max_len",
+            "passage_max_len",
             "shard_size",
             "colbert_rerank_k",
             "hybrid_k",
@@ -106,20 +106,15 @@ class RetrievalConfig:
     def from_mapping(cls, values: Mapping[str, Any] | None) -> RetrievalConfig:
         """Build from a dict/DictConfig; unknown keys are an error (a typo must not pass silently).
 
-        The length keys are spelt ``query_max_len`` / ``passage_max_len`` as in every m3lit command
-        (:data:`m3lit.cli.LENGTH_ALIASES`); the field names ``*_max_length`` still work, with a warning."""
+        The length keys are spelt ``query_max_len`` / ``passage_max_len`` as in every m3lit command; the
+        deprecated ``*_max_length`` spellings (:data:`m3lit.cli.LENGTH_ALIASES`) still work, with a warning."""
         if values is None:
             return cls()
         if isinstance(values, RetrievalConfig):
             return values
         from m3lit.cli import LENGTH_ALIASES, canonical_key
 
-        fields_of = {v: k for k, v in LENGTH_ALIASES.items()}  # query_max_len -> the query_max_length field
-        values = {
-            fields_of.get(key, key): v
-            for k, v in values.items()
-            for key in [canonical_key(str(k), LENGTH_ALIASES, "retrieval")]
-        }
+        values = {canonical_key(str(k), LENGTH_ALIASES, "retrieval"): v for k, v in values.items()}
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:

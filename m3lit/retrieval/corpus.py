@@ -152,7 +152,7 @@ def encode_passages(
     return encode_texts(
         model,
         texts,
-        max_length=cfg.passage_max_length,
+        max_length=cfg.passage_max_len,
         batch_size=cfg.batch_size,
         device=device,
         progress=progress,
@@ -196,7 +196,7 @@ def _keep_colbert_in_memory(model: M3Model, texts: Sequence[str], cfg: Retrieval
     if cfg.colbert_store != "auto":
         info["colbert_store"] = cfg.colbert_store
         return cfg.colbert_store == "memory"
-    max_length = min(cfg.passage_max_length, model.max_length)
+    max_length = min(cfg.passage_max_len, model.max_length)
     prefixed = [cfg.passage_prefix + t for t in texts] if cfg.passage_prefix else texts
     tokens = sum(len(ids) - 1 for ids in tokenize_texts(model.tokenizer, prefixed, max_length))  # CLS dropped
     estimate = tokens * model.colbert_dim * np.dtype(cfg.colbert_dtype).itemsize

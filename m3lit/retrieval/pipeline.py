@@ -185,7 +185,7 @@ def retrieve(
             queries = encode_texts(
                 model,
                 dataset.query_texts,
-                max_length=cfg.query_max_length,
+                max_length=cfg.query_max_len,
                 progress=False,
                 dense=bool(needs & _NO_HEADS),
                 sparse="sparse" in needs,

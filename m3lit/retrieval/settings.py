@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RESTORED_KEYS", "dataset_hash", "evaluation_settings", "read_results"]
+__all__ = ["RESTORED_KEYS", "OPTIONAL_RESTORED_KEYS", "dataset_hash", "evaluation_settings", "read_results"]
 
 #: Settings keys a re-run takes over (the ``configs/evaluate.yaml`` options that change the numbers).
 RESTORED_KEYS = (
@@ -42,6 +42,8 @@ RESTORED_KEYS = (
     "ignore_identical_ids",
     "retrieval",
 )
+#: Restored when present (suite evaluations record them; single-dataset ones do not).
+OPTIONAL_RESTORED_KEYS = ("suite", "reference")
 _CHUNK = 1 << 20
 
 

@@ -8,7 +8,7 @@ BEIR folders. It is described by a ``suite.json`` that a benchmark builder write
     {"name": "bible-compact",
      "tasks": [{"name": "MIRACL-like", "metrics": ["ndcg@10", "recall@100"],
                 "datasets": {"en": "miracl/en", "fr": "miracl/fr"},
-                "retrieval": {"passage_max_length": 512},        # RetrievalConfig overrides for this task
+                "retrieval": {"passage_max_len": 512},        # RetrievalConfig overrides for this task
                 "extra_modes": []}]}                             # e.g. ["dense+mcls"] on long documents
 
 Dataset paths are relative to the suite file. The first metric of a task is its primary one (the chart).
@@ -17,10 +17,11 @@ A *system* is one model evaluated with one retrieval setting (:class:`SuiteSyste
 model with its own mean pooling and prefixes in dense mode, or the fine-tuned model in every mode. Each
 (system, mode) becomes one row; BM25 depends only on the tokenizer and is computed once.
 
-Results (``results.json``)::
+Results (``results.json``, the same ``{"settings", "results"}`` envelope as every m3lit evaluation)::
 
-    {"suite": name, "settings": {...}, "tasks": {task: {"metrics": [...], "languages": [...],
-     "rows": {row label: {language: {metric: value in [0, 1]}}}}}}
+    {"settings": {...}, "results": {"suite": name, "averages": {task: {row: {metric: mean}}},
+     "tasks": {task: {"metrics": [...], "languages": [...],
+                      "rows": {row label: {language: {metric: value in [0, 1]}}}}}}}
 """
 
 from __future__ import annotations
@@ -37,7 +38,15 @@ from m3lit.retrieval.config import RetrievalConfig
 from m3lit.retrieval.pipeline import evaluate_retrieval
 from m3lit.retrieval.report import MODE_NAMES
 
-__all__ = ["SuiteTask", "SuiteSystem", "load_suite", "evaluate_suite", "suite_tables", "write_suite_reports"]
+__all__ = [
+    "SuiteTask",
+    "SuiteSystem",
+    "load_suite",
+    "evaluate_suite",
+    "run_suite",
+    "suite_tables",
+    "write_suite_reports",
+]
 
 log = logging.getLogger(__name__)
 
@@ -119,13 +128,18 @@ def evaluate_suite(
     *,
     bm25: bool = True,
     split: str = "test",
+    base: Mapping[str, Any] | None = None,
+    ignore_identical_ids: bool = True,
+    runs_dir: str | Path | None = None,
     device=None,
     progress: bool = False,
 ) -> dict[str, dict]:
     """Evaluate every system on every (task, language); return ``{task: {"metrics", "languages", "rows"}}``.
 
     A task's ``extra_modes`` are added to systems that evaluate more than dense (the fine-tuned model), and
-    BM25 (with the first system's tokenizer) is evaluated once per dataset when ``bm25`` is set.
+    BM25 (with the first system's tokenizer) is evaluated once per dataset when ``bm25`` is set. Retrieval
+    settings are layered: ``base`` (e.g. ``configs/evaluate.yaml``'s), then the task's, then the system's.
+    With ``runs_dir`` every ranked list is written as ``<runs_dir>/<task>/<lang>/<system>/<mode>.trec``.
     """
     out: dict[str, dict] = {}
     for task in tasks:
@@ -138,7 +152,7 @@ def evaluate_suite(
                     modes += [m for m in task.extra_modes if m not in modes]
                 if bm25 and index == 0:
                     modes.append("bm25")
-                config = RetrievalConfig.from_mapping({**task.retrieval, **system.retrieval})
+                config = RetrievalConfig.from_mapping({**(base or {}), **task.retrieval, **system.retrieval})
                 log.info("%s %s: %s in %s", task.name, lang, system.label or "model", modes)
                 scores = evaluate_retrieval(
                     system.model,
@@ -149,12 +163,27 @@ def evaluate_suite(
                     config=config,
                     device=device,
                     progress=progress,
+                    ignore_identical_ids=ignore_identical_ids,
+                    runs_dir=None
+                    if runs_dir is None
+                    else Path(runs_dir) / task.name / lang / (system.label or "model"),
                 )
                 for mode, values in scores.items():
                     label = MODE_NAMES["bm25"] if mode == "bm25" else system.row(mode)
                     rows.setdefault(label, {})[lang] = values
-        out[task.name] = {"metrics": list(task.metrics), "languages": list(task.datasets), "rows": rows}
+        out[task.name] = {
+            "metrics": list(task.metrics),
+            "languages": list(task.datasets),
+            "rows": _ordered(rows),
+        }
     return out
+
+
+def _ordered(rows: dict) -> dict:
+    """The paper's row order: BM25, then the reference systems' rows, then the main model's modes."""
+    ours = set(MODE_NAMES.values()) - {MODE_NAMES["bm25"]}
+    rank = {label: (0 if label == MODE_NAMES["bm25"] else 2 if label in ours else 1) for label in rows}
+    return {label: rows[label] for label in sorted(rows, key=lambda label: rank[label])}
 
 
 def _average(per_lang: Mapping[str, Mapping[str, float]], langs: Sequence[str], metric: str) -> float | None:
@@ -232,12 +261,86 @@ def write_suite_reports(
     out.mkdir(parents=True, exist_ok=True)
     table = suite_tables(results)
     payload = {
-        "suite": suite,
         "settings": dict(settings),
-        "tasks": dict(results),
-        "averages": averages(results),
+        "results": {"suite": suite, "tasks": dict(results), "averages": averages(results)},
     }
     (out / "results.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     (out / "results.md").write_text(f"# {suite}\n\n{table}", encoding="utf-8")
     _plot(results, out / "results.png")
     return table
+
+
+def run_suite(
+    model,
+    *,
+    model_ref: str,
+    suite_dir: str | Path,
+    output_dir: str | Path,
+    reference: Mapping[str, Any] | None = None,
+    modes: Sequence[str] = ("dense", "sparse", "colbert", "dense+sparse", "all", "bm25"),
+    split: str = "test",
+    base: Mapping[str, Any] | None = None,
+    ignore_identical_ids: bool = True,
+    device=None,
+    progress: bool = False,
+) -> dict[str, dict]:
+    """Evaluate ``model`` (and an optional released ``reference``) on a suite; write the reports and runs.
+
+    Args:
+        model: the model of the main rows (the paper's Dense ... All rows).
+        model_ref: how to load ``model`` again (recorded in the settings so the table can be re-run).
+        suite_dir: folder holding ``suite.json``.
+        output_dir: ``results.json`` (settings + tables), ``results.md``, ``results.png``, ``runs/``.
+        reference: ``{name_or_path, label, retrieval}``: a model evaluated dense-only with its own
+            settings, e.g. multilingual-e5-small as released (``retrieval: {pooling: mean, query_prefix:
+            "query: ", passage_prefix: "passage: "}``).
+        modes: the main model's modes (``bm25`` adds the BM25 row).
+        split, base, ignore_identical_ids, device, progress: as :func:`evaluate_suite`.
+    """
+    from m3lit.ckpt import load_model
+    from m3lit.retrieval.settings import dataset_hash
+
+    tasks = load_suite(suite_dir)
+    systems = [SuiteSystem("", model, tuple(m for m in modes if m != "bm25"))]
+    if reference:
+        released = load_model(str(reference["name_or_path"]), key="reference.name_or_path")
+        if device is not None:
+            released = released.to(device)
+        label = str(reference.get("label") or reference["name_or_path"])
+        systems.append(
+            SuiteSystem(label, released.eval(), ("dense",), dict(reference.get("retrieval") or {}))
+        )
+    results = evaluate_suite(
+        systems,
+        tasks,
+        bm25="bm25" in modes,
+        split=split,
+        base=base,
+        ignore_identical_ids=ignore_identical_ids,
+        runs_dir=Path(output_dir) / "runs",
+        device=device,
+        progress=progress,
+    )
+    settings = {
+        "model": model_ref,
+        "data": None,
+        "suite": str(suite_dir),
+        "reference": None if reference is None else dict(reference),
+        "split": split,
+        "modes": list(modes),
+        "metrics": sorted({m for task in tasks for m in task.metrics}),
+        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+        "unknown_qrels": "error",
+        "ignore_identical_ids": bool(ignore_identical_ids),
+        "retrieval": dict(base or {}),
+        "tasks": {t.name: {"retrieval": t.retrieval, "extra_modes": list(t.extra_modes)} for t in tasks},
+        "datasets": {
+            f"{t.name}/{lang}": {"path": str(folder), **dataset_hash(folder, split)}
+            for t in tasks
+            for lang, folder in t.datasets.items()
+        },
+    }
+    name = json.loads((Path(suite_dir) / SUITE_FILE).read_text(encoding="utf-8")).get("name", str(suite_dir))
+    table = write_suite_reports(results, output_dir, suite=name, settings=settings)
+    print(f"\n{name}: {model_ref}\n\n{table}", flush=True)
+    return results
