@@ -7,6 +7,7 @@ import json
 import random
 import re
 import sqlite3
+from collections import Counter
 
 import pytest
 
@@ -17,6 +18,7 @@ from m3lit.retrieval.beir import load_beir
 from m3lit.sources.bible import EXCLUDED, TRANSLATIONS, BibleDbError
 
 OT, NT = (1, 2, 38, 39), (40, 41, 43, 44)
+VERSES = 8  # per chapter: a chapter gives at most 8 // 4 = 2 query verses
 CODES = ("k", "4", "3", "l", "5", "v", "e")  # every public-domain translation of en, fr, es, de
 SECRET = ("2", "o")  # excluded codes (KJ2K, Ostervald 1996) present in the database
 SPEC = BibleBenchSpec(
@@ -38,7 +40,7 @@ SPEC = BibleBenchSpec(
     min_query_words=6,
 )
 #: An OT verse whose only reference points into the NT, and an NT verse whose only one points into the OT.
-OT_TO_NT, NT_TO_OT = ((2, 3, 6), (41, 1, 1)), ((44, 3, 6), (1, 1, 1))
+OT_TO_NT, NT_TO_OT = ((2, 3, 8), (41, 1, 1)), ((44, 3, 8), (1, 1, 1))
 PLACEHOLDER = (1, 1, 6)  # the KJV's text of this OT verse is "***": absent everywhere in training
 TAG = re.compile(r"<(\w)\|(\d+)\.(\d+)\.(\d+)>")
 
@@ -49,7 +51,7 @@ def verse_text(code: str, key: tuple[int, int, int]) -> str:
 
 
 def _keys():
-    return [(b, c, v) for b in OT + NT for c in (1, 2, 3) for v in range(1, 7)]
+    return [(b, c, v) for b in OT + NT for c in (1, 2, 3) for v in range(1, VERSES + 1)]
 
 
 def _refs():
@@ -188,13 +190,16 @@ def test_mldr_query_verse_is_cut_out_of_its_chapter(builds):
         assert len(queries) == SPEC.mldr_queries and len(corpus) == 12
         cut = {tuple(map(int, q["_id"].split("."))) for q in queries}
         assert len({k[:2] for k in cut}) == 12  # every chapter before any chapter's second verse
+        assert max(Counter(k[:2] for k in cut).values()) <= VERSES // 4  # three quarters of a chapter remain
         for q in queries:
             key = tuple(map(int, q["_id"].split(".")))
             assert q["text"] == verse_text(second[lang], key)
             assert qrels[q["_id"]] == {f"{key[0]}.{key[1]}": 1}
         for doc_id, doc in corpus.items():
             b, c = map(int, doc_id.split("."))
-            expected = " ".join(verse_text(code, (b, c, v)) for v in range(1, 7) if (b, c, v) not in cut)
+            expected = " ".join(
+                verse_text(code, (b, c, v)) for v in range(1, VERSES + 1) if (b, c, v) not in cut
+            )
             assert doc["text"] == expected and doc["title"] == f"Book{b} {c}"
 
 

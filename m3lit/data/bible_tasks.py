@@ -93,8 +93,11 @@ def verse_tasks(spec: BibleBenchSpec, bible: BibleText, rng: random.Random) -> d
 def _round_robin(
     by_chapter: dict[tuple[int, int], list[Key]], n: int, field: str, rng: random.Random
 ) -> list[Key]:
-    """``n`` distinct verses, one per chapter (chapters in random order) before any chapter gives a second."""
-    pools = {ch: rng.sample(keys, len(keys)) for ch, keys in sorted(by_chapter.items())}
+    """``n`` distinct verses, one per chapter (chapters in random order) before any chapter gives a second.
+
+    A chapter gives at most a quarter of its candidate verses (chapters under 4 give none), so that at least
+    three quarters of its text remain once the query verses are cut out."""
+    pools = {ch: rng.sample(keys, len(keys) // 4) for ch, keys in sorted(by_chapter.items())}
     order = sorted(pools)
     rng.shuffle(order)
     deepest = max((len(p) for p in pools.values()), default=0)
