@@ -50,6 +50,19 @@ class EvaluateSchema:
     modes: list[str] = dataclasses.field(default_factory=list)  # retrieval modes
     ignore_identical_ids: bool = True  # BEIR: drop a retrieved document whose id equals the query's id
     options: dict[str, Any] = dataclasses.field(default_factory=dict)  # extra evaluate_retrieval keywords
+    suite: str | None = (
+        None  # benchmark suite folder (suite.json): paper-shaped tables instead of dataset_dir
+    )
+    reference: dict[str, Any] | None = (
+        None  # suite: a released model evaluated dense-only beside the trained one
+    )
+
+
+@dataclasses.dataclass
+class BenchSchema:
+    spec: str = "compact"  # m3lit.data.bible_bench preset: compact | full
+    mine: bool = True  # mine stage-2 hard negatives with the starting model
+    stage2: list[str] = dataclasses.field(default_factory=list)  # stage-2 files (names) to train on
 
 
 @dataclasses.dataclass
@@ -62,6 +75,7 @@ class RootSchema:
     export: bool = True  # write <run>/export at the end
     print_config: bool = True  # print the resolved config at start-up
     evaluate: EvaluateSchema = dataclasses.field(default_factory=EvaluateSchema)
+    bench: BenchSchema | None = None  # a built-in benchmark prepared before training (m3lit.data.bible_run)
     paths: PathsSchema = dataclasses.field(default_factory=PathsSchema)
 
 
@@ -107,7 +121,8 @@ def validate(cfg: DictConfig | Mapping) -> None:
             entries = parse_schedule(schedule)
         except ValueError as error:
             raise ConfigError(f"callbacks.stage_switch.schedule: {error}") from error
-        _check_sources(entries, data.get("data") or {})
+        if not data.get("bench"):  # a benchmark fills data.* at start-up (m3lit.data.bible_run)
+            _check_sources(entries, data.get("data") or {})
 
 
 #: Per-bucket batch settings that the scalar ``data.batch_size`` replaces (giving both is ambiguous).

@@ -233,6 +233,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = load_config(args)
     missing = sorted(OmegaConf.missing_keys(cfg))
+    if not cfg.get("data") and not cfg.get("suite"):
+        missing.append("data")  # or suite=...
     if missing:
         raise SystemExit(f"missing required option(s): {', '.join(f'{k}=...' for k in missing)} (see --help)")
     return evaluate(cfg)

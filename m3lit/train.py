@@ -40,6 +40,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict  # noqa: E402
 
 from m3lit.ckpt import checkpoint_step  # noqa: E402
 from m3lit.config import finalize, rewrite_overrides, save_config  # noqa: E402
+from m3lit.data.bible_run import prepare_bench_run  # noqa: E402
 from m3lit.resume import keep_csv_rows, parse_resume_args, resume_config, wandb_kwargs  # noqa: E402
 
 __all__ = ["train", "main"]
@@ -60,6 +61,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
+    prepare_bench_run(cfg)  # a `bench` block: build the benchmark, mine negatives, fill data/eval paths
     # _convert_="all": plain containers, so checkpoints load with torch.load(weights_only=True)
     datamodule = instantiate(cfg.data, _convert_="all")
     _fill_demo_tokenizer(cfg, datamodule)
@@ -90,11 +92,17 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     metrics: dict[str, Any] = {}
 
     eval_dir = _eval_dataset(cfg, datamodule)
-    if eval_dir and cfg.evaluate.baseline and cfg.ckpt_path is None and trainer.is_global_zero:
-        initial = (cfg.model.get("net") or {}).get("name_or_path") or "random init (model.net)"
-        metrics["baseline"] = _evaluate(
-            module.model, eval_dir, cfg, out_dir / "baseline", "untrained model (step 0)", str(initial)
-        )
+    suite = cfg.evaluate.get("suite") if cfg.evaluate.enabled else None
+    initial = (cfg.model.get("net") or {}).get("name_or_path") or "random init (model.net)"
+    if cfg.evaluate.baseline and cfg.ckpt_path is None and trainer.is_global_zero:
+        if suite:
+            metrics["baseline"] = _evaluate_suite(
+                module.model, cfg, out_dir / "baseline", str(initial), loggers
+            )
+        elif eval_dir:
+            metrics["baseline"] = _evaluate(
+                module.model, eval_dir, cfg, out_dir / "baseline", "untrained model (step 0)", str(initial)
+            )
 
     if cfg.train:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
@@ -111,7 +119,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
                 M3Model.from_pretrained(export_dir),
                 str(export_dir),
             )  # evaluate what was exported
-        if eval_dir:
+        if suite:
+            metrics["results"] = _evaluate_suite(target, cfg, out_dir, reference, loggers, released=True)
+        elif eval_dir:
             from m3lit.callbacks.retrieval_metrics import reusable_results
 
             done = reusable_results(
@@ -153,7 +163,7 @@ def _rank_zero_save_config(cfg: DictConfig, out_dir: Path) -> None:
 
 
 def _eval_dataset(cfg: DictConfig, datamodule: Any) -> str | None:
-    if not cfg.evaluate.enabled:
+    if not cfg.evaluate.enabled or cfg.evaluate.get("suite"):
         return None
     if cfg.evaluate.dataset_dir:
         return str(cfg.evaluate.dataset_dir)
@@ -232,6 +242,47 @@ def _evaluate(
     )
     table = write_reports(results, str(out_dir), settings)
     print(f"\nRetrieval on {dataset_dir} ({cfg.evaluate.split}), {title}:\n{table}\n", flush=True)
+    return results
+
+
+def _evaluate_suite(
+    model, cfg: DictConfig, out_dir: Path, model_ref: str, loggers: list, released=False
+) -> dict:
+    """Benchmark-suite evaluation (``evaluate.suite``, :func:`m3lit.retrieval.suite.run_suite`): a table per
+    task with a column per language; with ``released`` also the ``evaluate.reference`` model's rows. The
+    tables go to results.json/.md/.png, runs/ and every logger that takes tables (W&B)."""
+    from m3lit.retrieval import RetrievalConfig
+    from m3lit.retrieval.suite import run_suite
+
+    options = _evaluation_options(cfg)
+    reference = cfg.evaluate.get("reference") if released else None
+    was_training = model.training
+    results = run_suite(
+        model.eval(),
+        model_ref=model_ref,
+        suite_dir=str(cfg.evaluate.suite),
+        output_dir=out_dir,
+        reference=OmegaConf.to_container(reference, resolve=True) if reference else None,
+        modes=list(cfg.evaluate.modes),
+        split=str(cfg.evaluate.split),
+        base=RetrievalConfig.from_mapping(options.get("config")).to_dict(),
+        ignore_identical_ids=bool(cfg.evaluate.get("ignore_identical_ids", True)),
+        device=options.get("device", "cuda" if torch.cuda.is_available() else None),
+        progress=bool(options.get("progress", False)),
+    )
+    model.train(was_training)
+    for logger in loggers:
+        if hasattr(logger, "log_text"):  # W&B: one table per task and metric
+            for task, block in results.items():
+                for metric in block["metrics"]:
+                    langs = block["languages"]
+                    rows = [
+                        [label]
+                        + [round(100 * per_lang.get(lang, {}).get(metric, float("nan")), 1) for lang in langs]
+                        for label, per_lang in block["rows"].items()
+                    ]
+                    prefix = "baseline" if not released else "results"
+                    logger.log_text(f"{prefix}/{task}/{metric}", columns=["method", *langs], data=rows)
     return results
 
 

@@ -196,7 +196,7 @@ def test_metrics_in_every_mode_once_heads_train_from_a_headless_encoder(
     assert float(saver.best_model_score) == pytest.approx(max(history[s]["all"]["ndcg@10"] for s in (3, 4)))
     # the final evaluation reuses step 4 for the model modes; only what the callback lacked would be evaluated
     assert "reused from RetrievalMetrics" in caplog.text
-    results = json.loads((run / "results.json").read_text())
+    results, _ = read_results(run / "results.json")
     assert results == {mode: history[4][mode] for mode in [*model_modes, "bm25"]}
     assert metrics["results"] == results
 

@@ -66,7 +66,7 @@ __all__ = [
 ]
 
 #: Bump when the output format or the selection rules change (it is part of the default folder name).
-BIBLE_BENCH_VERSION = 1
+BIBLE_BENCH_VERSION = 2
 TASKS = ("miracl", "mkqa", "mldr")
 
 
@@ -125,15 +125,16 @@ FULL = BibleBenchSpec(
     train_xling_lines=4000,
     train_long_lines=2000,
 )
-#: A cut for a 10-minute CPU demo: Gospels + Acts (books 40-44) for the verse tasks, Gospels (89 chapters) for MLDR.
+#: A cut for a 10-minute CPU demo: Paul's letters (books 45-57, Romans to Philemon: 2,033 verses, 87 chapters)
+#: for every task.
 COMPACT = BibleBenchSpec(
     name="compact",
-    eval_books=(40, 44),
+    eval_books=(45, 57),
     miracl_languages=("en", "fr", "es"),
     miracl_queries=100,
     mkqa_languages=("fr", "es"),
     mkqa_queries=100,
-    mldr_books=(40, 43),
+    mldr_books=(45, 57),
     mldr_languages=("en", "fr"),
     mldr_queries=60,
     train_languages=("en", "fr", "es"),
@@ -231,6 +232,9 @@ def build_bible_bench(
             _say(verbose, f"writing train/{name}: {len(rows)} lines")
             (tmp / "train" / name).parent.mkdir(parents=True, exist_ok=True)
             write_jsonl(tmp / "train" / name, rows)
+        (tmp / "eval" / "suite.json").write_text(
+            json.dumps(suite_spec(spec), indent=2) + "\n", encoding="utf-8"
+        )
         files = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
         digests = {name: sha256_file(tmp / name) for name in files}
         manifest = _manifest(spec, source, tasks, train, digests)
@@ -238,6 +242,46 @@ def build_bible_bench(
             json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
         )
     return _paths(out)
+
+
+#: How each task is scored (:mod:`m3lit.retrieval.suite`): the paper's metrics, primary first (MIRACL
+#: Table 1 nDCG@10 + Recall@100, MKQA Table 2 Recall@100 + Recall@20, MLDR Table 4 nDCG@10), and its
+#: per-benchmark fusion weights (spec §6: MKQA's 1/0.3 and 1/0.3/1, MLDR's 0.2/0.8 and 0.15/0.5/0.35).
+SUITE_TASKS = {
+    "miracl": {
+        "name": "MIRACL-like",
+        "metrics": ["ndcg@10", "recall@100"],
+        "retrieval": {"query_max_len": 128, "passage_max_len": 256},
+    },
+    "mkqa": {
+        "name": "MKQA-like",
+        "metrics": ["recall@100", "recall@20"],
+        "retrieval": {"query_max_len": 128, "passage_max_len": 256},
+    },
+    "mldr": {
+        "name": "MLDR-like",
+        "metrics": ["ndcg@10"],
+        "retrieval": {
+            "query_max_len": 128,
+            "passage_max_len": 8192,
+            "hybrid_weights": [0.2, 0.8],
+            "all_weights": [0.15, 0.5, 0.35],
+        },
+        "extra_modes": ["dense+mcls"],
+    },
+}
+
+
+def suite_spec(spec: BibleBenchSpec) -> dict:
+    """``eval/suite.json``: the three tasks with their languages, metrics and retrieval settings."""
+    languages = {"miracl": spec.miracl_languages, "mkqa": spec.mkqa_languages, "mldr": spec.mldr_languages}
+    return {
+        "name": f"bible-{spec.name}",
+        "tasks": [
+            {**SUITE_TASKS[task], "datasets": {lang: f"{task}/{lang}" for lang in languages[task]}}
+            for task in TASKS
+        ],
+    }
 
 
 def _languages(spec: BibleBenchSpec) -> set[str]:
@@ -292,7 +336,7 @@ def main(argv: list[str] | None = None) -> None:
         description="Build the multilingual Bible retrieval benchmark and training files."
     )
     parser.add_argument("--spec", choices=sorted(SPECS), default="compact", help="size preset")
-    parser.add_argument("--out", default=None, help="output folder (default <cache>/bible-bench-<spec>-v1)")
+    parser.add_argument("--out", default=None, help=f"output folder (default <cache>/bible-bench-<spec>-v{BIBLE_BENCH_VERSION})")
     parser.add_argument(
         "--force", action="store_true", help="rebuild even if the folder holds a finished build"
     )
