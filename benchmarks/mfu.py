@@ -35,6 +35,11 @@ BATCH, GROUP, QUERY_LEN, PASSAGE_LEN = 8, 4, 64, 256
 TORCH_DROPOUT = "torch dropout"
 #: --quick (a smoke test) runs a 2-layer, hidden-128 encoder instead of the mid-size one.
 QUICK_SPEC = ModelSpec(vocab_size=0, hidden_size=128, num_layers=2, num_heads=2, intermediate_size=256)
+#: --model e5-small: the encoder shape of multilingual-e5-small (12 layers, hidden 384, FFN 1536), the real
+#: model `make train` fine-tunes; the embedding matrix is frozen there (fix_word_embeddings), as here.
+E5_SMALL_SHAPE = ModelSpec(vocab_size=0, hidden_size=384, num_layers=12, num_heads=12, intermediate_size=1536)
+SPECS = {"mid": MID_SIZE, "tiny": TINY_250K, "e5-small": E5_SMALL_SHAPE}
+EXTRA_OVERRIDES = {"e5-small": ["model.net.fix_word_embeddings=true"]}
 
 
 def workload_flops(spec: ModelSpec) -> dict[str, float]:
@@ -147,7 +152,7 @@ def run(
     device = bench_device()
     # CPU default: fp32 only (bf16-mixed on CPU is slower at this size, see README; --precisions adds it)
     precisions = precisions or (["bf16-mixed"] if device.type == "cuda" else ["32-true"])
-    spec = QUICK_SPEC if quick else (MID_SIZE if model == "mid" else TINY_250K)
+    spec = QUICK_SPEC if quick else SPECS[model]
     get_tokenizer()
     folder, data = str(model_dir(spec)), str(train_jsonl(64))
     steps = 1 if quick else 2
@@ -162,6 +167,7 @@ def run(
             variants[f"{prec} {TORCH_DROPOUT}"] = (prec, ["model.net.fast_cpu_dropout=false"])
     for name, (prec, extra) in variants.items():
         o = m3_overrides(folder, data, stage="unified_self_distill", steps=1 + steps, precision=prec) + extra
+        o += EXTRA_OVERRIDES.get(model, [])
         sides[name] = lambda r, o=o: H.run_subprocess(
             H.m3_command("benchmarks.train:m3_train", overrides=o), timeout_s=900
         )
@@ -203,6 +209,7 @@ def run(
     if profile:
         for prec in precisions[:1]:  # the first precision (fp32 on CPU): the MFU question
             o = m3_overrides(folder, data, stage="unified_self_distill", steps=3, precision=prec)
+            o += EXTRA_OVERRIDES.get(model, [])
             res = H.run_subprocess(H.m3_command("benchmarks.mfu:m3_profile", overrides=o), timeout_s=900)
             summary[f"profile {prec}"] = res.result if res.ok else {"failure": res.status}
     table = f"\n### mfu ({model}: {spec.num_layers} layers, hidden {spec.hidden_size}; {flops['total'] / 1e9:.0f} GFLOP/step)\n"
@@ -263,7 +270,9 @@ def main(argv: list[str] | None = None) -> None:
         help="comma list of trainer precisions (CPU default: 32-true; CUDA: bf16-mixed)",
     )
     parser.add_argument("--no-profile", action="store_true", help="skip the torch.profiler breakdown run")
-    parser.add_argument("--model", choices=("mid", "tiny"), default="mid")
+    parser.add_argument(
+        "--model", choices=sorted(SPECS), default="mid", help="encoder shape (e5-small: make train's)"
+    )
     parser.add_argument(
         "--compare-dropout",
         action="store_true",

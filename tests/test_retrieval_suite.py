@@ -76,3 +76,30 @@ def test_suite_file_errors_name_the_file_and_task(tmp_path):
     (tmp_path / "suite.json").write_text('{"tasks": [{"name": "T"}]}')
     with pytest.raises(ValueError, match=r"tasks\[0\] has no 'metrics'"):
         load_suite(tmp_path)
+
+
+def test_corpus_cache_reuses_only_an_identical_corpus_encoding(suite_dir, tiny_model, caplog):
+    import logging
+
+    tiny_model.heads_loaded = True
+    modes, cfg = ["dense", "sparse", "colbert", "all"], {"passage_max_len": 64}
+    fresh = evaluate_retrieval(tiny_model, suite_dir / "task" / "yy", modes=modes, config=cfg)
+    cache: dict = {}
+    with caplog.at_level(logging.INFO, logger="m3lit.retrieval.pipeline"):
+        evaluate_retrieval(tiny_model, suite_dir / "task" / "xx", modes=modes, config=cfg, corpus_cache=cache)
+        assert "reused" not in caplog.text
+        again = evaluate_retrieval(
+            tiny_model, suite_dir / "task" / "yy", modes=modes, config=cfg, corpus_cache=cache
+        )
+        assert "corpus encoding reused" in caplog.text
+    assert again == fresh  # same corpus texts and settings: identical numbers
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="m3lit.retrieval.pipeline"):
+        evaluate_retrieval(
+            tiny_model,
+            suite_dir / "task" / "yy",
+            modes=modes,
+            config={"passage_max_len": 32},
+            corpus_cache=cache,
+        )
+    assert "reused" not in caplog.text  # another passage length: encoded again

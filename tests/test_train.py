@@ -116,7 +116,7 @@ def test_command_line_contract(corpus, tmp_path):
         rows = list(csv.DictReader(handle))
     keys = set(rows[0])
     for key in ("train/loss", "train/loss/dense", "train/loss/sparse", "train/loss/colbert", "train/loss/inter",
-                "train/loss/self_distill", "train/stage", "train/lr", "train/negatives_per_query", "train/queries_per_s"):  # fmt: skip
+                "train/loss/self_distill", "train/stage", "train/lr", "train/negatives_per_query", "train/queries_per_s", "train/tokens_per_s"):  # fmt: skip
         assert key in keys, key
     by_step = {int(r["step"]): r for r in rows if r["train/loss"]}
     assert [float(by_step[s]["train/stage"]) for s in (0, 2, 4)] == [0.0, 1.0, 2.0]

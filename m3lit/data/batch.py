@@ -57,6 +57,11 @@ class M3Batch:
     def num_passages(self) -> int:
         return sum(len(sub) for sub in self.passages)
 
+    @property
+    def num_tokens(self) -> int:
+        """Real (non-padding) tokens of the queries and passages: what the throughput figures count."""
+        return int(sum(int(sub.attention_mask.sum()) for sub in (*self.queries, *self.passages)))
+
     def to(self, device: torch.device | str) -> M3Batch:
         """Move every tensor to ``device`` (Lightning calls this through ``transfer_batch_to_device``)."""
         return M3Batch(

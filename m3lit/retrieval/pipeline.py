@@ -27,6 +27,7 @@ computed once and shared by ``colbert`` and ``all``.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Sequence
@@ -138,6 +139,13 @@ def _timed(timings: dict[str, float], name: str):
     trim_heap()
 
 
+def _corpus_key(texts: Sequence[str], needs: set[str], cfg: RetrievalConfig) -> tuple:
+    """What decides a corpus encoding: the texts, the representations, and the passage-side settings."""
+    digest = hashlib.sha256("\x00".join(texts).encode("utf-8")).hexdigest()
+    passage = {k: v for k, v in cfg.to_dict().items() if not k.startswith("query_")}
+    return digest, tuple(sorted(needs)), tuple(sorted((k, str(v)) for k, v in passage.items()))
+
+
 def retrieve(
     model: M3Model,
     dataset: RetrievalDataset,
@@ -147,6 +155,7 @@ def retrieve(
     depth: int = 100,
     device=None,
     progress: bool = False,
+    corpus_cache: dict | None = None,
 ) -> RetrievalRun:
     """Rank the corpus for every query of ``dataset`` in each mode (see the module docstring).
 
@@ -159,6 +168,9 @@ def retrieve(
         depth: length of the returned lists (the largest metric cut-off).
         device: where to encode (None = the model's device).
         progress: progress bars.
+        corpus_cache: a dict kept by the caller across calls with the SAME model: the encoded corpus is
+            reused when the next dataset has the same corpus texts and passage settings (e.g. every
+            MKQA-like language searches one English corpus). It holds one corpus at a time.
     """
     cfg = config or RetrievalConfig()
     modes = list(modes)
@@ -205,10 +217,21 @@ def retrieve(
     # ---- corpus, shard by shard
     corpus = None
     if needs:
-        with _timed(timings, "encode_corpus"):
-            corpus = index_corpus(
-                model, dataset.corpus_texts, needs, cfg, vocab=vocab, device=device, progress=progress
+        key = _corpus_key(dataset.corpus_texts, needs, cfg)
+        if corpus_cache is not None and corpus_cache.get("key") == key:
+            corpus = corpus_cache["index"]
+            log.info(
+                "%s: corpus encoding reused from the previous dataset (same texts and settings)", dataset.name
             )
+        else:
+            with _timed(timings, "encode_corpus"):
+                corpus = index_corpus(
+                    model, dataset.corpus_texts, needs, cfg, vocab=vocab, device=device, progress=progress
+                )
+            if corpus_cache is not None:
+                corpus_cache.clear()
+                if corpus.info.get("colbert_store") != "reencode":  # a re-encode store fills per query set
+                    corpus_cache.update(key=key, index=corpus)
         info.update(corpus.info)
     dense_index = corpus.dense if corpus else None
     sparse_index = corpus.sparse if corpus else None
@@ -294,6 +317,7 @@ def evaluate_retrieval(
     unknown_qrels: str = "error",
     ignore_identical_ids: bool = True,
     runs_dir: str | Path | None = None,
+    corpus_cache: dict | None = None,
 ) -> dict[str, dict[str, float]]:
     """Evaluate ``model`` on a BEIR-layout dataset: mode -> metric -> value in [0, 1].
 
@@ -312,6 +336,7 @@ def evaluate_retrieval(
             (BEIR convention; :func:`drop_identical_ids`).
         runs_dir: when given, the scored lists are written there as TREC run files ``<mode>.trec``
             (:mod:`m3lit.retrieval.trec`).
+        corpus_cache: reuse the corpus encoding across calls with the same model (:func:`retrieve`).
 
     Queries without a relevant document are excluded from every average (trec_eval/BEIR convention;
     see :mod:`m3lit.retrieval.metrics`).
@@ -325,7 +350,14 @@ def evaluate_retrieval(
     depth = max(parse_metric(m)[1] for m in metrics)
     extra = 1 if ignore_identical_ids else 0  # one more candidate, so a list keeps `depth` after the drop
     run = retrieve(
-        model, dataset, usable_modes(model, modes), cfg, depth=depth + extra, device=device, progress=progress
+        model,
+        dataset,
+        usable_modes(model, modes),
+        cfg,
+        depth=depth + extra,
+        device=device,
+        progress=progress,
+        corpus_cache=corpus_cache,
     )
     rankings = {
         mode: drop_identical_ids(r, dataset, depth) if ignore_identical_ids else r

@@ -142,6 +142,7 @@ def evaluate_suite(
     With ``runs_dir`` every ranked list is written as ``<runs_dir>/<task>/<lang>/<system>/<mode>.trec``.
     """
     out: dict[str, dict] = {}
+    caches: list[dict] = [{} for _ in systems]  # one encoded corpus per system (MKQA: one English corpus)
     for task in tasks:
         rows: dict[str, dict[str, dict[str, float]]] = {}
         for lang, folder in task.datasets.items():
@@ -164,6 +165,7 @@ def evaluate_suite(
                     device=device,
                     progress=progress,
                     ignore_identical_ids=ignore_identical_ids,
+                    corpus_cache=caches[index],
                     runs_dir=None
                     if runs_dir is None
                     else Path(runs_dir) / task.name / lang / (system.label or "model"),

@@ -259,6 +259,7 @@ class M3LitModule(L.LightningModule):
         log("train/negatives_per_query", float(self.negatives_per_query(batch)))
         elapsed = max(time.perf_counter() - self._step_started, 1e-9)
         log("train/queries_per_s", n_q * self.trainer.world_size / elapsed, prog_bar=True)
+        log("train/tokens_per_s", batch.num_tokens * self.trainer.world_size / elapsed)
 
     def negatives_per_query(self, batch: M3Batch) -> int:
         """Candidates a query is contrasted with in the dense loss, minus its positive."""
