@@ -113,6 +113,14 @@ def validate(cfg: DictConfig | Mapping) -> None:
             if node is not None:
                 check_target(node, f"{group}.{name}")
     _check_loss(data.get("loss") or {})
+    stage = (data.get("model") or {}).get("stage")
+    if stage is not None:
+        from m3lit.training.stages import stage_spec
+
+        try:
+            stage_spec(stage)
+        except ValueError as error:
+            raise ConfigError(f"model.stage: {error}") from error
     schedule = ((data.get("callbacks") or {}).get("stage_switch") or {}).get("schedule")
     if schedule is not None:
         from m3lit.training.stages import parse_schedule

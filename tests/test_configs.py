@@ -104,6 +104,9 @@ def test_resolved_config_has_no_interpolations(tmp_path):
         ("trainer.max_steps=abc", "trainer.max_steps"),  # wrong type
         ("model.sub_batch_mode=gradcach", "model.sub_batch_mode"),  # not one of the Literal values
         ("model.stage=unifed", "model.stage"),
+        ("model.stage={heads:[lexical]}", "model.stage: stage heads: unknown head"),
+        ("model.stage={heads:[]}", "model.stage: a stage needs at least one head"),
+        ("callbacks.stage_switch.schedule={0:{heads:[colbrt]}}", "entry 0: stage heads: unknown head"),
         ("model.scheduler.name=cosin", "model.scheduler.name"),
         ("model.net.colbert_dim=wide", "model.net.colbert_dim"),
         ("trainer.precision=17-mixed", "trainer.precision"),  # not one of the Literal values

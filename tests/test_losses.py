@@ -309,8 +309,10 @@ def test_m3_loss_bad_inputs():
         m3_loss(d, None, None, 4)
     with pytest.raises(ValueError, match=r"sparse scores must be the local \(B, B\*G\) = \(2, 6\) matrix"):
         m3_loss(d, scores(2, 5, 2), scores(2, 6, 3), 3)
-    with pytest.raises(ValueError, match="both sparse and colbert"):
-        m3_loss(d, scores(2, 6, 2), None, 3)
+    with pytest.raises(ValueError, match="no score matrix given"):
+        m3_loss(None, None, None, 3)
+    with pytest.raises(ValueError, match="colbert scores have 1 query rows, sparse has 2"):
+        m3_loss(None, scores(2, 6, 2), scores(1, 3, 3), 3)
     with pytest.raises(ValueError, match=r"teacher_scores must be \(B, G\)"):
         m3_loss(d, None, None, 3, teacher_scores=torch.zeros(2, 2))
     with pytest.raises(ValueError, match="query_offset=1 need 9 passage columns"):

@@ -46,7 +46,7 @@ def test_parse_schedule_sorts_and_accepts_both_forms():
         ({5: "dense"}, "must start at step 0"),
         ({0: "dense", -3: "unified"}, "negative"),
         ({0: "dense", "x": "unified"}, "not an integer"),
-        ({0: "dense", 10: "unifed"}, "unknown stage 'unifed'"),
+        ({0: "dense", 10: "unifed"}, "entry 10: unknown training stage 'unifed'"),
         ({0: "dense", "10": "unified", 10: "unified_self_distill"}, "given twice"),
         ({0: {"stage": "dense", "sorce": "pairs"}}, "got keys"),
         ({0: "dense", 10: "dense"}, "repeats stage"),

@@ -5,6 +5,10 @@ self-knowledge distillation after a warm-up. A schedule such as::
 
     {0: {stage: dense, source: pairs}, 2000: {stage: unified, source: labelled}, 6000: unified_self_distill}
 
+or, with head sets (:mod:`m3lit.training.stages`)::
+
+    {0: {heads: [dense, sparse], source: labelled}, 1000: {heads: [dense, sparse], self_distill: true}}
+
 is validated when the callback is built (:func:`~m3lit.training.stages.parse_schedule`). The stage of
 global step k is that of the last entry with step <= k; it is written to ``pl_module.stage`` before step
 k's training step. A source is switched through ``datamodule.set_source`` at the end of step k-1, i.e.
@@ -34,8 +38,9 @@ class StageSwitch(Callback):
     """Switch ``pl_module.stage`` and ``datamodule.set_source`` on a ``{step: stage}`` schedule.
 
     Args:
-        schedule: ``{step: stage}`` or ``{step: {stage: NAME, source: NAME}}``; must contain step 0. Stages:
-            ``dense``, ``unified``, ``unified_self_distill``; sources: the DataModule's (``pairs``, ``labelled``).
+        schedule: ``{step: stage}``, ``{step: {stage: STAGE, source: NAME}}`` or ``{step: {heads: [...],
+            self_distill: BOOL, source: NAME}}``; must contain step 0. Stages: the presets ``dense``, ``unified``,
+            ``unified_self_distill`` or any head set; sources: the DataModule's (``pairs``, ``labelled``).
     """
 
     def __init__(self, schedule: Mapping[Any, Any]) -> None:

@@ -96,6 +96,9 @@ class M3DataModule(L.LightningDataModule):
         batch_size: one per-rank batch size for every bucket of both sources (replaces both tables).
         max_tokens_per_batch: token budget mode (see :func:`~m3lit.data.sampler.build_groups`), or None.
         drop_last: tail semantics of the sampler (see :mod:`m3lit.data.sampler`).
+        small_threshold: merge a folder's files with fewer lines into one dataset (:mod:`m3lit.data.merge`);
+            0: off.
+        drop_threshold: drop a merged set with fewer lines; 0: off.
         shuffle: shuffle examples and steps each epoch.
         sub_batch_size: ``"auto"``, an int, or 0/None (see :mod:`m3lit.data.collate`).
         sub_batch_table: ``[[min_len, size], ...]`` for ``"auto"``, or None for the spec §4.5 table.
@@ -128,6 +131,8 @@ class M3DataModule(L.LightningDataModule):
         batch_size: int | None = None,
         max_tokens_per_batch: int | None = None,
         drop_last: bool = True,
+        small_threshold: int = 0,
+        drop_threshold: int = 0,
         shuffle: bool = True,
         sub_batch_size: int | str | None = "auto",
         sub_batch_table: Sequence[Sequence[int]] | None = None,
@@ -172,6 +177,7 @@ class M3DataModule(L.LightningDataModule):
         self.query_max_len, self.passage_max_len = int(query_max_len), int(passage_max_len)
         self.max_tokens_per_batch = max_tokens_per_batch
         self.drop_last, self.shuffle = drop_last, shuffle
+        self.small_threshold, self.drop_threshold = int(small_threshold), int(drop_threshold)
         self.collator_options = {
             "query_max_len": self.query_max_len,
             "passage_max_len": self.passage_max_len,
@@ -267,6 +273,8 @@ class M3DataModule(L.LightningDataModule):
                 seed=self.seed,
                 drop_last=self.drop_last,
                 shuffle=self.shuffle,
+                small_threshold=self.small_threshold,
+                drop_threshold=self.drop_threshold,
             )
         self._source = self._initial_source or ("pairs" if "pairs" in self._sources else "labelled")
         if self._source not in self._sources:

@@ -15,6 +15,7 @@ from typing import Any
 
 from m3lit.data.dataset import TrainDataset, expand_train_data, load_dataset
 from m3lit.data.lengths import example_lengths
+from m3lit.data.merge import merge_small_datasets
 from m3lit.data.sampler import LengthGroupedBatchSampler, build_groups
 from m3lit.data.schema import DataError, SkipReport
 
@@ -66,8 +67,11 @@ def build_source(
     seed: int,
     drop_last: bool,
     shuffle: bool,
+    small_threshold: int = 0,
+    drop_threshold: int = 0,
 ) -> Source:
-    """Count tokens (cached), group by (dataset, bucket) and build this rank's sampler.
+    """Count tokens (cached), merge small files (:mod:`m3lit.data.merge`), group by (dataset, bucket) and
+    build this rank's sampler. ``Source.datasets`` holds the datasets after merging.
 
     Raises:
         DataError: the source has no full global batch at all.
@@ -84,6 +88,9 @@ def build_source(
         )
         for ds in datasets
     ]
+    datasets, lengths, _ = merge_small_datasets(
+        datasets, lengths, small_threshold=small_threshold, drop_threshold=drop_threshold, source=name
+    )
     groups = build_groups(
         lengths,
         edges=edges,
@@ -100,14 +107,16 @@ def build_source(
     if len(sampler) == 0:
         raise DataError(
             f"source {name!r}: no dataset has a full batch ({examples} examples in {len(datasets)} file(s), "
-            f"world size {world_size}); lower data.bucket_batch_sizes or set data.drop_last=false"
+            f"world size {world_size}); lower data.bucket_batch_sizes, set data.drop_last=false or merge small files with "
+            "data.small_threshold"
         )
     used = {sampler.groups[g].dataset for g, _ in sampler.plan(0)}
     for d, ds in enumerate(datasets):
         if d not in used:
             log.warning(
                 "source %r: dataset %s (%d examples) yields no full batch of batch size x world size %d; it is "
-                "not trained on (lower data.bucket_batch_sizes or set data.drop_last=false)",
+                "not trained on (lower data.bucket_batch_sizes, set data.drop_last=false or merge small files "
+                "with data.small_threshold)",
                 name, ds.name, len(ds), world_size,
             )  # fmt: skip
     log.info(

@@ -10,11 +10,15 @@ With raw (un-tempered) scores and tau the temperature, every term below works on
 where each L_x is InfoNCE (Eq. (1)) or, with teacher scores, the chosen teacher-distillation loss, and each
 L'_x is the self-distillation CE against the detached softmax of s_inter (Eq. (3)). The defaults are the
 reference code's numbers (spec §0: numerical parity); :meth:`M3LossWeights.paper_v2` gives the unweighted
-variant of the paper's v2 text. Without sparse and ColBERT scores the loss is L_dense alone (stage 1).
+variant of the paper's v2 text. Any subset of the heads may be trained (a stage's head set): one head gives
+its loss alone (L_dense alone is stage 1); for two heads s_inter and the normalisers are restricted as
+:func:`m3_loss` states.
 """
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 
@@ -25,7 +29,10 @@ from m3lit.losses.infonce import check_score_matrix, check_temperature, info_nce
 from m3lit.losses.self_distill import self_distill_loss
 from m3lit.scores import fused_scores
 
-__all__ = ["M3LossWeights", "M3LossOutput", "m3_loss"]
+__all__ = ["HEADS", "M3LossWeights", "M3LossOutput", "m3_loss"]
+
+#: The three heads in the order of m3_loss's arguments (and of every sum below).
+HEADS = ("dense", "sparse", "colbert")
 
 
 @dataclass(frozen=True)
@@ -92,7 +99,7 @@ class M3LossOutput:
 
 
 def m3_loss(
-    dense: torch.Tensor,
+    dense: torch.Tensor | None,
     sparse: torch.Tensor | None,
     colbert: torch.Tensor | None,
     group_size: int,
@@ -105,24 +112,40 @@ def m3_loss(
     in_batch_negatives: bool = True,
     weights: M3LossWeights | Mapping | str | None = None,
 ) -> M3LossOutput:
-    """BGE-M3's training loss on raw score matrices.
+    """BGE-M3's training loss on raw score matrices, over any non-empty subset H of the three heads.
+
+    Restriction to a subset H (a stage that trains some heads only; for H = all three every formula below is
+    the module docstring's, and the numbers are bit for bit those of the full loss):
+
+    * |H| = 1: L_final = L_x alone (Eq. (1), unweighted: l_x only balances heads against each other), no
+      s_inter and no self-distillation (``self_distill`` is ignored), as the reference's dense-only stage 1.
+    * |H| >= 2, ensemble (Eq. (2)): s_inter = sum_{x in H} w_x c_H s_x with c_H = (w_d + w_s + w_c) /
+      sum_{x in H} w_x, i.e. the chosen heads keep their relative weights and the ensemble keeps the full
+      case's total weight (2.3 with the reference's (1, 0.3, 1)), hence its sharpness under tau.
+      Dense + sparse: (1, 0.3) * 2.3 / 1.3.
+    * |H| >= 2, normalisers: n_L and n_L' are read as averages over the terms present, scaled by the number
+      of terms: L = (l_d L_dense + l_i L_inter + l_s L_lex + l_c L_mul, terms of H only) / (n_L (|H| + 1) / 4),
+      L' = (sum_{x in H} l'_x L'_x) / (n_L' |H| / 3) (Eq. (3)-(4), teacher softmax(s_inter of H / tau)),
+      L_final = (L + L') / n_f (n_f unchanged: both L and L' are present).
 
     Args:
         dense: (B, Q*G) raw dense scores; local (Q = B) or cross-device gathered (Q = W*B, see
-            ``query_offset``). As in the reference, by default only the dense loss uses gathered columns.
-        sparse: (B, B*G) raw lexical scores of the local batch, or None for dense-only training (stage 1).
-            A matrix gathered across devices like ``dense`` is accepted too (its own loss then uses the
-            gathered columns; s_inter and self-distillation still use the local block).
-        colbert: (B, B*G) raw multi-vector scores, local or gathered like ``dense``, or None (with ``sparse``).
+            ``query_offset``), or None when the dense head is not trained. As in the reference, by default only
+            the dense loss uses gathered columns.
+        sparse: (B, B*G) raw lexical scores of the local batch, or None (head not trained). A matrix gathered
+            across devices like ``dense`` is accepted too (its own loss then uses the gathered columns; s_inter
+            and self-distillation still use the local block). Without ``dense``, a width other than B*G means
+            gathered.
+        colbert: (B, B*G) raw multi-vector scores, local or gathered like ``sparse``, or None.
         group_size: G, passages per query laid out [pos, neg_1..neg_{G-1}].
         temperature: tau, applied to all three scores and to s_inter (0.02 in BGE-M3).
-        self_distill: add L' (Eq. (3)-(4)) and return (L + L') / n_f; ignored in dense-only mode, which has no
+        self_distill: add L' (Eq. (3)-(4)) and return (L + L') / n_f; ignored with a single head, which has no
             ensemble teacher.
         teacher_scores: (B, G) external teacher scores aligned with the passages, or None; integers are cast.
             When given, every L_x uses ``kd_loss`` with softmax(teacher_scores) as the target.
         kd_loss: ``m3_kd_loss`` (listwise, the BGE-M3 recipe) or ``kl_div`` (see :mod:`m3lit.losses.distill`).
-        query_offset: rank * B when ``dense`` is gathered across W devices, else 0. s_inter and the
-            self-distillation use the local block, columns [query_offset*G, (query_offset + B)*G) of ``dense``.
+        query_offset: rank * B when a matrix is gathered across W devices, else 0. s_inter and the
+            self-distillation use the local block, columns [query_offset*G, (query_offset + B)*G).
         in_batch_negatives: False scores every query against its own group only, target 0 (spec §3.1, §3.6).
         weights: :class:`M3LossWeights`, a mapping of overrides, ``"reference"`` or ``"paper_v2"``.
 
@@ -136,20 +159,40 @@ def m3_loss(
     >>> out = m3_loss(d, d.abs(), d, 2, temperature=1.0)                   # unified + self-distillation
     >>> sorted(out.parts)
     ['colbert', 'dense', 'inter', 'self_distill', 'sparse']
+    >>> sorted(m3_loss(None, d.abs(), d, 2, temperature=1.0).parts)        # sparse + ColBERT only
+    ['colbert', 'inter', 'self_distill', 'sparse']
 
     Raises:
-        ValueError: shapes that do not fit (group size not dividing the passages, sparse/ColBERT neither the
-            local (B, B*G) block nor shaped like ``dense``, only one of them given, teacher scores not (B, G)), unknown ``kd_loss``,
-            non-positive temperature.
+        ValueError: no score matrix at all, shapes that do not fit (group size not dividing the passages,
+            matrices of different query counts, sparse/ColBERT neither the local (B, B*G) block nor shaped like
+            ``dense``, teacher scores not (B, G)), unknown ``kd_loss``, non-positive temperature.
     """
     check_temperature(temperature)
     w = M3LossWeights.coerce(weights)
-    check_score_matrix("dense", dense, group_size, query_offset)
     if kd_loss not in KD_LOSSES:
         raise ValueError(f"unknown kd_loss {kd_loss!r}; choose one of {sorted(KD_LOSSES)}")
-    if (sparse is None) != (colbert is None):
-        raise ValueError("m3_loss: pass both sparse and colbert scores (unified) or neither (dense-only)")
-    n_queries = dense.shape[0]
+    given = {name: s for name, s in zip(HEADS, (dense, sparse, colbert), strict=True) if s is not None}
+    if not given:
+        raise ValueError("m3_loss: no score matrix given; pass at least one of dense, sparse, colbert")
+    n_queries = next(iter(given.values())).shape[0]
+    columns = slice(query_offset * group_size, (query_offset + n_queries) * group_size)
+    heads = {}  # name -> (matrix, its query offset, local (B, B*G) block)
+    for name, scores in given.items():
+        local = scores.dim() == 2 and scores.shape[1] == n_queries * group_size
+        if name == "dense":
+            pass  # dense is always read at query_offset (0 for a local matrix)
+        elif dense is not None and scores.shape not in (dense.shape, (n_queries, n_queries * group_size)):
+            raise ValueError(
+                f"{name} scores must be the local (B, B*G) = {(n_queries, n_queries * group_size)} matrix or "
+                f"gathered like dense {tuple(dense.shape)}, got {tuple(scores.shape)}"
+            )
+        offset = 0 if local and name != "dense" else query_offset
+        check_score_matrix(name, scores, group_size, offset)
+        if scores.shape[0] != n_queries:
+            raise ValueError(
+                f"{name} scores have {scores.shape[0]} query rows, {list(given)[0]} has {n_queries}"
+            )
+        heads[name] = (scores, offset, scores if local else scores[:, columns])
     teacher = None if teacher_scores is None else teacher_distribution(teacher_scores, n_queries, group_size)
 
     def head_loss(scores: torch.Tensor, offset: int) -> torch.Tensor:
@@ -162,48 +205,31 @@ def m3_loss(
             return info_nce(scores, group_size, **options)
         return KD_LOSSES[kd_loss](scores, teacher, group_size, **options)
 
-    parts = {"dense": head_loss(dense, query_offset)}
-    if sparse is None:
-        return M3LossOutput(parts["dense"], _detached(parts))
+    if len(heads) == 1:  # one head: its own loss alone (stage 1 for dense)
+        ((name, (scores, offset, _)),) = heads.items()
+        part = head_loss(scores, offset)
+        return M3LossOutput(part, _detached({name: part}))
 
-    columns = slice(query_offset * group_size, (query_offset + n_queries) * group_size)
-    local_dense = dense[:, columns]  # (B, B*G)
-    heads = {"dense": (dense, query_offset, local_dense)}  # name -> (matrix, its query offset, local block)
-    for name, scores in (("sparse", sparse), ("colbert", colbert)):
-        if scores.shape == local_dense.shape:
-            heads[name] = (scores, 0, scores)
-        elif scores.shape == dense.shape:  # gathered across devices like dense (an m3lit extension)
-            heads[name] = (scores, query_offset, scores[:, columns])
-        else:
-            raise ValueError(
-                f"{name} scores must be the local (B, B*G) = {tuple(local_dense.shape)} matrix or gathered "
-                f"like dense {tuple(dense.shape)}, got {tuple(scores.shape)}"
-            )
+    ensemble_w = {"dense": w.ensemble_dense, "sparse": w.ensemble_sparse, "colbert": w.ensemble_colbert}
+    scale = sum(ensemble_w.values()) / sum(ensemble_w[k] for k in heads)  # c_H, exactly 1.0 for all three
     ensemble = fused_scores(
-        local_dense,
-        heads["sparse"][2],
-        heads["colbert"][2],
-        weights=(w.ensemble_dense, w.ensemble_sparse, w.ensemble_colbert),
+        *(heads[k][2] if k in heads else None for k in HEADS),
+        weights=tuple(ensemble_w[k] * scale for k in HEADS),
     )  # s_inter, Eq. (2), on the local block; tempering is linear, so (sum of raw) / tau = sum of tempered
-    parts["sparse"] = head_loss(*heads["sparse"][:2])
-    parts["colbert"] = head_loss(*heads["colbert"][:2])
+    parts = {name: head_loss(scores, offset) for name, (scores, offset, _) in heads.items()}
     parts["inter"] = head_loss(ensemble, 0)
-    loss = (
-        w.dense * parts["dense"]
-        + w.inter * parts["inter"]
-        + w.sparse * parts["sparse"]
-        + w.colbert * parts["colbert"]
-    ) / w.unified_norm
+    lam = {"dense": w.dense, "inter": w.inter, "sparse": w.sparse, "colbert": w.colbert}
+    terms = [lam[k] * parts[k] for k in ("dense", "inter", "sparse", "colbert") if k in parts]
+    loss = functools.reduce(operator.add, terms) / (w.unified_norm * ((len(heads) + 1) / 4))
     if self_distill:
         students = {name: local for name, (_, _, local) in heads.items()}
         if not in_batch_negatives:  # teacher and students over each query's own group only
             students = {k: own_group_scores(v, group_size) for k, v in students.items()}
             ensemble = own_group_scores(ensemble, group_size)
         lam = {"dense": w.distill_dense, "sparse": w.distill_sparse, "colbert": w.distill_colbert}
-        parts["self_distill"] = (
-            sum(lam[k] * self_distill_loss(v, ensemble, temperature=temperature) for k, v in students.items())
-            / w.distill_norm
-        )
+        parts["self_distill"] = sum(
+            lam[k] * self_distill_loss(v, ensemble, temperature=temperature) for k, v in students.items()
+        ) / (w.distill_norm * (len(heads) / 3))
         loss = (loss + parts["self_distill"]) / w.final_norm
     return M3LossOutput(loss, _detached(parts))
 

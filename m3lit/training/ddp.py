@@ -3,7 +3,7 @@
 DDP must be told to look for parameters without gradient when some exist, or the next step fails; looking
 for them when none exist costs an extra traversal of the autograd graph every step, and PyTorch then warns
 on every rank. In BGE-M3 training (arXiv:2402.03216 App. B.1) only the dense-only stage 1 leaves parameters
-unused: the sparse and ColBERT heads are not computed. With ``find_unused_parameters="auto"`` the strategy
+unused: the sparse and ColBERT heads are not computed; so does any head subset lacking one of them. With ``find_unused_parameters="auto"`` the strategy
 turns the search on exactly when the run has such a stage (the module's initial stage, or a
 :class:`~m3lit.callbacks.stage_switch.StageSwitch` entry), says so once on rank 0, and silences PyTorch's
 per-rank "did not find any unused parameters" warning of the later unified steps, which the choice already
@@ -57,12 +57,12 @@ class M3DDPStrategy(DDPStrategy):
         if find == "auto":
             module = self.lightning_module
             stages = run_stages(module.trainer, module)
-            dense_only = [s for s in stages if not (stage_spec(s).sparse or stage_spec(s).colbert)]
-            find = bool(dense_only)
+            partial = [s for s in stages if not (stage_spec(s).sparse and stage_spec(s).colbert)]
+            find = bool(partial)
             if find:
                 rank_zero_info(
-                    f"DDP find_unused_parameters=True: stage(s) {dense_only} train the dense head alone and "
-                    "leave the sparse/ColBERT heads without gradient (one extra autograd pass per step)"
+                    f"DDP find_unused_parameters=True: stage(s) {partial} leave the sparse and/or ColBERT "
+                    "head without gradient (one extra autograd pass per step)"
                 )
                 warnings.filterwarnings("ignore", message=".*find_unused_parameters=True was specified")
         self._ddp_kwargs["find_unused_parameters"] = find

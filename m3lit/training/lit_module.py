@@ -14,7 +14,12 @@ the first batch after a resume, for anything else that draws from them.
 A model built from a plain encoder (no ``sparse_linear.pt``/``colbert_linear.pt``) starts with
 ``model.heads_loaded`` False; the first optimizer step of a stage that trains the sparse and ColBERT heads
 sets it True, so from then on retrieval evaluation during training (``RetrievalMetrics``) and after it
-reports every mode. A dense-only stage (stage 1) leaves it as it is.
+reports every mode. A stage without both (stage 1, or any head subset lacking one) leaves it as it is.
+
+A stage trains any subset of the heads (:mod:`m3lit.training.stages`): only the chosen heads are computed,
+so an unchosen head's parameters get no gradient (``.grad`` stays None: zero_grad sets it to None) and
+AdamW skips parameters without a gradient entirely (no moment update, no weight decay); they stay bit for
+bit as loaded and are exported so.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Mapping, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import asdict, is_dataclass
 from functools import partial
 from typing import Any, Literal
@@ -48,7 +53,7 @@ from m3lit.training.optim import (
     param_groups,
     warmup_steps_for,
 )
-from m3lit.training.stages import STAGES, stage_spec
+from m3lit.training.stages import STAGES, stage_name, stage_spec
 
 __all__ = ["M3LitModule", "SUB_BATCH_MODES", "clamp_log_interval", "split_encoded"]
 
@@ -77,7 +82,9 @@ class M3LitModule(L.LightningModule):
 
     Args:
         net: the model (built by :func:`m3lit.training.build.build_m3_model`).
-        stage: initial loss mode: ``dense`` | ``unified`` | ``unified_self_distill`` (StageSwitch changes it).
+        stage: initial loss mode: a preset ``dense`` | ``unified`` | ``unified_self_distill``, or any head set
+            ``{heads: [dense, sparse, colbert], self_distill: bool}`` (:mod:`m3lit.training.stages`;
+            StageSwitch changes it).
         loss: keyword arguments of :func:`m3lit.losses.m3_loss` (temperature, weights, kd_loss, ...).
         optimizer: ``lr``, ``weight_decay``, ``betas``, ``eps`` for AdamW (decay/no-decay groups).
         scheduler: ``name`` (linear|cosine|constant), ``warmup_steps`` or ``warmup_ratio``, ``total_steps``
@@ -94,7 +101,7 @@ class M3LitModule(L.LightningModule):
         self,
         net: M3Model,
         *,
-        stage: Literal["dense", "unified", "unified_self_distill"] = "unified_self_distill",
+        stage: str | Mapping[str, Any] = "unified_self_distill",
         loss: Mapping[str, Any] | None = None,
         optimizer: OptimizerConfig | Mapping[str, Any] | None = None,
         scheduler: SchedulerConfig | Mapping[str, Any] | None = None,
@@ -132,13 +139,12 @@ class M3LitModule(L.LightningModule):
     # ------------------------------------------------------------------ stage
     @property
     def stage(self) -> str:
-        """Current loss mode (a key of :data:`m3lit.training.stages.STAGES`)."""
+        """Current loss mode: the canonical stage name (a preset name or e.g. ``dense+sparse``)."""
         return self._stage
 
     @stage.setter
-    def stage(self, name: str) -> None:
-        stage_spec(name)  # validates
-        self._stage = name
+    def stage(self, value: str | Mapping[str, Any]) -> None:
+        self._stage = stage_name(value)  # validates
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **heads: bool):
         """Inference: the M3Model's outputs (see :class:`~m3lit.model.M3Output`)."""
@@ -182,7 +188,11 @@ class M3LitModule(L.LightningModule):
         strategy's ``block_backward_sync`` (DDP: only the last backward of the gradient cache syncs).
         """
         spec = stage_spec(self.stage)
-        heads = {"dense": True, "sparse": spec.sparse, "colbert": spec.colbert}
+        heads = {
+            "dense": spec.dense,
+            "sparse": spec.sparse,
+            "colbert": spec.colbert,
+        }  # only these are computed
         queries = split_encoded(batch.queries, self.sub_batch_size)
         passages = split_encoded(batch.passages, self.sub_batch_size)
         kwargs = dict(
@@ -254,7 +264,7 @@ class M3LitModule(L.LightningModule):
         log("train/loss", out.loss.detach(), prog_bar=True)
         for name, value in out.parts.items():
             log(f"train/loss/{name}", value.detach())
-        log("train/stage", float(list(STAGES).index(self.stage)))
+        log("train/stage", float(list(STAGES).index(self.stage)) if self.stage in STAGES else -1.0)
         log("train/lr", float(self.optimizers().param_groups[0]["lr"]))
         log("train/negatives_per_query", float(self.negatives_per_query(batch)))
         elapsed = max(time.perf_counter() - self._step_started, 1e-9)
@@ -292,8 +302,9 @@ class M3LitModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         meta = checkpoint.get(CKPT_META_KEY) or {}
-        if meta.get("stage") in STAGES:
-            self.stage = meta["stage"]
+        if meta.get("stage") is not None:
+            with suppress(ValueError):  # a foreign stage name keeps the configured stage
+                self.stage = meta["stage"]
         self._pending_rng = checkpoint.get("m3lit_rng")
 
 

@@ -15,14 +15,16 @@ from contextlib import nullcontext
 import torch
 
 from m3lit.losses import m3_loss
+from m3lit.losses.m3 import HEADS
 from m3lit.model import M3Output
 from m3lit.scores import colbert_scores, dense_scores, sparse_scores
 from m3lit.training.cross_device import all_gather_sizes, dist_info, gather_no_grad, gather_with_grad
+from m3lit.training.reps import present_fields
 from m3lit.training.stages import StageSpec
 
 __all__ = ["CROSS_DEVICE_HEADS", "m3_objective", "NonFiniteLossError", "check_finite"]
 
-CROSS_DEVICE_HEADS = ("dense", "sparse", "colbert")
+CROSS_DEVICE_HEADS = HEADS
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -67,10 +69,10 @@ def m3_objective(
     """Score B queries against the passages and return ``m3_loss(...)`` (an ``M3LossOutput``).
 
     Args:
-        q: (B, ...) query representations (dense always; sparse/ColBERT when the stage uses them).
+        q: (B, ...) query representations, at least those of the stage's heads (the others are not scored).
         p: (B*G, ...) passage representations, [pos, negs] per query.
         group_size: G.
-        stage: which heads are scored and whether self-distillation is on.
+        stage: which heads are scored (only those) and whether self-distillation is on.
         loss_kwargs: the ``loss`` config (temperature, weights, kd_loss, ...), passed to ``m3_loss``.
         teacher_scores: (B, G) teacher scores or None.
         in_batch_negatives: False for ``no_in_batch_neg`` datasets (own group only; nothing is gathered).
@@ -85,11 +87,12 @@ def m3_objective(
             f"cross_device_heads: unknown head(s) {sorted(unknown)}; choose from {CROSS_DEVICE_HEADS}"
         )
     gather = negatives_cross_device and in_batch_negatives and dist_info()[1] > 1
-    device = q.dense.device
+    first = getattr(q, present_fields(q)[0])  # (B, ...) any representation: its rows are the queries
+    device = first.device
     query_offset = 0
     if gather:
         rank = dist_info()[0]
-        query_offset = sum(s[0] for s in all_gather_sizes((q.dense.shape[0],), device)[:rank])
+        query_offset = sum(s[0] for s in all_gather_sizes((first.shape[0],), device)[:rank])
 
     def maybe_gather(head: str, tensor: torch.Tensor, value=0.0, grad: bool = True) -> torch.Tensor:
         if not (gather and head in cross_device_heads):
@@ -97,8 +100,9 @@ def m3_objective(
         return gather_with_grad(tensor, value) if grad else gather_no_grad(tensor, value)
 
     with _autocast_off(device):
-        dense = dense_scores(q.dense.float(), maybe_gather("dense", p.dense.float()))
-        sparse = colbert = None
+        dense = sparse = colbert = None
+        if stage.dense:
+            dense = dense_scores(q.dense.float(), maybe_gather("dense", p.dense.float()))
         if stage.sparse:
             sparse = sparse_scores(
                 q.sparse_weights.float(),
