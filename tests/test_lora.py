@@ -10,14 +10,13 @@ import pytest
 import torch
 from m3_reference import assert_lexical_close
 from test_resume import RESUME_RUN, CrashAt  # noqa: F401  (CrashAt: hydra target test_resume.CrashAt)
-from train_utils import run_train_cli, tiny_corpus, tiny_run_overrides
+from train_utils import fit_three_steps, run_train_cli, tiny_corpus, tiny_run_overrides
 
 pytest.importorskip("peft")
 
 from m3lit import M3Embedder  # noqa: E402
 from m3lit.ckpt import load_training_checkpoint, safe_torch_load  # noqa: E402
 from m3lit.config import compose  # noqa: E402
-from m3lit.data.batch import Encoded, M3Batch  # noqa: E402
 from m3lit.encoding import encode_texts, sparse_to_dict  # noqa: E402
 from m3lit.export import PROVENANCE_FILE, export  # noqa: E402
 from m3lit.model import M3Model  # noqa: E402
@@ -25,7 +24,6 @@ from m3lit.model.lora import has_lora, trainable_parameters  # noqa: E402
 from m3lit.model.tiny import tiny_xlmr_config  # noqa: E402
 from m3lit.train import train  # noqa: E402
 from m3lit.training.build import build_m3_model  # noqa: E402
-from m3lit.training.lit_module import M3LitModule  # noqa: E402
 
 LORA = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["query", "value", "dense"]}
 
@@ -75,42 +73,13 @@ def test_bad_lora_settings_name_the_key(base_folder):
 @pytest.fixture(scope="module")
 def lora_trained(base_folder, tokenizer, tmp_path_factory):
     """Three optimizer steps of a LoRA model with M3LitModule, saved by the Lightning Trainer."""
-    from conftest import builtin_docstrings
-
     L.seed_everything(0)
     net = build_m3_model(str(base_folder), lora=LORA)
-    texts = builtin_docstrings()[:12]
-
-    def enc(batch, n):
-        b = tokenizer(batch, padding=True, truncation=True, max_length=n, return_tensors="pt")
-        return Encoded(b["input_ids"], b["attention_mask"])
-
-    batches = [
-        M3Batch(
-            queries=[enc([" ".join(t.split()[:4]) for t in texts[i : i + 4]], 16)],
-            passages=[enc(texts[i : i + 4], 32)],
-            group_size=1,
-        )
-        for i in range(0, 12, 4)
-    ]
-    lit = M3LitModule(
-        net, stage="unified", optimizer={"lr": 1e-2}, scheduler={"name": "constant", "warmup_steps": 0}
-    )
     frozen = {n: p.detach().clone() for n, p in net.named_parameters() if not p.requires_grad}
-    trainer = L.Trainer(
-        max_steps=3,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(lit, torch.utils.data.DataLoader(batches, batch_size=None, shuffle=False))
+    ckpt, _ = fit_three_steps(net, tokenizer, tmp_path_factory.mktemp("run"), lr=1e-2)
     lora_b = [p for n, p in net.named_parameters() if "lora_B" in n]
     assert lora_b and all(p.abs().sum() > 0 for p in lora_b)  # the adapters were trained
     assert all(torch.equal(p, frozen[n]) for n, p in net.named_parameters() if n in frozen)  # base frozen
-    ckpt = tmp_path_factory.mktemp("run") / "last.ckpt"
-    trainer.save_checkpoint(ckpt)
     return ckpt, net.eval()
 
 
