@@ -32,6 +32,7 @@ import torch
 from transformers import AutoConfig, AutoTokenizer
 
 from m3lit.model import M3Model
+from m3lit.model.lora import add_lora, lora_settings
 
 __all__ = [
     "CKPT_META_KEY",
@@ -99,6 +100,7 @@ def checkpoint_metadata(
         "normalize": bool(model.dense_head.normalize),
         "prefix": prefix,
         "stage": stage,
+        "lora": None if (lora := lora_settings(model.encoder)) is None else lora.to_dict(),
     }
 
 
@@ -224,9 +226,12 @@ def _model_from_metadata(meta: dict, own: dict[str, torch.Tensor]) -> M3Model:
         config = AutoConfig.from_pretrained(tmp)
         tokenizer = AutoTokenizer.from_pretrained(tmp)
     colbert_dim = own["colbert_head.linear.weight"].shape[0]
-    return M3Model.from_config(
+    model = M3Model.from_config(
         config, tokenizer, colbert_dim=colbert_dim, normalize=meta.get("normalize", True)
     )
+    if meta.get("lora"):
+        add_lora(model.encoder, meta["lora"], "checkpoint metadata 'lora'")
+    return model
 
 
 def _load_state(model: M3Model, own: dict[str, torch.Tensor], path: Path) -> None:

@@ -47,6 +47,7 @@ __all__ = [
     "pad_batch",
     "is_out_of_memory",
     "sparse_to_dict",
+    "sparse_rows",
 ]
 
 log = logging.getLogger(__name__)
@@ -161,7 +162,7 @@ def encode_texts(
                 dense_out.append(out.dense.float().cpu().numpy())
             if sparse:
                 sparse_out.extend(
-                    _sparse_rows(out.sparse_weights.float().cpu().numpy(), out.token_ids.cpu().numpy())
+                    sparse_rows(out.sparse_weights.float().cpu().numpy(), out.token_ids.cpu().numpy())
                 )
             if colbert:
                 vecs, keep = out.colbert.float().cpu().numpy(), out.colbert_mask.cpu().numpy()
@@ -323,7 +324,7 @@ def _forward(
         return out
 
 
-def _sparse_rows(weights: np.ndarray, ids: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+def sparse_rows(weights: np.ndarray, ids: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per row: unique ids with weight > 0, their max weight, ordered by first weighted occurrence.
 
     ``SparseHead`` already zeroed special tokens and padding, so only real, weighted tokens remain.

@@ -15,6 +15,17 @@ The folder (FlagEmbedding layout + sentence-transformers files, spec §2)::
     1_Pooling/config.json, 2_Normalize/    sentence-transformers: Transformer -> CLS pooling -> Normalize
     m3lit.json                             provenance: source checkpoint, step, stage, config hash, version
 
+LoRA runs (``model.net.lora``) are exported with the adapters merged into the encoder: the folder is a plain
+model that loads without peft. ``adapter_only=true`` writes the adapter alone instead (peft's
+``adapter_config.json`` + ``adapter_model.safetensors``, the two head files and ``m3lit.json``)::
+
+    python -m m3lit.export model=CKPT output_dir=DIR adapter_only=true base_model=BAAI/bge-m3
+
+``format=onnx`` writes one ONNX graph (``model.onnx``, all three outputs, dynamic batch and length) and the
+tokenizer, for ONNX Runtime (:mod:`m3lit.export_onnx`; loader: :class:`m3lit.onnx_runtime.OnnxM3Embedder`)::
+
+    python -m m3lit.export model=CKPT output_dir=DIR format=onnx
+
 Loading it::
 
     from m3lit import M3Embedder;          M3Embedder(DIR)                # all three outputs
@@ -37,9 +48,11 @@ import transformers
 import m3lit
 from m3lit.ckpt import is_training_checkpoint, load_model, load_training_checkpoint
 from m3lit.cli import parse_key_values
+from m3lit.export_onnx import export_onnx
 from m3lit.model import M3Model
+from m3lit.model.lora import lora_settings, save_adapter
 
-__all__ = ["ExportResult", "export", "main", "OPTIONS", "PROVENANCE_FILE"]
+__all__ = ["ExportResult", "export", "main", "FORMATS", "OPTIONS", "PROVENANCE_FILE"]
 
 PROVENANCE_FILE = "m3lit.json"
 
@@ -50,7 +63,11 @@ OPTIONS: dict[str, Any] = {
     "fp16": False,  # store the encoder and both head files in float16 (as the released BAAI/bge-m3)
     "base_model": None,  # folder/hub id with the encoder config + tokenizer, for a .ckpt without m3lit metadata
     "overwrite": False,  # allow writing into a non-empty output_dir (files of the same name are replaced)
+    "format": "flag",  # flag = FlagEmbedding + sentence-transformers folder; onnx = model.onnx + tokenizer
+    "adapter_only": False,  # LoRA runs: write the peft adapter + head files only (base_model= is recorded)
 }
+#: Values of the ``format`` option.
+FORMATS = ("flag", "onnx")
 
 
 @dataclass
@@ -69,6 +86,8 @@ def export(
     fp16: bool = False,
     base_model: str | os.PathLike | None = None,
     overwrite: bool = False,
+    format: str = "flag",
+    adapter_only: bool = False,
 ) -> ExportResult:
     """Write the export folder of ``ckpt_path`` (see the module docstring for the layout).
 
@@ -78,18 +97,40 @@ def export(
         fp16: save the encoder and head weights in float16.
         base_model: encoder config + tokenizer source for checkpoints that lack m3lit's metadata.
         overwrite: allow a non-empty ``output_dir``.
+        format: ``flag`` (the folder above, LoRA adapters merged) or ``onnx`` (:mod:`m3lit.export_onnx`).
+        adapter_only: write only the LoRA adapter and the heads (:func:`m3lit.model.lora.save_adapter`).
 
     Raises:
         FileExistsError: ``output_dir`` is not empty and ``overwrite`` is False.
-        ValueError: the source has no trained sparse/ColBERT heads (a plain encoder folder).
+        ValueError: the source has no trained sparse/ColBERT heads (a plain encoder folder), an unknown
+            ``format``, ``adapter_only`` without LoRA adapters or with ``format=onnx``, or ``fp16`` with ONNX.
     """
+    if format not in FORMATS:
+        raise ValueError(f"format={format!r}: expected one of {list(FORMATS)}")
+    if format == "onnx" and (fp16 or adapter_only):
+        raise ValueError(
+            "format=onnx writes the whole fp32 graph: fp16=true and adapter_only=true do not apply"
+        )
     folder = Path(output_dir)
     if folder.exists() and any(folder.iterdir()) and not overwrite:
         raise FileExistsError(f"output_dir={folder} is not empty; pass overwrite=true to write into it")
     model, provenance = _load(ckpt_path, base_model)
-    model.save_pretrained(folder, fp16=fp16, sentence_transformers=True)
+    lora = lora_settings(model.encoder)
+    if adapter_only:
+        if lora is None:
+            raise ValueError(
+                f"adapter_only=true: {ckpt_path} has no LoRA adapters (trained without model.net.lora)"
+            )
+        save_adapter(model, folder, base_model=None if base_model is None else str(base_model))
+    elif format == "onnx":
+        export_onnx(model, folder)
+    else:
+        model.save_pretrained(folder, fp16=fp16, sentence_transformers=True)
     provenance.update(
         {
+            "format": format,
+            "adapter_only": bool(adapter_only),
+            "lora": None if lora is None else lora.to_dict(),  # merged unless adapter_only
             "fp16": bool(fp16),
             "hidden_size": model.hidden_size,
             "colbert_dim": model.colbert_dim,
@@ -141,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     source = options.pop("model")
     result = export(source, **options)
     print(f"exported {source} -> {result.folder}")
-    for key in ("step", "stage", "config_hash", "fp16"):
+    for key in ("step", "stage", "config_hash", "format", "fp16", "lora"):
         print(f"  {key}: {result.provenance.get(key)}")
     print("  files: " + ", ".join(result.files))
     return 0

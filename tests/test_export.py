@@ -11,16 +11,15 @@ import numpy as np
 import pytest
 import torch
 from m3_reference import assert_lexical_close, naive_encode
+from train_utils import fit_three_steps
 
 import m3lit
 from m3lit import M3Embedder
 from m3lit.ckpt import CKPT_META_KEY, config_hash, load_training_checkpoint
-from m3lit.data.batch import Encoded, M3Batch
 from m3lit.encoding import encode_texts, sparse_to_dict
 from m3lit.export import PROVENANCE_FILE, export, main
 from m3lit.model import M3Model
 from m3lit.model.tiny import tiny_xlmr_config
-from m3lit.training.lit_module import M3LitModule
 
 EXPECTED_FILES = {
     "config.json",
@@ -40,40 +39,11 @@ EXPECTED_FILES = {
 @pytest.fixture(scope="module")
 def trained(tokenizer, tmp_path_factory):
     """Three optimizer steps of M3LitModule on a tiny model, saved by the Lightning Trainer."""
-    from conftest import builtin_docstrings
-
     L.seed_everything(0)
     net = M3Model.from_config(tiny_xlmr_config(len(tokenizer), max_length=128), tokenizer, colbert_dim=16)
-    texts = builtin_docstrings()[:12]
-
-    def enc(batch, n):
-        b = tokenizer(batch, padding=True, truncation=True, max_length=n, return_tensors="pt")
-        return Encoded(b["input_ids"], b["attention_mask"])
-
-    batches = [
-        M3Batch(
-            queries=[enc([" ".join(t.split()[:4]) for t in texts[i : i + 4]], 16)],
-            passages=[enc(texts[i : i + 4], 32)],
-            group_size=1,
-        )
-        for i in range(0, 12, 4)
-    ]
-    lit = M3LitModule(
-        net, stage="unified", optimizer={"lr": 1e-3}, scheduler={"name": "constant", "warmup_steps": 0}
-    )
     before = net.sparse_head.linear.weight.detach().clone()
-    trainer = L.Trainer(
-        max_steps=3,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(lit, torch.utils.data.DataLoader(batches, batch_size=None, shuffle=False))
+    ckpt, lit = fit_three_steps(net, tokenizer, tmp_path_factory.mktemp("run"))
     assert not torch.equal(before, net.sparse_head.linear.weight)  # the heads were trained
-    ckpt = tmp_path_factory.mktemp("run") / "last.ckpt"
-    trainer.save_checkpoint(ckpt)
     return ckpt, net.eval(), lit
 
 

@@ -110,3 +110,44 @@ def run_train_cli(overrides: list[str], timeout: int, threads: int = 2) -> subpr
         text=True,
         timeout=timeout,
     )
+
+
+def fit_three_steps(net, tokenizer, ckpt_dir: Path, lr: float = 1e-3):
+    """Three ``unified`` optimizer steps of ``M3LitModule`` on 12 builtin docstrings (batches of 4 pairs),
+    saved by the Lightning Trainer as ``ckpt_dir/last.ckpt``. Returns (checkpoint path, LightningModule)."""
+    import lightning as L
+    import torch
+    from conftest import builtin_docstrings
+
+    from m3lit.data.batch import Encoded, M3Batch
+    from m3lit.training.lit_module import M3LitModule
+
+    texts = builtin_docstrings()[:12]
+
+    def enc(batch, n):
+        b = tokenizer(batch, padding=True, truncation=True, max_length=n, return_tensors="pt")
+        return Encoded(b["input_ids"], b["attention_mask"])
+
+    batches = [
+        M3Batch(
+            queries=[enc([" ".join(t.split()[:4]) for t in texts[i : i + 4]], 16)],
+            passages=[enc(texts[i : i + 4], 32)],
+            group_size=1,
+        )
+        for i in range(0, 12, 4)
+    ]
+    lit = M3LitModule(
+        net, stage="unified", optimizer={"lr": lr}, scheduler={"name": "constant", "warmup_steps": 0}
+    )
+    trainer = L.Trainer(
+        max_steps=3,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(lit, torch.utils.data.DataLoader(batches, batch_size=None, shuffle=False))
+    ckpt = Path(ckpt_dir) / "last.ckpt"
+    trainer.save_checkpoint(ckpt)
+    return ckpt, lit

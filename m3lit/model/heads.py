@@ -82,7 +82,8 @@ class SparseHead(nn.Module):
         Positions with a special id, or masked out by ``attention_mask``, get weight exactly 0.
         """
         weights = torch.relu(self.linear(hidden)).squeeze(-1)  # (B, L)
-        keep = ~torch.isin(input_ids, self.special_token_ids)  # (B, L)
+        # (B, L, S) comparison instead of torch.isin: same result, and ONNX-exportable (m3lit.export_onnx)
+        keep = (input_ids.unsqueeze(-1) != self.special_token_ids).all(-1)  # (B, L)
         if attention_mask is not None:
             keep = keep & attention_mask.bool()
         return weights * keep.to(weights.dtype)

@@ -312,7 +312,16 @@ class M3Model(nn.Module):
         Args:
             fp16: store the encoder and the head files in float16 (as the released bge-m3 does).
             sentence_transformers: also write modules.json, CLS pooling and Normalize.
+
+        An encoder with LoRA adapters (:mod:`m3lit.model.lora`) is saved with the adapters merged into its
+        weights (this model keeps them).
         """
+        from m3lit.model.lora import has_lora, merged_copy
+
+        if has_lora(self.encoder):  # LoRA adapters are merged: the folder loads without peft
+            return merged_copy(self).save_pretrained(
+                save_directory, fp16=fp16, sentence_transformers=sentence_transformers
+            )
         folder = Path(save_directory)
         folder.mkdir(parents=True, exist_ok=True)
         state = {

@@ -14,6 +14,7 @@ from transformers import AutoTokenizer
 from m3lit.ckpt import is_training_checkpoint, load_training_checkpoint
 from m3lit.model import M3Model
 from m3lit.model.cpu_dropout import use_fast_cpu_dropout
+from m3lit.model.lora import add_lora, has_lora, merge_lora
 from m3lit.model.positions import extend_position_embeddings
 from m3lit.model.tiny import tiny_xlmr_config
 from m3lit.model_ref import check_model_reference
@@ -39,6 +40,7 @@ def build_m3_model(
     position_init: str = "copy",
     sparse_init_scale: float = 1.0,
     fast_cpu_dropout: bool = True,
+    lora: Mapping | None = None,
 ) -> M3Model:
     """The model to train.
 
@@ -68,6 +70,9 @@ def build_m3_model(
         fast_cpu_dropout: draw the encoder's dropout masks on CPU from raw random bits
             (:mod:`m3lit.model.cpu_dropout`, cheaper than PyTorch's ``bernoulli_``; drop probability p
             rounded to a multiple of 2^-15). CUDA runs use PyTorch's dropout either way.
+        lora: ``{r, alpha, dropout, target_modules}``: LoRA adapters on the encoder, which is otherwise
+            frozen; the heads train fully (:mod:`m3lit.model.lora`, needs ``pip install m3lit[lora]``).
+            None: full fine-tuning. A ``.ckpt`` of a LoRA run starts with its adapters merged.
     """
     if dtype and dtype not in DTYPES:
         raise ValueError(f"model.net.dtype must be one of {sorted(DTYPES)} or null, got {dtype!r}")
@@ -95,6 +100,12 @@ def build_m3_model(
         model = M3Model.from_config(config, tok, colbert_dim=colbert_dim, normalize=normalize)
         if dtype:
             model = model.to(DTYPES[dtype])
+    if lora is not None and fix_encoder:
+        raise ValueError(
+            "model.net.lora and model.net.fix_encoder=true exclude each other (nothing to adapt)"
+        )
+    if has_lora(model.encoder):  # weights of a LoRA run: a new run starts from the merged encoder
+        merge_lora(model.encoder)
     if sparse_init_scale != 1.0 and not (name_or_path and model.heads_loaded):
         with torch.no_grad():
             model.sparse_head.linear.weight.mul_(sparse_init_scale)
@@ -103,6 +114,8 @@ def build_m3_model(
         use_fast_cpu_dropout(model.encoder)
     if max_length is not None and max_length > model.max_length:
         extend_position_embeddings(model, int(max_length), init=position_init)
+    if lora is not None:
+        add_lora(model.encoder, lora, "model.net.lora")
     model.gradient_checkpointing(gradient_checkpointing)
     model.freeze(
         fix_encoder=fix_encoder,
