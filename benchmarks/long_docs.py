@@ -27,7 +27,10 @@ from benchmarks import harness as H
 from benchmarks.train import m3_overrides
 from benchmarks.workload import ModelSpec, get_tokenizer, model_dir, train_jsonl, write_texts
 
-__all__ = ["KERNELS", "LENGTHS", "sdpa_kernels", "long_model", "long_step_overrides", "growth", "run", "main"]
+__all__ = [
+    "KERNELS", "LENGTHS", "growth", "long_model", "long_step_overrides", "main", "run", "sdpa_kernels",
+    "without_attention_dropout",
+]  # fmt: skip
 
 LENGTHS = (1024, 2048, 4096, 8192)
 QUERY_LEN = 64
@@ -47,28 +50,54 @@ def long_model(spec: ModelSpec) -> str:
     return str(model_dir(spec, extend_to=EXTENDED_LENGTH))
 
 
-def sdpa_kernels(model_dir: str, length: int = 512) -> dict:
-    """The SDPA kernels a forward pass runs, from the profiler's operator names.
+def sdpa_kernels(overrides: list[str], length: int = 512) -> dict:
+    """The attention kernels a training forward pass runs, from the profiler's operator names.
 
-    Two rows, the second half padding (the training batches' key-padding mask), on the benchmark device
-    under its autocast. Returns ``{"kernels": [...], "ops": [...]}`` ("math" when PyTorch's composite
-    implementation ran, i.e. the (L x L) score matrix was materialised).
+    The model is built from the run's own config (``overrides``, so CPU dropout and checkpointing are as in
+    training), in train mode, on two rows of ``length`` tokens, the second half padding (the key-padding
+    mask of a training batch), on the benchmark device under its autocast. Returns ``{"kernels": [...],
+    "ops": [...], "attn_implementation": ...}``; ``"explicit"`` means no SDPA operator ran (m3lit's CPU
+    dropout attention, :func:`m3lit.model.cpu_dropout.attention`, which builds the (L x L) scores),
+    ``"math"`` that PyTorch's composite SDPA ran (it materialises them too).
     """
     import torch
+    from hydra.utils import instantiate
 
     from benchmarks.device import autocast, bench_device
-    from m3lit.model import M3Model
+    from m3lit.config import compose
 
     device = bench_device()
-    model = M3Model.from_pretrained(model_dir).to(device).train()
+    model = instantiate(compose(overrides).model).model.to(device).train()
     ids = torch.randint(5, len(model.tokenizer), (2, length), device=device)
     mask = torch.ones_like(ids)
     mask[1, length // 2 :] = 0
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof, autocast(device):
-        model.encode_hidden(ids, mask)
+        model.encode_hidden(ids, mask).sum().backward()
     ops = sorted({e.name for e in prof.events() if "attention" in e.name or "scaled_dot" in e.name})
-    kernels = sorted({kernel for op in ops for key, kernel in KERNELS if key in op})
-    return {"kernels": kernels, "ops": ops}
+    kernels = sorted({kernel for op in ops for key, kernel in KERNELS if key in op}) or ["explicit"]
+    return {"kernels": kernels, "ops": ops, "attn_implementation": model.encoder.config._attn_implementation}
+
+
+def without_attention_dropout(folder: str) -> str:
+    """A copy of model ``folder`` with ``attention_probs_dropout_prob = 0`` (weights linked, not copied).
+
+    On CPU, PyTorch's fused flash-attention kernel runs only without attention dropout; this variant shows
+    what the attention's memory does then."""
+    import json
+    import os
+    from pathlib import Path
+
+    src, dst = Path(folder), Path(folder + "-noattndrop")
+    if (dst / "config.json").exists():
+        return str(dst)
+    dst.mkdir(exist_ok=True)
+    for item in src.iterdir():
+        if item.name != "config.json" and not (dst / item.name).exists():
+            os.symlink(item.resolve(), dst / item.name)
+    config = json.loads((src / "config.json").read_text(encoding="utf-8"))
+    config["attention_probs_dropout_prob"] = 0.0
+    (dst / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    return str(dst)
 
 
 def long_step_overrides(
@@ -116,25 +145,30 @@ def run(
     group: int = 2,
     spec: ModelSpec | None = None,
     encode_texts: int = 4,
+    no_attention_dropout: bool = True,
 ) -> dict:
-    """Steps per length, kernel detection and MCLS encoding; table + ``bench_results/long_docs.json``."""
+    """Steps per length (as configured, and without attention dropout), kernels, CLS/MCLS encoding;
+    table + ``bench_results/long_docs.json``."""
     runs = runs or 1
     lengths = lengths or ([256, 512] if quick else list(LENGTHS))
     spec = spec or ModelSpec(vocab_size=0, hidden_size=128, num_layers=2, num_heads=2, intermediate_size=256)
     get_tokenizer()
     folder = long_model(spec)
+    variants = {"dropout 0.1": folder}
+    if no_attention_dropout:
+        variants["attention dropout 0"] = without_attention_dropout(folder)
     steps = 2 if quick else 3  # the first is the warm-up
-    sides = {
-        "kernels": lambda r: H.run_subprocess(
-            H.m3_command("benchmarks.long_docs:sdpa_kernels", model_dir=folder, length=min(lengths)),
-            timeout_s=300,
+    sides = {}
+    for variant, path in variants.items():
+        o = long_step_overrides(path, min(lengths), batch=batch, group=group, steps=steps)
+        sides[f"kernels {variant}"] = lambda r, o=o: H.run_subprocess(
+            H.m3_command("benchmarks.long_docs:sdpa_kernels", overrides=o, length=min(lengths)), timeout_s=300
         )
-    }
-    for length in lengths:
-        o = long_step_overrides(folder, length, batch=batch, group=group, steps=steps)
-        sides[f"step {length}"] = lambda r, o=o: H.run_subprocess(
-            H.m3_command("benchmarks.train:m3_train", overrides=o, warmup_steps=1), timeout_s=1800
-        )
+        for length in lengths:
+            o = long_step_overrides(path, length, batch=batch, group=group, steps=steps)
+            sides[f"step {length} {variant}"] = lambda r, o=o: H.run_subprocess(
+                H.m3_command("benchmarks.train:m3_train", overrides=o, warmup_steps=1), timeout_s=1800
+            )
     enc_len = max(lengths)
     texts = str(write_texts(f"long-{encode_texts}x{enc_len}", [enc_len - 2] * encode_texts, seed=14))
     for name, interval in (("encode CLS", None), ("encode MCLS", 256)):
@@ -146,31 +180,38 @@ def run(
         )
     print(f"  long_docs ({spec.num_layers} x {spec.hidden_size})", flush=True)
     results = H.alternate(sides, dict.fromkeys(sides, runs))
-    kernel_runs = [r.result for r in results["kernels"] if r.ok]
-    kernels = (
-        kernel_runs[0] if kernel_runs else {"kernels": [], "ops": [], "failure": results["kernels"][0].status}
-    )
-    summary: dict = {"sdpa": kernels}
-    rows = []
-    for length in lengths:
-        ok = [r for r in results[f"step {length}"] if r.ok]
-        key = "peak_gpu_mb" if ok and "peak_gpu_mb" in ok[0].result else "peak_rss_mb"
-        times = [t for r in ok for t in r.result["step_times"]]
-        tokens = [
-            n / t
-            for r in ok
-            for n, t in zip(r.result["tokens_per_step"], r.result["step_times"], strict=False)
-        ]
-        entry = {
-            "step_s": H.summarize(times), "tokens_per_s": H.summarize(tokens), "peak_mb": H.summarize([r.result[key] for r in ok]),
-            "memory": key, "tokens_per_step": ok[0].result["tokens_per_step"][:1] if ok else [],
-            "failures": [r.status for r in results[f"step {length}"] if not r.ok],
-        }  # fmt: skip
-        summary[f"step {length}"] = entry
-        rows.append([f"stage-2 step, passages {length}", H.fmt_range(entry["step_s"], 2),
-                     H.fmt_range(entry["tokens_per_s"], 0), H.fmt_range(entry["peak_mb"], 0), "; ".join(entry["failures"])])  # fmt: skip
-    peaks = [summary[f"step {n}"]["peak_mb"]["median"] for n in lengths]
-    summary["growth"] = growth(lengths, peaks) if None not in peaks else []
+    summary: dict = {}
+    rows, notes = [], []
+    for variant in variants:
+        found = [r.result for r in results[f"kernels {variant}"] if r.ok]
+        kernels = found[0] if found else {"kernels": [], "failure": results[f"kernels {variant}"][0].status}
+        summary[f"kernels {variant}"] = kernels
+        for length in lengths:
+            res = results[f"step {length} {variant}"]
+            ok = [r for r in res if r.ok]
+            key = "peak_gpu_mb" if ok and "peak_gpu_mb" in ok[0].result else "peak_rss_mb"
+            times = [t for r in ok for t in r.result["step_times"]]
+            tokens = [
+                n / t
+                for r in ok
+                for n, t in zip(r.result["tokens_per_step"], r.result["step_times"], strict=False)
+            ]
+            entry = {
+                "step_s": H.summarize(times), "tokens_per_s": H.summarize(tokens), "memory": key,
+                "peak_mb": H.summarize([r.result[key] for r in ok]),
+                "tokens_per_step": ok[0].result["tokens_per_step"][:1] if ok else [],
+                "failures": [r.status for r in res if not r.ok],
+            }  # fmt: skip
+            summary[f"step {length} {variant}"] = entry
+            rows.append([f"stage-2 step, passages {length}, {variant}", ", ".join(kernels["kernels"]) or "n/a",
+                         H.fmt_range(entry["step_s"], 2), H.fmt_range(entry["tokens_per_s"], 0),
+                         H.fmt_range(entry["peak_mb"], 0), "; ".join(entry["failures"])])  # fmt: skip
+        peaks = [summary[f"step {n} {variant}"]["peak_mb"]["median"] for n in lengths]
+        summary[f"growth {variant}"] = growth(lengths, peaks) if None not in peaks else []
+        for g in summary[f"growth {variant}"]:
+            marginal = f", marginal x{g['marginal_ratio']:.2f}" if g.get("marginal_ratio") else ""
+            notes.append(f"{variant}: {g['from']} -> {g['to']}: peak x{g['peak_ratio']:.2f}, "
+                         f"{g['mb_per_token']:.3f} MB per extra token{marginal}")  # fmt: skip
     for name in ("encode CLS", "encode MCLS"):
         res = results[f"{name} {enc_len}"]
         ok = [r for r in res if r.ok]
@@ -181,18 +222,15 @@ def run(
             "failures": [r.status for r in res if not r.ok],
         }
         summary[f"{name} {enc_len}"] = entry
-        rows.append([f"{name}, {encode_texts} passages of {enc_len}", H.fmt_range(entry["seconds"], 2) + " s total",
+        rows.append([f"{name}, {encode_texts} passages of {enc_len}", "", H.fmt_range(entry["seconds"], 2) + " s total",
                      H.fmt_range(entry["passages_per_s"], 2) + " passages/s", H.fmt_range(entry["peak_mb"], 0),
                      "; ".join(entry["failures"])])  # fmt: skip
     table = (
         f"\n### long_docs ({spec.num_layers} x {spec.hidden_size}, positions extended to {EXTENDED_LENGTH}; "
-        f"batch {batch}, group {group}, query {QUERY_LEN}; checkpointing + gradient cache; SDPA kernel: "
-        f"{', '.join(kernels['kernels']) or 'none found'})\n"
+        f"batch {batch}, group {group}, query {QUERY_LEN}; checkpointing + gradient cache)\n"
     )
-    table += H.format_table(["run (median (min-max))", "s/step", "tokens/s", "peak MB", "failures"], rows)
-    for g in summary["growth"]:
-        marginal = f", marginal MB/token x{g['marginal_ratio']:.2f}" if g.get("marginal_ratio") else ""
-        table += f"\n{g['from']} -> {g['to']}: peak x{g['peak_ratio']:.2f}, {g['mb_per_token']:.3f} MB per extra token{marginal}"
+    headers = ["run (median (min-max))", "attention kernel", "s/step", "tokens/s", "peak MB", "failures"]
+    table += H.format_table(headers, rows) + "".join(f"\n{n}" for n in notes)
     print(table)
     payload = {
         "benchmark": "long_docs", "quick": quick, "model_spec": spec.__dict__, "extended_to": EXTENDED_LENGTH,
@@ -224,10 +262,20 @@ def main(argv: list[str] | None = None) -> None:
         "--vocab", type=int, default=0, help="0: the offline tokenizer's 8,000; 250002: XLM-R's"
     )
     parser.add_argument("--encode-texts", type=int, default=4, help="passages encoded at the longest length")
+    parser.add_argument("--no-variant", action="store_true", help="skip the runs without attention dropout")
     args = parser.parse_args(argv)
     spec = ModelSpec(vocab_size=args.vocab, hidden_size=args.hidden, num_layers=args.layers,
                      num_heads=args.heads, intermediate_size=args.ffn)  # fmt: skip
-    run(args.quick, args.runs, args.lengths, args.batch, args.group, spec, args.encode_texts)
+    run(
+        args.quick,
+        args.runs,
+        args.lengths,
+        args.batch,
+        args.group,
+        spec,
+        args.encode_texts,
+        not args.no_variant,
+    )
 
 
 if __name__ == "__main__":
