@@ -65,6 +65,8 @@ DRY_TRAIN = [
     "model.net.init.num_heads=2", "model.net.init.intermediate_size=64", "model.net.colbert_dim=16",
 ]  # fmt: skip
 MIN_PART_S = 20
+#: --dry-run multiplies the part timeouts and the default budget by this (2 shared CPU cores, not a GPU).
+DRY_RUN_SCALE = 4
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -298,7 +300,7 @@ def _figures(name: str, result: dict) -> str:
     if name == "long_step" and "batch1" in result:
         b1 = result["batch1"]
         text = (f"B=1 G={result['group']}: {b1['step_s']:.2f} s/step, {b1['tokens_per_s']:.0f} tokens/s, "
-                f"{b1['peak_mb']:.0f} MB, MFU {100 * b1['mfu_vs_measured_bf16']:.1f}% of {result['gemm_peak_flops'] / 1e12:.0f} "
+                f"{b1['peak_mb']:.0f} MB, MFU {100 * b1['mfu_vs_measured_bf16']:.1f}% of {result['gemm_peak_flops'] / 1e12:.2f} "
                 f"TFLOP/s; largest batch {result.get('largest_batch_fits')} ({result.get('search_stopped', '')})")  # fmt: skip
         return text + (
             f"; profile: {result['profile']['shares']}" if "shares" in result.get("profile", {}) else ""
@@ -329,7 +331,8 @@ def run(
     start, records = time.perf_counter(), {}
     for name in parts:
         left = budget_s - (time.perf_counter() - start)
-        timeout = min((timeouts or {}).get(name, PARTS[name][0]), left)
+        default = PARTS[name][0] * (DRY_RUN_SCALE if dry_run else 1)
+        timeout = min((timeouts or {}).get(name, default), left)
         if timeout < MIN_PART_S and name not in (timeouts or {}):
             records[name] = {
                 "status": f"skipped: {left:.0f} s of the budget left",
@@ -390,7 +393,8 @@ def main(argv: list[str] | None = None) -> None:
     if device:
         os.environ["M3LIT_BENCH_DEVICE"] = device  # children inherit it (benchmarks.device.bench_device)
     parts = [p for p in args.parts.split(",") if p] or None
-    payload = run(parts, args.dry_run, args.budget_s, _timeouts(args.timeout))
+    budget = args.budget_s or 470.0 * (DRY_RUN_SCALE if args.dry_run else 1)
+    payload = run(parts, args.dry_run, budget, _timeouts(args.timeout))
     failed = [n for n, r in payload["parts"].items() if r["status"] != "ok"]
     if failed:
         print("not ok: " + ", ".join(failed))
