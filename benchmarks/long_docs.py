@@ -24,7 +24,7 @@ peak RSS each. Results: the table on stdout and ``bench_results/long_docs.json``
 from __future__ import annotations
 
 from benchmarks import harness as H
-from benchmarks.train import m3_overrides
+from benchmarks.train import m3_overrides, step_stats
 from benchmarks.workload import ModelSpec, get_tokenizer, model_dir, train_jsonl, write_texts
 
 __all__ = [
@@ -190,17 +190,9 @@ def run(
             res = results[f"step {length} {variant}"]
             ok = [r for r in res if r.ok]
             key = "peak_gpu_mb" if ok and "peak_gpu_mb" in ok[0].result else "peak_rss_mb"
-            times = [t for r in ok for t in r.result["step_times"]]
-            tokens = [
-                n / t
-                for r in ok
-                for n, t in zip(r.result["tokens_per_step"], r.result["step_times"], strict=False)
-            ]
             entry = {
-                "step_s": H.summarize(times), "tokens_per_s": H.summarize(tokens), "memory": key,
-                "peak_mb": H.summarize([r.result[key] for r in ok]),
+                **step_stats(res), "memory": key, "peak_mb": H.summarize([r.result[key] for r in ok]),
                 "tokens_per_step": ok[0].result["tokens_per_step"][:1] if ok else [],
-                "failures": [r.status for r in res if not r.ok],
             }  # fmt: skip
             summary[f"step {length} {variant}"] = entry
             rows.append([f"stage-2 step, passages {length}, {variant}", ", ".join(kernels["kernels"]) or "n/a",
