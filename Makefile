@@ -54,6 +54,9 @@ bench: $(STAMP) ## Run every benchmark, m3lit side (tables on stdout, JSON in be
 bench-flag: $(STAMP) ## Every benchmark side by side with FlagEmbedding (needs make flag-env; ~15 min on 2 cores)
 	$(BIN)/python -m benchmarks.run_all --flag $(ARGS)
 
+gpu-check: $(STAMP) ## On a lent GPU: GPU tests, train, real model, 8192-token step/MFU, FSDP/DeepSpeed, encode (<= 8 min)
+	$(BIN)/python -m benchmarks.gpu_check $(ARGS)
+
 FLAG_VENV := .venv-flag
 flag-env: ## Separate .venv-flag with FlagEmbedding==1.4.2 for parity runs (never an m3lit dependency)
 	@test -x $(FLAG_VENV)/bin/python || $(PYTHON) -m venv $(FLAG_VENV)
@@ -85,4 +88,4 @@ clean-all: clean ## Also remove .venv
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
 
-.PHONY: install test test-fast train train-full demo eval export bench bench-flag flag-env flag-parity demo-data lint format clean clean-all help
+.PHONY: install test test-fast train train-full demo eval export bench bench-flag gpu-check flag-env flag-parity demo-data lint format clean clean-all help

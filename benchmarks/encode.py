@@ -21,9 +21,15 @@ __all__ = ["m3_encode", "run", "main"]
 
 
 def m3_encode(
-    model_dir: str, texts: str, batch_size: int = 256, max_length: int = 512, warmup: int = 64
+    model_dir: str,
+    texts: str,
+    batch_size: int = 256,
+    max_length: int = 512,
+    warmup: int = 64,
+    mcls_interval: int | None = None,
 ) -> dict:
-    """``M3Embedder(...).encode`` with dense, sparse and ColBERT outputs; timed after a warm-up call."""
+    """``M3Embedder(...).encode`` with dense, sparse and ColBERT outputs; timed after a warm-up call.
+    ``mcls_interval``: multiple-CLS pooling (App. B.2, :mod:`m3lit.mcls`) every this many tokens."""
     from benchmarks.device import bench_device
     from m3lit.inference import M3Embedder
 
@@ -37,6 +43,8 @@ def m3_encode(
         "return_sparse": True,
         "return_colbert_vecs": True,
     }
+    if mcls_interval:
+        kw["mcls_interval"] = mcls_interval
     model.encode(passages[:warmup], **kw)
     start = time.perf_counter()
     out = model.encode(passages, **kw)

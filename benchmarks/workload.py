@@ -101,16 +101,21 @@ def get_tokenizer():
     )
 
 
-def model_dir(spec: ModelSpec, seed: int = 0) -> Path:
-    """Folder of a random encoder of ``spec`` in FlagEmbedding's layout (built and cached on first use)."""
+def model_dir(spec: ModelSpec, seed: int = 0, extend_to: int = 0) -> Path:
+    """Folder of a random encoder of ``spec`` in FlagEmbedding's layout (built and cached on first use).
+
+    ``extend_to``: after building at ``spec.max_length``, grow its position table to this many tokens with
+    :func:`m3lit.model.positions.extend_position_embeddings` (as BGE-M3 grew XLM-R's 514 rows to 8194).
+    """
     import torch
 
     from m3lit.model import M3Model
+    from m3lit.model.positions import extend_position_embeddings
     from m3lit.model.tiny import tiny_xlmr_config
 
     tokenizer = get_tokenizer()
     vocab = spec.vocab_size or len(tokenizer)
-    folder = cache_root() / f"model-{spec.key()}-v{vocab}-s{seed}"
+    folder = cache_root() / f"model-{spec.key()}-v{vocab}-s{seed}{f'-x{extend_to}' if extend_to else ''}"
     if (folder / "colbert_linear.pt").exists():
         return folder
     config = tiny_xlmr_config(
@@ -123,6 +128,8 @@ def model_dir(spec: ModelSpec, seed: int = 0) -> Path:
     )
     torch.manual_seed(seed)
     model = M3Model.from_config(config, tokenizer, colbert_dim=spec.colbert_dim)
+    if extend_to:
+        extend_position_embeddings(model, extend_to)
     tmp = folder.with_name(folder.name + ".tmp")
     model.save_pretrained(tmp)
     _loadable_by_transformers4(tmp)
