@@ -121,7 +121,9 @@ def export(
             "format=onnx writes the whole fp32 graph: fp16=true and adapter_only=true do not apply"
         )
     if onnx_int8 and format != "onnx":
-        raise ValueError(f"onnx_int8=true quantises the ONNX graph: it needs format=onnx (got format={format})")
+        raise ValueError(
+            f"onnx_int8=true quantises the ONNX graph: it needs format=onnx (got format={format})"
+        )
     folder = Path(output_dir)
     if folder.exists() and any(folder.iterdir()) and not overwrite:
         raise FileExistsError(f"output_dir={folder} is not empty; pass overwrite=true to write into it")

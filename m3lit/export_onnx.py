@@ -38,7 +38,16 @@ from torch import nn
 from m3lit.model import M3Model
 from m3lit.model.checkpoint import save_tokenizer
 
-__all__ = ["INPUT_NAMES", "INT8_FILE", "ONNX_FILE", "OPSET", "OUTPUT_NAMES", "M3Graph", "export_onnx", "quantize_int8"]
+__all__ = [
+    "INPUT_NAMES",
+    "INT8_FILE",
+    "ONNX_FILE",
+    "OPSET",
+    "OUTPUT_NAMES",
+    "M3Graph",
+    "export_onnx",
+    "quantize_int8",
+]
 
 ONNX_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"  # the dynamically quantised copy (quantize_int8)
