@@ -12,8 +12,9 @@ e5's ``passage: `` / ``query: `` prefixes; batch size 32, max length 512, dense 
 ColBERT vectors, timed after a warm-up call on 64 passages.
 
 Three sides in alternating rounds (:func:`benchmarks.harness.alternate`), each run a fresh process: texts/s,
-tokens/s (special tokens included) and peak RSS (``ru_maxrss``: the loader's imports, torch included,
-and the model). Quality, from the first round: each side's dense retrieval nDCG@10 on the folder (exact
+tokens/s (special tokens included) and peak RSS (the harness's sample of the child's RSS: the loader's
+imports, torch included, and the model; not ``ru_maxrss``, which a child inherits from this parent, that
+built the export). Quality, from the first round: each side's dense retrieval nDCG@10 on the folder (exact
 inner product over the passages; e5's usual mean pooling is not used, m3lit's CLS vector is), and the
 dense cosine of every passage to ONNX fp32 (min and mean). Writes ``bench_results/onnx_encode.json``.
 """
@@ -155,7 +156,7 @@ def report(results, dense, quick, model, beir, n, folders) -> dict:
         ok = [r for r in results[side] if r.ok]
         texts = H.summarize([r.result["texts"] / r.result["seconds"] for r in ok])
         tokens = H.summarize([r.result["tokens"] / r.result["seconds"] for r in ok])
-        rss = H.summarize([r.result["peak_rss_mb"] for r in ok])
+        rss = H.summarize([r.sampled_peak_rss_mb for r in ok])  # ru_maxrss: the parent's (exec keeps it)
         ndcg = next((r.result["ndcg@10"] for r in ok if "ndcg@10" in r.result), None)
         cos = _cosines(dense[side], reference) if side in dense and reference is not None else None
         entry = {"texts_per_s": texts, "tokens_per_s": tokens, "peak_rss_mb": rss, "ndcg@10": ndcg}
