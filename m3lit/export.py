@@ -25,6 +25,11 @@ model that loads without peft. ``adapter_only=true`` writes the adapter alone in
 tokenizer, for ONNX Runtime (:mod:`m3lit.export_onnx`; loader: :class:`m3lit.onnx_runtime.OnnxM3Embedder`)::
 
     python -m m3lit.export model=CKPT output_dir=DIR format=onnx
+    python -m m3lit.export model=CKPT output_dir=DIR format=onnx onnx_int8=true   # + model.int8.onnx
+
+``onnx_int8=true`` adds ``model.int8.onnx``, the int8 dynamic quantisation of the graph
+(:func:`m3lit.export_onnx.quantize_int8`; ``OnnxM3Embedder(DIR, int8=True)`` loads it). Its cost on
+multilingual-e5-small: see the README's performance section (``benchmarks/onnx_encode.py``).
 
 Loading it::
 
@@ -48,7 +53,7 @@ import transformers
 import m3lit
 from m3lit.ckpt import is_training_checkpoint, load_model, load_training_checkpoint
 from m3lit.cli import parse_key_values
-from m3lit.export_onnx import export_onnx
+from m3lit.export_onnx import export_onnx, quantize_int8
 from m3lit.model import M3Model
 from m3lit.model.lora import lora_settings, save_adapter
 
@@ -65,6 +70,7 @@ OPTIONS: dict[str, Any] = {
     "overwrite": False,  # allow writing into a non-empty output_dir (files of the same name are replaced)
     "format": "flag",  # flag = FlagEmbedding + sentence-transformers folder; onnx = model.onnx + tokenizer
     "adapter_only": False,  # LoRA runs: write the peft adapter + head files only (base_model= is recorded)
+    "onnx_int8": False,  # format=onnx: also write model.int8.onnx (int8 dynamic quantisation, ONNX Runtime)
 }
 #: Values of the ``format`` option.
 FORMATS = ("flag", "onnx")
@@ -88,6 +94,7 @@ def export(
     overwrite: bool = False,
     format: str = "flag",
     adapter_only: bool = False,
+    onnx_int8: bool = False,
 ) -> ExportResult:
     """Write the export folder of ``ckpt_path`` (see the module docstring for the layout).
 
@@ -99,11 +106,13 @@ def export(
         overwrite: allow a non-empty ``output_dir``.
         format: ``flag`` (the folder above, LoRA adapters merged) or ``onnx`` (:mod:`m3lit.export_onnx`).
         adapter_only: write only the LoRA adapter and the heads (:func:`m3lit.model.lora.save_adapter`).
+        onnx_int8: with ``format=onnx``, also write ``model.int8.onnx`` (:func:`m3lit.export_onnx.quantize_int8`).
 
     Raises:
         FileExistsError: ``output_dir`` is not empty and ``overwrite`` is False.
         ValueError: the source has no trained sparse/ColBERT heads (a plain encoder folder), an unknown
-            ``format``, ``adapter_only`` without LoRA adapters or with ``format=onnx``, or ``fp16`` with ONNX.
+            ``format``, ``adapter_only`` without LoRA adapters or with ``format=onnx``, ``fp16`` with ONNX,
+            or ``onnx_int8`` without ``format=onnx``.
     """
     if format not in FORMATS:
         raise ValueError(f"format={format!r}: expected one of {list(FORMATS)}")
@@ -111,10 +120,14 @@ def export(
         raise ValueError(
             "format=onnx writes the whole fp32 graph: fp16=true and adapter_only=true do not apply"
         )
+    if onnx_int8 and format != "onnx":
+        raise ValueError(
+            f"onnx_int8=true quantises the ONNX graph: it needs format=onnx (got format={format})"
+        )
     folder = Path(output_dir)
     if folder.exists() and any(folder.iterdir()) and not overwrite:
         raise FileExistsError(f"output_dir={folder} is not empty; pass overwrite=true to write into it")
-    model, provenance = _load(ckpt_path, base_model)
+    model, provenance = _load(ckpt_path, base_model, format)
     lora = lora_settings(model.encoder)
     if adapter_only:
         if lora is None:
@@ -124,6 +137,8 @@ def export(
         save_adapter(model, folder, base_model=None if base_model is None else str(base_model))
     elif format == "onnx":
         export_onnx(model, folder)
+        if onnx_int8:
+            quantize_int8(folder)
     else:
         model.save_pretrained(folder, fp16=fp16, sentence_transformers=True)
     provenance.update(
@@ -132,6 +147,7 @@ def export(
             "adapter_only": bool(adapter_only),
             "lora": None if lora is None else lora.to_dict(),  # merged unless adapter_only
             "fp16": bool(fp16),
+            "onnx_int8": bool(onnx_int8),
             "hidden_size": model.hidden_size,
             "colbert_dim": model.colbert_dim,
             "max_length": model.max_length,
@@ -145,7 +161,9 @@ def export(
     return ExportResult(folder=folder, files=files, provenance=provenance)
 
 
-def _load(source: str | os.PathLike, base_model: str | os.PathLike | None) -> tuple[M3Model, dict[str, Any]]:
+def _load(
+    source: str | os.PathLike, base_model: str | os.PathLike | None, format: str = "flag"
+) -> tuple[M3Model, dict[str, Any]]:
     if is_training_checkpoint(source):
         ckpt = load_training_checkpoint(source, base_model=base_model)
         provenance = {
@@ -160,9 +178,16 @@ def _load(source: str | os.PathLike, base_model: str | os.PathLike | None) -> tu
         raise FileNotFoundError(f"model={source}: no such checkpoint file")
     model = load_model(source, key="model")
     if not model.heads_loaded:
+        why = (
+            "the ONNX export needs all three outputs (dense, sparse, ColBERT) and would bake random heads "
+            "into the graph"
+            if format == "onnx"
+            else "exporting would ship untrained sparse and ColBERT heads that FlagEmbedding loads without "
+            "complaint"
+        )
         raise ValueError(
-            f"{source} has no sparse_linear.pt/colbert_linear.pt: exporting would ship untrained sparse and "
-            "ColBERT heads that FlagEmbedding loads without complaint. Export a trained checkpoint instead."
+            f"model={source}: no trained sparse/ColBERT heads (sparse_linear.pt/colbert_linear.pt missing): "
+            f"{why}. Export a trained checkpoint instead."
         )
     previous = Path(source) / PROVENANCE_FILE
     provenance = json.loads(previous.read_text(encoding="utf-8")) if previous.is_file() else {}
@@ -182,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     source = options.pop("model")
     result = export(source, **options)
     print(f"exported {source} -> {result.folder}")
-    for key in ("step", "stage", "config_hash", "format", "fp16", "lora"):
+    for key in ("step", "stage", "config_hash", "format", "fp16", "onnx_int8", "lora"):
         print(f"  {key}: {result.provenance.get(key)}")
     print("  files: " + ", ".join(result.files))
     return 0

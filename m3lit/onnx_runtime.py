@@ -5,6 +5,7 @@
     from m3lit.onnx_runtime import OnnxM3Embedder
 
     model = OnnxM3Embedder("export_onnx/")          # the folder (or its model.onnx)
+    model = OnnxM3Embedder("export_onnx/", int8=True)  # its model.int8.onnx (export onnx_int8=true)
     out = model.encode(["What is BGE M3?"], return_sparse=True, return_colbert_vecs=True)
     out["dense_vecs"]        # (N, H) float32
     out["lexical_weights"]   # [{str(token_id): weight}], max per id, special tokens dropped, weights > 0
@@ -28,7 +29,7 @@ import numpy as np
 from transformers import AutoTokenizer
 
 from m3lit.encoding import pad_batch, sparse_rows, sparse_to_dict, tokenize_texts
-from m3lit.export_onnx import INPUT_NAMES, ONNX_FILE, OUTPUT_NAMES
+from m3lit.export_onnx import INPUT_NAMES, INT8_FILE, ONNX_FILE, OUTPUT_NAMES
 
 __all__ = ["OnnxM3Embedder"]
 
@@ -37,9 +38,10 @@ class OnnxM3Embedder:
     """An ONNX M3 graph + its tokenizer.
 
     Args:
-        path: the export folder (``model.onnx`` + tokenizer files), or the ``.onnx`` file inside it.
+        path: the export folder (``model.onnx`` + tokenizer files), or an ``.onnx`` file inside it.
         providers: ONNX Runtime execution providers (default: CPU).
         threads: intra-op threads (None: ONNX Runtime's default).
+        int8: with a folder ``path``, load its ``model.int8.onnx`` (``onnx_int8=true`` export) instead.
 
     Raises:
         FileNotFoundError: no ONNX file at ``path``.
@@ -47,15 +49,20 @@ class OnnxM3Embedder:
     """
 
     def __init__(
-        self, path: str | os.PathLike, providers: list[str] | None = None, threads: int | None = None
+        self,
+        path: str | os.PathLike,
+        providers: list[str] | None = None,
+        threads: int | None = None,
+        int8: bool = False,
     ):
         import onnxruntime as ort
 
         path = Path(path)
-        graph = path / ONNX_FILE if path.is_dir() else path
+        graph = path / (INT8_FILE if int8 else ONNX_FILE) if path.is_dir() else path
         if not graph.is_file():
             raise FileNotFoundError(
-                f"{graph}: no ONNX graph (write one with python -m m3lit.export format=onnx)"
+                f"{graph}: no ONNX graph (write one with python -m m3lit.export format=onnx"
+                f"{' onnx_int8=true' if int8 else ''})"
             )
         options = ort.SessionOptions()
         if threads is not None:

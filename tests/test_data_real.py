@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import lightning as L
@@ -11,7 +12,9 @@ import torch
 
 from m3lit.data.datamodule import M3DataModule
 
-ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "flagembedding-example-data"
+#: ../shared beside the repository; $M3LIT_SHARED names another (e.g. from a git worktree elsewhere).
+SHARED = Path(os.environ.get("M3LIT_SHARED") or Path(__file__).resolve().parents[1].parent / "shared")
+ROOT = SHARED / "data" / "flagembedding-example-data"
 FOLDERS = ["retrieval", "sts", "classification-no_in_batch_neg", "clustering-no_in_batch_neg"]
 pytestmark = [
     pytest.mark.shared_data,

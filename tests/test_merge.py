@@ -99,3 +99,107 @@ def test_merge_is_deterministic_and_only_mixes_compatible_files(tmp_path, tokeni
     assert _epoch(other) != epoch
     with pytest.raises(ValueError, match="small_threshold and data.drop_threshold must be >= 0"):
         _module(tmp_path, tokenizer, folder, small_threshold=-1)
+
+
+# --- FlagEmbedding's own example folder layout (../shared/data/flagembedding-example-data, ten lines per file)
+#: small_threshold=11 makes every file small; drop_threshold=15 keeps the merged pairs (20 lines) and drops
+#: the files that have no partner (10 lines): a different group size, teacher-score use or folder.
+REAL_MERGE = {"small_threshold": 11, "drop_threshold": 15}
+REAL_KEPT = {
+    "retrieval/merged(2 files)": ["retrieval/msmarco.jsonl", "retrieval/nq.jsonl"],  # G=8, scores
+    "clustering-no_in_batch_neg/merged(2 files)": [
+        "clustering-no_in_batch_neg/arXiv_title.jsonl",
+        "clustering-no_in_batch_neg/bioRXiv_title.jsonl",
+    ],
+}
+REAL_DROPPED = [  # nli: G=2; the two classification files: G=5 vs G=8; sts: alone in its folder
+    "retrieval/nli.jsonl",
+    "sts/sts.jsonl",
+    "classification-no_in_batch_neg/AmazonClassification.jsonl",
+    "classification-no_in_batch_neg/Banking77Classification.jsonl",
+]
+
+
+def _real_data():
+    import test_data_real
+
+    if not test_data_real.ROOT.is_dir():
+        pytest.skip(f"FlagEmbedding example data not found at {test_data_real.ROOT} (../shared absent)")
+    return test_data_real
+
+
+@pytest.mark.shared_data
+def test_flagembedding_example_layout_merges_and_reports_counts_and_names(tokenizer, tmp_path, caplog):
+    real = _real_data()
+    with caplog.at_level(logging.INFO, logger="m3lit.data"):
+        dm = real._module(tokenizer, tmp_path, bucket_batch_sizes=[4], **REAL_MERGE)
+        dm.setup("fit")
+    datasets = dm.sources["labelled"].datasets
+    assert [d.name for d in datasets] == list(REAL_KEPT)
+    for ds, members in zip(datasets, REAL_KEPT.values(), strict=True):
+        want = [(name, line) for name in members for line in real._lines(name)]  # file order, all lines
+        assert [ex.query for ex in ds.examples] == [line["query"] for _, line in want]
+        assert len(ds) == 20
+    log = caplog.text
+    for name, members in REAL_KEPT.items():
+        assert f"merged 2 small files (< data.small_threshold=11 lines) into {name}: 20 lines" in log
+        assert ", ".join(members) in log  # every member file named
+    assert f"4 small set(s) dropped (40 lines): {', '.join(REAL_DROPPED)}" in log
+    for name in REAL_DROPPED:
+        assert f"dropped {name}: 10 lines < data.drop_threshold=15" in log
+    # 20 retrieval lines in batches of 4, 20 clustering lines in batches of 2 (symmetric types halve)
+    assert "source 'labelled': 2 file(s), 40 examples" in log and "15 steps per epoch" in log
+    batches = list(dm.iter_batches())
+    assert sorted({b.dataset for b in batches}) == sorted(REAL_KEPT)
+    assert len(batches) == 15
+    mixed = [b for b in batches if b.dataset == "retrieval/merged(2 files)"]
+    files = [{i // 10 for i in b.meta["indices"]} for b in mixed]  # rows 0-9: msmarco, 10-19: nq
+    assert any(len(f) == 2 for f in files)  # a merged batch mixes the two files
+
+
+@pytest.mark.shared_data
+@pytest.mark.slow
+def test_merged_example_data_resume_is_exact(tokenizer, tmp_path, caplog):
+    """A real Trainer run on the merged example folders, killed at step 5 and resumed from its step-4
+    checkpoint, ends with the weights of the uninterrupted run, bit for bit."""
+    import torch
+    from test_resume import _weights
+    from train_utils import tiny_corpus, tiny_run_overrides
+
+    from m3lit.ckpt import safe_torch_load
+    from m3lit.config import compose
+    from m3lit.train import train
+
+    real = _real_data()
+    corpus = tiny_corpus(tmp_path / "corpus", tokenizer)  # its tokenizer and eval folder; data replaced
+    run = (
+        f"data.train_data=[{','.join(str(real.ROOT / f) for f in real.FOLDERS)}]",
+        f"data.small_threshold={REAL_MERGE['small_threshold']}",
+        f"data.drop_threshold={REAL_MERGE['drop_threshold']}",
+        "trainer.max_steps=8",
+        "trainer.deterministic=true",
+        "callbacks.model_checkpoint.every_n_train_steps=2",
+        "callbacks.stage_switch.schedule={0:{stage:unified_self_distill,source:labelled}}",
+        "model.net.init.dropout=0.1",
+    )
+    with caplog.at_level(logging.INFO, logger="m3lit.data"):
+        _, full = train(compose(tiny_run_overrides(corpus, tmp_path / "full", *run)))
+    assert full["trainer"].global_step == 8
+    # reported at start-up; data.train_group_size=3 (tiny run) gives both classification files G=3, so
+    # they merge too, and only nli (G=2) and sts (alone) are dropped
+    for folder in ("retrieval", "classification-no_in_batch_neg", "clustering-no_in_batch_neg"):
+        assert f"into {folder}/merged(2 files): 20 lines" in caplog.text
+    assert "2 small set(s) dropped (20 lines): retrieval/nli.jsonl, sts/sts.jsonl" in caplog.text
+    assert "source 'labelled': 3 file(s), 60 examples" in caplog.text
+    with pytest.raises(RuntimeError, match="simulated crash at step 5"):
+        crash = ("+callbacks.crash._target_=test_resume.CrashAt", "+callbacks.crash.step=5")
+        train(compose(tiny_run_overrides(corpus, tmp_path / "killed", *run, *crash)))
+    last = tmp_path / "killed" / "checkpoints" / "last.ckpt"
+    assert safe_torch_load(last)["global_step"] == 4
+    _, resumed = train(compose(tiny_run_overrides(corpus, tmp_path / "resumed", *run, f"ckpt_path={last}")))
+    assert resumed["trainer"].global_step == 8
+    a, b = _weights(full), _weights(resumed)
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, f"resumed weights differ from the uninterrupted run: {different[:5]}"
+    at_kill = safe_torch_load(last)["state_dict"]
+    assert any(not torch.equal(at_kill[k], a[k]) for k in a)  # steps 5-8 changed the weights

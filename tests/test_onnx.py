@@ -14,7 +14,7 @@ pytest.importorskip("onnxscript")
 
 from m3lit import M3Embedder  # noqa: E402
 from m3lit.export import export, main  # noqa: E402
-from m3lit.export_onnx import ONNX_FILE, OUTPUT_NAMES  # noqa: E402
+from m3lit.export_onnx import INT8_FILE, ONNX_FILE, OUTPUT_NAMES  # noqa: E402
 from m3lit.onnx_runtime import OnnxM3Embedder  # noqa: E402
 
 
@@ -30,7 +30,7 @@ def exported(tokenizer, tiny_config, tmp_path_factory):
     source = tmp_path_factory.mktemp("model")
     model.save_pretrained(source)
     folder = tmp_path_factory.mktemp("onnx") / "out"
-    assert main([f"model={source}", f"output_dir={folder}", "format=onnx"]) == 0
+    assert main([f"model={source}", f"output_dir={folder}", "format=onnx", "onnx_int8=true"]) == 0
     return source, folder
 
 
@@ -103,5 +103,44 @@ def test_onnx_errors(exported, tiny_model, tmp_path):
         export(source, tmp_path / "x", format="tflite")
     tiny_model.save_pretrained(tmp_path / "headless")
     os.remove(tmp_path / "headless" / "colbert_linear.pt")
-    with pytest.raises(ValueError, match="untrained sparse and ColBERT heads"):
+    with pytest.raises(ValueError, match="model=.*headless: no trained sparse/ColBERT heads") as error:
         export(tmp_path / "headless", tmp_path / "y", format="onnx")
+    assert "sparse_linear.pt/colbert_linear.pt" in str(error.value)
+    assert "ONNX export needs all three outputs" in str(error.value)
+    assert not (tmp_path / "y").exists()  # refused before anything is written
+    with pytest.raises(ValueError, match="onnx_int8=true quantises the ONNX graph: it needs format=onnx"):
+        export(source, tmp_path / "z", onnx_int8=True)
+    with pytest.raises(FileNotFoundError, match=r"model.int8.onnx: no ONNX graph .*onnx_int8=true"):
+        OnnxM3Embedder(source, int8=True)  # a flag folder: no graph at all
+
+
+#: Documented quality bound of the int8 export (module docstring of m3lit.export_onnx): every text's dense
+#: vector has cosine >= 0.99 to the fp32 graph's; on multilingual-e5-small see benchmarks/onnx_encode.py.
+INT8_MIN_DENSE_COSINE = 0.99
+
+
+def test_int8_export_has_the_same_outputs_close_to_fp32(exported):
+    _, folder = exported
+    assert (folder / INT8_FILE).is_file()
+    import onnx
+    from onnx import numpy_helper
+
+    graphs = [onnx.load(str(folder / name)).graph for name in (ONNX_FILE, INT8_FILE)]
+    weights = [sum(numpy_helper.to_array(t).nbytes for t in g.initializer) for g in graphs]
+    assert weights[1] < 0.3 * weights[0]  # int8 weights (+ scales), embedding table included
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= {node.op_type for node in graphs[1].node}
+    texts = _texts()
+    kw = {"batch_size": 4, "max_length": 96, "return_sparse": True, "return_colbert_vecs": True}
+    fp32 = OnnxM3Embedder(folder).encode(texts, **kw)
+    int8 = OnnxM3Embedder(folder, int8=True).encode(texts, **kw)
+    assert int8.keys() == fp32.keys()
+    assert int8["dense_vecs"].shape == fp32["dense_vecs"].shape and int8["dense_vecs"].dtype == np.float32
+    a, b = int8["dense_vecs"], fp32["dense_vecs"]
+    cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cosine.min() >= INT8_MIN_DENSE_COSINE, cosine
+    assert not np.array_equal(a, b)  # quantisation changed something: the bound is not vacuous
+    for i in range(len(texts)):
+        assert int8["colbert_vecs"][i].shape == fp32["colbert_vecs"][i].shape
+        x, y = int8["colbert_vecs"][i], fp32["colbert_vecs"][i]
+        assert ((x * y).sum(1) / np.linalg.norm(x, axis=1) / np.linalg.norm(y, axis=1)).min() >= 0.95
+        assert int8["lexical_weights"][i] and all(int(k) > 0 for k in int8["lexical_weights"][i])
