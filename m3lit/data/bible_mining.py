@@ -1,7 +1,7 @@
 """Hard negatives for the Bible benchmark's stage-2 files, mined with the starting model (spec §4.3).
 
 :func:`mine_bible_negatives` runs :func:`m3lit.data.mining.mine_hard_negatives` over each raw file of
-``<build>/train/stage2/`` and writes ``<build>/train/stage2-mined-<model>/`` (atomically, with a manifest of
+``<build>/train/stage2/`` and writes ``<build>/train/stage2-mined-<model>-<hash>/`` (atomically, with a manifest of
 settings and sha256). Lines are mined per ``pos_translation`` group, each group against its own passages: a
 pool that mixed translations would offer the positive's own translation (in another language, or another
 English version) as a "negative". Output lines keep the input order.
@@ -22,9 +22,13 @@ __all__ = ["mine_bible_negatives", "mined_dir"]
 
 
 def mined_dir(build_dir: str | Path, model_name_or_path: str | Path) -> Path:
-    """``<build>/train/stage2-mined-<last part of the model path, sanitised>``."""
+    """``<build>/train/stage2-mined-<model name>-<8 hex>``: the hex digest of the model reference (a local path
+    made absolute) keeps two models with the same folder name (e.g. two runs' ``export/``) apart."""
+    ref = str(model_name_or_path)
+    if Path(ref).exists():
+        ref = str(Path(ref).resolve())
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(str(model_name_or_path)).name).strip("-") or "model"
-    return Path(build_dir) / "train" / f"stage2-mined-{slug}"
+    return Path(build_dir) / "train" / f"stage2-mined-{slug}-{hashlib.sha1(ref.encode()).hexdigest()[:8]}"
 
 
 def mine_bible_negatives(
@@ -48,7 +52,7 @@ def mine_bible_negatives(
     Args:
         build_dir: a folder written by :func:`m3lit.data.bible_bench.build_bible_bench`.
         model_name_or_path: the starting model (:meth:`M3Model.from_pretrained`); names the output folder.
-        out: output folder (None: :func:`mined_dir`). Reused when it holds a manifest, unless ``force``.
+        out: output folder (None: :func:`mined_dir`). Reused when its manifest has the same settings, unless ``force``.
         rank_range / negative_number / seed: as in :func:`mine_hard_negatives` (ranks ``[lo, hi)``).
         batch_size / query_max_len / device: encoding settings.
         passage_max_len: passage truncation for verse files; ``long_passage_max_len`` for ``long.jsonl``.
@@ -63,15 +67,17 @@ def mine_bible_negatives(
             f"{source}: no stage-2 .jsonl files; build the benchmark first (build_bible_bench)"
         )
     out = Path(out) if out is not None else mined_dir(build_dir, model_name_or_path)
+    settings = {"rank_range": list(rank_range), "negative_number": negative_number, "seed": seed,
+                "query_max_len": query_max_len, "passage_max_len": passage_max_len,
+                "long_passage_max_len": long_passage_max_len}  # fmt: skip
     if not force and (out / "manifest.json").exists():
-        return out
+        if json.loads((out / "manifest.json").read_text(encoding="utf-8")).get("settings") == settings:
+            return out
+        force = True  # mined with other settings: mine again (replaced only once finished)
     if model is None:
         from m3lit.model import M3Model
 
         model = M3Model.from_pretrained(model_name_or_path)
-    settings = {"rank_range": list(rank_range), "negative_number": negative_number, "seed": seed,
-                "query_max_len": query_max_len, "passage_max_len": passage_max_len,
-                "long_passage_max_len": long_passage_max_len}  # fmt: skip
     with atomic_build(out, force=force) as tmp, tempfile.TemporaryDirectory(dir=tmp) as scratch:
         for path in files:
             rows = [
