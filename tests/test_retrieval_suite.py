@@ -103,3 +103,34 @@ def test_corpus_cache_reuses_only_an_identical_corpus_encoding(suite_dir, tiny_m
             corpus_cache=cache,
         )
     assert "reused" not in caplog.text  # another passage length: encoded again
+
+
+def test_a_suite_table_is_reproduced_from_its_results_json(suite_dir, tiny_model, tmp_path):
+    """`python -m m3lit.evaluate settings=<results.json>` re-runs a suite evaluation to the last digit."""
+    from m3lit.evaluate import main
+    from m3lit.retrieval.suite import run_suite
+
+    tiny_model.heads_loaded = True
+    folder = tiny_model.save_pretrained(tmp_path / "model")
+    reference = {
+        "name_or_path": str(folder),
+        "label": "released",
+        "retrieval": {"pooling": "mean", "query_prefix": "q: "},
+    }
+    first = run_suite(
+        tiny_model, model_ref=str(folder), suite_dir=suite_dir, output_dir=tmp_path / "first", reference=reference,
+        modes=["dense", "sparse", "all", "bm25"], base={"batch_size": 7, "all_weights": [1.0, 0.5, 2.0]},
+    )  # fmt: skip
+    again = main(
+        [
+            f"settings={tmp_path / 'first' / 'results.json'}",
+            f"output_dir={tmp_path / 'again'}",
+            "progress=false",
+        ]
+    )
+    assert again == first
+    assert (tmp_path / "again" / "results.md").read_text() == (tmp_path / "first" / "results.md").read_text()
+    assert (tmp_path / "again" / "runs" / "Toy-task" / "xx" / "released" / "dense.trec").is_file()
+    changed = main([f"settings={tmp_path / 'first' / 'results.json'}", f"output_dir={tmp_path / 'other'}",
+                    "progress=false", "retrieval.all_weights=[0.0,1.0,0.0]"])  # fmt: skip
+    assert changed["Toy-task"]["rows"]["All"] != first["Toy-task"]["rows"]["All"]  # the settings matter
