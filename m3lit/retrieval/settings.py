@@ -28,7 +28,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RESTORED_KEYS", "OPTIONAL_RESTORED_KEYS", "dataset_hash", "evaluation_settings", "read_results"]
+__all__ = [
+    "RESTORED_KEYS",
+    "OPTIONAL_RESTORED_KEYS",
+    "read_json_object",
+    "dataset_hash",
+    "evaluation_settings",
+    "read_results",
+]
 
 #: Settings keys a re-run takes over (the ``configs/evaluate.yaml`` options that change the numbers).
 RESTORED_KEYS = (
@@ -115,19 +122,26 @@ def evaluation_settings(
     }
 
 
-def read_results(path: str | Path) -> tuple[dict, dict | None]:
-    """``(results, settings)`` of a ``results.json``; files written before settings existed give None."""
+def read_json_object(path: str | Path, default_name: str, what: str) -> tuple[Path, dict]:
+    """``(file, object)`` of a JSON file (``path``, or ``path/default_name`` for a folder); errors name the
+    file, and the line for invalid JSON. ``what`` says what the file is, for the not-found message."""
     path = Path(path)
     if path.is_dir():
-        path = path / "results.json"
+        path = path / default_name
     try:
         payload = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: results file not found") from None
+        raise FileNotFoundError(f"{path}: {what} not found") from None
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}:{err.lineno}: invalid JSON ({err.msg})") from None
     if not isinstance(payload, dict):
         raise ValueError(f"{path}: expected a JSON object")
+    return path, payload
+
+
+def read_results(path: str | Path) -> tuple[dict, dict | None]:
+    """``(results, settings)`` of a ``results.json``; files written before settings existed give None."""
+    _, payload = read_json_object(path, "results.json", "results file")
     if "results" in payload and "settings" in payload:
         return payload["results"], payload["settings"]
     return payload, None

@@ -37,6 +37,7 @@ from m3lit.retrieval.beir import load_beir
 from m3lit.retrieval.config import RetrievalConfig
 from m3lit.retrieval.pipeline import evaluate_retrieval
 from m3lit.retrieval.report import MODE_NAMES
+from m3lit.retrieval.settings import read_json_object
 
 __all__ = [
     "SuiteTask",
@@ -88,15 +89,7 @@ class SuiteSystem:
 
 def load_suite(path: str | Path) -> list[SuiteTask]:
     """Read ``suite.json`` (a file or the folder holding it); every dataset folder must exist."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / SUITE_FILE
-    try:
-        spec = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no benchmark suite file") from None
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}:{error.lineno}: invalid JSON ({error.msg})") from None
+    path, spec = read_json_object(path, SUITE_FILE, "benchmark suite file")
     tasks = []
     for i, task in enumerate(spec.get("tasks") or []):
         for key in ("name", "metrics", "datasets"):
