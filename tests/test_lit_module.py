@@ -38,6 +38,35 @@ def test_param_groups_split_decay_and_skip_frozen(tiny_model):
     assert not any("position_embeddings" in n for n in trainable)
 
 
+def test_head_lr_scale_gives_the_heads_their_own_rate_and_steps_them_accordingly(tiny_model):
+    names = {id(p): n for n, p in tiny_model.named_parameters()}
+    groups = param_groups(tiny_model, weight_decay=0.01, head_lr=2e-3)
+    head_groups = [g for g in groups if "lr" in g]
+    head_names = {names[id(p)] for g in head_groups for p in g["params"]}
+    assert head_names == {
+        "sparse_head.linear.weight", "sparse_head.linear.bias",
+        "colbert_head.linear.weight", "colbert_head.linear.bias",
+    }
+    assert {g["weight_decay"] for g in head_groups} == {0.01, 0.0}
+    others = {names[id(p)] for g in groups if "lr" not in g for p in g["params"]}
+    assert not others & head_names and others | head_names == set(names.values())
+    # one AdamW step: the first update is lr * sign(grad) (bias-corrected moments), so it shows each rate
+    opt = torch.optim.AdamW(groups, lr=1e-5, weight_decay=0.0)
+    before = {n: p.detach().clone() for n, p in tiny_model.named_parameters()}
+    for p in tiny_model.parameters():
+        p.grad = torch.ones_like(p)
+    opt.step()
+    for n, p in tiny_model.named_parameters():
+        expected = 2e-3 if n in head_names else 1e-5
+        moved = (before[n] - p.detach()).abs().max().item()
+        assert moved == pytest.approx(expected, rel=2e-2), n  # fp32 rounding of p - lr
+
+
+def test_head_lr_scale_must_be_positive():
+    with pytest.raises(ValueError, match="head_lr_scale"):
+        from_mapping(OptimizerConfig, {"head_lr_scale": 0.0}, "model.optimizer")
+
+
 @pytest.mark.parametrize("name", ["linear", "cosine", "constant"])
 def test_lr_schedule_matches_the_formula(name):
     warmup, total = 4, 20

@@ -281,7 +281,8 @@ class M3LitModule(L.LightningModule):
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):
         opt, sched = self.optimizer_cfg, self.scheduler_cfg
-        groups = param_groups(self.model, opt.weight_decay)
+        head_lr = opt.lr * opt.head_lr_scale if opt.head_lr_scale != 1.0 else None
+        groups = param_groups(self.model, opt.weight_decay, head_lr=head_lr)
         # Lightning refuses to clip (after unscaling) an optimizer that unscales gradients itself (a fused one),
         # so under fp16 loss scaling the per-tensor AdamW is used; everywhere else the fused kernel
         # (build_optimizer's default), and ``_clip_gradients`` clips directly.

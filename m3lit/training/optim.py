@@ -33,6 +33,8 @@ __all__ = [
 SCHEDULES = ("linear", "cosine", "constant")
 #: Parameter-name fragments that get no weight decay (biases, LayerNorm/RMSNorm weights).
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+#: Parameter-name prefixes of the scoring heads (``M3Model.sparse_head`` / ``colbert_head``), for ``head_lr_scale``.
+HEADS = ("sparse_head.", "colbert_head.")
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,14 @@ class OptimizerConfig:
     weight_decay: float = 0.01  # decoupled weight decay on the "decay" group (biases, norms: 0)
     betas: tuple[float, float] = (0.9, 0.999)  # Adam moments
     eps: float = 1e-8  # Adam epsilon
+    # learning rate of the sparse and ColBERT heads = lr * head_lr_scale. 1.0 = one rate for all (reference).
+    # Freshly initialised heads on a pretrained encoder move ~lr per step under Adam, so a run of a few hundred
+    # steps leaves them near their random start unless this is raised (bible experiments: 100).
+    head_lr_scale: float = 1.0
+
+    def __post_init__(self):
+        if self.head_lr_scale <= 0:
+            raise ValueError(f"model.optimizer.head_lr_scale must be > 0, got {self.head_lr_scale}")
 
 
 @dataclass(frozen=True)
@@ -75,15 +85,35 @@ def from_mapping(cls, value, where: str):
     return cls(**data)
 
 
-def param_groups(module: nn.Module, weight_decay: float, no_decay: Sequence[str] = NO_DECAY) -> list[dict]:
-    """Two AdamW groups over the trainable parameters: with and without weight decay."""
-    decay, plain = [], []
+def param_groups(
+    module: nn.Module,
+    weight_decay: float,
+    no_decay: Sequence[str] = NO_DECAY,
+    head_lr: float | None = None,
+    heads: Sequence[str] = HEADS,
+) -> list[dict]:
+    """AdamW groups over the trainable parameters: with and without weight decay.
+
+    With ``head_lr`` set, parameters whose names start with one of ``heads`` form their own groups (again split
+    by decay) carrying ``lr=head_lr``; the others take the optimizer's base rate. Empty groups are dropped.
+    """
+    split = head_lr is not None
+    buckets: dict[tuple[bool, bool], list] = {(h, d): [] for h in (False, True) for d in (True, False)}
     for name, param in module.named_parameters():
         if not param.requires_grad:
             continue
-        (plain if any(key in name for key in no_decay) else decay).append(param)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
-    return [g for g in groups if g["params"]]
+        is_head = split and name.startswith(tuple(heads))
+        decays = not any(key in name for key in no_decay)
+        buckets[(is_head, decays)].append(param)
+    groups = []
+    for (is_head, decays), params in buckets.items():
+        if not params:
+            continue
+        group = {"params": params, "weight_decay": weight_decay if decays else 0.0}
+        if is_head:
+            group["lr"] = head_lr
+        groups.append(group)
+    return groups
 
 
 def build_optimizer(
