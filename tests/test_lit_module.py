@@ -144,6 +144,7 @@ def test_hyperparameters_are_plain_data(tiny_model):
         "weight_decay": 0.01,
         "betas": (0.9, 0.999),
         "eps": 1e-8,
+        "head_lr_scale": 1.0,
     }
     assert module.hparams["loss"] == {"temperature": 0.05}
 
