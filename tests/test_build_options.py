@@ -1,9 +1,12 @@
-"""build_m3_model's real-model switches: position extension (max_length) and a frozen word-embedding matrix."""
+"""build_m3_model's real-model switches: position extension (max_length), a frozen word-embedding matrix and
+the fresh sparse head's start."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
+from m3lit.scores import sparse_scores
 from m3lit.training.build import build_m3_model
 
 
@@ -28,3 +31,31 @@ def test_max_length_extends_positions_and_fix_word_embeddings_freezes_only_that_
     same = build_m3_model(str(folder), max_length=64, fast_cpu_dropout=False)  # shorter: nothing changes
     assert same.encoder.embeddings.position_embeddings.weight.shape == old.shape
     assert all(p.requires_grad for p in same.parameters())
+
+
+def test_sparse_init_uniform_starts_lexical_scores_as_shared_token_counts(tokenizer, tmp_path):
+    tokenizer.save_pretrained(tmp_path / "tok")
+    init = {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "intermediate_size": 64, "max_length": 64}
+    model = build_m3_model(None, tokenizer=str(tmp_path / "tok"), init=init, sparse_init_uniform=0.25)
+    model.eval()
+    texts = ["the model scores the passage", "a passage the model reads", "unrelated words here"]
+    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        out = model(batch["input_ids"], batch["attention_mask"])
+    specials = set(tokenizer.all_special_ids)
+    bags = [
+        {t for t, m in zip(ids.tolist(), mask.tolist(), strict=True) if m and t not in specials}
+        for ids, mask in zip(batch["input_ids"], batch["attention_mask"], strict=True)
+    ]
+    got = sparse_scores(out.sparse_weights, batch["input_ids"], out.sparse_weights, batch["input_ids"])
+    expected = torch.tensor([[0.25**2 * len(a & b) for b in bags] for a in bags])
+    torch.testing.assert_close(got, expected)
+    assert len(bags[0] & bags[1]) > 0  # the check is not vacuous
+
+
+def test_sparse_init_options_exclude_each_other(tokenizer, tmp_path):
+    tokenizer.save_pretrained(tmp_path / "tok")
+    with pytest.raises(ValueError, match="not both"):
+        build_m3_model(None, tokenizer=str(tmp_path / "tok"), sparse_init_uniform=0.1, sparse_init_scale=0.1)
+    with pytest.raises(ValueError, match="sparse_init_uniform must be > 0"):
+        build_m3_model(None, tokenizer=str(tmp_path / "tok"), sparse_init_uniform=0.0)

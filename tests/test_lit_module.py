@@ -44,8 +44,10 @@ def test_head_lr_scale_gives_the_heads_their_own_rate_and_steps_them_accordingly
     head_groups = [g for g in groups if "lr" in g]
     head_names = {names[id(p)] for g in head_groups for p in g["params"]}
     assert head_names == {
-        "sparse_head.linear.weight", "sparse_head.linear.bias",
-        "colbert_head.linear.weight", "colbert_head.linear.bias",
+        "sparse_head.linear.weight",
+        "sparse_head.linear.bias",
+        "colbert_head.linear.weight",
+        "colbert_head.linear.bias",
     }
     assert {g["weight_decay"] for g in head_groups} == {0.01, 0.0}
     others = {names[id(p)] for g in groups if "lr" not in g for p in g["params"]}

@@ -39,6 +39,7 @@ def build_m3_model(
     max_length: int | None = None,
     position_init: str = "copy",
     sparse_init_scale: float = 1.0,
+    sparse_init_uniform: float | None = None,
     fast_cpu_dropout: bool = True,
     lora: Mapping | None = None,
 ) -> M3Model:
@@ -67,6 +68,12 @@ def build_m3_model(
             temperature 0.02 the default ``nn.Linear`` init can give raw lexical scores so large that the
             first unified steps drive every ReLU weight to 0 for good (the all-zero sparse vectors of spec
             §7 item 5); a small scale (e.g. 0.1) starts the lexical logits near 0. Loaded heads are untouched.
+        sparse_init_uniform: start a FRESHLY initialised sparse head at weight 0 and this bias instead, so
+            every token weighs the same and s_lex (§3.2 eq. for e_lex) starts as ``value**2`` times the
+            number of distinct tokens query and passage share: a bag-of-words match that training reshapes.
+            A near-zero random head barely trains in a short run, because s_lex = sum w_q * w_p makes the
+            gradient of each weight proportional to the other side's (near-zero) weights. Excludes
+            ``sparse_init_scale``; loaded heads are untouched.
         fast_cpu_dropout: draw the encoder's dropout masks on CPU from raw random bits
             (:mod:`m3lit.model.cpu_dropout`, cheaper than PyTorch's ``bernoulli_``; drop probability p
             rounded to a multiple of 2^-15). CUDA runs use PyTorch's dropout either way.
@@ -106,10 +113,19 @@ def build_m3_model(
         )
     if has_lora(model.encoder):  # weights of a LoRA run: a new run starts from the merged encoder
         merge_lora(model.encoder)
-    if sparse_init_scale != 1.0 and not (name_or_path and model.heads_loaded):
+    if sparse_init_uniform is not None and sparse_init_scale != 1.0:
+        raise ValueError("model.net: give sparse_init_uniform or sparse_init_scale, not both")
+    if sparse_init_uniform is not None and sparse_init_uniform <= 0:
+        raise ValueError(f"model.net.sparse_init_uniform must be > 0, got {sparse_init_uniform}")
+    fresh_sparse_head = not (name_or_path and model.heads_loaded)
+    if fresh_sparse_head:
         with torch.no_grad():
-            model.sparse_head.linear.weight.mul_(sparse_init_scale)
-            model.sparse_head.linear.bias.mul_(sparse_init_scale)
+            if sparse_init_uniform is not None:
+                model.sparse_head.linear.weight.zero_()
+                model.sparse_head.linear.bias.fill_(sparse_init_uniform)
+            else:
+                model.sparse_head.linear.weight.mul_(sparse_init_scale)
+                model.sparse_head.linear.bias.mul_(sparse_init_scale)
     if fast_cpu_dropout:
         use_fast_cpu_dropout(model.encoder)
     if max_length is not None and max_length > model.max_length:
