@@ -36,7 +36,7 @@ test-fast: $(STAMP) ## Skip the slow tests (multi-process DDP, resume, full reci
 train: $(STAMP) ## Fine-tune multilingual-e5-small on the compact Bible benchmark and print its tables (~10 min on 2 cores)
 	$(BIN)/python -m m3lit.train $(ARGS)
 
-train-full: $(STAMP) ## The full Bible benchmark: 10 languages, MIRACL/MKQA/MLDR-like tables (see README for the time)
+train-full: $(STAMP) ## The full Bible benchmark: 10 languages, MIRACL/MKQA/MLDR-like tables (docs/results.md has the time)
 	$(BIN)/python -m m3lit.train experiment=bible_full $(ARGS)
 
 demo: $(STAMP) ## The tiny from-scratch demo (random 1.3M-parameter model on stdlib docstrings; ~4 min)

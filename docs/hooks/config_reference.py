@@ -100,16 +100,18 @@ def parse(text: str) -> ConfigFile:
 
 
 def _cell(text: str) -> str:
-    return text.replace("|", "\\|")
+    """Comment text for a table cell: pipes escaped, and ``<run dir>`` kept as text outside `code spans`."""
+    parts = re.split(r"(`[^`]*`)", text.replace("|", "\\|"))
+    return "".join(p if i % 2 else p.replace("<", "&lt;") for i, p in enumerate(parts))
 
 
 def _code(text: str) -> str:
-    """A table cell holding ``text`` as inline code (pipes escaped, backticks fenced by a longer run)."""
+    """A table cell holding ``text`` as inline code (a text with backticks is fenced by a longer run)."""
     if not text:
         return ""
     fence = "``" if "`" in text else "`"
     pad = " " if "`" in text else ""
-    return f"{fence}{pad}{_cell(text)}{pad}{fence}"
+    return f"{fence}{pad}{text}{pad}{fence}"  # Python-Markdown's tables keep a pipe inside backticks
 
 
 def _doc(lines: list[str]) -> str:
