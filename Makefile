@@ -36,7 +36,7 @@ test-fast: $(STAMP) ## Skip the slow tests (multi-process DDP, resume, full reci
 train: $(STAMP) ## Fine-tune multilingual-e5-small on the compact Bible benchmark and print its tables (~10 min on 2 cores)
 	$(BIN)/python -m m3lit.train $(ARGS)
 
-train-full: $(STAMP) ## The full Bible benchmark: 10 languages, MIRACL/MKQA/MLDR-like tables (see README for the time)
+train-full: $(STAMP) ## The full Bible benchmark: 10 languages, MIRACL/MKQA/MLDR-like tables (docs/results.md has the time)
 	$(BIN)/python -m m3lit.train experiment=bible_full $(ARGS)
 
 demo: $(STAMP) ## The tiny from-scratch demo (random 1.3M-parameter model on stdlib docstrings; ~4 min)
@@ -70,16 +70,23 @@ flag-parity: $(STAMP) ## M3Embedder vs BGEM3FlagModel: max |diff| per output + e
 demo-data: $(STAMP) ## Build the offline demo corpus and tokenizer only
 	$(BIN)/python -m m3lit.data.demo $(ARGS)
 
+SITE ?= site
+docs: $(STAMP) ## Build the documentation site into $(SITE)/ with mkdocs --strict (offline; any warning fails)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir $(SITE)
+
+docs-serve: $(STAMP) ## Serve the documentation site on http://127.0.0.1:8000, rebuilt on every change
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --strict
+
 lint: $(STAMP) ## Ruff lint + format check
-	$(BIN)/ruff check m3lit tests benchmarks
-	$(BIN)/ruff format --check m3lit tests benchmarks
+	$(BIN)/ruff check m3lit tests benchmarks docs/hooks
+	$(BIN)/ruff format --check m3lit tests benchmarks docs/hooks
 
 format: $(STAMP) ## Ruff autofix + format
-	$(BIN)/ruff check --fix m3lit tests benchmarks
-	$(BIN)/ruff format m3lit tests benchmarks
+	$(BIN)/ruff check --fix m3lit tests benchmarks docs/hooks
+	$(BIN)/ruff format m3lit tests benchmarks docs/hooks
 
 clean: ## Remove caches and run outputs (keeps .venv)
-	rm -rf logs outputs bench_results .pytest_cache .ruff_cache .cache
+	rm -rf logs outputs bench_results site .pytest_cache .ruff_cache .cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
 clean-all: clean ## Also remove .venv
@@ -88,4 +95,4 @@ clean-all: clean ## Also remove .venv
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
 
-.PHONY: install test test-fast train train-full demo eval export bench bench-flag gpu-check flag-env flag-parity demo-data lint format clean clean-all help
+.PHONY: install test test-fast train train-full demo eval export bench bench-flag gpu-check flag-env flag-parity demo-data docs docs-serve lint format clean clean-all help

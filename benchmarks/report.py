@@ -1,7 +1,7 @@
-"""Render the README "Performance" table from ``bench_results/*.json`` (only measured numbers appear).
+"""Render the "Performance" table of docs/performance.md from ``bench_results/*.json`` (only measured numbers appear).
 
     python -m benchmarks.report                  # print the table, write bench_results/README_table.md
-    python -m benchmarks.report --update-readme  # also replace the block between the perf markers in README.md
+    python -m benchmarks.report --update-docs    # also replace the block between the perf markers in docs/performance.md
 
 Every figure is "median (min-max)" over the runs recorded in the JSON; a ratio is taken between runs made
 side by side (see :mod:`benchmarks.harness`). A row whose JSON is missing is left out, never filled in.
@@ -252,19 +252,19 @@ def render(res: dict[str, dict] | None = None) -> str:
     return "\n".join(lines)
 
 
-def write_readme_table(update_readme: bool = False) -> Path:
-    """Write ``bench_results/README_table.md``; with ``update_readme`` also patch README.md's perf block."""
+def write_readme_table(update_docs: bool = False) -> Path:
+    """Write ``bench_results/README_table.md``; with ``update_docs`` also patch docs/performance.md's perf block."""
     text = render()
     path = H.results_dir() / "README_table.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text + "\n", encoding="utf-8")
-    if update_readme:
-        readme = H.REPO / "README.md"
-        content = readme.read_text(encoding="utf-8")
+    if update_docs:
+        page = H.REPO / "docs" / "performance.md"
+        content = page.read_text(encoding="utf-8")
         if BEGIN not in content or END not in content:
-            raise SystemExit(f"{readme}: no {BEGIN} ... {END} block to update")
+            raise SystemExit(f"{page}: no {BEGIN} ... {END} block to update")
         block = f"{BEGIN}\n{text}\n{END}"
-        readme.write_text(
+        page.write_text(
             re.sub(re.escape(BEGIN) + r".*?" + re.escape(END), lambda _: block, content, flags=re.S),
             encoding="utf-8",
         )
@@ -273,9 +273,9 @@ def write_readme_table(update_readme: bool = False) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--update-readme", action="store_true", help="replace README.md's perf block")
+    parser.add_argument("--update-docs", action="store_true", help="replace docs/performance.md's perf block")
     args = parser.parse_args(argv)
-    path = write_readme_table(args.update_readme)
+    path = write_readme_table(args.update_docs)
     print(path.read_text(encoding="utf-8"))
 
 

@@ -103,8 +103,9 @@ class M3DataModule(L.LightningDataModule):
         sub_batch_size: ``"auto"``, an int, or 0/None (see :mod:`m3lit.data.collate`).
         sub_batch_table: ``[[min_len, size], ...]`` for ``"auto"``, or None for the spec §4.5 table.
         use_teacher_scores: emit ``pos_scores``/``neg_scores`` as ``M3Batch.teacher_scores``.
-        sort_negatives_by_teacher / shuffle_ratio / query_instruction / passage_instruction /
-        instruction_format / use_prompt: see :class:`~m3lit.data.dataset.SamplingOptions`.
+        sort_negatives_by_teacher / shuffle_ratio / query_instruction: see
+            :class:`~m3lit.data.dataset.SamplingOptions`.
+        passage_instruction / instruction_format / use_prompt: the same.
         on_bad_line: ``"error"`` or ``"skip"`` (counted and reported).
         cache_dir: token-length cache folder (None: ``<cache root>/lengths``).
         seed: sampler seed (epoch e uses seed + e).
