@@ -66,10 +66,10 @@ def prepare(model: str = MODEL) -> dict[str, str]:
 
 def _load(side: str, torch_dir: str, onnx_dir: str):
     if side == "pytorch":
-        from m3lit.inference import M3Embedder
+        from m3lit.inference.embedder import M3Embedder
 
         return M3Embedder(torch_dir, devices="cpu", use_fp16=False)
-    from m3lit.onnx_runtime import OnnxM3Embedder
+    from m3lit.inference.onnx_runtime import OnnxM3Embedder
 
     return OnnxM3Embedder(onnx_dir, int8=side == "onnx int8")
 

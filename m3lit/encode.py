@@ -38,10 +38,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from m3lit.ckpt import load_model
-from m3lit.cli import parse_key_values
-from m3lit.encoding import encode_texts
-from m3lit.mcls import DEFAULT_INTERVAL
+from m3lit.config.overrides import parse_key_values
+from m3lit.inference.encoding import encode_texts
+from m3lit.inference.mcls import DEFAULT_INTERVAL
+from m3lit.model.training_checkpoint import load_model
 
 __all__ = ["OPTIONS", "read_passages", "encode_file", "main"]
 

@@ -10,7 +10,7 @@ import torch
 from m3_reference import assert_lexical_close, naive_encode
 
 from m3lit.encode import encode_file, main
-from m3lit.encoding import (
+from m3lit.inference.encoding import (
     encode_texts,
     encoder_mask,
     forward_batches,

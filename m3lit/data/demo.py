@@ -14,7 +14,7 @@ Files (``DemoPaths``)::
     <out>/train.jsonl          training lines with BM25 hard negatives (stage 2)
     <out>/pairs.jsonl          the same queries and positives, no negatives (stage 1)
     <out>/eval/                held-out split, BEIR layout: corpus.jsonl, queries.jsonl, qrels/test.tsv
-    <out>/tokenizer/           Unigram tokenizer trained on this corpus (m3lit.tokenizer.build_tokenizer)
+    <out>/tokenizer/           Unigram tokenizer trained on this corpus (m3lit.model.tiny_tokenizer.build_tokenizer)
     <out>/manifest.json        sizes, per-file sha256 and the overall hash
 
 The held-out queries are a fixed pseudo-random choice (by a hash of the name) among callables whose
@@ -212,7 +212,7 @@ def build_demo(
         with open(eval_dir / "qrels" / "test.tsv", "w", encoding="utf-8", newline="\n") as handle:
             handle.write("query-id\tcorpus-id\tscore\n")
             handle.writelines(f"q{i}\td{i}\t1\n" for i in ordered_test)
-        from m3lit.tokenizer import build_tokenizer
+        from m3lit.model.tiny_tokenizer import build_tokenizer
 
         texts = [r["query"] for r in records] + [r["pos"] for r in records]
         build_tokenizer(texts, vocab_size=vocab_size).save_pretrained(str(tmp / "tokenizer"))

@@ -6,7 +6,7 @@ Run::
         [--candidate-pool corpus.jsonl] [--range 10-210] [--negative-number 15] [--seed 42]
 
 For every line of ``--input`` (FlagEmbedding schema, validated as for training): encode the query and the
-candidate pool with the model's dense head (:func:`m3lit.encoding.encode_texts`), retrieve the top
+candidate pool with the model's dense head (:func:`m3lit.inference.encoding.encode_texts`), retrieve the top
 ``hi`` candidates (:class:`m3lit.retrieval.dense.DenseIndex`, exact inner product), keep ranks
 ``[lo, hi)`` (skipping the top ranks, which are often unlabelled positives), drop the line's positives
 and the query itself, and sample ``--negative-number`` of them without replacement. When fewer remain,
@@ -120,7 +120,7 @@ def mine_hard_negatives(
         seed: seeds the sampling.
         progress: tqdm bars while encoding queries and pool, and while selecting negatives.
     """
-    from m3lit.encoding import encode_texts
+    from m3lit.inference.encoding import encode_texts
     from m3lit.retrieval.dense import DenseIndex
 
     examples = read_jsonl(input_file)
@@ -164,7 +164,7 @@ def mine_hard_negatives(
 
 
 def _bar(total: int, desc: str, enabled: bool):
-    """A tqdm bar for :func:`~m3lit.encoding.encode_texts` (False: none)."""
+    """A tqdm bar for :func:`~m3lit.inference.encoding.encode_texts` (False: none)."""
     return tqdm(total=total, desc=desc, unit="text") if enabled else False
 
 
@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> None:
             )
     import torch
 
-    from m3lit.ckpt import load_model
+    from m3lit.model.training_checkpoint import load_model
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     log.info("loading %s", args.model)

@@ -10,7 +10,7 @@ FlagEmbedding's MKQA/MLDR scripts (spec §6):
 - All: re-rank the dense top-200 (paper's Multi-vec depth, MLDR script) with dense 1.0 / sparse 0.3 /
   ColBERT 1.0 (MKQA script and FlagEmbedding's ``compute_score`` example). MLDR used 0.15 / 0.5 / 0.35.
 - Lengths 512/512 are FlagEmbedding's inference defaults (MLDR evaluated passages up to 8192 tokens).
-- Dense+MCLS: passages get a CLS token every 256 tokens (App. B.2, :mod:`m3lit.mcls`).
+- Dense+MCLS: passages get a CLS token every 256 tokens (App. B.2, :mod:`m3lit.inference.mcls`).
 - Released-model baselines: ``pooling="mean"`` (attention-mask mean of the last hidden states, then L2
   normalisation) and the ``query_prefix`` / ``passage_prefix`` a model was trained with, e.g. multilingual-e5
   (``"query: "`` / ``"passage: "``). BGE-M3 itself uses CLS pooling and no prefixes (the defaults).
@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from m3lit.encoding import POOLINGS
+from m3lit.inference.encoding import POOLINGS
 
 __all__ = ["RetrievalConfig"]
 
@@ -107,12 +107,12 @@ class RetrievalConfig:
         """Build from a dict/DictConfig; unknown keys are an error (a typo must not pass silently).
 
         The length keys are spelt ``query_max_len`` / ``passage_max_len`` as in every m3lit command; the
-        deprecated ``*_max_length`` spellings (:data:`m3lit.cli.LENGTH_ALIASES`) still work, with a warning."""
+        deprecated ``*_max_length`` spellings (:data:`m3lit.config.overrides.LENGTH_ALIASES`) still work, with a warning."""
         if values is None:
             return cls()
         if isinstance(values, RetrievalConfig):
             return values
-        from m3lit.cli import LENGTH_ALIASES, canonical_key
+        from m3lit.config.overrides import LENGTH_ALIASES, canonical_key
 
         values = {canonical_key(str(k), LENGTH_ALIASES, "retrieval"): v for k, v in values.items()}
         known = {f.name for f in fields(cls)}

@@ -16,7 +16,7 @@ from typing import Any
 
 __all__ = ["LENGTH_ALIASES", "canonical_key", "parse_key_values"]
 
-log = logging.getLogger("m3lit.cli")
+log = logging.getLogger("m3lit.config.overrides")
 
 #: Deprecated spellings of the truncation lengths -> the one spelling of every command: the training config's
 #: ``data.query_max_len`` / ``data.passage_max_len`` (FlagEmbedding's training arguments; mining's
