@@ -42,7 +42,7 @@ MAX_LENGTH = 512
 
 def default_beir() -> Path:
     """The compact Bible benchmark's English MIRACL-like folder in m3lit's cache."""
-    from m3lit.data.cache import cache_root as m3lit_cache
+    from m3lit.files.cache import cache_root as m3lit_cache
 
     return m3lit_cache() / "bible-bench-compact-v2" / "eval" / "miracl" / "en"
 

@@ -39,8 +39,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from m3lit.data.cache import atomic_build, cache_root, sha256_file
 from m3lit.data.stdlib_docs import collect_in_subprocess
+from m3lit.files.cache import atomic_build, cache_root, sha256_file
 
 __all__ = ["DEMO_VERSION", "DemoPaths", "build_demo", "default_demo_dir", "make_pairs"]
 
@@ -64,7 +64,7 @@ class DemoPaths:
 
 
 def default_demo_dir() -> Path:
-    """``<cache root>/demo-py<major>.<minor>-v<DEMO_VERSION>`` (see :func:`m3lit.data.cache.cache_root`)."""
+    """``<cache root>/demo-py<major>.<minor>-v<DEMO_VERSION>`` (see :func:`m3lit.files.cache.cache_root`)."""
     return cache_root() / f"demo-py{sys.version_info.major}.{sys.version_info.minor}-v{DEMO_VERSION}"
 
 
