@@ -32,7 +32,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from m3lit.data.schema import DataError, Example, read_jsonl
+from m3lit.data.schema import Example, read_jsonl
+from m3lit.files.jsonl import DataError, read_records
 
 __all__ = ["MiningResult", "main", "mine_hard_negatives", "parse_range", "select_negatives"]
 
@@ -124,10 +125,10 @@ def mine_hard_negatives(
     from m3lit.retrieval.dense import DenseIndex
 
     examples = read_jsonl(input_file)
-    raw = _raw_lines(input_file)
+    raw = dict(read_records(input_file))  # line number -> the object, extra keys kept for the output
     pool = _pool(candidate_pool, examples)
     if not pool:
-        raise DataError(f"{candidate_pool or input_file}: the candidate pool is empty")
+        raise DataError("the candidate pool is empty", path=candidate_pool or input_file)
     queries = [
         instruction_format.format(query_instruction, ex.query) if query_instruction else ex.query
         for ex in examples
@@ -168,21 +169,20 @@ def _bar(total: int, desc: str, enabled: bool):
     return tqdm(total=total, desc=desc, unit="text") if enabled else False
 
 
-def _raw_lines(path: str | Path) -> dict[int, dict]:
-    with open(path, encoding="utf-8") as handle:
-        return {n: json.loads(line) for n, line in enumerate(handle, start=1) if line.strip()}
-
-
 def _pool(candidate_pool: str | Path | None, examples: Sequence[Example]) -> list[str]:
     if candidate_pool is None:
-        texts = (t for ex in examples for t in (*ex.pos, *ex.neg))
+        texts = [t for ex in examples for t in (*ex.pos, *ex.neg)]
     else:
-        texts = []
-        for n, obj in _raw_lines(candidate_pool).items():
-            if not isinstance(obj, dict) or not isinstance(obj.get("text"), str) or not obj["text"].strip():
-                raise DataError(f"{candidate_pool}:line {n}: field 'text': missing, not a string, or empty")
-            texts.append(obj["text"])
+        texts = [text for _, text in read_records(candidate_pool, _pool_text)]
     return list(dict.fromkeys(texts))  # distinct, first-occurrence order (deterministic)
+
+
+def _pool_text(obj: dict) -> str:
+    """The ``text`` of one candidate-pool line."""
+    text = obj.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise DataError("missing, not a string, or empty", field="text")
+    return text
 
 
 def main(argv: list[str] | None = None) -> None:
