@@ -43,8 +43,9 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from m3lit.config.overrides import LENGTH_ALIASES, canonical_key
+from m3lit.config.overrides import canonical_key
 from m3lit.retrieval import RetrievalConfig, evaluate_retrieval, load_beir
+from m3lit.retrieval.config import LENGTH_ALIASES
 from m3lit.retrieval.report import write_reports
 from m3lit.retrieval.settings import (
     OPTIONAL_RESTORED_KEYS,
