@@ -29,9 +29,9 @@ def m3_encode(
     mcls_interval: int | None = None,
 ) -> dict:
     """``M3Embedder(...).encode`` with dense, sparse and ColBERT outputs; timed after a warm-up call.
-    ``mcls_interval``: multiple-CLS pooling (App. B.2, :mod:`m3lit.mcls`) every this many tokens."""
+    ``mcls_interval``: multiple-CLS pooling (App. B.2, :mod:`m3lit.inference.mcls`) every this many tokens."""
     from benchmarks.device import bench_device
-    from m3lit.inference import M3Embedder
+    from m3lit.inference.embedder import M3Embedder
 
     device = bench_device()
     model = M3Embedder(model_dir, devices=str(device), use_fp16=False, use_bf16=device.type == "cuda")

@@ -166,7 +166,7 @@ def build_model(folder: Path, seed: int = 0) -> None:
 
     from m3lit.model import M3Model
     from m3lit.model.tiny import tiny_xlmr_config
-    from m3lit.tokenizer import build_tokenizer
+    from m3lit.model.tiny_tokenizer import build_tokenizer
 
     tokenizer = build_tokenizer(corpus(400) * 2, vocab_size=1000)
     torch.manual_seed(seed)

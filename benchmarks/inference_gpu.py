@@ -33,7 +33,7 @@ from benchmarks.flag_parity import corpus  # noqa: E402
 from m3lit import M3Embedder  # noqa: E402
 from m3lit.model import M3Model  # noqa: E402
 from m3lit.model.tiny import tiny_xlmr_config  # noqa: E402
-from m3lit.tokenizer import build_tokenizer  # noqa: E402
+from m3lit.model.tiny_tokenizer import build_tokenizer  # noqa: E402
 
 SHAPES = {
     "tiny": {"hidden_size": 64, "num_layers": 2, "num_heads": 4, "intermediate_size": 128},
@@ -81,7 +81,7 @@ def oom_backoff(path: str, long_texts: list[str]) -> dict:
     free, _ = torch.cuda.mem_get_info()
     hog = torch.empty(max(0, free - (3 << 30)), dtype=torch.uint8, device="cuda")  # leave ~3 GiB
     try:
-        from m3lit.encoding import encode_texts
+        from m3lit.inference.encoding import encode_texts
 
         result = encode_texts(emb._replica("cuda"), long_texts, batch_size=len(long_texts), max_length=512)
     finally:

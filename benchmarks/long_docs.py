@@ -64,7 +64,7 @@ def sdpa_kernels(overrides: list[str], length: int = 512) -> dict:
     from hydra.utils import instantiate
 
     from benchmarks.device import autocast, bench_device
-    from m3lit.config import compose
+    from m3lit.config.compose import compose
 
     device = bench_device()
     model = instantiate(compose(overrides).model).model.to(device).train()

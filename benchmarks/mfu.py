@@ -101,7 +101,7 @@ def m3_profile(overrides: list[str], profile_step: int = 2) -> dict:
     import torch
     from hydra.utils import instantiate
 
-    from m3lit.config import compose
+    from m3lit.config.compose import compose
 
     cfg = compose(overrides)
     L.seed_everything(cfg.seed, workers=True)

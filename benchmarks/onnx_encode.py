@@ -42,7 +42,7 @@ MAX_LENGTH = 512
 
 def default_beir() -> Path:
     """The compact Bible benchmark's English MIRACL-like folder in m3lit's cache."""
-    from m3lit.data.cache import cache_root as m3lit_cache
+    from m3lit.files.cache import cache_root as m3lit_cache
 
     return m3lit_cache() / "bible-bench-compact-v2" / "eval" / "miracl" / "en"
 
@@ -66,10 +66,10 @@ def prepare(model: str = MODEL) -> dict[str, str]:
 
 def _load(side: str, torch_dir: str, onnx_dir: str):
     if side == "pytorch":
-        from m3lit.inference import M3Embedder
+        from m3lit.inference.embedder import M3Embedder
 
         return M3Embedder(torch_dir, devices="cpu", use_fp16=False)
-    from m3lit.onnx_runtime import OnnxM3Embedder
+    from m3lit.inference.onnx_runtime import OnnxM3Embedder
 
     return OnnxM3Embedder(onnx_dir, int8=side == "onnx int8")
 

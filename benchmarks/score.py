@@ -117,7 +117,7 @@ def m3_rerank(
 
     ``profile``: record the timed region with torch.profiler and return its breakdown (slower; not timed).
     """
-    from m3lit.encoding import encode_texts
+    from m3lit.inference.encoding import encode_texts
     from m3lit.retrieval.colbert import ColbertStore
     from m3lit.retrieval.sparse import SparseIndex, sparse_matrix
 
@@ -159,8 +159,8 @@ def m3_compute_score(
 ) -> dict:
     """``M3Embedder.compute_score`` on (query, passage) pairs, timed after a warm-up call."""
     from benchmarks.device import bench_device
-    from m3lit.inference import M3Embedder
-    from m3lit.inference_scores import SCORE_KEYS
+    from m3lit.inference.embedder import M3Embedder
+    from m3lit.inference.scoring import SCORE_KEYS
 
     device = bench_device()
     embedder = M3Embedder(model_dir, devices=str(device), use_fp16=False, use_bf16=device.type == "cuda")

@@ -78,7 +78,7 @@ def m3_train(overrides: list[str], warmup_steps: int = 1) -> dict:
     from hydra.utils import instantiate
 
     from benchmarks.device import sync
-    from m3lit.config import compose
+    from m3lit.config.compose import compose
 
     cfg = compose(overrides)
     L.seed_everything(cfg.seed, workers=True)

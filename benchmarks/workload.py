@@ -4,7 +4,7 @@ Issue 6's reference workload is a tiny XLM-R encoder (2 layers, hidden 128, 2 he
 XLM-R vocabulary size (250,002), batch 8, group size 4, query 64 / passage 256 tokens. Nothing can be
 downloaded, so:
 
-* the tokenizer is m3lit's offline Unigram tokenizer (:func:`m3lit.tokenizer.build_tokenizer`) trained on
+* the tokenizer is m3lit's offline Unigram tokenizer (:func:`m3lit.model.tiny_tokenizer.build_tokenizer`) trained on
   Python standard-library docstrings; its ids are all valid in the 250,002-row embedding table, which is
   what makes FlagEmbedding's vocabulary-sized sparse scatter as large as with the real tokenizer;
 * the model is a randomly initialised encoder saved as one folder in FlagEmbedding's layout
@@ -94,7 +94,7 @@ def _docstrings() -> list[str]:
 
 def get_tokenizer():
     """The cached offline tokenizer (built on first use, ~10 s)."""
-    from m3lit.tokenizer import load_or_build_tokenizer
+    from m3lit.model.tiny_tokenizer import load_or_build_tokenizer
 
     return load_or_build_tokenizer(
         cache_root() / f"tokenizer-{TOKENIZER_VOCAB}", _docstrings(), vocab_size=TOKENIZER_VOCAB

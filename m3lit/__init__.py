@@ -11,8 +11,8 @@ __version__ = "0.1.0"
 _LAZY = {
     "M3Model": "m3lit.model",
     "M3Output": "m3lit.model",
-    "M3Embedder": "m3lit.inference",
-    "BGEM3FlagModel": "m3lit.inference",  # FlagEmbedding's name for the same class
+    "M3Embedder": "m3lit.inference.embedder",
+    "BGEM3FlagModel": "m3lit.inference.embedder",  # FlagEmbedding's name for the same class
     "M3LitModule": "m3lit.training.lit_module",
     "M3DataModule": "m3lit.data.datamodule",
 }

@@ -8,9 +8,10 @@ Run::
 
 Input: ``.jsonl`` (one object per line; text in ``text_field``, optional ``title_field`` prepended with a
 space, id in ``id_field``; BEIR's corpus.jsonl works as is) or any other file read as plain text, one
-passage per line (the id is the 0-based line number). An empty passage, a line that is not JSON or an
-object without the text field stops with an error naming the file, line and field; ``skip_invalid=true``
-skips such lines instead and reports how many.
+passage per line (the id is the 0-based line number). Blank lines of a ``.jsonl`` are ignored. An empty
+passage, a line that is not JSON or an object without the text field stops with a
+:class:`~m3lit.files.jsonl.DataError` naming the file, line and field; ``skip_invalid=true`` skips such
+lines instead and reports how many.
 
 Output in ``output_dir`` (rows in input order)::
 
@@ -26,6 +27,7 @@ Passages are encoded in chunks of ``chunk_size`` so memory stays bounded; a tqdm
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -38,10 +40,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from m3lit.ckpt import load_model
-from m3lit.cli import parse_key_values
-from m3lit.encoding import encode_texts
-from m3lit.mcls import DEFAULT_INTERVAL
+from m3lit.config.overrides import parse_key_values
+from m3lit.files.jsonl import DataError, read_records
+from m3lit.inference.encoding import encode_texts
+from m3lit.inference.mcls import DEFAULT_INTERVAL
+from m3lit.model.training_checkpoint import load_model
 
 __all__ = ["OPTIONS", "read_passages", "encode_file", "main"]
 
@@ -80,23 +83,25 @@ def read_passages(
     """(ids, texts, skipped) from a JSONL or plain-text file (see the module docstring).
 
     Raises:
-        ValueError: an invalid line (naming file, line number and field) unless ``skip_invalid``.
+        DataError: an invalid line (naming file, line number and field) unless ``skip_invalid``.
     """
-    ids, texts, skipped = [], [], 0
-    jsonl = Path(path).suffix == ".jsonl"
-    for number, line in _lines(path):
-        try:
-            pid, text = _parse(line, number, jsonl, text_field, title_field, id_field)
-            if not text.strip():
-                raise ValueError(f"empty passage in field {text_field!r}" if jsonl else "empty passage")
-        except ValueError as error:
-            if not skip_invalid:
-                raise ValueError(f"{path}:{number}: {error} (skip_invalid=true skips such lines)") from None
-            skipped += 1
-            continue
-        ids.append(pid)
-        texts.append(text)
-    return ids, texts, skipped
+    skipped: list[DataError] = []
+    skip = skipped.append if skip_invalid else None
+    try:
+        if Path(path).suffix == ".jsonl":
+            parse = functools.partial(
+                _passage, text_field=text_field, title_field=title_field, id_field=id_field
+            )
+            rows = [
+                (str(n - 1) if pid is None else pid, text)
+                for n, (pid, text) in read_records(path, parse, skip=skip)
+            ]
+        else:
+            rows = list(_text_lines(path, skip))
+    except DataError as err:
+        hint = f"{err.problem} (skip_invalid=true skips such lines)"
+        raise DataError(hint, path=err.path, line=err.line, field=err.field) from None
+    return [pid for pid, _ in rows], [text for _, text in rows], len(skipped)
 
 
 def encode_file(**options: Any) -> dict[str, Any]:
@@ -195,28 +200,31 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def _lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
+def _text_lines(path: str | os.PathLike, skip) -> Iterator[tuple[str, str]]:
+    """(0-based line number as the id, text) per line of a plain-text file; an empty line is bad."""
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
-            yield number, line.rstrip("\n").rstrip("\r")
+            text = line.rstrip("\n").rstrip("\r")
+            if text.strip():
+                yield str(number - 1), text
+            elif skip is None:
+                raise DataError("empty passage", path=path, line=number)
+            else:
+                skip(DataError("empty passage", path=path, line=number))
 
 
-def _parse(line: str, number: int, jsonl: bool, text_field: str, title_field: str | None, id_field: str):
-    if not jsonl:
-        return str(number - 1), line
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"not valid JSON ({error.msg})") from None
-    if not isinstance(obj, dict):
-        raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
+def _passage(obj: dict, *, text_field: str, title_field: str | None, id_field: str) -> tuple[str | None, str]:
+    """(id or None, title + " " + text) of one JSONL object (for :func:`read_records`)."""
     text = obj.get(text_field)
     if not isinstance(text, str):
-        raise ValueError(f"field {text_field!r} missing or not a string")
+        raise DataError("missing or not a string", field=text_field)
     title = obj.get(title_field) if title_field else None
     if isinstance(title, str) and title.strip():
         text = f"{title} {text}"
-    return str(obj.get(id_field, number - 1)), text
+    if not text.strip():
+        raise DataError("empty passage", field=text_field)
+    pid = obj.get(id_field)
+    return (None if pid is None else str(pid)), text
 
 
 def _raw_to_npy(raw, path: Path, dtype, shape: tuple[int, int]) -> None:

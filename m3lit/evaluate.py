@@ -13,7 +13,7 @@ Run::
         retrieval: {pooling: mean, query_prefix: 'query: ', passage_prefix: 'passage: '}}"
 
 ``model`` is an m3lit export or FlagEmbedding folder, a hub id, or a Lightning training checkpoint
-(``.ckpt``, read with ``torch.load(weights_only=True)`` by :func:`m3lit.ckpt.load_model`). A folder
+(``.ckpt``, read with ``torch.load(weights_only=True)`` by :func:`m3lit.model.training_checkpoint.load_model`). A folder
 without ``sparse_linear.pt``/``colbert_linear.pt`` is evaluated in dense mode (and BM25) only, with a
 loud warning. Every option, with its default, is in ``configs/evaluate.yaml``; overrides are OmegaConf
 ``key=value`` pairs, as for training.
@@ -43,8 +43,9 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from m3lit.cli import LENGTH_ALIASES, canonical_key
+from m3lit.config.overrides import canonical_key
 from m3lit.retrieval import RetrievalConfig, evaluate_retrieval, load_beir
+from m3lit.retrieval.config import LENGTH_ALIASES
 from m3lit.retrieval.report import write_reports
 from m3lit.retrieval.settings import (
     OPTIONAL_RESTORED_KEYS,
@@ -123,7 +124,7 @@ def _device(spec: str) -> torch.device:
 
 def evaluate(cfg: DictConfig) -> dict:
     """Load the model and datasets of ``cfg``, evaluate, write the reports; return the results dict."""
-    from m3lit.ckpt import load_model
+    from m3lit.model.training_checkpoint import load_model
 
     if bool(cfg.get("suite")) == bool(cfg.get("data")):
         raise ValueError(
@@ -185,7 +186,7 @@ def evaluate(cfg: DictConfig) -> dict:
 
 def _evaluate_suite(cfg: DictConfig) -> dict:
     """``suite=DIR``: paper-shaped tables per task (:func:`m3lit.retrieval.suite.run_suite`)."""
-    from m3lit.ckpt import load_model
+    from m3lit.model.training_checkpoint import load_model
     from m3lit.retrieval.suite import run_suite
 
     device = _device(str(cfg.device))

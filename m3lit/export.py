@@ -22,13 +22,13 @@ model that loads without peft. ``adapter_only=true`` writes the adapter alone in
     python -m m3lit.export model=CKPT output_dir=DIR adapter_only=true base_model=BAAI/bge-m3
 
 ``format=onnx`` writes one ONNX graph (``model.onnx``, all three outputs, dynamic batch and length) and the
-tokenizer, for ONNX Runtime (:mod:`m3lit.export_onnx`; loader: :class:`m3lit.onnx_runtime.OnnxM3Embedder`)::
+tokenizer, for ONNX Runtime (:mod:`m3lit.model.onnx_export`; loader: :class:`m3lit.inference.onnx_runtime.OnnxM3Embedder`)::
 
     python -m m3lit.export model=CKPT output_dir=DIR format=onnx
     python -m m3lit.export model=CKPT output_dir=DIR format=onnx onnx_int8=true   # + model.int8.onnx
 
 ``onnx_int8=true`` adds ``model.int8.onnx``, the int8 dynamic quantisation of the graph
-(:func:`m3lit.export_onnx.quantize_int8`; ``OnnxM3Embedder(DIR, int8=True)`` loads it). Its cost on
+(:func:`m3lit.model.onnx_export.quantize_int8`; ``OnnxM3Embedder(DIR, int8=True)`` loads it). Its cost on
 multilingual-e5-small: see the README's performance section (``benchmarks/onnx_encode.py``).
 
 Loading it::
@@ -51,11 +51,11 @@ import torch
 import transformers
 
 import m3lit
-from m3lit.ckpt import is_training_checkpoint, load_model, load_training_checkpoint
-from m3lit.cli import parse_key_values
-from m3lit.export_onnx import export_onnx, quantize_int8
+from m3lit.config.overrides import parse_key_values
 from m3lit.model import M3Model
 from m3lit.model.lora import lora_settings, save_adapter
+from m3lit.model.onnx_export import export_onnx, quantize_int8
+from m3lit.model.training_checkpoint import is_training_checkpoint, load_model, load_training_checkpoint
 
 __all__ = ["ExportResult", "export", "main", "FORMATS", "OPTIONS", "PROVENANCE_FILE"]
 
@@ -104,9 +104,9 @@ def export(
         fp16: save the encoder and head weights in float16.
         base_model: encoder config + tokenizer source for checkpoints that lack m3lit's metadata.
         overwrite: allow a non-empty ``output_dir``.
-        format: ``flag`` (the folder above, LoRA adapters merged) or ``onnx`` (:mod:`m3lit.export_onnx`).
+        format: ``flag`` (the folder above, LoRA adapters merged) or ``onnx`` (:mod:`m3lit.model.onnx_export`).
         adapter_only: write only the LoRA adapter and the heads (:func:`m3lit.model.lora.save_adapter`).
-        onnx_int8: with ``format=onnx``, also write ``model.int8.onnx`` (:func:`m3lit.export_onnx.quantize_int8`).
+        onnx_int8: with ``format=onnx``, also write ``model.int8.onnx`` (:func:`m3lit.model.onnx_export.quantize_int8`).
 
     Raises:
         FileExistsError: ``output_dir`` is not empty and ``overwrite`` is False.

@@ -7,7 +7,7 @@ Run commands::
     python -m m3lit.train experiment=bge_m3_stage1 data.pairs_data=pairs/ trainer=ddp
     python -m m3lit.train experiment=bge_m3_stage2 data.train_data=labelled/ \\
         model.net.name_or_path=logs/bge_m3_stage1/runs/<time>/export trainer=ddp
-    python -m m3lit.train resume=<run dir>                   # resume: the run's own config (m3lit/resume.py)
+    python -m m3lit.train resume=<run dir>                   # resume: the run's own config (m3lit/config/resume.py)
     python -m m3lit.train resume=<run dir> trainer.devices=2 # + overrides that do not change the training
 
 A run writes to its folder (``hydra.run.dir``, default ``logs/<task_name>/runs/<time>``): ``config.yaml``
@@ -38,10 +38,10 @@ from hydra.utils import instantiate  # noqa: E402
 from lightning.pytorch.utilities import rank_zero_only  # noqa: E402
 from omegaconf import DictConfig, OmegaConf, open_dict  # noqa: E402
 
-from m3lit.ckpt import checkpoint_step  # noqa: E402
-from m3lit.config import finalize, rewrite_overrides, save_config  # noqa: E402
+from m3lit.config.compose import finalize, rewrite_overrides, save_config  # noqa: E402
+from m3lit.config.resume import keep_csv_rows, parse_resume_args, resume_config, wandb_kwargs  # noqa: E402
 from m3lit.data.bible_run import prepare_bench_run  # noqa: E402
-from m3lit.resume import keep_csv_rows, parse_resume_args, resume_config, wandb_kwargs  # noqa: E402
+from m3lit.model.training_checkpoint import checkpoint_step  # noqa: E402
 
 __all__ = ["train", "main"]
 

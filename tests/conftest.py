@@ -30,7 +30,7 @@ def builtin_docstrings() -> list[str]:
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    from m3lit.tokenizer import build_tokenizer
+    from m3lit.model.tiny_tokenizer import build_tokenizer
 
     return build_tokenizer(builtin_docstrings() * 2, vocab_size=600)
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from m3lit.model import M3Model
-from m3lit.model.checkpoint import load_head_state
+from m3lit.model.export_folder import load_head_state
 
 
 class Gadget:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from m3lit.config import CONFIG_DIR, ConfigError, compose, rewrite_overrides
+from m3lit.config.compose import CONFIG_DIR, ConfigError, compose, rewrite_overrides
 
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 TRAINERS = sorted(p.stem for p in (CONFIG_DIR / "trainer").glob("*.yaml"))

@@ -9,7 +9,8 @@ import pytest
 
 from m3lit.data.datamodule import M3DataModule
 from m3lit.data.dataset import expand_train_data, load_dataset
-from m3lit.data.schema import DataError, SkipReport, read_jsonl
+from m3lit.data.schema import SkipReport, read_jsonl
+from m3lit.files.jsonl import DataError
 
 GOOD = {"query": "what is x", "pos": ["x is a letter"], "neg": ["y is another", "z too"]}
 

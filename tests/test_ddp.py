@@ -19,7 +19,7 @@ import torch
 from hydra.utils import instantiate
 from train_utils import run_train_cli, tiny_corpus, tiny_run_overrides
 
-from m3lit.config import compose
+from m3lit.config.compose import compose
 from m3lit.train import train
 from m3lit.training.gradcache import split_batch_step
 from m3lit.training.objective import m3_objective

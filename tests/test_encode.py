@@ -10,7 +10,7 @@ import torch
 from m3_reference import assert_lexical_close, naive_encode
 
 from m3lit.encode import encode_file, main
-from m3lit.encoding import (
+from m3lit.inference.encoding import (
     encode_texts,
     encoder_mask,
     forward_batches,
@@ -153,7 +153,7 @@ def test_encode_command_jsonl(saved_model, tiny_model, texts, tmp_path, capsys):
 def test_encode_command_text_file_and_invalid_lines(saved_model, tiny_model, texts, tmp_path):
     source = tmp_path / "passages.txt"
     source.write_text("\n".join([texts[0], texts[1], "", texts[2]]) + "\n", encoding="utf-8")
-    with pytest.raises(ValueError, match=r"passages.txt:3: empty passage"):
+    with pytest.raises(ValueError, match=r"passages.txt:line 3: empty passage"):
         encode_file(model=str(saved_model), input=str(source), output_dir=str(tmp_path / "a"), progress=False)
     meta = encode_file(
         model=str(saved_model),
@@ -174,7 +174,7 @@ def test_encode_command_text_file_and_invalid_lines(saved_model, tiny_model, tex
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"_id": "a", "text": "fine"}\n{"_id": "b", "body": "wrong field"}\nnot json\n')
-    with pytest.raises(ValueError, match=r"bad.jsonl:2: field 'text' missing"):
+    with pytest.raises(ValueError, match=r"bad.jsonl:line 2: field 'text': missing"):
         encode_file(model=str(saved_model), input=str(bad), output_dir=str(tmp_path / "c"), progress=False)
     meta = encode_file(
         model=str(saved_model),

@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from conftest import builtin_docstrings
 
-from m3lit.encoding import encode_texts
 from m3lit.evaluate import main
-from m3lit.mcls import insert_cls_tokens, mcls_forward
+from m3lit.inference.encoding import encode_texts
+from m3lit.inference.mcls import insert_cls_tokens, mcls_forward
 from m3lit.model import M3Model
 from m3lit.retrieval import (
     DEFAULT_MODES,

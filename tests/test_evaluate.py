@@ -114,8 +114,8 @@ def test_model_without_heads_reports_dense_and_bm25_only(export_dir, tiny_beir_d
 
 
 def test_training_checkpoint_is_loaded_safely(tiny_config, tokenizer, tiny_beir_dir, tmp_path):
-    from m3lit.ckpt import CKPT_META_KEY, checkpoint_metadata
     from m3lit.model import M3Model
+    from m3lit.model.training_checkpoint import CKPT_META_KEY, checkpoint_metadata
 
     torch.manual_seed(1)
     model = M3Model.from_config(tiny_config, tokenizer, colbert_dim=16)

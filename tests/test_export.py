@@ -15,11 +15,11 @@ from train_utils import fit_three_steps
 
 import m3lit
 from m3lit import M3Embedder
-from m3lit.ckpt import CKPT_META_KEY, config_hash, load_training_checkpoint
-from m3lit.encoding import encode_texts, sparse_to_dict
 from m3lit.export import PROVENANCE_FILE, export, main
+from m3lit.inference.encoding import encode_texts, sparse_to_dict
 from m3lit.model import M3Model
 from m3lit.model.tiny import tiny_xlmr_config
+from m3lit.model.training_checkpoint import CKPT_META_KEY, config_hash, load_training_checkpoint
 
 EXPECTED_FILES = {
     "config.json",

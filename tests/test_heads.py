@@ -15,7 +15,7 @@ import torch
 from test_losses import naive_info_nce, naive_soft_ce
 from train_utils import tiny_corpus, tiny_run_overrides
 
-from m3lit.config import compose
+from m3lit.config.compose import compose
 from m3lit.losses import m3_loss
 from m3lit.model import M3Model
 from m3lit.train import train

@@ -15,8 +15,8 @@ import torch
 from m3_reference import assert_lexical_close, hidden_states, lexical_score, maxsim, naive_encode
 
 from m3lit import BGEM3FlagModel, M3Embedder
-from m3lit.inference import target_devices
-from m3lit.inference_scores import SCORE_KEYS
+from m3lit.inference.embedder import target_devices
+from m3lit.inference.scoring import SCORE_KEYS
 
 
 @pytest.fixture

@@ -15,13 +15,13 @@ from train_utils import fit_three_steps, run_train_cli, tiny_corpus, tiny_run_ov
 pytest.importorskip("peft")
 
 from m3lit import M3Embedder  # noqa: E402
-from m3lit.ckpt import load_training_checkpoint, safe_torch_load  # noqa: E402
-from m3lit.config import compose  # noqa: E402
-from m3lit.encoding import encode_texts, sparse_to_dict  # noqa: E402
+from m3lit.config.compose import compose  # noqa: E402
 from m3lit.export import PROVENANCE_FILE, export  # noqa: E402
+from m3lit.inference.encoding import encode_texts, sparse_to_dict  # noqa: E402
 from m3lit.model import M3Model  # noqa: E402
 from m3lit.model.lora import has_lora, trainable_parameters  # noqa: E402
 from m3lit.model.tiny import tiny_xlmr_config  # noqa: E402
+from m3lit.model.training_checkpoint import load_training_checkpoint, safe_torch_load  # noqa: E402
 from m3lit.train import train  # noqa: E402
 from m3lit.training.build import build_m3_model  # noqa: E402
 

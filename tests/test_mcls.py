@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from m3_reference import assert_lexical_close, colbert_rows, hidden_states, lexical_dict
 
 from m3lit import M3Embedder
-from m3lit.encoding import encode_texts
-from m3lit.mcls import insert_cls_tokens
+from m3lit.inference.encoding import encode_texts
+from m3lit.inference.mcls import insert_cls_tokens
 
 CLS, EOS = 0, 2
 

@@ -166,8 +166,8 @@ def test_merged_example_data_resume_is_exact(tokenizer, tmp_path, caplog):
     from test_resume import _weights
     from train_utils import tiny_corpus, tiny_run_overrides
 
-    from m3lit.ckpt import safe_torch_load
-    from m3lit.config import compose
+    from m3lit.config.compose import compose
+    from m3lit.model.training_checkpoint import safe_torch_load
     from m3lit.train import train
 
     real = _real_data()

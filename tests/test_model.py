@@ -13,8 +13,8 @@ from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
 from m3lit.model import M3Model, extend_position_embeddings, special_token_ids
 from m3lit.model.tiny import tiny_xlmr_config
+from m3lit.model.tiny_tokenizer import wrap_xlmr_tokenizer
 from m3lit.scores import colbert_scores, dense_scores, sparse_scores
-from m3lit.tokenizer import wrap_xlmr_tokenizer
 
 WORDS = ["alpha", "beta", "gamma", "delta", "eps", "zeta", "eta", "theta"]  # ids 0..7: ordinary words
 

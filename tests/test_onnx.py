@@ -14,8 +14,8 @@ pytest.importorskip("onnxscript")
 
 from m3lit import M3Embedder  # noqa: E402
 from m3lit.export import export, main  # noqa: E402
-from m3lit.export_onnx import INT8_FILE, ONNX_FILE, OUTPUT_NAMES  # noqa: E402
-from m3lit.onnx_runtime import OnnxM3Embedder  # noqa: E402
+from m3lit.inference.onnx_runtime import OnnxM3Embedder  # noqa: E402
+from m3lit.model.onnx_export import INT8_FILE, ONNX_FILE, OUTPUT_NAMES  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +114,7 @@ def test_onnx_errors(exported, tiny_model, tmp_path):
         OnnxM3Embedder(source, int8=True)  # a flag folder: no graph at all
 
 
-#: Documented quality bound of the int8 export (module docstring of m3lit.export_onnx): every text's dense
+#: Documented quality bound of the int8 export (module docstring of m3lit.model.onnx_export): every text's dense
 #: vector has cosine >= 0.99 to the fp32 graph's; on multilingual-e5-small see benchmarks/onnx_encode.py.
 INT8_MIN_DENSE_COSINE = 0.99
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import lightning as L
 import torch
 
-from m3lit.config import compose
+from m3lit.config.compose import compose
 from m3lit.train import train
 from m3lit.training.optim import build_optimizer
 from tests.train_utils import tiny_corpus, tiny_run_overrides

@@ -16,8 +16,8 @@ pytestmark = pytest.mark.slow
 
 
 def test_bible_compact_fine_tunes_the_real_model_and_the_export_loads(tmp_path):
-    from m3lit.config import compose
-    from m3lit.inference import M3Embedder
+    from m3lit.config.compose import compose
+    from m3lit.inference.embedder import M3Embedder
     from m3lit.model import M3Model
     from m3lit.train import train
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 from train_utils import tiny_corpus, tiny_run_overrides
 
-from m3lit.ckpt import safe_torch_load
-from m3lit.config import compose
+from m3lit.config.compose import compose
+from m3lit.model.training_checkpoint import safe_torch_load
 from m3lit.train import train
 from m3lit.training.objective import NonFiniteLossError
 

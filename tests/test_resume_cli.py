@@ -1,5 +1,5 @@
 """``python -m m3lit.train resume=<run dir>`` as a user types it: the run's own config, refusals that leave
-the run folder byte-identical, CSV rows kept, epoch/step counters right (m3lit/resume.py)."""
+the run folder byte-identical, CSV rows kept, epoch/step counters right (m3lit/config/resume.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 from train_utils import tiny_corpus, tiny_run_overrides
 
 from m3lit.callbacks.progress import M3ProgressBar
-from m3lit.ckpt import safe_torch_load
+from m3lit.model.training_checkpoint import safe_torch_load
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,7 +7,8 @@ import logging
 
 import pytest
 
-from m3lit.retrieval import DatasetError, load_beir, write_beir
+from m3lit.files.jsonl import DataError
+from m3lit.retrieval import load_beir, write_beir
 
 
 def make(tmp_path, corpus=None, queries=None, qrels_lines=None, split="test"):
@@ -69,37 +70,37 @@ def test_write_beir_round_trips(tmp_path):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"corpus": [{"_id": "d1", "text": "a"}, "{not json"]}, r"corpus.jsonl:2: invalid JSON"),
+        ({"corpus": [{"_id": "d1", "text": "a"}, "{not json"]}, r"corpus.jsonl:line 2: malformed JSON"),
         (
             {"corpus": [{"_id": "d1", "text": "a"}, {"_id": "d1", "text": "b"}]},
-            r"corpus.jsonl:2: duplicate id 'd1' \(first seen on line 1\)",
+            r"corpus.jsonl:line 2: field '_id': duplicate id 'd1' \(first seen on line 1\)",
         ),
-        ({"corpus": [{"_id": "d1"}]}, r"corpus.jsonl:1: field 'text' is missing"),
-        ({"corpus": [{"text": "x"}]}, r"corpus.jsonl:1: field '_id' is missing"),
+        ({"corpus": [{"_id": "d1"}]}, r"corpus.jsonl:line 1: field 'text': missing"),
+        ({"corpus": [{"text": "x"}]}, r"corpus.jsonl:line 1: field '_id': missing"),
         (
             {"corpus": [{"_id": "d1", "text": "a", "title": 3}]},
-            r"corpus.jsonl:1: field 'title' is not a string",
+            r"corpus.jsonl:line 1: field 'title': not a string",
         ),
-        ({"corpus": ["[1, 2]"]}, r"corpus.jsonl:1: expected a JSON object"),
-        ({"corpus": []}, r"corpus.jsonl:1: empty corpus"),
+        ({"corpus": ["[1, 2]"]}, r"corpus.jsonl:line 1: expected a JSON object"),
+        ({"corpus": []}, r"corpus.jsonl: empty corpus"),
         (
             {"queries": [{"_id": "q1", "text": "a"}, {"_id": "q1", "text": "b"}]},
-            r"queries.jsonl:2: duplicate id 'q1'",
+            r"queries.jsonl:line 2: field '_id': duplicate id 'q1'",
         ),
-        ({"qrels_lines": ["q1\td9\t1"]}, r"test.tsv:1: unknown document id 'd9'"),
-        ({"qrels_lines": ["q1\td1\t1", "q7\td1\t1"]}, r"test.tsv:2: unknown query id 'q7'"),
+        ({"qrels_lines": ["q1\td9\t1"]}, r"test.tsv:line 1: unknown document id 'd9'"),
+        ({"qrels_lines": ["q1\td1\t1", "q7\td1\t1"]}, r"test.tsv:line 2: unknown query id 'q7'"),
         (
             {"qrels_lines": ["q1\td1\t1", "q1\td1\t2"]},
-            r"test.tsv:2: duplicate judgement for \('q1', 'd1'\) \(first on line 1\)",
+            r"test.tsv:line 2: duplicate judgement for \('q1', 'd1'\) \(first on line 1\)",
         ),
-        ({"qrels_lines": ["q1\td1\t1", "q1\td2\thigh"]}, r"test.tsv:2: score 'high' is not an integer"),
-        ({"qrels_lines": ["q1 d1 1"]}, r"test.tsv:1: expected 3 tab-separated fields"),
+        ({"qrels_lines": ["q1\td1\t1", "q1\td2\thigh"]}, r"test.tsv:line 2: score 'high' is not an integer"),
+        ({"qrels_lines": ["q1 d1 1"]}, r"test.tsv:line 1: expected 3 tab-separated fields"),
         ({"qrels_lines": ["query-id\tcorpus-id\tscore"]}, r"test.tsv: no judgements"),
         ({"qrels_lines": ["q1\td1\t0"]}, r"test.tsv: no query has a relevant document"),
     ],
 )
 def test_bad_input_names_file_and_line(tmp_path, kwargs, message):
-    with pytest.raises(DatasetError, match=message):
+    with pytest.raises(DataError, match=message):
         load_beir(make(tmp_path, **kwargs))
 
 

@@ -229,7 +229,7 @@ def test_folder_loads_everywhere_and_matches_a_numpy_bert(tiny_folder, synthetic
     from tokenizers import Tokenizer
     from transformers import AutoModel, AutoTokenizer
 
-    from m3lit.inference import M3Embedder
+    from m3lit.inference.embedder import M3Embedder
     from m3lit.model import M3Model
 
     reference = synthetic[1]

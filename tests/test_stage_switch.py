@@ -8,7 +8,7 @@ import pytest
 from train_utils import tiny_corpus, tiny_run_overrides
 
 from m3lit.callbacks.stage_switch import StageSwitch
-from m3lit.config import compose
+from m3lit.config.compose import compose
 from m3lit.train import train
 from m3lit.training.stages import ScheduleEntry, parse_schedule
 

@@ -11,7 +11,7 @@ import torch
 from train_utils import tiny_corpus, tiny_run_overrides
 
 from m3lit.callbacks.checkpoint import StepCheckpoint
-from m3lit.config import compose
+from m3lit.config.compose import compose
 from m3lit.evaluate import main as evaluate_main
 from m3lit.export import main as export_main
 from m3lit.model import M3Model

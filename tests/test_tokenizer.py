@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from conftest import builtin_docstrings
 
-from m3lit.tokenizer import SPECIAL_TOKENS, build_tokenizer
+from m3lit.model.tiny_tokenizer import SPECIAL_TOKENS, build_tokenizer
 
 
 def test_special_tokens_keep_xlmr_ids(tokenizer):

@@ -13,7 +13,7 @@ import torch
 from train_utils import run_train_cli, tiny_corpus, tiny_data_overrides, tiny_run_overrides
 
 from m3lit.callbacks.retrieval_metrics import RetrievalMetrics
-from m3lit.config import CONFIG_DIR, compose
+from m3lit.config.compose import CONFIG_DIR, compose
 from m3lit.model import M3Model
 from m3lit.retrieval import read_results
 from m3lit.train import train

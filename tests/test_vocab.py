@@ -12,15 +12,15 @@ import pytest
 import torch
 from train_utils import tiny_corpus, tiny_run_overrides
 
-from m3lit.ckpt import CKPT_META_KEY, checkpoint_metadata
-from m3lit.config import ConfigError, compose
+from m3lit.config.compose import ConfigError, compose
 from m3lit.data.datamodule import M3DataModule
 from m3lit.data.mining import main as mine
 from m3lit.encode import main as encode
 from m3lit.evaluate import load_config
 from m3lit.evaluate import main as evaluate
 from m3lit.export import main as export
-from m3lit.model_ref import ModelReferenceError
+from m3lit.model.reference import ModelReferenceError
+from m3lit.model.training_checkpoint import CKPT_META_KEY, checkpoint_metadata
 from m3lit.retrieval import RetrievalConfig, write_beir
 from m3lit.train import train
 

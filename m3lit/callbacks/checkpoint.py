@@ -19,7 +19,7 @@ Disk policy (one file per step, never two copies of it):
   files are kept; older ones are deleted after each save (``last.ckpt`` links to the newest, so it is never
   among them).
 - ``save_weights_only`` (Lightning's option): the model's weights and m3lit's metadata only, no optimizer or
-  loop state; such files load for ``m3lit.export`` / ``m3lit.evaluate`` (:mod:`m3lit.ckpt`) but cannot
+  loop state; such files load for ``m3lit.export`` / ``m3lit.evaluate`` (:mod:`m3lit.model.training_checkpoint`) but cannot
   resume a run.
 
 Size per checkpoint (fp32 training): weights take 4 bytes per parameter and AdamW's two moments 8 more,

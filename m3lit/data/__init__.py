@@ -14,7 +14,7 @@ from typing import Any
 _LAZY = {
     "Encoded": "m3lit.data.batch",
     "M3Batch": "m3lit.data.batch",
-    "DataError": "m3lit.data.schema",
+    "DataError": "m3lit.files.jsonl",
     "M3Collator": "m3lit.data.collate",
     "LengthGroupedBatchSampler": "m3lit.data.sampler",
     "M3DataModule": "m3lit.data.datamodule",

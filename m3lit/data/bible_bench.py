@@ -38,8 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from m3lit.data.bible_tasks import TEST_BOOKS, TRAIN_BOOKS, chapter_tasks, training_lines, verse_tasks
-from m3lit.data.cache import atomic_build, cache_root, sha256_file
 from m3lit.data.demo import write_jsonl
+from m3lit.files.cache import atomic_build, cache_root, sha256_file
 from m3lit.retrieval.beir import write_beir
 from m3lit.sources.bible import (
     EXCLUDED,

@@ -15,8 +15,8 @@ import re
 import tempfile
 from pathlib import Path
 
-from m3lit.data.cache import atomic_build, sha256_file
 from m3lit.data.demo import write_jsonl
+from m3lit.files.cache import atomic_build, sha256_file
 
 __all__ = ["mine_bible_negatives", "mined_dir"]
 

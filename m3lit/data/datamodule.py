@@ -37,12 +37,13 @@ import lightning as L
 from torch.utils.data import DataLoader, IterableDataset
 
 from m3lit.data.batch import M3Batch
-from m3lit.data.cache import cache_root
 from m3lit.data.collate import M3Collator
 from m3lit.data.dataset import SamplingOptions, sample_group
 from m3lit.data.sampler import TABLE9_EDGES, TABLE9_FINETUNE
-from m3lit.data.schema import DataError, SkipReport, check_on_bad_line
+from m3lit.data.schema import SkipReport, check_on_bad_line
 from m3lit.data.sources import Source, build_source, load_datasets
+from m3lit.files.cache import cache_root
+from m3lit.files.jsonl import DataError
 
 __all__ = ["M3DataModule", "StepTicket"]
 

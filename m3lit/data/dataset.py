@@ -19,7 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from m3lit.data.schema import DataError, Example, SkipReport, read_jsonl
+from m3lit.data.schema import Example, SkipReport, read_jsonl
+from m3lit.files.jsonl import DataError
 
 __all__ = ["SamplingOptions", "TrainDataset", "expand_train_data", "load_dataset", "sample_group"]
 
@@ -101,7 +102,7 @@ def expand_train_data(train_data: str | Path | dict | Sequence) -> list[tuple[Pa
         if path.is_dir():
             files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in DATA_SUFFIXES)
             if not files:
-                raise DataError(f"{path}: folder has no .jsonl/.json files")
+                raise DataError("folder has no .jsonl/.json files", path=path)
             folder_flag = flag or path.name.endswith(NO_IN_BATCH_SUFFIX)
             out += [
                 (f, folder_flag or f.stem.endswith(NO_IN_BATCH_SUFFIX), f"{path.name}/{f.name}")
@@ -112,7 +113,7 @@ def expand_train_data(train_data: str | Path | dict | Sequence) -> list[tuple[Pa
                 (path, flag or path.stem.endswith(NO_IN_BATCH_SUFFIX), f"{path.parent.name}/{path.name}")
             )
         else:
-            raise DataError(f"{path}: no such file or folder (data.train_data)")
+            raise DataError("no such file or folder (data.train_data)", path=path)
     return out
 
 
@@ -146,23 +147,21 @@ def load_dataset(
     has_scores = first.pos_scores is not None
     kept = []
     for ex in examples:
-        problem = None
+        error = None
         if group > 1 and not ex.neg:
-            problem = f"field 'neg': no negatives, but train_group_size is {group} for this file"
+            error = DataError(f"no negatives, but train_group_size is {group} for this file", field="neg")
         elif (ex.pos_scores is not None) != has_scores:
             state = "lacks" if has_scores else "has"
-            problem = (
-                f"field 'pos_scores': line {state} teacher scores while line {first.line} does not agree"
-            )
-        if problem is None:
+            problem = f"line {state} teacher scores while line {first.line} does not agree"
+            error = DataError(problem, field="pos_scores")
+        if error is None:
             kept.append(ex)
             continue
-        message = f"{path}:line {ex.line}: {problem}"
         if on_bad_line == "error":
-            raise DataError(message)
-        report.add(str(path), message)
+            raise error.at(path, ex.line)
+        report.add(str(path), str(error.at(path, ex.line)))
     if not kept:
-        raise DataError(f"{path}: every line was skipped; nothing left to train on")
+        raise DataError("every line was skipped; nothing left to train on", path=path)
     return TrainDataset(
         name=name,
         path=path,

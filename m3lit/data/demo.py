@@ -14,7 +14,7 @@ Files (``DemoPaths``)::
     <out>/train.jsonl          training lines with BM25 hard negatives (stage 2)
     <out>/pairs.jsonl          the same queries and positives, no negatives (stage 1)
     <out>/eval/                held-out split, BEIR layout: corpus.jsonl, queries.jsonl, qrels/test.tsv
-    <out>/tokenizer/           Unigram tokenizer trained on this corpus (m3lit.tokenizer.build_tokenizer)
+    <out>/tokenizer/           Unigram tokenizer trained on this corpus (m3lit.model.tiny_tokenizer.build_tokenizer)
     <out>/manifest.json        sizes, per-file sha256 and the overall hash
 
 The held-out queries are a fixed pseudo-random choice (by a hash of the name) among callables whose
@@ -39,8 +39,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from m3lit.data.cache import atomic_build, cache_root, sha256_file
 from m3lit.data.stdlib_docs import collect_in_subprocess
+from m3lit.files.cache import atomic_build, cache_root, sha256_file
 
 __all__ = ["DEMO_VERSION", "DemoPaths", "build_demo", "default_demo_dir", "make_pairs"]
 
@@ -64,7 +64,7 @@ class DemoPaths:
 
 
 def default_demo_dir() -> Path:
-    """``<cache root>/demo-py<major>.<minor>-v<DEMO_VERSION>`` (see :func:`m3lit.data.cache.cache_root`)."""
+    """``<cache root>/demo-py<major>.<minor>-v<DEMO_VERSION>`` (see :func:`m3lit.files.cache.cache_root`)."""
     return cache_root() / f"demo-py{sys.version_info.major}.{sys.version_info.minor}-v{DEMO_VERSION}"
 
 
@@ -212,7 +212,7 @@ def build_demo(
         with open(eval_dir / "qrels" / "test.tsv", "w", encoding="utf-8", newline="\n") as handle:
             handle.write("query-id\tcorpus-id\tscore\n")
             handle.writelines(f"q{i}\td{i}\t1\n" for i in ordered_test)
-        from m3lit.tokenizer import build_tokenizer
+        from m3lit.model.tiny_tokenizer import build_tokenizer
 
         texts = [r["query"] for r in records] + [r["pos"] for r in records]
         build_tokenizer(texts, vocab_size=vocab_size).save_pretrained(str(tmp / "tokenizer"))

@@ -6,7 +6,7 @@ Run::
         [--candidate-pool corpus.jsonl] [--range 10-210] [--negative-number 15] [--seed 42]
 
 For every line of ``--input`` (FlagEmbedding schema, validated as for training): encode the query and the
-candidate pool with the model's dense head (:func:`m3lit.encoding.encode_texts`), retrieve the top
+candidate pool with the model's dense head (:func:`m3lit.inference.encoding.encode_texts`), retrieve the top
 ``hi`` candidates (:class:`m3lit.retrieval.dense.DenseIndex`, exact inner product), keep ranks
 ``[lo, hi)`` (skipping the top ranks, which are often unlabelled positives), drop the line's positives
 and the query itself, and sample ``--negative-number`` of them without replacement. When fewer remain,
@@ -32,7 +32,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from m3lit.data.schema import DataError, Example, read_jsonl
+from m3lit.data.schema import Example, read_jsonl
+from m3lit.files.jsonl import DataError, read_records
 
 __all__ = ["MiningResult", "main", "mine_hard_negatives", "parse_range", "select_negatives"]
 
@@ -120,14 +121,14 @@ def mine_hard_negatives(
         seed: seeds the sampling.
         progress: tqdm bars while encoding queries and pool, and while selecting negatives.
     """
-    from m3lit.encoding import encode_texts
+    from m3lit.inference.encoding import encode_texts
     from m3lit.retrieval.dense import DenseIndex
 
     examples = read_jsonl(input_file)
-    raw = _raw_lines(input_file)
+    raw = dict(read_records(input_file))  # line number -> the object, extra keys kept for the output
     pool = _pool(candidate_pool, examples)
     if not pool:
-        raise DataError(f"{candidate_pool or input_file}: the candidate pool is empty")
+        raise DataError("the candidate pool is empty", path=candidate_pool or input_file)
     queries = [
         instruction_format.format(query_instruction, ex.query) if query_instruction else ex.query
         for ex in examples
@@ -164,25 +165,24 @@ def mine_hard_negatives(
 
 
 def _bar(total: int, desc: str, enabled: bool):
-    """A tqdm bar for :func:`~m3lit.encoding.encode_texts` (False: none)."""
+    """A tqdm bar for :func:`~m3lit.inference.encoding.encode_texts` (False: none)."""
     return tqdm(total=total, desc=desc, unit="text") if enabled else False
-
-
-def _raw_lines(path: str | Path) -> dict[int, dict]:
-    with open(path, encoding="utf-8") as handle:
-        return {n: json.loads(line) for n, line in enumerate(handle, start=1) if line.strip()}
 
 
 def _pool(candidate_pool: str | Path | None, examples: Sequence[Example]) -> list[str]:
     if candidate_pool is None:
-        texts = (t for ex in examples for t in (*ex.pos, *ex.neg))
+        texts = [t for ex in examples for t in (*ex.pos, *ex.neg)]
     else:
-        texts = []
-        for n, obj in _raw_lines(candidate_pool).items():
-            if not isinstance(obj, dict) or not isinstance(obj.get("text"), str) or not obj["text"].strip():
-                raise DataError(f"{candidate_pool}:line {n}: field 'text': missing, not a string, or empty")
-            texts.append(obj["text"])
+        texts = [text for _, text in read_records(candidate_pool, _pool_text)]
     return list(dict.fromkeys(texts))  # distinct, first-occurrence order (deterministic)
+
+
+def _pool_text(obj: dict) -> str:
+    """The ``text`` of one candidate-pool line."""
+    text = obj.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise DataError("missing, not a string, or empty", field="text")
+    return text
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> None:
             )
     import torch
 
-    from m3lit.ckpt import load_model
+    from m3lit.model.training_checkpoint import load_model
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     log.info("loading %s", args.model)

@@ -9,29 +9,26 @@ One JSON object per line::
      "batch_size": int, "train_group_size": int}                  # optional, the first line decides
 
 Other keys (e.g. ``category``) are ignored. Blank lines are ignored. Every other defect raises
-:class:`DataError` naming the file, ``line N`` and the field, before any training starts; with
+:class:`~m3lit.files.jsonl.DataError` naming the file, ``line N`` and the field, before any training starts; with
 ``on_bad_line="skip"`` the line is skipped instead and counted in a :class:`SkipReport` (count and the
 first examples per file), which the caller logs. Nothing is dropped silently.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["KNOWN_TYPES", "DataError", "Example", "SkipReport", "check_on_bad_line", "read_jsonl"]
+from m3lit.files.jsonl import DataError, read_records
+
+__all__ = ["KNOWN_TYPES", "Example", "SkipReport", "check_on_bad_line", "example_fields", "read_jsonl"]
 
 #: The ``type`` values FlagEmbedding's data code understands (spec §4.2).
 KNOWN_TYPES = ("normal", "only_1neg", "symmetric_class", "symmetric_sts", "symmetric_clustering")
 ON_BAD_LINE = ("error", "skip")
 #: How many skipped lines a SkipReport keeps verbatim per file.
 MAX_SKIP_EXAMPLES = 5
-
-
-class DataError(ValueError):
-    """Bad training data. The message names the file, the line number and the field."""
 
 
 @dataclass(frozen=True)
@@ -96,7 +93,7 @@ def check_on_bad_line(value: str) -> str:
 def read_jsonl(
     path: str | Path, on_bad_line: str = "error", report: SkipReport | None = None
 ) -> list[Example]:
-    """Read and validate one JSONL file.
+    """Read and validate one JSONL file (with :func:`m3lit.files.jsonl.read_records`).
 
     Args:
         path: the file.
@@ -116,51 +113,35 @@ def read_jsonl(
         raise ValueError("read_jsonl(on_bad_line='skip') needs a SkipReport to record the skipped lines")
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    examples: list[Example] = []
-    non_blank = 0
-    with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                text, error = (
-                    None,
-                    f"{path}:line {number}: not valid UTF-8 (byte 0x{raw[err.start]:02x} at column {err.start + 1})",
-                )
-            else:
-                error = None
-            if text is not None and not text.strip():
-                continue
-            non_blank += 1
-            if error is None:
-                try:
-                    examples.append(parse_line(text, path, number))
-                    continue
-                except DataError as err:
-                    error = str(err)
-            if on_bad_line == "error":
-                raise DataError(error)
-            report.add(str(path), error)
-    if non_blank == 0:
-        raise DataError(f"{path}: the file is empty (no JSON lines)")
+        raise DataError("no such file", path=path)
+    skipped: list[DataError] = []
+
+    def skip(error: DataError) -> None:
+        skipped.append(error)
+        report.add(str(path), str(error))
+
+    examples = [
+        Example(**fields, line=number)
+        for number, fields in read_records(path, example_fields, skip=skip if on_bad_line == "skip" else None)
+    ]
+    if not examples and not skipped:
+        raise DataError("the file is empty (no JSON lines)", path=path)
     if not examples:
-        raise DataError(f"{path}: all {non_blank} line(s) are bad and were skipped; nothing left to train on")
+        raise DataError(
+            f"all {len(skipped)} line(s) are bad and were skipped; nothing left to train on", path=path
+        )
     return examples
 
 
-def parse_line(text: str, path: str | Path, number: int) -> Example:
-    """Validate one decoded line; raise :class:`DataError` ``"<path>:line N: field <f>: ..."``."""
-    where = f"{path}:line {number}"
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise DataError(f"{where}: malformed JSON ({err.msg} at column {err.colno})") from None
-    if not isinstance(obj, dict):
-        raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+def example_fields(obj: dict) -> dict:
+    """The checked fields of one decoded line, as :class:`Example` keywords (all but ``line``).
+
+    Raises:
+        DataError: ``field '<f>': <problem>`` (:func:`~m3lit.files.jsonl.read_records` adds file and line).
+    """
 
     def fail(name: str, problem: str) -> DataError:
-        return DataError(f"{where}: field '{name}': {problem}")
+        return DataError(problem, field=name)
 
     query = obj.get("query")
     if "query" not in obj:
@@ -186,18 +167,17 @@ def parse_line(text: str, path: str | Path, number: int) -> Example:
     kind = obj.get("type")
     if kind is not None and kind not in KNOWN_TYPES:
         raise fail("type", f"unknown value {kind!r}; expected one of {', '.join(KNOWN_TYPES)}")
-    return Example(
-        query=query,
-        pos=pos,
-        neg=neg,
-        pos_scores=pos_scores,
-        neg_scores=neg_scores,
-        prompt=prompt or None,
-        type=kind,
-        line=number,
-        batch_size=_positive_int(obj, "batch_size", fail),
-        train_group_size=_positive_int(obj, "train_group_size", fail),
-    )
+    return {
+        "query": query,
+        "pos": pos,
+        "neg": neg,
+        "pos_scores": pos_scores,
+        "neg_scores": neg_scores,
+        "prompt": prompt or None,
+        "type": kind,
+        "batch_size": _positive_int(obj, "batch_size", fail),
+        "train_group_size": _positive_int(obj, "train_group_size", fail),
+    }
 
 
 def _texts(obj: dict, name: str, fail, required: bool) -> tuple[str, ...]:

@@ -17,7 +17,8 @@ from m3lit.data.dataset import TrainDataset, expand_train_data, load_dataset
 from m3lit.data.lengths import example_lengths
 from m3lit.data.merge import merge_small_datasets
 from m3lit.data.sampler import LengthGroupedBatchSampler, build_groups
-from m3lit.data.schema import DataError, SkipReport
+from m3lit.data.schema import SkipReport
+from m3lit.files.jsonl import DataError
 
 __all__ = ["Source", "build_source", "load_datasets"]
 

@@ -1,4 +1,5 @@
-"""The model: encoder + three heads (:class:`M3Model`), the checkpoint layout, position extension."""
+"""The model: encoder + three heads (:class:`M3Model`), its files on disk (export folder, training checkpoint),
+position extension."""
 
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ def mean_pool(hidden: torch.Tensor, mask: torch.Tensor, normalize: bool = True) 
     """Mean of the hidden states where ``mask`` is set, then (optionally) L2-normalised.
 
     Mean pooling of released models such as multilingual-e5 (``mask`` = attention mask) and the MCLS
-    average (``mask`` = CLS positions, :mod:`m3lit.mcls`).
+    average (``mask`` = CLS positions, :mod:`m3lit.inference.mcls`).
 
     Args:
         hidden: (B, L, H) last hidden states.
@@ -82,7 +82,7 @@ class SparseHead(nn.Module):
         Positions with a special id, or masked out by ``attention_mask``, get weight exactly 0.
         """
         weights = torch.relu(self.linear(hidden)).squeeze(-1)  # (B, L)
-        # (B, L, S) comparison instead of torch.isin: same result, and ONNX-exportable (m3lit.export_onnx)
+        # (B, L, S) comparison instead of torch.isin: same result, and ONNX-exportable (m3lit.model.onnx_export)
         keep = (input_ids.unsqueeze(-1) != self.special_token_ids).all(-1)  # (B, L)
         if attention_mask is not None:
             keep = keep & attention_mask.bool()

@@ -9,7 +9,7 @@ dense/sparse/ColBERT heads, which live outside the encoder, keep training fully.
 
 The adapters are injected in place (``peft.inject_adapter_in_model``): the encoder stays the Hugging Face
 module, its state dict gains ``<layer>.base_layer.weight`` and ``<layer>.lora_A.default.weight`` keys, and
-:func:`lora_settings` reads the settings back for the checkpoint metadata (:mod:`m3lit.ckpt`) so a ``.ckpt``
+:func:`lora_settings` reads the settings back for the checkpoint metadata (:mod:`m3lit.model.training_checkpoint`) so a ``.ckpt``
 rebuilds the same architecture. :func:`merged_copy` folds ``W + (alpha / r) B A`` into plain Linear layers
 for exports that load without peft; :func:`save_adapter` writes the adapter alone in peft's file layout.
 """
@@ -25,7 +25,7 @@ from typing import Any
 
 from torch import nn
 
-from m3lit.model.checkpoint import HEAD_FILES, save_head_state
+from m3lit.model.export_folder import HEAD_FILES, save_head_state
 
 __all__ = [
     "LoraSettings",

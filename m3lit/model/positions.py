@@ -69,11 +69,7 @@ def extend_position_embeddings(model: nn.Module, new_max_length: int, *, init: s
     """
     if init not in ("copy", "interpolate"):
         raise ValueError(f"init must be 'copy' or 'interpolate', got {init!r}")
-    from m3lit.model.m3 import M3Model  # local import: m3.py imports this module
-
-    encoder = model.encoder if isinstance(model, M3Model) else model
-    if tokenizer is None and isinstance(model, M3Model):
-        tokenizer = model.tokenizer
+    encoder, tokenizer = _encoder_and_tokenizer(model, tokenizer)
     config = encoder.config
     embeddings = getattr(encoder, "embeddings", None)
     old_table = getattr(embeddings, "position_embeddings", None)
@@ -123,6 +119,18 @@ def extend_position_embeddings(model: nn.Module, new_max_length: int, *, init: s
         tokenizer.model_max_length = new_max_length
     log.info("extended position embeddings %d -> %d rows (%s init)", old_rows, new_rows, init)
     return model
+
+
+def _encoder_and_tokenizer(model: nn.Module, tokenizer):
+    """The Hugging Face encoder that holds the position table, and the tokenizer to update.
+
+    ``model`` is that encoder itself (it has ``embeddings``) or a wrapper holding it as ``.encoder`` and its
+    tokenizer as ``.tokenizer`` (an :class:`~m3lit.model.M3Model`). Duck-typed, so this module does not
+    import :mod:`m3lit.model.m3`, which imports it.
+    """
+    if hasattr(model, "embeddings") or not hasattr(model, "encoder"):
+        return model, tokenizer
+    return model.encoder, tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
 
 
 def _interpolate_rows(rows: torch.Tensor, length: int) -> torch.Tensor:

@@ -6,7 +6,7 @@ of its tables), Dense+MCLS (App. B.2, Table 5). Entry point: :func:`evaluate_ret
 
 from __future__ import annotations
 
-from m3lit.retrieval.beir import DatasetError, RetrievalDataset, load_beir, write_beir
+from m3lit.retrieval.beir import RetrievalDataset, load_beir, write_beir
 from m3lit.retrieval.bm25 import BM25Index, bm25_tokenize
 from m3lit.retrieval.colbert import ColbertStore
 from m3lit.retrieval.config import RetrievalConfig
@@ -35,7 +35,6 @@ __all__ = [
     "CorpusIndex",
     "DEFAULT_METRICS",
     "DEFAULT_MODES",
-    "DatasetError",
     "DenseIndex",
     "MODEL_MODES",
     "MODES",

@@ -11,9 +11,9 @@ them. The evaluated queries are those named in the split's qrels (BEIR conventio
 the queries of every split), in the order they first appear there. Relevance grades are integers; a
 grade <= 0 means "judged non-relevant".
 
-Every problem is an error naming the file and line: invalid JSON, a missing or non-string field, a
-duplicate id, an empty corpus, a malformed qrels row, a duplicate (query, document) judgement, or a
-qrels row naming an unknown query or document. For the last one the caller may opt in to an explicit,
+Every problem is a :class:`~m3lit.files.jsonl.DataError` naming the file, the line and the field: invalid
+JSON, a missing or non-string field, a duplicate id, an empty corpus, a malformed qrels row, a duplicate
+(query, document) judgement, or a qrels row naming an unknown query or document. For the last one the caller may opt in to an explicit,
 counted skip (``unknown_qrels="skip"``, logged as a warning with the count).
 """
 
@@ -24,13 +24,11 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["DatasetError", "RetrievalDataset", "load_beir", "write_beir"]
+from m3lit.files.jsonl import DataError, read_records
+
+__all__ = ["RetrievalDataset", "load_beir", "write_beir"]
 
 log = logging.getLogger(__name__)
-
-
-class DatasetError(ValueError):
-    """A dataset file is malformed; the message starts with ``path:line:``."""
 
 
 @dataclass
@@ -66,42 +64,35 @@ def _read_jsonl(path: Path, kind: str) -> tuple[list[str], list[str]]:
     """(ids, texts) of a corpus or queries file, validated line by line."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: {kind} file not found")
+    first_line: dict[str, int] = {}
     ids: list[str] = []
     texts: list[str] = []
-    first_line: dict[str, int] = {}
-    with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue  # a blank line holds no record
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DatasetError(f"{path}:{line_no}: invalid JSON ({err.msg})") from None
-            if not isinstance(record, dict):
-                raise DatasetError(f"{path}:{line_no}: expected a JSON object, got {type(record).__name__}")
-            doc_id = record.get("_id")
-            if isinstance(doc_id, int) and not isinstance(doc_id, bool):
-                doc_id = str(doc_id)
-            if not isinstance(doc_id, str) or not doc_id:
-                raise DatasetError(f"{path}:{line_no}: field '_id' is missing or not a non-empty string")
-            text = record.get("text")
-            if not isinstance(text, str):
-                raise DatasetError(
-                    f"{path}:{line_no}: field 'text' is missing or not a string (id {doc_id!r})"
-                )
-            title = record.get("title", "")
-            if title is None:
-                title = ""
-            if not isinstance(title, str):
-                raise DatasetError(f"{path}:{line_no}: field 'title' is not a string (id {doc_id!r})")
-            if doc_id in first_line:
-                raise DatasetError(
-                    f"{path}:{line_no}: duplicate id {doc_id!r} (first seen on line {first_line[doc_id]})"
-                )
-            first_line[doc_id] = line_no
-            ids.append(doc_id)
-            texts.append(f"{title} {text}".strip() if title else text)
+    for line_no, (doc_id, text) in read_records(path, _record):
+        if doc_id in first_line:
+            problem = f"duplicate id {doc_id!r} (first seen on line {first_line[doc_id]})"
+            raise DataError(problem, path=path, line=line_no, field="_id")
+        first_line[doc_id] = line_no
+        ids.append(doc_id)
+        texts.append(text)
     return ids, texts
+
+
+def _record(record: dict) -> tuple[str, str]:
+    """(id, title + " " + text) of one corpus or queries line."""
+    doc_id = record.get("_id")
+    if isinstance(doc_id, int) and not isinstance(doc_id, bool):
+        doc_id = str(doc_id)
+    if not isinstance(doc_id, str) or not doc_id:
+        raise DataError("missing or not a non-empty string", field="_id")
+    text = record.get("text")
+    if not isinstance(text, str):
+        raise DataError(f"missing or not a string (id {doc_id!r})", field="text")
+    title = record.get("title", "")
+    if title is None:
+        title = ""
+    if not isinstance(title, str):
+        raise DataError(f"not a string (id {doc_id!r})", field="title")
+    return doc_id, f"{title} {text}".strip() if title else text
 
 
 def _read_qrels(
@@ -119,8 +110,10 @@ def _read_qrels(
                 continue
             fields = line.rstrip("\r\n").split("\t")
             if len(fields) != 3:
-                raise DatasetError(
-                    f"{path}:{line_no}: expected 3 tab-separated fields (query-id, corpus-id, score), got {len(fields)}"
+                raise DataError(
+                    f"expected 3 tab-separated fields (query-id, corpus-id, score), got {len(fields)}",
+                    path=path,
+                    line=line_no,
                 )
             qid, did, grade_text = (f.strip() for f in fields)
             try:
@@ -128,25 +121,29 @@ def _read_qrels(
             except ValueError:
                 if line_no == 1 and not seen:
                     continue  # header line, e.g. "query-id  corpus-id  score"
-                raise DatasetError(f"{path}:{line_no}: score {grade_text!r} is not an integer") from None
+                raise DataError(f"score {grade_text!r} is not an integer", path=path, line=line_no) from None
             unknown = [f"query id {qid!r}"] if qid not in query_rows else []
             unknown += [f"document id {did!r}"] if did not in doc_rows else []
             if unknown:
                 if unknown_qrels == "skip":
                     skipped += 1
                     continue
-                raise DatasetError(
-                    f"{path}:{line_no}: unknown {' and '.join(unknown)} (pass unknown_qrels='skip' to skip such rows)"
+                raise DataError(
+                    f"unknown {' and '.join(unknown)} (pass unknown_qrels='skip' to skip such rows)",
+                    path=path,
+                    line=line_no,
                 )
             key = (query_rows[qid], doc_rows[did])
             if key in seen:
-                raise DatasetError(
-                    f"{path}:{line_no}: duplicate judgement for ({qid!r}, {did!r}) (first on line {seen[key]})"
+                raise DataError(
+                    f"duplicate judgement for ({qid!r}, {did!r}) (first on line {seen[key]})",
+                    path=path,
+                    line=line_no,
                 )
             seen[key] = line_no
             qrels.setdefault(key[0], {})[key[1]] = grade
     if not qrels:
-        raise DatasetError(f"{path}: no judgements")
+        raise DataError("no judgements", path=path)
     return qrels, skipped
 
 
@@ -169,7 +166,7 @@ def load_beir(
     corpus_path = root / "corpus.jsonl"
     corpus_ids, corpus_texts = _read_jsonl(corpus_path, "corpus")
     if not corpus_ids:
-        raise DatasetError(f"{corpus_path}:1: empty corpus (no documents)")
+        raise DataError("empty corpus (no documents)", path=corpus_path)
     all_query_ids, all_query_texts = _read_jsonl(root / "queries.jsonl", "queries")
     qrels_path = root / "qrels" / f"{split}.tsv"
     query_rows = {qid: i for i, qid in enumerate(all_query_ids)}
@@ -189,7 +186,7 @@ def load_beir(
         meta={"path": str(root), "split": split},
     )
     if dataset.num_relevant_queries == 0:
-        raise DatasetError(f"{qrels_path}: no query has a relevant document (grade > 0)")
+        raise DataError("no query has a relevant document (grade > 0)", path=qrels_path)
     return dataset
 
 

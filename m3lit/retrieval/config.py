@@ -10,7 +10,7 @@ FlagEmbedding's MKQA/MLDR scripts (spec §6):
 - All: re-rank the dense top-200 (paper's Multi-vec depth, MLDR script) with dense 1.0 / sparse 0.3 /
   ColBERT 1.0 (MKQA script and FlagEmbedding's ``compute_score`` example). MLDR used 0.15 / 0.5 / 0.35.
 - Lengths 512/512 are FlagEmbedding's inference defaults (MLDR evaluated passages up to 8192 tokens).
-- Dense+MCLS: passages get a CLS token every 256 tokens (App. B.2, :mod:`m3lit.mcls`).
+- Dense+MCLS: passages get a CLS token every 256 tokens (App. B.2, :mod:`m3lit.inference.mcls`).
 - Released-model baselines: ``pooling="mean"`` (attention-mask mean of the last hidden states, then L2
   normalisation) and the ``query_prefix`` / ``passage_prefix`` a model was trained with, e.g. multilingual-e5
   (``"query: "`` / ``"passage: "``). BGE-M3 itself uses CLS pooling and no prefixes (the defaults).
@@ -21,13 +21,21 @@ Every field is a plain value so the whole config round-trips through YAML/OmegaC
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from m3lit.encoding import POOLINGS
+from m3lit.inference.encoding import POOLINGS
 
-__all__ = ["RetrievalConfig"]
+__all__ = ["LENGTH_ALIASES", "RetrievalConfig"]
+
+log = logging.getLogger(__name__)
+
+#: Deprecated spellings of the truncation lengths -> the one spelling of every command: the training config's
+#: ``data.query_max_len`` / ``data.passage_max_len`` (FlagEmbedding's training arguments; mining's
+#: ``--query-max-len``). ``evaluate``'s ``retrieval.*_max_length`` keys are the deprecated forms.
+LENGTH_ALIASES = {"query_max_length": "query_max_len", "passage_max_length": "passage_max_len"}
 
 
 @dataclass
@@ -107,14 +115,18 @@ class RetrievalConfig:
         """Build from a dict/DictConfig; unknown keys are an error (a typo must not pass silently).
 
         The length keys are spelt ``query_max_len`` / ``passage_max_len`` as in every m3lit command; the
-        deprecated ``*_max_length`` spellings (:data:`m3lit.cli.LENGTH_ALIASES`) still work, with a warning."""
+        deprecated ``*_max_length`` spellings (:data:`LENGTH_ALIASES`) still work, with a warning."""
         if values is None:
             return cls()
         if isinstance(values, RetrievalConfig):
             return values
-        from m3lit.cli import LENGTH_ALIASES, canonical_key
-
-        values = {canonical_key(str(k), LENGTH_ALIASES, "retrieval"): v for k, v in values.items()}
+        for old in sorted(set(map(str, values)) & set(LENGTH_ALIASES)):
+            log.warning(
+                "retrieval: %s is deprecated, use %s (the same key in every m3lit command)",
+                old,
+                LENGTH_ALIASES[old],
+            )
+        values = {LENGTH_ALIASES.get(str(k), str(k)): v for k, v in values.items()}
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:

@@ -1,12 +1,12 @@
 """Encoding a corpus shard by shard into the dense, sparse and ColBERT indices.
 
-Passages (``passage_prefix`` prepended, ``pooling`` applied) are encoded ``shard_size`` at a time (:func:`m3lit.encoding.encode_texts`: length-sorted batches,
+Passages (``passage_prefix`` prepended, ``pooling`` applied) are encoded ``shard_size`` at a time (:func:`m3lit.inference.encoding.encode_texts`: length-sorted batches,
 inference mode), with a progress bar over shards when there are several, and each shard's outputs go
 straight into the indices, so only one shard's float32 encoder outputs exist at a time:
 
 - dense vectors -> :class:`DenseIndex` (one (N, D) array);
 - MCLS dense vectors (``dense+mcls`` mode, App. B.2) -> a second :class:`DenseIndex`, from a second
-  encoder pass with a CLS token every ``mcls_interval`` tokens (:mod:`m3lit.mcls`);
+  encoder pass with a CLS token every ``mcls_interval`` tokens (:mod:`m3lit.inference.mcls`);
 - lexical weights -> :class:`SparseIndex` (CSR matrices);
 - ColBERT vectors -> :class:`ColbertStore` (a float16 ragged array), when the whole corpus' vectors fit
   in ``colbert_store_max_gb`` (``colbert_store="auto"``) or ``colbert_store="memory"``. Otherwise nothing
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from m3lit.encoding import EncodedTexts, encode_texts, tokenize_texts
+from m3lit.inference.encoding import EncodedTexts, encode_texts, tokenize_texts
 from m3lit.model import M3Model
 from m3lit.retrieval.colbert import ColbertStore
 from m3lit.retrieval.config import RetrievalConfig

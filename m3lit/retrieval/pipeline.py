@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from m3lit.encoding import encode_texts
+from m3lit.inference.encoding import encode_texts
 from m3lit.model import M3Model, special_token_ids
 from m3lit.retrieval.beir import RetrievalDataset, load_beir
 from m3lit.retrieval.bm25 import BM25Index, bm25_tokenize

@@ -43,7 +43,7 @@ def sparse_matrix(vectors: Sequence[tuple[np.ndarray, np.ndarray]], vocab_size: 
 
     Args:
         vectors: one (ids int, weights float) pair per text, ids unique within a text (as
-            :func:`m3lit.encoding.encode_texts` returns them: max-pooled, special tokens dropped).
+            :func:`m3lit.inference.encoding.encode_texts` returns them: max-pooled, special tokens dropped).
         vocab_size: V; every id must lie in [0, V).
 
     Raises:

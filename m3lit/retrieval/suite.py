@@ -292,7 +292,7 @@ def run_suite(
         modes: the main model's modes (``bm25`` adds the BM25 row).
         split, base, ignore_identical_ids, device, progress: as :func:`evaluate_suite`.
     """
-    from m3lit.ckpt import load_model
+    from m3lit.model.training_checkpoint import load_model
     from m3lit.retrieval.settings import dataset_hash
 
     tasks = load_suite(suite_dir)

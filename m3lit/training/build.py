@@ -11,13 +11,13 @@ from collections.abc import Mapping
 import torch
 from transformers import AutoTokenizer
 
-from m3lit.ckpt import is_training_checkpoint, load_training_checkpoint
 from m3lit.model import M3Model
 from m3lit.model.cpu_dropout import use_fast_cpu_dropout
 from m3lit.model.lora import add_lora, has_lora, merge_lora
 from m3lit.model.positions import extend_position_embeddings
+from m3lit.model.reference import check_model_reference
 from m3lit.model.tiny import tiny_xlmr_config
-from m3lit.model_ref import check_model_reference
+from m3lit.model.training_checkpoint import is_training_checkpoint, load_training_checkpoint
 
 __all__ = ["build_m3_model", "DTYPES"]
 

@@ -38,9 +38,9 @@ import torch
 from lightning.pytorch.strategies import SingleDeviceStrategy
 from lightning.pytorch.utilities import rank_zero_warn
 
-from m3lit.ckpt import CKPT_META_KEY, checkpoint_metadata
 from m3lit.data.batch import Encoded, M3Batch
 from m3lit.model import M3Model
+from m3lit.model.training_checkpoint import CKPT_META_KEY, checkpoint_metadata
 from m3lit.training.embedding_grad import row_wise_embedding_grad, zero_grad_keeping
 from m3lit.training.gradcache import gradcache_step, split_batch_step
 from m3lit.training.objective import check_finite, m3_objective

@@ -14,20 +14,15 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["LENGTH_ALIASES", "canonical_key", "parse_key_values"]
+__all__ = ["canonical_key", "parse_key_values"]
 
-log = logging.getLogger("m3lit.cli")
-
-#: Deprecated spellings of the truncation lengths -> the one spelling of every command: the training config's
-#: ``data.query_max_len`` / ``data.passage_max_len`` (FlagEmbedding's training arguments; mining's
-#: ``--query-max-len``). ``evaluate``'s ``retrieval.*_max_length`` keys are the deprecated forms.
-LENGTH_ALIASES = {"query_max_length": "query_max_len", "passage_max_length": "passage_max_len"}
+log = logging.getLogger("m3lit.config.overrides")
 
 
 def canonical_key(key: str, aliases: Mapping[str, str], prog: str) -> str:
     """``key`` with its last dotted part renamed by ``aliases`` (a deprecated spelling), with a warning.
 
-    >>> canonical_key("retrieval.passage_max_length", LENGTH_ALIASES, "evaluate")
+    >>> canonical_key("retrieval.passage_max_length", {"passage_max_length": "passage_max_len"}, "evaluate")
     'retrieval.passage_max_len'
     """
     head, _, last = key.rpartition(".")

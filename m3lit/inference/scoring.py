@@ -1,4 +1,4 @@
-"""The scoring half of :class:`~m3lit.inference.M3Embedder`: FlagEmbedding's score methods, same formulas.
+"""The scoring half of :class:`~m3lit.inference.embedder.M3Embedder`: FlagEmbedding's score methods, same formulas.
 
 BGE-M3, arXiv:2402.03216 §3.2, at inference temperature 1 (spec §1.5-1.6, §5):
 
@@ -16,7 +16,7 @@ its padded passage positions hold zero ColBERT vectors that take part in the max
 is read as 0 for a passage shorter than the longest one in its batch). m3lit computes the same numbers with
 less work: within a window of a few batches it encodes each distinct token sequence once (queries repeat
 in re-ranking; a text used as query and as passage with the same tokens counts once), in length-sorted
-batches with little padding (:func:`~m3lit.encoding.forward_batches`); then, per reference batch, it pads
+batches with little padding (:func:`~m3lit.inference.encoding.forward_batches`); then, per reference batch, it pads
 the per-text outputs to that batch's layout (zero ColBERT vectors after each passage, up to the batch's
 longest) and scores pairwise with the padded positions in the max, exactly as the reference. Padding does
 not change an encoder's outputs at real tokens beyond float rounding, so the scores agree to ~1e-6.
@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from m3lit.encoding import MAX_PADDING, forward_batches, tokenize_texts
+from m3lit.inference.encoding import MAX_PADDING, forward_batches, tokenize_texts
 from m3lit.model import M3Output
 from m3lit.scores import (
     colbert_scores,

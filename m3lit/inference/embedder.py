@@ -22,14 +22,14 @@ un-batched outputs. Deliberate differences:
   exact fp32 (FlagEmbedding loads fp16 weights and casts them back, losing precision); outputs are
   float32 arrays on every device;
 * out-of-memory back-off (x3/4) applies to any batch, and only to real out-of-memory errors;
-* length-sorted batches also end early to keep padding under 5% (:data:`m3lit.encoding.MAX_PADDING`),
+* length-sorted batches also end early to keep padding under 5% (:data:`m3lit.inference.encoding.MAX_PADDING`),
   and ``compute_score`` encodes each distinct text once; outputs differ from fixed batches by float
   rounding only (padding never changes a real token's output), and ``compute_score`` keeps
   FlagEmbedding's per-batch ColBERT padding semantics;
 * several devices run as threads over per-device model copies instead of a process pool;
 * a head-less folder (no ``sparse_linear.pt``/``colbert_linear.pt``) works for dense output and raises
   when sparse or ColBERT outputs are requested, instead of returning values from random heads;
-* ``mcls_interval`` turns on multiple-CLS pooling for long documents (App. B.2, :mod:`m3lit.mcls`).
+* ``mcls_interval`` turns on multiple-CLS pooling for long documents (App. B.2, :mod:`m3lit.inference.mcls`).
 """
 
 from __future__ import annotations
@@ -44,9 +44,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from m3lit.ckpt import load_model
-from m3lit.encoding import EncodedTexts, encode_texts, sparse_to_dict
-from m3lit.inference_scores import InferenceScoresMixin
+from m3lit.inference.encoding import EncodedTexts, encode_texts, sparse_to_dict
+from m3lit.inference.scoring import InferenceScoresMixin
+from m3lit.model.training_checkpoint import load_model
 
 __all__ = ["M3Embedder", "BGEM3FlagModel", "target_devices"]
 

@@ -1,8 +1,8 @@
-"""``OnnxM3Embedder``: run an ONNX export (:mod:`m3lit.export_onnx`) in ONNX Runtime, ``BGEM3FlagModel``-style.
+"""``OnnxM3Embedder``: run an ONNX export (:mod:`m3lit.model.onnx_export`) in ONNX Runtime, ``BGEM3FlagModel``-style.
 
 ::
 
-    from m3lit.onnx_runtime import OnnxM3Embedder
+    from m3lit.inference.onnx_runtime import OnnxM3Embedder
 
     model = OnnxM3Embedder("export_onnx/")          # the folder (or its model.onnx)
     model = OnnxM3Embedder("export_onnx/", int8=True)  # its model.int8.onnx (export onnx_int8=true)
@@ -11,10 +11,10 @@
     out["lexical_weights"]   # [{str(token_id): weight}], max per id, special tokens dropped, weights > 0
     out["colbert_vecs"]      # [(n_tokens - 1, Dc) float32]
 
-Texts are tokenised and truncated as :func:`m3lit.encoding.encode_texts` does, sorted longest first, cut
+Texts are tokenised and truncated as :func:`m3lit.inference.encoding.encode_texts` does, sorted longest first, cut
 into right-padded batches of ``batch_size`` and put back in input order; the lexical weights go through
-the same :func:`~m3lit.encoding.sparse_rows` / :func:`~m3lit.encoding.sparse_to_dict`, so the output
-equals :meth:`m3lit.inference.M3Embedder.encode` up to float rounding. Needs ``onnxruntime``.
+the same :func:`~m3lit.inference.encoding.sparse_rows` / :func:`~m3lit.inference.encoding.sparse_to_dict`, so the output
+equals :meth:`m3lit.inference.embedder.M3Embedder.encode` up to float rounding. Needs ``onnxruntime``.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 from transformers import AutoTokenizer
 
-from m3lit.encoding import pad_batch, sparse_rows, sparse_to_dict, tokenize_texts
-from m3lit.export_onnx import INPUT_NAMES, INT8_FILE, ONNX_FILE, OUTPUT_NAMES
+from m3lit.inference.encoding import pad_batch, sparse_rows, sparse_to_dict, tokenize_texts
+from m3lit.model.onnx_export import INPUT_NAMES, INT8_FILE, ONNX_FILE, OUTPUT_NAMES
 
 __all__ = ["OnnxM3Embedder"]
 

@@ -6,7 +6,7 @@ mining's ``--model``) accepts the same four kinds of reference:
 * an m3lit export folder or a FlagEmbedding output folder (encoder + ``sparse_linear.pt``/``colbert_linear.pt``);
 * a plain Hugging Face encoder folder (the heads start untrained);
 * a hub id (``BAAI/bge-m3``), downloaded into or read from the local Hugging Face cache;
-* a Lightning training checkpoint ``.ckpt`` (:func:`m3lit.ckpt.load_training_checkpoint`).
+* a Lightning training checkpoint ``.ckpt`` (:func:`m3lit.model.training_checkpoint.load_training_checkpoint`).
 
 :func:`check_model_reference` fails at once, naming the key, when a hub id cannot be had: the hub is
 offline (``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE`` set, or one TCP connection to the hub with a

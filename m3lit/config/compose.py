@@ -6,7 +6,7 @@
     cfg = compose(["experiment=demo", "trainer.max_steps=20", "hydra.run.dir=/tmp/run"])
 
 Hydra itself rejects command-line overrides of keys that do not exist (``+key=value`` adds one); the
-strict schema and signature checks of :mod:`m3lit.config_checks` catch the rest (typos in YAML files,
+strict schema and signature checks of :mod:`m3lit.config.checks` catch the rest (typos in YAML files,
 wrong types, invalid stage schedules) before anything is built.
 """
 
@@ -22,7 +22,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from m3lit.config_checks import ConfigError, check_batch_size_overrides, validate
+from m3lit.config.checks import ConfigError, check_batch_size_overrides, validate
 
 __all__ = [
     "CONFIG_DIR",
@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 #: The repository's ``configs/`` folder (m3lit is installed editable; see pyproject.toml).
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 #: Mapping-valued keys that a command-line value REPLACES (Hydra would merge it into the existing mapping).
 REPLACED_MAPPINGS = ("callbacks.stage_switch.schedule",)

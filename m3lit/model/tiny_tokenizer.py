@@ -17,7 +17,7 @@ back from the tokenizer rather than hard-coding):
 Pre-tokenisation is SentencePiece's Metaspace (``▁`` marks a word start) and a single text is wrapped
 as ``<s> text </s>``; a pair as ``<s> a </s></s> b </s>``, as XLM-R does.
 
-Run ``python -m m3lit.tokenizer --texts corpus.txt --vocab-size 8000 --out DIR`` to build one from a
+Run ``python -m m3lit.model.tiny_tokenizer --texts corpus.txt --vocab-size 8000 --out DIR`` to build one from a
 text file (one document per line).
 """
 

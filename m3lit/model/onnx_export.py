@@ -23,7 +23,7 @@ on CPU; its quality cost (dense cosine to fp32, retrieval nDCG@10) is measured i
 and ``benchmarks/onnx_encode.py`` (README, performance section).
 
 The per-text post-processing (max per token id, dropping zero weights, keeping real ColBERT rows) is the
-loader's, :class:`m3lit.onnx_runtime.OnnxM3Embedder`. The tokenizer files are written next to the graph.
+loader's, :class:`m3lit.inference.onnx_runtime.OnnxM3Embedder`. The tokenizer files are written next to the graph.
 Needs the optional extra ``onnx`` (``pip install 'm3lit[onnx]'``: onnx, onnxscript, onnxruntime).
 """
 
@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from m3lit.model import M3Model
-from m3lit.model.checkpoint import save_tokenizer
+from m3lit.model.export_folder import save_tokenizer
 
 __all__ = [
     "INPUT_NAMES",

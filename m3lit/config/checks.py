@@ -1,4 +1,4 @@
-"""Strict start-up validation of a composed training config (used by :mod:`m3lit.config`).
+"""Strict start-up validation of a composed training config (used by :mod:`m3lit.config.compose`).
 
 A typo or a wrong type stops the run with a message naming the key, before anything is built:
 
@@ -143,7 +143,7 @@ def check_batch_size_overrides(overrides) -> None:
     >>> check_batch_size_overrides(["data.batch_size=4", "data.bucket_batch_sizes=[4,4]"])
     Traceback (most recent call last):
     ...
-    m3lit.config_checks.ConfigError: data.batch_size=4 and data.bucket_batch_sizes=[4,4] both set the batch size: keep one (data.batch_size applies to every bucket)
+    m3lit.config.checks.ConfigError: data.batch_size=4 and data.bucket_batch_sizes=[4,4] both set the batch size: keep one (data.batch_size applies to every bucket)
     """
     given = {}
     for item in overrides:

@@ -28,8 +28,8 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
-from m3lit.config import finalize, write_text_atomic
-from m3lit.config_checks import ConfigError
+from m3lit.config.checks import ConfigError
+from m3lit.config.compose import finalize, write_text_atomic
 
 __all__ = [
     "RESUME_SAFE_KEYS",
@@ -41,7 +41,7 @@ __all__ = [
     "wandb_kwargs",
 ]
 
-log = logging.getLogger("m3lit.resume")
+log = logging.getLogger("m3lit.config.resume")
 
 #: Keys (or key prefixes, ending in ``.``) a resume may change: logging, progress display, evaluation,
 #: checkpoint frequency and devices. None of them changes the trained function: the same checkpoint, data
@@ -154,7 +154,7 @@ def resume_config(request: ResumeRequest) -> DictConfig:
         raise ConfigError(
             f"resume of {request.run_dir} refused: these overrides change what is trained:\n{lines}\n"
             "Resume with the saved values, or pass resume.allow_schedule_change=true to accept the change "
-            "(the LR schedule is then rebuilt over the new settings from the resumed step; see m3lit/resume.py)."
+            "(the LR schedule is then rebuilt over the new settings from the resumed step; see m3lit/config/resume.py)."
         )
     for key, old, value in unsafe:
         log.warning("resume: %s changed from %r to %r (resume.allow_schedule_change=true)", key, old, value)
@@ -175,7 +175,7 @@ def describe_schedule_change(saved: DictConfig, new: DictConfig, ckpt: Path) -> 
     checkpoint; from step k + 2 on the rate is ``lr * new_schedule(step)``, so it jumps from the old curve
     to the new one (e.g. a longer run restarts its linear decay from a higher value).
     """
-    from m3lit.ckpt import safe_torch_load
+    from m3lit.model.training_checkpoint import safe_torch_load
     from m3lit.training.optim import lr_lambda, warmup_steps_for
 
     step = int(safe_torch_load(ckpt).get("global_step", 0))

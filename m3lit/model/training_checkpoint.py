@@ -190,8 +190,8 @@ def load_model(
     output folder, the ``BAAI/bge-m3`` layout (fp16 head files) or a plain encoder (heads untrained).
 
     ``key`` names the option in errors: a hub id while offline and not cached fails at once
-    (:func:`m3lit.model_ref.check_model_reference`)."""
-    from m3lit.model_ref import check_model_reference
+    (:func:`m3lit.model.reference.check_model_reference`)."""
+    from m3lit.model.reference import check_model_reference
 
     check_model_reference(model_name_or_path, key)
     if is_training_checkpoint(model_name_or_path):

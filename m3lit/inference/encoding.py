@@ -16,7 +16,7 @@ Outputs per text (BGE-M3, arXiv:2402.03216 §3.2): the normalised CLS vector; th
 max-pooled per unique token id with the tokenizer's cls/eos/pad/unk ids dropped and only weights > 0
 kept (ids in order of their first weighted occurrence, as FlagEmbedding's dicts); the ColBERT vectors of
 all real tokens but CLS (``</s>`` included). With ``mcls_interval`` set, long texts get extra CLS tokens
-(App. B.2, see :mod:`m3lit.mcls`). ``pooling="mean"`` replaces the CLS vector by the normalised
+(App. B.2, see :mod:`m3lit.inference.mcls`). ``pooling="mean"`` replaces the CLS vector by the normalised
 attention-mask mean of the last hidden states (released baselines such as multilingual-e5), and
 ``prefix`` is prepended to every text before tokenisation (e5's ``"query: "`` / ``"passage: "``).
 """
@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from m3lit.mcls import insert_cls_tokens, mcls_forward
+from m3lit.inference.mcls import insert_cls_tokens, mcls_forward
 from m3lit.model import M3Model, M3Output
 from m3lit.model.cpu_dropout import ATTENTION_NAME
 from m3lit.model.heads import mean_pool
@@ -117,7 +117,7 @@ def encode_texts(
         device: where to run; None = where the model's parameters are. The model is moved there.
         progress: True for a tqdm progress bar over texts, or an existing bar (anything with ``update(n)``)
             to advance, e.g. one bar shared by several calls.
-        mcls_interval: insert a CLS token every this many tokens (App. B.2, :mod:`m3lit.mcls`); None = off.
+        mcls_interval: insert a CLS token every this many tokens (App. B.2, :mod:`m3lit.inference.mcls`); None = off.
         pooling: ``"cls"`` (BGE-M3) or ``"mean"`` (attention-mask mean of the last hidden states, then
             normalised as the dense head does); only the dense output changes. Not with ``mcls_interval``.
         prefix: prepended to every text before tokenisation (e.g. ``"query: "`` for multilingual-e5).
