@@ -64,6 +64,12 @@ def test_suite_rows_equal_direct_evaluation_and_averages_are_means(suite_dir, ti
     assert written["averages"]["Toy-task"]["Dense"]["ndcg@10"] == pytest.approx(mean)
     row = next(line for line in table.splitlines() if line.startswith("| Dense |"))
     assert row.endswith(f"| {100 * mean:.1f} |")
+    summary = table[table.index("### Averages over the languages") :].splitlines()
+    assert summary[2] == "| Method | Toy-task ndcg@10 (xx/yy) | Toy-task recall@20 (xx/yy) |"
+    recall = (dense["xx"]["recall@20"] + dense["yy"]["recall@20"]) / 2
+    dense_row = next(line for line in summary if line.startswith("| Dense |"))
+    assert dense_row == f"| Dense | {100 * mean:.1f} | {100 * recall:.1f} |"
+    assert (tmp_path / "out" / "results.md").read_text().endswith(table)
     assert (tmp_path / "out" / "results.png").stat().st_size > 0
 
 

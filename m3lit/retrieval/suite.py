@@ -46,6 +46,7 @@ __all__ = [
     "evaluate_suite",
     "run_suite",
     "suite_tables",
+    "averages_table",
     "write_suite_reports",
 ]
 
@@ -207,6 +208,21 @@ def suite_tables(results: Mapping[str, Mapping]) -> str:
     return "\n".join(lines)
 
 
+def averages_table(results: Mapping[str, Mapping]) -> str:
+    """Markdown: one row per method, one column per (task, metric) holding the average over the task's
+    languages (x100; ``-`` where a row was not evaluated on that task): the paper-style summary the docs quote."""
+    means = averages(results)
+    columns = [(task, m) for task, block in results.items() for m in block["metrics"]]
+    labels = list(dict.fromkeys(label for task in results for label in results[task]["rows"]))
+    head = [f"{task} {m} ({'/'.join(results[task]['languages'])})" for task, m in columns]
+    lines = ["### Averages over the languages (x100)", ""]
+    lines += ["| Method | " + " | ".join(head) + " |", "|---|" + "---:|" * len(columns)]
+    for label in labels:
+        cells = [_fmt(means[task].get(label, {}).get(m)) for task, m in columns]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def averages(results: Mapping[str, Mapping]) -> dict[str, dict[str, dict[str, float | None]]]:
     """``{task: {row: {metric: average over languages}}}``: the numbers the chart and the README quote."""
     return {
@@ -254,7 +270,7 @@ def write_suite_reports(
     """Write ``results.json`` (with ``settings``), ``results.md`` and ``results.png``; return the markdown."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    table = suite_tables(results)
+    table = suite_tables(results) + "\n" + averages_table(results)
     payload = {
         "settings": dict(settings),
         "results": {"suite": suite, "tasks": dict(results), "averages": averages(results)},
