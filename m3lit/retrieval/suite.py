@@ -279,9 +279,9 @@ def run_suite(
         released = load_model(str(reference["name_or_path"]), key="reference.name_or_path")
         if device is not None:
             released = released.to(device)
-        label = str(reference.get("label") or reference["name_or_path"])
+        reference_label = str(reference.get("label") or reference["name_or_path"])
         systems.append(
-            SuiteSystem(label, released.eval(), ("dense",), dict(reference.get("retrieval") or {}))
+            SuiteSystem(reference_label, released.eval(), ("dense",), dict(reference.get("retrieval") or {}))
         )
     results = evaluate_suite(
         systems,
