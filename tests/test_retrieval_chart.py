@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from m3lit.retrieval.chart import results_figure, write_chart
-from m3lit.retrieval.report import as_table, row_label, split_row_label, write_reports
+from m3lit.retrieval.report import write_reports
+from m3lit.retrieval.tables import as_table, row_label, split_row_label
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

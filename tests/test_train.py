@@ -17,7 +17,7 @@ from m3lit.config.compose import CONFIG_DIR, compose
 from m3lit.model import M3Model
 from m3lit.retrieval import read_results
 from m3lit.retrieval.chart import write_chart
-from m3lit.retrieval.report import as_table
+from m3lit.retrieval.tables import as_table
 from m3lit.train import train
 
 REPO = CONFIG_DIR.parent

@@ -2,8 +2,8 @@
 
 One drawing serves every evaluation m3lit writes: one dataset, several datasets, a benchmark suite (tasks x
 languages); the baselines are the untrained model (``<run dir>/baseline/``) and any released reference model
-(a suite's ``"<label> (Dense)"`` rows, :func:`m3lit.retrieval.report.row_label`). Every input is a table in
-the suite's shape (:func:`m3lit.retrieval.report.as_table` gives it for one or several datasets)::
+(a suite's ``"<label> (Dense)"`` rows, :func:`m3lit.retrieval.tables.row_label`). Every input is a table in
+the suite's shape (:func:`m3lit.retrieval.tables.as_table` gives it for one or several datasets)::
 
     {task: {"metrics": [primary, ...], "languages": [...], "rows": {row label: {language: {metric: value}}}}}
 
@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from m3lit.retrieval.report import MODE_NAMES, mean_of, metric_label, split_row_label
+from m3lit.retrieval.tables import MODE_NAMES, mean_of, metric_label, split_row_label
 
 __all__ = ["MAX_LANGUAGES", "MAX_PANELS", "Panel", "chart_panels", "results_figure", "write_chart"]
 

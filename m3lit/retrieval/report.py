@@ -19,95 +19,18 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = [
-    "MODE_NAMES",
-    "as_table",
-    "is_multi_dataset",
-    "markdown_tables",
-    "mean_of",
-    "metric_label",
-    "row_label",
-    "split_row_label",
-    "write_reports",
-]
+from m3lit.retrieval.chart import write_chart
+from m3lit.retrieval.tables import (
+    MODE_NAMES,
+    as_table,
+    fmt_score,
+    is_multi_dataset,
+    mean_of,
+    metric_label,
+    ordered_modes,
+)
 
-#: Display names of the modes: the paper's row labels.
-MODE_NAMES = {
-    "dense": "Dense",
-    "sparse": "Sparse",
-    "colbert": "Multi-vec",
-    "dense+sparse": "Dense+Sparse",
-    "all": "All",
-    "dense+mcls": "Dense+MCLS",
-    "bm25": "BM25",
-}
-_METRIC_NAMES = {"ndcg": "nDCG", "recall": "Recall", "mrr": "MRR"}
-
-
-def is_multi_dataset(results: Mapping) -> bool:
-    """True for ``{dataset: {mode: {metric: value}}}``, False for ``{mode: {metric: value}}``."""
-    for per_mode in results.values():
-        for value in per_mode.values():
-            return isinstance(value, Mapping)
-    return False
-
-
-def row_label(system: str, mode: str) -> str:
-    """A table row's label: the mode's display name for the main model (``system == ""``), else
-    ``"<system> (<Mode>)"``, e.g. ``"multilingual-e5-small (Dense)"``. Inverse: :func:`split_row_label`."""
-    name = MODE_NAMES.get(mode, mode)
-    return f"{system} ({name})" if system else name
-
-
-def split_row_label(label: str) -> tuple[str, str]:
-    """``(system, mode)`` of a row label written by :func:`row_label` (system "" for the main model)."""
-    modes = {name: mode for mode, name in MODE_NAMES.items()}
-    if label in modes:
-        return "", modes[label]
-    system, sep, name = label.rpartition(" (")
-    if sep and name.endswith(")") and name[:-1] in modes:
-        return system, modes[name[:-1]]
-    return "", label
-
-
-def mean_of(per_member: Mapping[str, Mapping[str, float]], members, metric: str) -> float | None:
-    """Mean of ``per_member[m][metric]`` over ``members`` (languages or datasets); None when one is missing."""
-    values = [per_member.get(m, {}).get(metric) for m in members]
-    return None if any(v is None for v in values) else sum(values) / len(values)
-
-
-def as_table(results: Mapping) -> dict[str, dict]:
-    """``results`` (one or several datasets) in a benchmark suite's shape, the chart's input
-    (:mod:`m3lit.retrieval.chart`): one unnamed task whose "languages" are the datasets (``[""]`` for one).
-
-    Returns:
-        ``{"": {"metrics": [...], "languages": [...], "rows": {row label: {dataset: {metric: value}}}}}``.
-    """
-    per_dataset = dict(results) if is_multi_dataset(results) else {"": results}
-    modes = _ordered(m for per_mode in per_dataset.values() for m in per_mode)
-    rows = {
-        row_label("", mode): {
-            d: dict(per_mode[mode]) for d, per_mode in per_dataset.items() if mode in per_mode
-        }
-        for mode in modes
-    }
-    metrics = list(dict.fromkeys(k for per_lang in rows.values() for row in per_lang.values() for k in row))
-    return {"": {"metrics": metrics, "languages": list(per_dataset), "rows": rows}}
-
-
-def metric_label(name: str) -> str:
-    """``ndcg@10`` -> ``nDCG@10``: the paper's spelling of a metric."""
-    kind, _, k = name.partition("@")
-    return f"{_METRIC_NAMES.get(kind, kind)}@{k}" if k else name
-
-
-def _ordered(keys) -> list[str]:
-    keys = list(dict.fromkeys(keys))
-    return [m for m in MODE_NAMES if m in keys] + [m for m in keys if m not in MODE_NAMES]
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}"
+__all__ = ["write_reports", "markdown_tables"]
 
 
 def _averages(results: Mapping, modes: list[str], metric: str) -> dict[str, float | None]:
@@ -120,15 +43,15 @@ def markdown_tables(results: Mapping) -> str:
         raise ValueError("write_reports: results are empty")
     lines: list[str] = []
     if not is_multi_dataset(results):
-        modes = _ordered(results)
+        modes = ordered_modes(results)
         metrics = list(dict.fromkeys(m for mode in modes for m in results[mode]))
         lines += ["| Mode | " + " | ".join(metric_label(m) for m in metrics) + " |"]
         lines += ["|---|" + "---:|" * len(metrics)]
         for mode in modes:
-            cells = [_fmt(results[mode].get(m)) for m in metrics]
+            cells = [fmt_score(results[mode].get(m)) for m in metrics]
             lines.append(f"| {MODE_NAMES.get(mode, mode)} | " + " | ".join(cells) + " |")
         return "Scores x100.\n\n" + "\n".join(lines) + "\n"
-    modes = _ordered(m for per_mode in results.values() for m in per_mode)
+    modes = ordered_modes(m for per_mode in results.values() for m in per_mode)
     metrics = list(
         dict.fromkeys(m for per_mode in results.values() for row in per_mode.values() for m in row)
     )
@@ -138,10 +61,10 @@ def markdown_tables(results: Mapping) -> str:
         lines += ["|---|" + "---:|" * len(modes)]
         for name, per_mode in results.items():
             lines.append(
-                f"| {name} | " + " | ".join(_fmt(per_mode.get(m, {}).get(metric)) for m in modes) + " |"
+                f"| {name} | " + " | ".join(fmt_score(per_mode.get(m, {}).get(metric)) for m in modes) + " |"
             )
         avg = _averages(results, modes, metric)
-        lines.append("| **Average** | " + " | ".join(_fmt(avg[m]) for m in modes) + " |")
+        lines.append("| **Average** | " + " | ".join(fmt_score(avg[m]) for m in modes) + " |")
         lines.append("")
     return "\n".join(lines)
 
@@ -164,8 +87,6 @@ def write_reports(
         baselines: ``{legend label: results of the same shape}`` drawn beside it in the chart, e.g. the
             untrained model's; the JSON and the tables hold ``results`` only.
     """
-    from m3lit.retrieval.chart import write_chart  # the chart reads this module's row labels
-
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     table = markdown_tables(results)

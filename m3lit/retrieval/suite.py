@@ -37,8 +37,8 @@ from m3lit.retrieval.beir import load_beir
 from m3lit.retrieval.chart import write_chart
 from m3lit.retrieval.config import RetrievalConfig
 from m3lit.retrieval.pipeline import evaluate_retrieval
-from m3lit.retrieval.report import MODE_NAMES, mean_of, row_label
 from m3lit.retrieval.settings import read_json_object
+from m3lit.retrieval.tables import MODE_NAMES, fmt_score, mean_of, row_label
 
 __all__ = [
     "SuiteTask",
@@ -181,10 +181,6 @@ def _ordered(rows: dict) -> dict:
     return {label: rows[label] for label in sorted(rows, key=lambda label: rank[label])}
 
 
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}"
-
-
 def suite_tables(results: Mapping[str, Mapping]) -> str:
     """Markdown: per task and metric, a row per method and a column per language plus the average (x100)."""
     lines: list[str] = []
@@ -194,9 +190,11 @@ def suite_tables(results: Mapping[str, Mapping]) -> str:
             lines += [f"### {task}: {metric} (x100)", ""]
             lines += ["| Method | " + " | ".join(langs) + " | Avg |", "|---|" + "---:|" * (len(langs) + 1)]
             for label, per_lang in block["rows"].items():
-                cells = [_fmt(per_lang.get(lang, {}).get(metric)) for lang in langs]
+                cells = [fmt_score(per_lang.get(lang, {}).get(metric)) for lang in langs]
                 lines.append(
-                    f"| {label} | " + " | ".join(cells) + f" | {_fmt(mean_of(per_lang, langs, metric))} |"
+                    f"| {label} | "
+                    + " | ".join(cells)
+                    + f" | {fmt_score(mean_of(per_lang, langs, metric))} |"
                 )
             lines.append("")
     return "\n".join(lines)
