@@ -21,11 +21,13 @@ loud warning. Every option, with its default, is in ``configs/evaluate.yaml``; o
 Outputs in ``output_dir``: ``results.json`` (``{"settings": ..., "results": ...}``; results are mode ->
 metric -> value in [0, 1], one level deeper under the dataset names for several datasets; settings are
 everything that made the table, :mod:`m3lit.retrieval.settings`), ``results.md`` (the table(s), x100),
-``results.png`` and ``runs/<mode>.trec`` (``runs/<dataset>/<mode>.trec`` for several datasets): the scored
-lists as TREC run files (:mod:`m3lit.retrieval.trec`).
+``results.png`` (a bar per mode, BM25 as a line: :mod:`m3lit.retrieval.chart`) and ``runs/<mode>.trec``
+(``runs/<dataset>/<mode>.trec`` for several datasets): the scored lists as TREC run files
+(:mod:`m3lit.retrieval.trec`).
 
 ``suite=DIR`` evaluates a benchmark suite instead (:mod:`m3lit.retrieval.suite`: a table per task, a row
-per method, a column per language and the average), optionally beside a released ``reference`` model.
+per method, a column per language and the average), optionally beside a released ``reference`` model (its
+bars stand beside the model's in ``results.png``).
 
 ``settings=<results.json>`` starts from that file's recorded settings (model, data, split, modes, metrics,
 dtype, unknown_qrels, ignore_identical_ids, retrieval) instead of the defaults; explicit ``key=value``
@@ -178,7 +180,7 @@ def evaluate(cfg: DictConfig) -> dict:
         dtype=str(cfg.dtype),
         device=str(device),
     )
-    table = write_reports(results, cfg.output_dir, settings)
+    table = write_reports(results, cfg.output_dir, settings, label=_label(str(cfg.model)))
     print(table)
     print(f"wrote {Path(cfg.output_dir) / 'results.json'}, results.md, results.png, {runs}/")
     return results
@@ -206,7 +208,13 @@ def _evaluate_suite(cfg: DictConfig) -> dict:
         ignore_identical_ids=bool(cfg.ignore_identical_ids),
         device=device,
         progress=bool(cfg.progress),
+        label=_label(str(cfg.model)),
     )
+
+
+def _label(model: str) -> str:
+    """The model's name in results.png: the last two parts of its path or hub id (``full2/export``)."""
+    return "/".join(Path(model).parts[-2:])
 
 
 def _check_hashes(path: str, names: list[str], dirs: list[str], split: str) -> None:

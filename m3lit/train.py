@@ -47,6 +47,9 @@ __all__ = ["train", "main"]
 
 log = logging.getLogger("m3lit.train")
 
+#: The untrained model's name in the printed tables and in results.png.
+BASELINE = "untrained model (step 0)"
+
 
 def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """Fit, export and evaluate as ``cfg`` says (a composed, validated config: :func:`m3lit.config.compose`).
@@ -97,11 +100,11 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     if cfg.evaluate.baseline and cfg.ckpt_path is None and trainer.is_global_zero:
         if suite:
             metrics["baseline"] = _evaluate_suite(
-                module.model, cfg, out_dir / "baseline", str(initial), loggers
+                module.model, cfg, out_dir / "baseline", str(initial), loggers, label=BASELINE
             )
         elif eval_dir:
             metrics["baseline"] = _evaluate(
-                module.model, eval_dir, cfg, out_dir / "baseline", "untrained model (step 0)", str(initial)
+                module.model, eval_dir, cfg, out_dir / "baseline", BASELINE, str(initial)
             )
 
     if cfg.train:
@@ -119,8 +122,12 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
                 M3Model.from_pretrained(export_dir),
                 str(export_dir),
             )  # evaluate what was exported
+        title = f"trained model (step {trainer.global_step})"
+        baselines = _baselines(metrics, out_dir, suite=bool(suite))
         if suite:
-            metrics["results"] = _evaluate_suite(target, cfg, out_dir, reference, loggers, released=True)
+            metrics["results"] = _evaluate_suite(
+                target, cfg, out_dir, reference, loggers, released=True, label=title, baselines=baselines
+            )
         elif eval_dir:
             from m3lit.callbacks.retrieval_metrics import reusable_results
 
@@ -132,9 +139,10 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
                 eval_dir,
                 cfg,
                 out_dir,
-                f"trained model (step {trainer.global_step})",
+                title,
                 reference,
                 done=done,
+                baselines=baselines,
             )
         log.info("run folder: %s (%.1f s)", out_dir, time.perf_counter() - start)
     return metrics, objects
@@ -175,6 +183,18 @@ def _eval_dataset(cfg: DictConfig, datamodule: Any) -> str | None:
     return None
 
 
+def _baselines(metrics: dict, out_dir: Path, suite: bool) -> dict[str, dict]:
+    """The untrained model's results, drawn beside the trained model's in results.png: this launch's, or on
+    a resume the first launch's ``<run dir>/baseline/results.json``; ``{}`` when it was not evaluated."""
+    from m3lit.retrieval import read_results
+
+    results, saved = metrics.get("baseline"), out_dir / "baseline" / "results.json"
+    if results is None and saved.is_file():
+        results = read_results(saved)[0]
+        results = results["tasks"] if suite else results
+    return {} if results is None else {BASELINE: results}
+
+
 def _evaluation_options(cfg: DictConfig) -> dict:
     """``cfg.evaluate.options`` as a plain dict (evaluate_retrieval keywords)."""
     return OmegaConf.to_container(cfg.evaluate.options, resolve=True) if cfg.evaluate.options else {}
@@ -188,9 +208,11 @@ def _evaluate(
     title: str,
     reference: str,
     done: dict | None = None,
+    baselines: dict | None = None,
 ) -> dict:
     """Retrieval evaluation of ``model`` on ``dataset_dir``; writes results.json (with its settings;
     ``reference`` names the model there), results.md/.png and runs/<mode>.trec, and prints the table.
+    ``title`` names the model in the printout and the chart, beside ``baselines`` ({label: results}).
 
     ``done``: mode -> metrics already computed for this model and step (RetrievalMetrics' evaluation of the
     final step); only the other modes of ``cfg.evaluate.modes`` are evaluated, and only they get a run file.
@@ -240,17 +262,25 @@ def _evaluate(
         dtype=str(next(model.parameters()).dtype).removeprefix("torch."),
         device=str(options.get("device", next(model.parameters()).device)),
     )
-    table = write_reports(results, str(out_dir), settings)
+    table = write_reports(results, str(out_dir), settings, label=title, baselines=baselines)
     print(f"\nRetrieval on {dataset_dir} ({cfg.evaluate.split}), {title}:\n{table}\n", flush=True)
     return results
 
 
 def _evaluate_suite(
-    model, cfg: DictConfig, out_dir: Path, model_ref: str, loggers: list, released=False
+    model,
+    cfg: DictConfig,
+    out_dir: Path,
+    model_ref: str,
+    loggers: list,
+    released=False,
+    label: str = "model",
+    baselines: dict | None = None,
 ) -> dict:
     """Benchmark-suite evaluation (``evaluate.suite``, :func:`m3lit.retrieval.suite.run_suite`): a table per
     task with a column per language; with ``released`` also the ``evaluate.reference`` model's rows. The
-    tables go to results.json/.md/.png, runs/ and every logger that takes tables (W&B)."""
+    tables go to results.json/.md/.png, runs/ and every logger that takes tables (W&B); ``label`` and
+    ``baselines`` are the chart's (:func:`m3lit.retrieval.suite.write_suite_reports`)."""
     from m3lit.retrieval import RetrievalConfig
     from m3lit.retrieval.suite import run_suite
 
@@ -269,6 +299,8 @@ def _evaluate_suite(
         ignore_identical_ids=bool(cfg.evaluate.get("ignore_identical_ids", True)),
         device=options.get("device", "cuda" if torch.cuda.is_available() else None),
         progress=bool(options.get("progress", False)),
+        label=label,
+        baselines=baselines,
     )
     model.train(was_training)
     for logger in loggers:

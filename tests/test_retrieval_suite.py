@@ -8,6 +8,7 @@ import shutil
 import pytest
 
 from m3lit.retrieval import evaluate_retrieval
+from m3lit.retrieval.chart import write_chart
 from m3lit.retrieval.settings import read_results
 from m3lit.retrieval.suite import SuiteSystem, evaluate_suite, load_suite, write_suite_reports
 
@@ -137,6 +138,9 @@ def test_a_suite_table_is_reproduced_from_its_results_json(suite_dir, tiny_model
     assert again == first
     assert (tmp_path / "again" / "results.md").read_text() == (tmp_path / "first" / "results.md").read_text()
     assert (tmp_path / "again" / "runs" / "Toy-task" / "xx" / "released" / "dense.trec").is_file()
+    label = f"{folder.parent.name}/{folder.name}"  # the CLI's legend label: the model path's last two parts
+    expected = write_chart(tmp_path / "expected.png", first, label=label, title="toy")
+    assert (tmp_path / "again" / "results.png").read_bytes() == expected.read_bytes()  # reference bars too
     changed = main([f"settings={tmp_path / 'first' / 'results.json'}", f"output_dir={tmp_path / 'other'}",
                     "progress=false", "retrieval.all_weights=[0.0,1.0,0.0]"])  # fmt: skip
     assert changed["Toy-task"]["rows"]["All"] != first["Toy-task"]["rows"]["All"]  # the settings matter

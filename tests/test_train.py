@@ -16,6 +16,8 @@ from m3lit.callbacks.retrieval_metrics import RetrievalMetrics
 from m3lit.config.compose import CONFIG_DIR, compose
 from m3lit.model import M3Model
 from m3lit.retrieval import read_results
+from m3lit.retrieval.chart import write_chart
+from m3lit.retrieval.tables import as_table
 from m3lit.train import train
 
 REPO = CONFIG_DIR.parent
@@ -105,6 +107,13 @@ def test_command_line_contract(corpus, tmp_path):
         and "untrained model (step 0)" in done.stdout
         and "trained model (step 6)" in done.stdout
     )
+    expected = write_chart(
+        tmp_path / "expected.png",
+        as_table(results),
+        {"untrained model (step 0)": as_table(baseline)},
+        label="trained model (step 6)",
+    )
+    assert (run / "results.png").read_bytes() == expected.read_bytes()  # baseline bars drawn too
 
     export = M3Model.from_pretrained(run / "export")
     state = torch.load(last, map_location="cpu", weights_only=True)["state_dict"]
@@ -212,3 +221,19 @@ def test_log_interval_longer_than_the_run_is_clamped(corpus, tmp_path):
     with open(run / "csv" / "metrics.csv", newline="") as handle:
         steps = [int(r["step"]) for r in csv.DictReader(handle) if r["train/loss"]]
     assert steps == [2]  # the third step (0-based index 2) is logged; 20 would have logged nothing
+
+
+def test_a_resumed_run_draws_the_first_launchs_baseline(tmp_path):
+    """On a resume the untrained model is not evaluated again: its baseline/results.json is drawn instead."""
+    from m3lit.retrieval.report import write_reports
+    from m3lit.retrieval.suite import write_suite_reports
+    from m3lit.train import BASELINE, _baselines
+
+    single = {"dense": {"ndcg@10": 0.25}}
+    write_reports(single, tmp_path / "one" / "baseline")
+    assert _baselines({}, tmp_path / "one", suite=False) == {BASELINE: single}
+    assert _baselines({"baseline": {"x": 1}}, tmp_path / "one", suite=False) == {BASELINE: {"x": 1}}
+    assert _baselines({}, tmp_path / "none", suite=False) == {}
+    suite = {"T": {"metrics": ["ndcg@10"], "languages": ["en"], "rows": {"Dense": {"en": {"ndcg@10": 0.5}}}}}
+    write_suite_reports(suite, tmp_path / "two" / "baseline", suite="s", settings={})
+    assert _baselines({}, tmp_path / "two", suite=True) == {BASELINE: suite}

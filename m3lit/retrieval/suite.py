@@ -34,10 +34,11 @@ from pathlib import Path
 from typing import Any
 
 from m3lit.retrieval.beir import load_beir
+from m3lit.retrieval.chart import write_chart
 from m3lit.retrieval.config import RetrievalConfig
 from m3lit.retrieval.pipeline import evaluate_retrieval
-from m3lit.retrieval.report import MODE_NAMES
 from m3lit.retrieval.settings import read_json_object
+from m3lit.retrieval.tables import MODE_NAMES, fmt_score, mean_of, row_label
 
 __all__ = [
     "SuiteTask",
@@ -84,8 +85,7 @@ class SuiteSystem:
     retrieval: dict[str, Any] = field(default_factory=dict)
 
     def row(self, mode: str) -> str:
-        name = MODE_NAMES.get(mode, mode)
-        return f"{self.label} ({name})" if self.label else name
+        return row_label(self.label, mode)
 
 
 def load_suite(path: str | Path) -> list[SuiteTask]:
@@ -182,15 +182,6 @@ def _ordered(rows: dict) -> dict:
     return {label: rows[label] for label in sorted(rows, key=lambda label: rank[label])}
 
 
-def _average(per_lang: Mapping[str, Mapping[str, float]], langs: Sequence[str], metric: str) -> float | None:
-    values = [per_lang.get(lang, {}).get(metric) for lang in langs]
-    return None if any(v is None for v in values) else sum(values) / len(values)
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}"
-
-
 def suite_tables(results: Mapping[str, Mapping]) -> str:
     """Markdown: per task and metric, a row per method and a column per language plus the average (x100)."""
     lines: list[str] = []
@@ -200,9 +191,11 @@ def suite_tables(results: Mapping[str, Mapping]) -> str:
             lines += [f"### {task}: {metric} (x100)", ""]
             lines += ["| Method | " + " | ".join(langs) + " | Avg |", "|---|" + "---:|" * (len(langs) + 1)]
             for label, per_lang in block["rows"].items():
-                cells = [_fmt(per_lang.get(lang, {}).get(metric)) for lang in langs]
+                cells = [fmt_score(per_lang.get(lang, {}).get(metric)) for lang in langs]
                 lines.append(
-                    f"| {label} | " + " | ".join(cells) + f" | {_fmt(_average(per_lang, langs, metric))} |"
+                    f"| {label} | "
+                    + " | ".join(cells)
+                    + f" | {fmt_score(mean_of(per_lang, langs, metric))} |"
                 )
             lines.append("")
     return "\n".join(lines)
@@ -224,50 +217,30 @@ def averages_table(results: Mapping[str, Mapping]) -> str:
 
 
 def averages(results: Mapping[str, Mapping]) -> dict[str, dict[str, dict[str, float | None]]]:
-    """``{task: {row: {metric: average over languages}}}``: the numbers the chart and the README quote."""
+    """``{task: {row: {metric: average over languages}}}``: the numbers the README quotes."""
     return {
         task: {
-            label: {m: _average(per_lang, block["languages"], m) for m in block["metrics"]}
+            label: {m: mean_of(per_lang, block["languages"], m) for m in block["metrics"]}
             for label, per_lang in block["rows"].items()
         }
         for task, block in results.items()
     }
 
 
-def _plot(results: Mapping[str, Mapping], path: Path) -> None:
-    """A panel per task: the average primary metric of every row, BM25 as a dashed reference line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    means = averages(results)
-    fig, axes = plt.subplots(1, len(results), figsize=(4.5 * len(results), 4.2), squeeze=False)
-    for ax, (task, block) in zip(axes[0], results.items(), strict=True):
-        metric = block["metrics"][0]
-        labels = [label for label in block["rows"] if label != MODE_NAMES["bm25"]]
-        heights = [100 * (means[task][label][metric] or 0.0) for label in labels]
-        colors = [
-            "#2f6fb0" if label in MODE_NAMES.values() else "#9aa5b1" for label in labels
-        ]  # ours vs released
-        ax.bar(range(len(labels)), heights, color=colors)
-        bm25 = means[task].get(MODE_NAMES["bm25"], {}).get(metric)
-        if bm25 is not None:
-            ax.axhline(100 * bm25, color="#c0392b", linestyle="--", label=f"BM25 {100 * bm25:.1f}")
-            ax.legend(fontsize="small")
-        ax.set_xticks(range(len(labels)), labels, rotation=35, ha="right", fontsize="small")
-        ax.set_title(f"{task} ({metric}, avg)")
-        ax.set_ylabel("score x100")
-        ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def write_suite_reports(
-    results: Mapping[str, Mapping], output_dir: str | Path, *, suite: str, settings: Mapping[str, Any]
+    results: Mapping[str, Mapping],
+    output_dir: str | Path,
+    *,
+    suite: str,
+    settings: Mapping[str, Any],
+    label: str = "model",
+    baselines: Mapping[str, Mapping] | None = None,
 ) -> str:
-    """Write ``results.json`` (with ``settings``), ``results.md`` and ``results.png``; return the markdown."""
+    """Write ``results.json`` (with ``settings``), ``results.md`` and ``results.png``; return the markdown.
+
+    ``label`` names the main model in the chart (:mod:`m3lit.retrieval.chart`), beside its reference rows
+    and ``baselines`` (``{legend label: results of an earlier suite evaluation}``, e.g. the untrained model).
+    """
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     table = suite_tables(results) + "\n" + averages_table(results)
@@ -277,7 +250,7 @@ def write_suite_reports(
     }
     (out / "results.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     (out / "results.md").write_text(f"# {suite}\n\n{table}", encoding="utf-8")
-    _plot(results, out / "results.png")
+    write_chart(out / "results.png", results, baselines, label=label, title=suite)
     return table
 
 
@@ -294,6 +267,8 @@ def run_suite(
     ignore_identical_ids: bool = True,
     device=None,
     progress: bool = False,
+    label: str = "model",
+    baselines: Mapping[str, Mapping] | None = None,
 ) -> dict[str, dict]:
     """Evaluate ``model`` (and an optional released ``reference``) on a suite; write the reports and runs.
 
@@ -307,6 +282,7 @@ def run_suite(
             "query: ", passage_prefix: "passage: "}``).
         modes: the main model's modes (``bm25`` adds the BM25 row).
         split, base, ignore_identical_ids, device, progress: as :func:`evaluate_suite`.
+        label, baselines: the chart's, as :func:`write_suite_reports`.
     """
     from m3lit.model.training_checkpoint import load_model
     from m3lit.retrieval.settings import dataset_hash
@@ -317,9 +293,9 @@ def run_suite(
         released = load_model(str(reference["name_or_path"]), key="reference.name_or_path")
         if device is not None:
             released = released.to(device)
-        label = str(reference.get("label") or reference["name_or_path"])
+        reference_label = str(reference.get("label") or reference["name_or_path"])
         systems.append(
-            SuiteSystem(label, released.eval(), ("dense",), dict(reference.get("retrieval") or {}))
+            SuiteSystem(reference_label, released.eval(), ("dense",), dict(reference.get("retrieval") or {}))
         )
     results = evaluate_suite(
         systems,
@@ -352,6 +328,8 @@ def run_suite(
         },
     }
     name = json.loads((Path(suite_dir) / SUITE_FILE).read_text(encoding="utf-8")).get("name", str(suite_dir))
-    table = write_suite_reports(results, output_dir, suite=name, settings=settings)
+    table = write_suite_reports(
+        results, output_dir, suite=name, settings=settings, label=label, baselines=baselines
+    )
     print(f"\n{name}: {model_ref}\n\n{table}", flush=True)
     return results
