@@ -66,7 +66,7 @@ def test_suite_rows_equal_direct_evaluation_and_averages_are_means(suite_dir, ti
     row = next(line for line in table.splitlines() if line.startswith("| Dense |"))
     assert row.endswith(f"| {100 * mean:.1f} |")
     summary = table[table.index("### Averages over the languages") :].splitlines()
-    assert summary[2] == "| Method | Toy-task ndcg@10 (xx/yy) | Toy-task recall@20 (xx/yy) |"
+    assert summary[2] == "| Method | Toy-task nDCG@10 (xx/yy) | Toy-task Recall@20 (xx/yy) |"
     recall = (dense["xx"]["recall@20"] + dense["yy"]["recall@20"]) / 2
     dense_row = next(line for line in summary if line.startswith("| Dense |"))
     assert dense_row == f"| Dense | {100 * mean:.1f} | {100 * recall:.1f} |"

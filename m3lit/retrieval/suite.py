@@ -38,7 +38,7 @@ from m3lit.retrieval.chart import write_chart
 from m3lit.retrieval.config import RetrievalConfig
 from m3lit.retrieval.pipeline import evaluate_retrieval
 from m3lit.retrieval.settings import read_json_object
-from m3lit.retrieval.tables import MODE_NAMES, fmt_score, mean_of, row_label
+from m3lit.retrieval.tables import MODE_NAMES, fmt_score, mean_of, metric_label, row_label
 
 __all__ = [
     "SuiteTask",
@@ -207,11 +207,11 @@ def averages_table(results: Mapping[str, Mapping]) -> str:
     means = averages(results)
     columns = [(task, m) for task, block in results.items() for m in block["metrics"]]
     labels = list(dict.fromkeys(label for task in results for label in results[task]["rows"]))
-    head = [f"{task} {m} ({'/'.join(results[task]['languages'])})" for task, m in columns]
+    head = [f"{task} {metric_label(m)} ({'/'.join(results[task]['languages'])})" for task, m in columns]
     lines = ["### Averages over the languages (x100)", ""]
     lines += ["| Method | " + " | ".join(head) + " |", "|---|" + "---:|" * len(columns)]
     for label in labels:
-        cells = [_fmt(means[task].get(label, {}).get(m)) for task, m in columns]
+        cells = [fmt_score(means[task].get(label, {}).get(m)) for task, m in columns]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
