@@ -161,6 +161,20 @@ def load_results(path: str) -> tuple[dict, dict | None]:
 
 
 # ------------------------------------------------------------------------------------------ m3lit side
+def api_inputs(n_texts: int = 64, max_length: int = 256, n_speed: int = 0) -> dict:
+    """What :func:`run_api` reads: ``n_texts`` texts, 8 queries, ``n_texts`` (query, passage) pairs."""
+    texts = corpus(n_texts)
+    return {
+        "texts": texts,
+        "queries": [" ".join(t.split()[:6]) for t in texts[:8]],
+        "pairs": [
+            [" ".join(texts[i].split()[:8]), texts[(i * 7 + 3) % len(texts)]] for i in range(len(texts))
+        ],
+        "max_length": max_length,
+        "speed_texts": corpus(n_speed) if n_speed else [],
+    }
+
+
 def build_model(folder: Path, seed: int = 0) -> None:
     import torch
 
@@ -224,16 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     from m3lit import M3Embedder
 
     torch.set_num_threads(args.threads)
-    texts = corpus(args.n_texts)
-    spec = {
-        "texts": texts,
-        "queries": [" ".join(t.split()[:6]) for t in texts[:8]],
-        "pairs": [
-            [" ".join(texts[i].split()[:8]), texts[(i * 7 + 3) % len(texts)]] for i in range(len(texts))
-        ],
-        "max_length": args.max_length,
-        "speed_texts": corpus(args.n_speed) if args.n_speed else [],
-    }
+    spec = api_inputs(args.n_texts, args.max_length, args.n_speed)
     report: dict = {"target": TARGET, "device": "cpu", "threads": args.threads}
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(tmp) / "model"
