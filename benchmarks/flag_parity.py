@@ -121,6 +121,28 @@ def run_api(model, spec: dict) -> dict:
     }
 
 
+def timed_encode(model, texts: list[str], *, batch_size: int, max_length: int, warmup: int, **kwargs) -> dict:
+    """``model.encode`` of ``texts`` with all three outputs, timed after a warm-up call on the first ``warmup``;
+    the same code for ``M3Embedder`` and ``BGEM3FlagModel`` (``kwargs``: more ``encode`` options).
+
+    Returns seconds, texts, tokens (special tokens included, after truncation) and the dense shape."""
+    kw = {"batch_size": batch_size, "max_length": max_length, "return_dense": True, "return_sparse": True,
+          "return_colbert_vecs": True, **kwargs}  # fmt: skip
+    model.encode(texts[:warmup], **kw)
+    start = time.perf_counter()
+    out = model.encode(texts, **kw)
+    seconds = time.perf_counter() - start
+    tokens = sum(
+        len(ids) for ids in model.tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+    )
+    return {
+        "seconds": seconds,
+        "texts": len(texts),
+        "tokens": tokens,
+        "dense_shape": list(out["dense_vecs"].shape),
+    }
+
+
 def time_encode(model, texts: list[str], repeats: int = 3) -> dict:
     """Best of ``repeats`` wall times for encoding ``texts`` with all three outputs (after one warm-up)."""
     model.encode(texts[:32], batch_size=32, return_sparse=True, return_colbert_vecs=True)
