@@ -166,7 +166,7 @@ def _rows(res: dict[str, dict]) -> list[list[str]]:
     if ev:
         rows.append(
             [
-                f"evaluate_retrieval, 5 modes, {res['eval']['n_passages']} passages (s)",
+                f"evaluate_retrieval, {len(ev['modes'])} modes, {res['eval']['n_passages']} passages (s)",
                 _r(ev["total_s"], 1),
                 "",
                 "",
