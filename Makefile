@@ -54,7 +54,7 @@ bench: $(STAMP) ## Run every benchmark, m3lit side (tables on stdout, JSON in be
 bench-flag: $(STAMP) ## Every benchmark side by side with FlagEmbedding (needs make flag-env; ~15 min on 2 cores)
 	$(BIN)/python -m benchmarks.run_all --flag $(ARGS)
 
-gpu-check: $(STAMP) ## On a lent GPU: GPU tests, train, real model, 8192-token step/MFU, FSDP/DeepSpeed, encode (<= 8 min)
+gpu-check: $(STAMP) ## On a lent GPU: GPU tests, train, real model, 8192-token step/MFU, FSDP/DeepSpeed, encode, fp16/bf16 parity (<= 8 min)
 	$(BIN)/python -m benchmarks.gpu_check $(ARGS)
 
 FLAG_VENV := .venv-flag

@@ -10,8 +10,6 @@ truncation. Reports passages/s and tokens/s.
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
 from benchmarks import harness as H
@@ -31,33 +29,15 @@ def m3_encode(
     """``M3Embedder(...).encode`` with dense, sparse and ColBERT outputs; timed after a warm-up call.
     ``mcls_interval``: multiple-CLS pooling (App. B.2, :mod:`m3lit.inference.mcls`) every this many tokens."""
     from benchmarks.device import bench_device
+    from benchmarks.flag_parity import timed_encode
     from m3lit.inference.embedder import M3Embedder
 
     device = bench_device()
     model = M3Embedder(model_dir, devices=str(device), use_fp16=False, use_bf16=device.type == "cuda")
-    passages = read_texts(texts)
-    kw = {
-        "batch_size": batch_size,
-        "max_length": max_length,
-        "return_dense": True,
-        "return_sparse": True,
-        "return_colbert_vecs": True,
-    }
-    if mcls_interval:
-        kw["mcls_interval"] = mcls_interval
-    model.encode(passages[:warmup], **kw)
-    start = time.perf_counter()
-    out = model.encode(passages, **kw)
-    seconds = time.perf_counter() - start
-    n_tokens = sum(
-        len(ids) for ids in model.tokenizer(passages, truncation=True, max_length=max_length)["input_ids"]
+    kw = {"mcls_interval": mcls_interval} if mcls_interval else {}
+    return timed_encode(
+        model, read_texts(texts), batch_size=batch_size, max_length=max_length, warmup=warmup, **kw
     )
-    return {
-        "seconds": seconds,
-        "texts": len(passages),
-        "tokens": n_tokens,
-        "dense_shape": list(out["dense_vecs"].shape),
-    }
 
 
 def inputs(quick: bool, n_texts: int | None = None) -> dict:

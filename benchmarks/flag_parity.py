@@ -121,6 +121,28 @@ def run_api(model, spec: dict) -> dict:
     }
 
 
+def timed_encode(model, texts: list[str], *, batch_size: int, max_length: int, warmup: int, **kwargs) -> dict:
+    """``model.encode`` of ``texts`` with all three outputs, timed after a warm-up call on the first ``warmup``;
+    the same code for ``M3Embedder`` and ``BGEM3FlagModel`` (``kwargs``: more ``encode`` options).
+
+    Returns seconds, texts, tokens (special tokens included, after truncation) and the dense shape."""
+    kw = {"batch_size": batch_size, "max_length": max_length, "return_dense": True, "return_sparse": True,
+          "return_colbert_vecs": True, **kwargs}  # fmt: skip
+    model.encode(texts[:warmup], **kw)
+    start = time.perf_counter()
+    out = model.encode(texts, **kw)
+    seconds = time.perf_counter() - start
+    tokens = sum(
+        len(ids) for ids in model.tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+    )
+    return {
+        "seconds": seconds,
+        "texts": len(texts),
+        "tokens": tokens,
+        "dense_shape": list(out["dense_vecs"].shape),
+    }
+
+
 def time_encode(model, texts: list[str], repeats: int = 3) -> dict:
     """Best of ``repeats`` wall times for encoding ``texts`` with all three outputs (after one warm-up)."""
     model.encode(texts[:32], batch_size=32, return_sparse=True, return_colbert_vecs=True)
@@ -161,6 +183,20 @@ def load_results(path: str) -> tuple[dict, dict | None]:
 
 
 # ------------------------------------------------------------------------------------------ m3lit side
+def api_inputs(n_texts: int = 64, max_length: int = 256, n_speed: int = 0) -> dict:
+    """What :func:`run_api` reads: ``n_texts`` texts, 8 queries, ``n_texts`` (query, passage) pairs."""
+    texts = corpus(n_texts)
+    return {
+        "texts": texts,
+        "queries": [" ".join(t.split()[:6]) for t in texts[:8]],
+        "pairs": [
+            [" ".join(texts[i].split()[:8]), texts[(i * 7 + 3) % len(texts)]] for i in range(len(texts))
+        ],
+        "max_length": max_length,
+        "speed_texts": corpus(n_speed) if n_speed else [],
+    }
+
+
 def build_model(folder: Path, seed: int = 0) -> None:
     import torch
 
@@ -224,16 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     from m3lit import M3Embedder
 
     torch.set_num_threads(args.threads)
-    texts = corpus(args.n_texts)
-    spec = {
-        "texts": texts,
-        "queries": [" ".join(t.split()[:6]) for t in texts[:8]],
-        "pairs": [
-            [" ".join(texts[i].split()[:8]), texts[(i * 7 + 3) % len(texts)]] for i in range(len(texts))
-        ],
-        "max_length": args.max_length,
-        "speed_texts": corpus(args.n_speed) if args.n_speed else [],
-    }
+    spec = api_inputs(args.n_texts, args.max_length, args.n_speed)
     report: dict = {"target": TARGET, "device": "cpu", "threads": args.threads}
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(tmp) / "model"

@@ -4,15 +4,17 @@
     .venv-flag/bin/python benchmarks/flag_worker.py '{"tasks": [{"task": ..., "kwargs": ...}, ...]}'
 
 FlagEmbedding 1.4.2 needs transformers 4.x, m3lit needs 5.x, so this script never imports m3lit (nor the
-rest of ``benchmarks``): standard library, torch, numpy and FlagEmbedding only. It prints one
-``BENCH_RESULT {json}`` line, like :mod:`benchmarks.worker`.
+rest of ``benchmarks`` but :mod:`benchmarks.worker`, whose :func:`~benchmarks.worker.serve` runs the tasks and
+prints the ``BENCH_RESULT {json}`` line, and :func:`benchmarks.flag_parity.timed_encode`, code that drives
+either library): standard library, torch, numpy and FlagEmbedding.
 
 Tasks:
     versions: installed versions.
     train: FlagEmbedding's trainer through its module entry point
         (``python -m FlagEmbedding.finetune.embedder.encoder_only.m3 ... --use_cpu True``), timed per step
         by a callback added to the trainer it builds.
-    encode: ``BGEM3FlagModel(path, devices='cpu', use_fp16=False).encode`` with all three outputs.
+    encode: ``BGEM3FlagModel(path, devices='cpu', use_fp16=False).encode`` with all three outputs
+        (:func:`benchmarks.flag_parity.timed_encode`, as m3lit's side).
     rerank: ``compute_lexical_matching_score`` + ``colbert_score`` for every (query, candidate) pair.
     compute_score: ``BGEM3FlagModel.compute_score`` on (query, passage) pairs.
     inbatch: the training-time sparse and ColBERT score matrices (forward + backward) of
@@ -23,18 +25,14 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import sys
 import time
 
 if sys.path and os.path.basename(sys.path[0] or "") == "benchmarks":
-    sys.path.pop(0)  # never shadow packages with benchmarks/*.py names
+    sys.path[0] = os.path.dirname(sys.path[0])  # the repository, not benchmarks/*.py shadowing packages
 
-RESULT_MARK = "BENCH_RESULT "
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+from benchmarks.flag_parity import timed_encode  # noqa: E402
+from benchmarks.worker import serve  # noqa: E402
 
 
 def task_versions() -> dict:
@@ -142,22 +140,7 @@ def task_encode(
     model_dir: str, texts: str, batch_size: int = 256, max_length: int = 512, warmup: int = 64
 ) -> dict:
     model = _model(model_dir)
-    passages = _load(texts)
-    model.encode(passages[:warmup], batch_size=batch_size, max_length=max_length,
-                 return_dense=True, return_sparse=True, return_colbert_vecs=True)  # fmt: skip
-    start = time.perf_counter()
-    out = model.encode(passages, batch_size=batch_size, max_length=max_length,
-                       return_dense=True, return_sparse=True, return_colbert_vecs=True)  # fmt: skip
-    seconds = time.perf_counter() - start
-    n_tokens = sum(
-        len(ids) for ids in model.tokenizer(passages, truncation=True, max_length=max_length)["input_ids"]
-    )
-    return {
-        "seconds": seconds,
-        "texts": len(passages),
-        "tokens": n_tokens,
-        "dense_shape": list(out["dense_vecs"].shape),
-    }
+    return timed_encode(model, _load(texts), batch_size=batch_size, max_length=max_length, warmup=warmup)
 
 
 def task_rerank(
@@ -274,30 +257,9 @@ def task_inbatch(
     return {"seconds": times}
 
 
-def _call(spec: dict) -> dict:
-    import random
-
-    import numpy as np
-    import torch
-
-    random.seed(0)
-    np.random.seed(0)
-    torch.manual_seed(0)
-    return globals()[f"task_{spec['task']}"](**spec.get("kwargs", {}))
-
-
 def main() -> None:
-    if len(sys.argv) != 2:
-        raise SystemExit(
-            'usage: flag_worker.py \'{"task": NAME, "kwargs": {...}}\' (or \'{"tasks": [...]}\')'
-        )
-    spec = json.loads(sys.argv[1])
-    if "tasks" in spec:  # each task's peak RSS = the process's peak so far (its own only for the first task)
-        result = {"tasks": [{**_call(task), "peak_rss_mb": _peak_rss_mb()} for task in spec["tasks"]]}
-    else:
-        result = _call(spec)
-    result["peak_rss_mb"] = _peak_rss_mb()
-    print(RESULT_MARK + json.dumps(result), flush=True)
+    usage = 'flag_worker.py \'{"task": NAME, "kwargs": {...}}\' (or \'{"tasks": [...]}\')'
+    serve(sys.argv[1:], lambda task: globals()[f"task_{task['task']}"], usage)
 
 
 if __name__ == "__main__":

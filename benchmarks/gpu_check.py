@@ -21,7 +21,12 @@ at its timeout), so one failure or hang loses nothing else. The parts, in order:
 * ``deepspeed``: the same with ``trainer=deepspeed`` (``sub_batch_mode=split``) when ``deepspeed`` imports
   or ``pip install deepspeed`` succeeds; otherwise the reason;
 * ``encode``: ``M3Embedder.encode`` throughput (passages/s, tokens/s) at 512 and 8192 tokens on the
-  XLM-R-large-shaped model.
+  XLM-R-large-shaped model;
+* ``inference``: ``M3Embedder`` on the GPU in fp32, fp16 and bf16 against CPU fp32 on an XLM-R-base-shaped
+  random model (the largest absolute difference of every output of :func:`benchmarks.flag_parity.run_api`:
+  dense, lexical weights, ColBERT vectors, ``compute_score``, ...), and the out-of-memory back-off: with all
+  but 3 GiB of the GPU held, encoding 1024 texts of 512 tokens in one batch must shrink the batch and give
+  the vectors of batches of 32.
 
 Each part gets ``min(its timeout, what is left of --budget-s)``; a part with under 20 s left is skipped and
 recorded as such. Results: ``bench_results/gpu_check.json`` (every part's status, wall time, figures and
@@ -50,13 +55,20 @@ PARTS: dict[str, tuple[int, str]] = {
     "gpu_tests": (45, "pytest -m gpu"),
     "train": (80, "make train (python -m m3lit.train trainer=gpu): demo, evaluation, export"),
     "real_model": (100, "experiment=bible_full, bf16-mixed, gradient cache, 300 steps, evaluation"),
-    "long_step": (140, "8192-token stage-2 step, XLM-R-large shape: memory, tokens/s, MFU, largest batch"),
+    "long_step": (115, "8192-token stage-2 step, XLM-R-large shape: memory, tokens/s, MFU, largest batch"),
     "fsdp": (50, "trainer=fsdp: train, checkpoint, resume, export"),
     "deepspeed": (25, "trainer=deepspeed: train, checkpoint, resume, export (if installable)"),
     "encode": (30, "encode throughput at 512 and 8192 tokens"),
+    "inference": (25, "M3Embedder fp32/fp16/bf16 vs CPU fp32; out-of-memory back-off"),
 }
 #: XLM-R-large (BGE-M3's backbone) shape, random weights, positions extended to 8192 after building.
 LARGE = ModelSpec(vocab_size=250002, hidden_size=1024, num_layers=24, num_heads=16, intermediate_size=4096)
+#: XLM-R-base shape (12 x 768) with the offline tokenizer's vocabulary: the ``inference`` part's model.
+BASE = ModelSpec(vocab_size=0, hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072)
+#: ``inference``: M3Embedder options per precision, and the largest |GPU - CPU fp32| accepted (measured on an
+#: H100: 2.2e-6, 1.5e-3, 1.3e-2).
+PRECISIONS = {"fp32": {"use_fp16": False}, "fp16": {"use_fp16": True}, "bf16": {"use_bf16": True}}
+PRECISION_LIMITS = {"fp32": 1e-4, "fp16": 1e-2, "bf16": 1e-1}
 #: --dry-run's model (seconds on a CPU core).
 TINY = ModelSpec(vocab_size=0, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
 #: Overrides shrinking the demo run in --dry-run (CPU, a few steps, tiny encoder).
@@ -292,6 +304,63 @@ def part_encode(dry_run: bool, out_dir: str) -> dict:
     return {"ok": True, **out}
 
 
+def part_inference(dry_run: bool, out_dir: str) -> dict:
+    """``M3Embedder`` on the GPU in each precision against CPU fp32, then the out-of-memory back-off
+    (dry run: CPU fp32 against itself, no back-off)."""
+    import numpy as np
+
+    from benchmarks.device import bench_device
+    from benchmarks.flag_parity import api_inputs, compare, run_api
+    from benchmarks.workload import model_dir
+    from m3lit import M3Embedder
+
+    spec = TINY if dry_run else BASE
+    folder, device = str(model_dir(spec)), bench_device().type
+    inputs = api_inputs(n_texts=48, max_length=256)
+    reference = run_api(M3Embedder(folder, use_fp16=False, devices="cpu"), inputs)
+    out: dict = {"spec": spec.__dict__, "device": device, "max_abs_diff": {}}
+    for label, kwargs in PRECISIONS.items() if device == "cuda" else [("fp32", PRECISIONS["fp32"])]:
+        embedder = M3Embedder(folder, devices=device, **kwargs)
+        diffs = compare(run_api(embedder, inputs), reference)
+        dense = embedder.encode(inputs["texts"][:4], return_colbert_vecs=True)
+        if dense["dense_vecs"].dtype != np.float32 or dense["colbert_vecs"][0].dtype != np.float32:
+            return _failed(f"{label}: outputs are not float32", **out)
+        out["max_abs_diff"][label] = {"max": max(diffs.values()), **diffs}
+    above = [k for k, v in out["max_abs_diff"].items() if v["max"] > PRECISION_LIMITS[k]]
+    if above:
+        return _failed(f"above the limits {PRECISION_LIMITS}: {above}", **out)
+    if device == "cuda":
+        out["oom_backoff"] = _oom_backoff(folder)
+        if out["oom_backoff"]["final_batch_size"] >= out["oom_backoff"]["requested_batch_size"]:
+            return _failed("no out-of-memory back-off happened", **out)
+    return {"ok": True, **out}
+
+
+def _oom_backoff(folder: str, n: int = 1024, length: int = 512) -> dict:
+    """Encode ``n`` texts of ``length`` tokens in one batch with all but 3 GiB of the GPU held."""
+    import numpy as np
+    import torch
+
+    from benchmarks.workload import read_texts, write_texts
+    from m3lit import M3Embedder
+    from m3lit.inference.encoding import encode_texts
+
+    texts = read_texts(write_texts(f"gpucheck-{n}x{length}", [length - 2] * n, seed=21))
+    embedder = M3Embedder(folder, use_fp16=True, devices="cuda")
+    small = embedder.encode(texts, batch_size=32, max_length=length)["dense_vecs"]
+    free, _ = torch.cuda.mem_get_info()
+    hog = torch.empty(max(0, free - (3 << 30)), dtype=torch.uint8, device="cuda")
+    try:
+        result = encode_texts(embedder._replica("cuda"), texts, batch_size=n, max_length=length)
+    finally:
+        del hog
+        torch.cuda.empty_cache()
+    return {
+        "texts": n, "requested_batch_size": n, "final_batch_size": result.batch_size,
+        "max_abs_diff_vs_batch_32": float(np.abs(result.dense - small).max()),
+    }  # fmt: skip
+
+
 # ---------------------------------------------------------------------------------------------- run
 def _figures(name: str, result: dict) -> str:
     """The one-line summary of a part's result for the markdown table."""
@@ -310,6 +379,12 @@ def _figures(name: str, result: dict) -> str:
             f"{k[3:]} tokens: {v['passages_per_s']:.1f} passages/s"
             for k, v in result.items()
             if k.startswith("len")
+        )
+    if name == "inference" and "max_abs_diff" in result:
+        text = ", ".join(f"{k} {v['max']:.1e}" for k, v in result["max_abs_diff"].items())
+        oom = result.get("oom_backoff")
+        return f"max abs diff GPU vs CPU fp32: {text}" + (
+            f"; OOM back-off {oom['requested_batch_size']} -> {oom['final_batch_size']}" if oom else ""
         )
     if name in ("train", "real_model") and isinstance(result.get("results"), dict):
         return "results.json written"

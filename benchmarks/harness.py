@@ -29,6 +29,8 @@ from pathlib import Path
 
 import psutil
 
+from benchmarks.worker import RESULT_MARK
+
 __all__ = [
     "REPO",
     "bench_parser",
@@ -43,6 +45,7 @@ __all__ = [
     "fmt_range",
     "m3_command",
     "pair_ratios",
+    "peak_memory",
     "results_dir",
     "run_subprocess",
     "save_json",
@@ -50,7 +53,6 @@ __all__ = [
 ]
 
 REPO = Path(__file__).resolve().parents[1]
-RESULT_MARK = "BENCH_RESULT "
 #: Interpreter of the separate FlagEmbedding environment (override with M3LIT_FLAG_PYTHON).
 FLAG_PYTHON = Path(os.environ.get("M3LIT_FLAG_PYTHON", str(REPO / ".venv-flag" / "bin" / "python")))
 #: A child is killed when the machine's available memory falls below this many MB (override: env var).
@@ -268,6 +270,14 @@ def summarize(values: Sequence[float]) -> dict:
     if not vals:
         return {"min": None, "median": None, "max": None, "n": 0}
     return {"min": min(vals), "median": statistics.median(vals), "max": max(vals), "n": len(vals)}
+
+
+def peak_memory(results: Sequence[RunResult]) -> dict:
+    """Peak memory over the ok runs: ``{"peak_mb": summary, "memory": key}``, key ``peak_gpu_mb`` when the
+    runs used CUDA (the worker recorded it), else ``peak_rss_mb``."""
+    ok = [r.result for r in results if r.ok]
+    key = "peak_gpu_mb" if ok and "peak_gpu_mb" in ok[0] else "peak_rss_mb"
+    return {"peak_mb": summarize([r[key] for r in ok]), "memory": key}
 
 
 def pair_ratios(numerators: Sequence[float], denominators: Sequence[float]) -> dict:

@@ -189,9 +189,8 @@ def run(
         for length in lengths:
             res = results[f"step {length} {variant}"]
             ok = [r for r in res if r.ok]
-            key = "peak_gpu_mb" if ok and "peak_gpu_mb" in ok[0].result else "peak_rss_mb"
             entry = {
-                **step_stats(res), "memory": key, "peak_mb": H.summarize([r.result[key] for r in ok]),
+                **step_stats(res), **H.peak_memory(res),
                 "tokens_per_step": ok[0].result["tokens_per_step"][:1] if ok else [],
             }  # fmt: skip
             summary[f"step {length} {variant}"] = entry
@@ -210,7 +209,7 @@ def run(
         entry = {
             "seconds": H.summarize([r.result["seconds"] for r in ok]),
             "passages_per_s": H.summarize([r.result["texts"] / r.result["seconds"] for r in ok]),
-            "peak_mb": H.summarize([r.result.get("peak_gpu_mb", r.result["peak_rss_mb"]) for r in ok]),
+            "peak_mb": H.peak_memory(res)["peak_mb"],
             "failures": [r.status for r in res if not r.ok],
         }
         summary[f"{name} {enc_len}"] = entry

@@ -19,7 +19,7 @@ RSS; on CUDA the peak allocated GPU memory. Growth = peak(largest batch) / peak(
 from __future__ import annotations
 
 from benchmarks import harness as H
-from benchmarks.train import m3_overrides
+from benchmarks.train import m3_overrides, step_stats
 from benchmarks.workload import TINY_250K, cache_root, model_dir, train_jsonl
 
 __all__ = ["MODES", "run", "main"]
@@ -66,15 +66,7 @@ def run(
     results = H.alternate(sides, dict.fromkeys(sides, runs))
     summary, rows = {}, []
     for name, res in results.items():
-        ok = [r for r in res if r.ok]
-        key = "peak_gpu_mb" if ok and "peak_gpu_mb" in ok[0].result else "peak_rss_mb"
-        steps = [t for r in ok for t in r.result["step_times"]]
-        summary[name] = {
-            "peak_mb": H.summarize([r.result[key] for r in ok]),
-            "memory": key,
-            "step_s": H.summarize(steps),
-            "failures": [r.status for r in res if not r.ok],
-        }
+        summary[name] = {**step_stats(res), **H.peak_memory(res)}
         failed = "; ".join(summary[name]["failures"])
         rows.append(
             [name, H.fmt_range(summary[name]["peak_mb"], 0), H.fmt_range(summary[name]["step_s"], 2), failed]

@@ -1,6 +1,7 @@
-"""Model FLOPs utilisation (MFU) of a training step on a mid-size encoder, and where the rest goes.
+"""Model FLOPs utilisation (MFU) of a training step, and where the rest goes; on a GPU, at the paper's lengths.
 
     python -m benchmarks.mfu [--quick] [--runs N] [--precisions 32-true,bf16-mixed] [--no-profile] [--compare-dropout]
+    python -m benchmarks.mfu --points 512:48,2048:20,8192:8 --model base     # GPU mode (gpu.json)
 
 Model: 6 layers, hidden 384, 6 heads, FFN 1536, the offline tokenizer's 8,000-token vocabulary (so the
 embedding update does not dominate; the 250k-vocabulary cost is what ``benchmarks.train`` measures).
@@ -16,19 +17,29 @@ cores). On CUDA the card's data-sheet bf16 peak is reported beside the measured 
 A profile run (torch.profiler, one steady step, first precision only) splits the step time into matmuls, attention, other
 forward/backward ops and the optimizer, and gives the matmuls' own FLOP rate: that says what keeps MFU
 below the peak.
+
+GPU mode (``--points``; ``make bench`` runs it on a CUDA machine as ``gpu``): the same step (bf16 autocast,
+PyTorch SDPA attention) on a randomly initialised XLM-R of the ``base`` shape (12 layers, hidden 768;
+``large`` = 24 x 1024 as BGE-M3) with the offline tokenizer, group size 8 (1 positive + 7 hard negatives,
+paper App. B.1), the exact gradient cache with the reference's sub-batch table by length, queries of 64
+tokens and passages of each point's length, at the per-GPU batch sizes of the paper's Table 9 fine-tuning
+buckets (48 at <500 tokens, 20 at 1000-2000, 8 at >= 7000). MFU against the measured bf16 GEMM and the
+card's data-sheet bf16 peak, tokens/s and peak GPU memory per point; writes ``bench_results/gpu.json``.
 """
 
 from __future__ import annotations
 
 import time
+from typing import NamedTuple
 
 from benchmarks import harness as H
+from benchmarks.device import describe
 from benchmarks.flops import EncoderShape, step_flops
 from benchmarks.profiling import categorize, shares
-from benchmarks.train import m3_overrides
+from benchmarks.train import m3_overrides, step_stats
 from benchmarks.workload import MID_SIZE, TINY_250K, ModelSpec, get_tokenizer, model_dir, train_jsonl
 
-__all__ = ["m3_peak", "m3_profile", "workload_flops", "run", "main"]
+__all__ = ["POINTS", "SPECS", "m3_peak", "m3_profile", "workload_flops", "run", "main"]
 
 BATCH, GROUP, QUERY_LEN, PASSAGE_LEN = 8, 4, 64, 256
 #: Row-name suffix of the ``--compare-dropout`` runs (PyTorch's ``bernoulli_`` dropout masks).
@@ -38,7 +49,31 @@ QUICK_SPEC = ModelSpec(vocab_size=0, hidden_size=128, num_layers=2, num_heads=2,
 #: --model e5-small: the encoder shape of multilingual-e5-small (12 layers, hidden 384, FFN 1536), the real
 #: model `make train` fine-tunes; the embedding matrix is frozen there (fix_word_embeddings), as here.
 E5_SMALL_SHAPE = ModelSpec(vocab_size=0, hidden_size=384, num_layers=12, num_heads=12, intermediate_size=1536)
-SPECS = {"mid": MID_SIZE, "tiny": TINY_250K, "e5-small": E5_SMALL_SHAPE}
+#: The GPU mode's shapes (positions for 8192 tokens): XLM-R base and large (BGE-M3's backbone).
+BASE_8K = ModelSpec(
+    vocab_size=0, hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072, max_length=8192
+)
+LARGE_8K = ModelSpec(
+    vocab_size=0, hidden_size=1024, num_layers=24, num_heads=16, intermediate_size=4096, max_length=8192
+)
+SPECS = {"mid": MID_SIZE, "tiny": TINY_250K, "e5-small": E5_SMALL_SHAPE, "base": BASE_8K, "large": LARGE_8K}
+#: GPU mode: (passage length, per-GPU batch) of the paper's Table 9 fine-tuning buckets / 24 GPUs (spec §4.3).
+POINTS = ((512, 48), (2048, 20), (8192, 8))
+POINT_GROUP = 8
+#: Real tokens of one step of the workload (every text fills its max length).
+WORKLOAD_TOKENS = BATCH * QUERY_LEN + BATCH * GROUP * PASSAGE_LEN
+TORCH_DROPOUT_OVERRIDE = "model.net.fast_cpu_dropout=false"
+
+
+class Variant(NamedTuple):
+    """One row of the table: trainer precision, config overrides, model FLOPs and real tokens per step."""
+
+    precision: str
+    overrides: list[str]
+    flops: float
+    tokens: int
+
+
 EXTRA_OVERRIDES = {"e5-small": ["model.net.fix_word_embeddings=true"]}
 
 
@@ -96,15 +131,13 @@ def m3_peak(seconds: float = 1.5, hidden: int = 0, ffn: int = 0, tokens: int = 0
 
 
 def m3_profile(overrides: list[str], profile_step: int = 2) -> dict:
-    """One training run with ``torch.profiler`` around step ``profile_step``: time per category."""
+    """One training run (:func:`benchmarks.train.fit`) with ``torch.profiler`` around step ``profile_step``:
+    time per category."""
     import lightning as L
     import torch
-    from hydra.utils import instantiate
 
-    from m3lit.config.compose import compose
+    from benchmarks.train import fit
 
-    cfg = compose(overrides)
-    L.seed_everything(cfg.seed, workers=True)
     activities = [torch.profiler.ProfilerActivity.CPU]
     if torch.cuda.is_available():
         activities.append(torch.profiler.ProfilerActivity.CUDA)
@@ -124,13 +157,25 @@ def m3_profile(overrides: list[str], profile_step: int = 2) -> dict:
                 wall.append(time.perf_counter())
                 prof.stop()
 
-    datamodule = instantiate(cfg.data)
-    module = instantiate(cfg.model)
-    if getattr(datamodule, "tokenizer", None) is None:
-        datamodule.tokenizer = module.model.tokenizer
-    trainer = instantiate(cfg.trainer, callbacks=[Window()], logger=False)
-    trainer.fit(module, datamodule=datamodule)
+    fit(overrides, Window())
     return {"profiled_step_s": wall[1] - wall[0], **categorize(prof)}
+
+
+def _points_variants(points, spec: ModelSpec, folder: str, precision: str) -> dict[str, Variant]:
+    """The GPU mode's runs: per (passage length, batch) point, group 8, gradient cache, auto sub-batches."""
+    shape = EncoderShape(spec.hidden_size, spec.intermediate_size, spec.num_layers, spec.hidden_size)
+    out = {}
+    for length, batch in points:
+        data = str(train_jsonl(2 * batch, query_tokens=QUERY_LEN + 16, passage_tokens=length + 64,
+                               n_neg=POINT_GROUP - 1, seed=11))  # fmt: skip
+        o = m3_overrides(folder, data, stage="unified_self_distill", batch_size=batch, group_size=POINT_GROUP,
+                         query_max_len=QUERY_LEN, passage_max_len=length, steps=3, sub_batch_mode="gradcache",
+                         sub_batch_size="auto", precision=precision)  # fmt: skip
+        flops = step_flops(shape, [QUERY_LEN] * batch, [length] * (batch * POINT_GROUP))["total"]
+        out[f"len {length} B={batch}"] = Variant(
+            precision, o, flops, batch * (QUERY_LEN + POINT_GROUP * length)
+        )
+    return out
 
 
 def run(
@@ -140,91 +185,82 @@ def run(
     profile: bool = True,
     model: str = "mid",
     compare_dropout: bool = False,
+    points: list[tuple[int, int]] | None = None,
 ) -> dict:
-    """Alternate peak measurements and training runs per precision; MFU table + ``bench_results/mfu.json``.
+    """Alternate peak measurements and training runs; MFU table + ``bench_results/mfu.json``.
 
     ``compare_dropout``: also run every precision with PyTorch's own dropout (``model.net.fast_cpu_dropout=
-    false``) in the same alternation, and report the step-time ratio of the two.
+    false``) in the same alternation, and report the step-time ratio of the two. ``points``: the GPU mode,
+    one run per (passage length, batch) instead of the workload (first precision only, no profile, one
+    run per point by default); writes ``bench_results/gpu.json``.
     """
     from benchmarks.device import bench_device
 
-    runs = runs or (1 if quick else 3)
+    runs = runs or (1 if quick or points else 3)
     device = bench_device()
     # CPU default: fp32 only (bf16-mixed on CPU is slower at this size, see README; --precisions adds it)
     precisions = precisions or (["bf16-mixed"] if device.type == "cuda" else ["32-true"])
-    spec = QUICK_SPEC if quick else SPECS[model]
+    spec = QUICK_SPEC if quick and not points else SPECS[model]
     get_tokenizer()
-    folder, data = str(model_dir(spec)), str(train_jsonl(64))
-    steps = 1 if quick else 2
-    flops = workload_flops(spec)
-    sizes = dict(hidden=spec.hidden_size, ffn=spec.intermediate_size, tokens=BATCH * GROUP * PASSAGE_LEN)
+    folder = str(model_dir(spec))
+    variants: dict[str, Variant] = {}
+    if points:
+        variants = _points_variants(points, spec, folder, precisions[0])
+        sizes = {}
+    else:
+        data, steps, flops = str(train_jsonl(64)), 1 if quick else 2, workload_flops(spec)["total"]
+        sizes = dict(hidden=spec.hidden_size, ffn=spec.intermediate_size, tokens=BATCH * GROUP * PASSAGE_LEN)
+        for prec in precisions:
+            o = m3_overrides(folder, data, stage="unified_self_distill", steps=1 + steps, precision=prec)
+            o += EXTRA_OVERRIDES.get(model, [])
+            variants[prec] = Variant(prec, o, flops, WORKLOAD_TOKENS)
+            if compare_dropout:
+                variants[f"{prec} {TORCH_DROPOUT}"] = Variant(
+                    prec, [*o, TORCH_DROPOUT_OVERRIDE], flops, WORKLOAD_TOKENS
+                )
     peak_cmd = H.m3_command("benchmarks.mfu:m3_peak", **sizes)
     sides = {"peak": lambda r: H.run_subprocess(peak_cmd, timeout_s=180)}
-    variants = {}  # row name -> (precision, extra overrides)
-    for prec in precisions:
-        variants[prec] = (prec, [])
-        if compare_dropout:
-            variants[f"{prec} {TORCH_DROPOUT}"] = (prec, ["model.net.fast_cpu_dropout=false"])
-    for name, (prec, extra) in variants.items():
-        o = m3_overrides(folder, data, stage="unified_self_distill", steps=1 + steps, precision=prec) + extra
-        o += EXTRA_OVERRIDES.get(model, [])
-        sides[name] = lambda r, o=o: H.run_subprocess(
+    for name, v in variants.items():
+        sides[name] = lambda r, o=v.overrides: H.run_subprocess(
             H.m3_command("benchmarks.train:m3_train", overrides=o), timeout_s=900
         )
-    print(f"  mfu ({model})", flush=True)
+    print(f"  mfu ({model}{', points' if points else ''})", flush=True)
     results = H.alternate(sides, dict.fromkeys(sides, runs))
     peaks = [r.result for r in results["peak"] if r.ok]
+    spec_peak = next((p["spec_bf16"] for p in peaks if p.get("spec_bf16")), None)
     summary: dict = {
-        "flops_per_step": flops,
         "peak": {k: H.summarize([p[k] for p in peaks]) for k in ("fp32", "bf16")},
-        "shape_gemm": {k: H.summarize([p[f"shape_{k}"] for p in peaks]) for k in ("fp32", "bf16")},
+        "shape_gemm": {k: H.summarize([p.get(f"shape_{k}") for p in peaks]) for k in ("fp32", "bf16")},
+        "spec_peak_bf16": spec_peak,
     }
+    if not points:
+        summary["flops_per_step"] = workload_flops(spec)
     rows = []
-    for name, (prec, _) in variants.items():
-        ok = [r for r in results[name] if r.ok]
-        expected = BATCH * QUERY_LEN + BATCH * GROUP * PASSAGE_LEN
-        bad = [t for r in ok for t in r.result["tokens_per_step"] if t != expected]
-        times = [t for r in ok for t in r.result["step_times"]]
-        kind = "bf16" if prec.startswith("bf16") else "fp32"
-        peak_med = summary["peak"][kind]["median"]
-        entry = {
-            "step_s": H.summarize(times),
-            "achieved_flops": H.summarize([flops["total"] / t for t in times]),
-            "mfu_vs_measured_peak": H.summarize([flops["total"] / t / peak_med for t in times])
-            if peak_med
-            else H.summarize([]),
-            "peak_kind": kind,
-            "token_count_mismatch": bad,
-            "failures": [r.status for r in results[name] if not r.ok],
-        }
-        spec_peak = next((p["spec_bf16"] for p in peaks if p.get("spec_bf16")), None)
-        if spec_peak and kind == "bf16":
-            entry["mfu_vs_spec_peak"] = H.summarize([flops["total"] / t / spec_peak for t in times])
+    for name, v in variants.items():
+        entry = _mfu_entry(results[name], v, summary["peak"], spec_peak)
         summary[name] = entry
+        kind = entry["peak_kind"]
         rows.append([
-            name, H.fmt_range(entry["step_s"], 2), H.fmt_range(entry["achieved_flops"], 1, 1e-9),
-            f"{kind} " + H.fmt_range(summary["peak"][kind], 1, 1e-9), H.fmt_range(summary["shape_gemm"][kind], 1, 1e-9),
-            H.fmt_range(entry["mfu_vs_measured_peak"], 1, 100) + " %",
+            name, H.fmt_range(entry["step_s"], 2), H.fmt_range(entry["tokens_per_s"], 0),
+            H.fmt_range(entry["achieved_flops"], 1, 1e-9), f"{kind} " + H.fmt_range(summary["peak"][kind], 1, 1e-9),
+            H.fmt_range(summary["shape_gemm"][kind], 1, 1e-9), _percent(entry["mfu_vs_measured_peak"]),
+            _percent(entry.get("mfu_vs_spec_peak")),
+            H.fmt_range(entry["peak_mb"], 0), "; ".join(entry["failures"]),
         ])  # fmt: skip
-    if profile:
+    if profile and not points:
         for prec in precisions[:1]:  # the first precision (fp32 on CPU): the MFU question
             o = m3_overrides(folder, data, stage="unified_self_distill", steps=3, precision=prec)
             o += EXTRA_OVERRIDES.get(model, [])
             res = H.run_subprocess(H.m3_command("benchmarks.mfu:m3_profile", overrides=o), timeout_s=900)
             summary[f"profile {prec}"] = res.result if res.ok else {"failure": res.status}
-    table = f"\n### mfu ({model}: {spec.num_layers} layers, hidden {spec.hidden_size}; {flops['total'] / 1e9:.0f} GFLOP/step)\n"
+    what = "paper length/batch points, G=8, gradient cache" if points else f"{flops / 1e9:.0f} GFLOP/step"
+    table = f"\n### mfu ({model}: {spec.num_layers} layers, hidden {spec.hidden_size}; {what}; {describe(device)})\n"
     table += H.format_table(
-        [
-            "precision",
-            "s/step",
-            "achieved GFLOP/s",
-            "measured peak GFLOP/s",
-            "encoder-shape GEMM GFLOP/s",
-            "MFU",
-        ],
+        ["run", "s/step", "tokens/s", "achieved GFLOP/s", "measured peak GFLOP/s", "encoder-shape GEMM GFLOP/s",
+         "MFU", "MFU vs data sheet", "peak MB", "failures"],
         rows,
-    )
-    for prec in precisions if compare_dropout else []:
+    )  # fmt: skip
+    for prec in precisions if compare_dropout and not points else []:
         speedup = _dropout_speedup(results[f"{prec} {TORCH_DROPOUT}"], results[prec])
         summary[f"{prec} dropout speed-up"] = speedup
         table += (
@@ -238,16 +274,34 @@ def run(
             table += f"\nprofile {prec} (self CPU time of one step): {shares(prof)}"
     print(table)
     payload = {
-        "benchmark": "mfu",
-        "quick": quick,
-        "model": model,
-        "model_spec": spec.__dict__,
-        "env": H.environment(False),
-        "summary": summary,
-        "runs": results,
-    }
-    H.save_json("mfu", payload)
+        "benchmark": "gpu" if points else "mfu", "quick": quick, "model": model, "model_spec": spec.__dict__,
+        "points": [list(p) for p in points or []], "env": H.environment(False), "summary": summary, "runs": results,
+    }  # fmt: skip
+    H.save_json("gpu" if points else "mfu", payload)
     return payload
+
+
+def _percent(stats: dict | None) -> str:
+    text = H.fmt_range(stats or {}, 1, 100)
+    return text if text == "n/a" else text + " %"
+
+
+def _mfu_entry(results: list[H.RunResult], v: Variant, peaks: dict, spec_peak: float | None) -> dict:
+    """Step time, tokens/s, achieved FLOP/s and MFU (vs the measured GEMM peak of the step's matmul precision,
+    and on CUDA in bf16 vs the data sheet) over the ok runs of one variant."""
+    ok = [r for r in results if r.ok]
+    times = [t for r in ok for t in r.result["step_times"]]
+    kind = "bf16" if v.precision.startswith("bf16") else "fp32"
+    peak_med = peaks[kind]["median"]
+    entry = {
+        **step_stats(results), **H.peak_memory(results), "flops_per_step": v.flops, "peak_kind": kind,
+        "achieved_flops": H.summarize([v.flops / t for t in times]),
+        "mfu_vs_measured_peak": H.summarize([v.flops / t / peak_med for t in times] if peak_med else []),
+        "token_count_mismatch": [n for r in ok for n in r.result["tokens_per_step"] if n != v.tokens],
+    }  # fmt: skip
+    if spec_peak and kind == "bf16":
+        entry["mfu_vs_spec_peak"] = H.summarize([v.flops / t / spec_peak for t in times])
+    return entry
 
 
 def _dropout_speedup(torch_runs: list[H.RunResult], fast_runs: list[H.RunResult]) -> dict:
@@ -274,13 +328,23 @@ def main(argv: list[str] | None = None) -> None:
         "--model", choices=sorted(SPECS), default="mid", help="encoder shape (e5-small: make train's)"
     )
     parser.add_argument(
+        "--points",
+        type=_points,
+        default=None,
+        help="GPU mode: length:batch pairs, e.g. 512:48,2048:20,8192:8",
+    )
+    parser.add_argument(
         "--compare-dropout",
         action="store_true",
         help="also run with PyTorch's dropout (model.net.fast_cpu_dropout=false), alternating, and print the ratio",
     )
     args = parser.parse_args(argv)
     precisions = args.precisions.split(",") if args.precisions else None
-    run(args.quick, args.runs, precisions, not args.no_profile, args.model, args.compare_dropout)
+    run(args.quick, args.runs, precisions, not args.no_profile, args.model, args.compare_dropout, args.points)
+
+
+def _points(text: str) -> list[tuple[int, int]]:
+    return [(int(a), int(b)) for a, b in (item.split(":") for item in text.split(",") if item)]
 
 
 if __name__ == "__main__":

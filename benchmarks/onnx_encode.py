@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -77,45 +76,35 @@ def _load(side: str, torch_dir: str, onnx_dir: str):
 def encode_side(
     side: str, torch_dir: str, onnx_dir: str, beir: str, n: int, quality_out: str | None = None
 ) -> dict:
-    """Time one side's encode of the folder's first ``n`` passages; with ``quality_out``, also write its
-    dense passage vectors there (``.npy``) and compute dense nDCG@10 over the whole folder."""
+    """Time one side's encode of the folder's first ``n`` passages (:func:`benchmarks.flag_parity.timed_encode`);
+    with ``quality_out``, also compute dense nDCG@10 over the whole folder and write the dense vectors of
+    those ``n`` passages there (``.npy``)."""
+    from benchmarks.flag_parity import timed_encode
     from m3lit.retrieval.beir import load_beir
 
     data = load_beir(beir)
-    passages = ["passage: " + t for t in data.corpus_texts[:n]]
     model = _load(side, torch_dir, onnx_dir)
-    kw = {
-        "batch_size": BATCH_SIZE,
-        "max_length": MAX_LENGTH,
-        "return_sparse": True,
-        "return_colbert_vecs": True,
-    }
-    model.encode(passages[:64], **kw)
-    start = time.perf_counter()
-    out = model.encode(passages, **kw)
-    seconds = time.perf_counter() - start
-    tokens = sum(
-        len(i) for i in model.tokenizer(passages, truncation=True, max_length=MAX_LENGTH)["input_ids"]
-    )
-    result = {"seconds": seconds, "texts": len(passages), "tokens": tokens}
+    passages = ["passage: " + t for t in data.corpus_texts[:n]]
+    result = timed_encode(model, passages, batch_size=BATCH_SIZE, max_length=MAX_LENGTH, warmup=64)
     if quality_out:
-        result["ndcg@10"] = _dense_ndcg(model, data, kw)
-        np.save(quality_out, out["dense_vecs"])
+        result["ndcg@10"], docs = _dense_ndcg(model, data)
+        np.save(quality_out, docs[:n])
     return result
 
 
-def _dense_ndcg(model, data, kw: dict) -> float:
-    """Dense retrieval nDCG@10 of ``model`` on ``data`` (exact inner product over every passage)."""
+def _dense_ndcg(model, data) -> tuple[float, np.ndarray]:
+    """Dense retrieval nDCG@10 of ``model`` on ``data`` (exact inner product over every passage), and the
+    (N, H) passage vectors."""
     from m3lit.retrieval.metrics import evaluate_ranking
     from m3lit.retrieval.ranking import Ranking, sort_rows
 
-    kw = {**kw, "return_sparse": False, "return_colbert_vecs": False}
+    kw = {"batch_size": BATCH_SIZE, "max_length": MAX_LENGTH}
     docs = model.encode(["passage: " + t for t in data.corpus_texts], **kw)["dense_vecs"]
     queries = model.encode(["query: " + t for t in data.query_texts], **kw)["dense_vecs"]
     scores = queries @ docs.T  # (Q, N)
     indices = np.broadcast_to(np.arange(docs.shape[0]), scores.shape)
     ranking = Ranking(*sort_rows(indices, scores, k=10))
-    return evaluate_ranking(ranking, data.qrels, ["ndcg@10"]).values["ndcg@10"]
+    return evaluate_ranking(ranking, data.qrels, ["ndcg@10"]).values["ndcg@10"], docs
 
 
 def run(quick: bool = False, runs: int | None = None, model: str = MODEL, beir: str | None = None) -> dict:

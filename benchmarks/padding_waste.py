@@ -1,12 +1,13 @@
 """Padding waste of the length-grouped sampler against random batching, on the offline demo corpus.
 
-Run ``.venv/bin/python -m benchmarks.padding_waste [--out bench_results]``. It builds (or reuses) the demo
+Run ``.venv/bin/python -m benchmarks.padding_waste [--out DIR]``. It builds (or reuses) the demo
 corpus, runs one epoch of each data source through :class:`m3lit.data.datamodule.M3DataModule` and
 counts tokens: ``padded / real`` = (sum of every sub-batch's rows x padded length) / (real tokens), for
 queries and passages together (1.00 = no padding). Random batching = one bucket; length-grouped = the
 demo config's buckets [0,64), [64,128), [128,192), [192,256] with the SAME batch size, so only the grouping
 differs; each also with and without sub-batching (each sub-batch padded to its own length). Counting is
-deterministic (seeded sampler), so one run suffices. Writes ``<out>/padding_waste.json`` and prints a table.
+deterministic (seeded sampler), so one run suffices. Writes ``padding_waste.json`` (in ``bench_results/``
+by default, :func:`benchmarks.harness.results_dir`) and prints a table.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import json
 import time
 from pathlib import Path
 
+from benchmarks import harness as H
 from m3lit.data.datamodule import M3DataModule
 from m3lit.data.demo import build_demo
 
@@ -64,7 +66,7 @@ def measure(demo, source: str, grouped: bool, sub_batch: bool, batch_size: int) 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="bench_results", help="folder for padding_waste.json")
+    parser.add_argument("--out", default=None, help="folder for padding_waste.json (default: bench_results/)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     demo = build_demo()
@@ -92,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
         "sizes": demo.manifest["sizes"],
         "rows": rows,
     }
-    out = Path(args.out)
+    out = Path(args.out) if args.out else H.results_dir()
     out.mkdir(parents=True, exist_ok=True)
     (out / "padding_waste.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print("| source (G) | batch | sub-batches | random padded/real | grouped padded/real | padding removed |")

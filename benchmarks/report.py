@@ -166,7 +166,7 @@ def _rows(res: dict[str, dict]) -> list[list[str]]:
     if ev:
         rows.append(
             [
-                f"evaluate_retrieval, 5 modes, {res['eval']['n_passages']} passages (s)",
+                f"evaluate_retrieval, {len(ev['modes'])} modes, {res['eval']['n_passages']} passages (s)",
                 _r(ev["total_s"], 1),
                 "",
                 "",
@@ -191,7 +191,11 @@ def _rows(res: dict[str, dict]) -> list[list[str]]:
     gpu = res.get("gpu", {})
     for name, e in (gpu.get("summary") or {}).items():
         if isinstance(e, dict) and "tokens_per_s" in e:
-            mfu_text = _r(e.get("mfu_vs_spec"), 1, 100, " % MFU (data sheet)") if e.get("mfu_vs_spec") else ""
+            mfu_text = (
+                _r(e.get("mfu_vs_spec_peak"), 1, 100, " % MFU (data sheet)")
+                if e.get("mfu_vs_spec_peak")
+                else ""
+            )
             rows.append([f"GPU {res['gpu']['env'].get('gpu', '')}, {gpu['model']} model, {name}: tokens/s",
                          _r(e["tokens_per_s"], 0), "", mfu_text, "report", "; ".join(e.get("failures", []))[:80]])  # fmt: skip
     return rows

@@ -4,7 +4,7 @@
                                  [--extras]
 
 Order: score, encode, train, memory, eval, mfu, gpu (each ``python -m benchmarks.<name>`` on its own; gpu
-only does something on a CUDA machine). Every
+is :mod:`benchmarks.mfu`'s GPU mode, ``--points``, and only does something on a CUDA machine). Every
 module writes ``bench_results/<name>.json``; at the end the tables are printed together and
 ``bench_results/README_table.md`` (the README "Performance" table, :mod:`benchmarks.report`) is rendered
 from the JSON just written. ``--extras`` also runs the other helpers' benchmarks (``sparse_memory``,
@@ -57,18 +57,32 @@ def _run_one(name: str, quick: bool, runs: int | None, flag: bool, with_encode: 
 
         mfu.run(quick=quick, runs=runs)
     elif name == "gpu":
-        from benchmarks import gpu
-
-        gpu.run(quick=quick, runs=runs)
+        _gpu_mode(quick, runs)
     else:
         raise ValueError(f"unknown benchmark {name!r}; choose from {BENCHMARKS}")
+
+
+def _gpu_mode(quick: bool, runs: int | None) -> None:
+    """``benchmarks.mfu``'s GPU mode on the base shape at the paper's points; a no-op without CUDA."""
+    import os
+
+    import torch
+
+    from benchmarks import mfu
+
+    if (
+        not torch.cuda.is_available() and os.environ.get("M3LIT_BENCH_GPU_ON_CPU") != "1"
+    ):  # =1: CPU smoke test
+        print("\n### gpu\nno CUDA device: GPU mode skipped (run on a machine with a GPU)")
+        return
+    mfu.run(quick=quick, runs=runs or 1, model="base", points=[(256, 8), (1024, 4)] if quick else mfu.POINTS)
 
 
 def _extras(quick: bool) -> None:
     from benchmarks import padding_waste, sparse_memory
 
     sparse_memory.run(quick=quick)
-    padding_waste.main(["--out", str(H.results_dir())])
+    padding_waste.main([])
 
 
 class _Tee(io.TextIOBase):

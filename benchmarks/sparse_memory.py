@@ -26,7 +26,6 @@ Writes ``bench_results/sparse_memory.json`` (``sparse_memory_cuda.json`` with ``
 
 from __future__ import annotations
 
-import argparse
 import resource
 import statistics
 import time
@@ -240,12 +239,8 @@ def _row(method: str, shape: dict, status: str, result: dict, device: str) -> li
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = H.bench_parser(__doc__.splitlines()[0])  # --quick: two passage lengths, one timed step
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--quick", action="store_true", help="two passage lengths, one timing run")
-    parser.add_argument(
-        "--runs", type=int, default=None, help="timed forward+backward steps per worker (default 3)"
-    )
     parser.add_argument("--lengths", type=int, nargs="+", default=None, help="passage lengths to sweep")
     parser.add_argument(
         "--memory-fraction",

@@ -25,7 +25,7 @@ import time
 from benchmarks import harness as H
 from benchmarks.workload import MID_SIZE, TINY_250K, ModelSpec, cache_root, model_dir, train_jsonl
 
-__all__ = ["STAGES", "m3_train", "m3_overrides", "run", "main"]
+__all__ = ["STAGES", "fit", "m3_train", "m3_overrides", "run", "main"]
 
 #: m3lit stages measured (M3LitModule.stage); FlagEmbedding runs the last one.
 STAGES = ("dense", "unified", "unified_self_distill")
@@ -69,19 +69,36 @@ def m3_overrides(
     return out
 
 
-def m3_train(overrides: list[str], warmup_steps: int = 1) -> dict:
-    """Build data module, module and trainer from the composed config; time every optimizer step."""
+def fit(overrides: list[str], callback) -> None:
+    """Compose the config, seed, build data module, module and trainer (with ``callback``, no logger) from it
+    and train; the run's output folder is removed afterwards."""
     import shutil
 
     import lightning as L
-    import torch
     from hydra.utils import instantiate
 
-    from benchmarks.device import sync
     from m3lit.config.compose import compose
 
     cfg = compose(overrides)
     L.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.data)
+    module = instantiate(cfg.model)
+    if getattr(datamodule, "tokenizer", None) is None:
+        datamodule.tokenizer = module.model.tokenizer
+    trainer = instantiate(cfg.trainer, callbacks=[callback], logger=False)
+    try:
+        trainer.fit(module, datamodule=datamodule)
+    finally:
+        shutil.rmtree(cfg.paths.output_dir, ignore_errors=True)
+
+
+def m3_train(overrides: list[str], warmup_steps: int = 1) -> dict:
+    """Train on the composed config (:func:`fit`); time every optimizer step."""
+    import lightning as L
+    import torch
+
+    from benchmarks.device import sync
+
     marks: list[float] = []
     tokens: list[int] = []
 
@@ -95,25 +112,14 @@ def m3_train(overrides: list[str], warmup_steps: int = 1) -> dict:
             marks.append(time.perf_counter())
             tokens.append(sum(int(s.attention_mask.sum()) for s in [*batch.queries, *batch.passages]))
 
-    datamodule = instantiate(cfg.data)
-    module = instantiate(cfg.model)
-    if getattr(datamodule, "tokenizer", None) is None:
-        datamodule.tokenizer = module.model.tokenizer
-    trainer = instantiate(cfg.trainer, callbacks=[StepTimer()], logger=False)
-    try:
-        trainer.fit(module, datamodule=datamodule)
-    finally:
-        shutil.rmtree(cfg.paths.output_dir, ignore_errors=True)
+    fit(overrides, StepTimer())
     times = [b - a for a, b in zip(marks, marks[1:], strict=False)]
-    result = {
+    return {
         "step_times": times[warmup_steps:],
         "warmup_times": times[:warmup_steps],
         "tokens_per_step": tokens[warmup_steps:],
         "threads": torch.get_num_threads(),
     }
-    if torch.cuda.is_available():
-        result["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
-    return result
 
 
 def run(
