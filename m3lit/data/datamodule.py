@@ -49,6 +49,8 @@ __all__ = ["M3DataModule", "StepTicket"]
 
 log = logging.getLogger(__name__)
 SOURCES = ("pairs", "labelled")
+#: The config key of each source.
+SOURCE_KEYS = {"pairs": "data.pairs_data", "labelled": "data.train_data"}
 
 
 @dataclass(frozen=True)
@@ -252,6 +254,7 @@ class M3DataModule(L.LightningDataModule):
                 on_bad_line=self.on_bad_line,
                 report=self.skip_report,
                 use_teacher_scores=self.use_teacher_scores,
+                key=SOURCE_KEYS[name],
             )
             for name, data in configured.items()
             if data is not None
@@ -306,9 +309,7 @@ class M3DataModule(L.LightningDataModule):
         if name not in SOURCES:
             raise ValueError(f"unknown data source {name!r}; expected one of {SOURCES}")
         if self._sources and name not in self._sources:
-            raise ValueError(
-                f"data source {name!r} is not configured (set data.{'pairs_data' if name == 'pairs' else 'train_data'})"
-            )
+            raise ValueError(f"data source {name!r} is not configured (set {SOURCE_KEYS[name]})")
         if name != self._source:
             log.info("data source: %s -> %s", self._source, name)
         if self._sources:
