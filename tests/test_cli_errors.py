@@ -104,6 +104,7 @@ def _train_cases(files) -> list[tuple[str, list[str], int, list[str], dict]]:
     return [
         ("unknown key", [*base, "trainer.max_stepz=3"], 2, ["trainer.max_stepz"], {}),
         ("wrong type", [*base, "trainer.max_steps=abc"], 2, ["trainer.max_steps"], {}),
+        ("bad value", [*base, "model.net.dtype=float8"], 2, ["model.net.dtype must be one of", "float8"], {}),
         ("unknown group option", [*_without(base, "experiment"), "experiment=nope"], 2, ["experiment", "nope"], {}),
         ("missing train_data", [*_without(base, "data.train_data"), f"data.train_data={missing}"], 1,
          ["missing.jsonl", "no such file or folder (data.train_data)"], {}),
@@ -183,7 +184,7 @@ def outcomes(files):
         ("m3lit.train", name, argv, code, needles, env)
         for name, argv, code, needles, env in _train_cases(files)
     ]
-    debug = _train_cases(files)[3]  # the missing train_data case again, with the traceback requested
+    debug = next(c for c in _train_cases(files) if c[0] == "missing train_data")  # again, traceback requested
     cases = [
         *train,
         (

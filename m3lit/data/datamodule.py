@@ -43,6 +43,7 @@ from m3lit.data.sampler import TABLE9_EDGES, TABLE9_FINETUNE
 from m3lit.data.schema import SkipReport, check_on_bad_line
 from m3lit.data.sources import Source, build_source, load_datasets
 from m3lit.files.cache import cache_root
+from m3lit.files.errors import UsageError
 from m3lit.files.jsonl import DataError
 
 __all__ = ["M3DataModule", "StepTicket"]
@@ -157,7 +158,7 @@ class M3DataModule(L.LightningDataModule):
         self.save_hyperparameters(ignore=["tokenizer"])
         self.train_data, self.pairs_data = _plain(train_data), _plain(pairs_data)
         if source is not None and source not in SOURCES:
-            raise ValueError(f"data.source must be one of {SOURCES} or null, got {source!r}")
+            raise UsageError(f"data.source must be one of {SOURCES} or null, got {source!r}")
         self._initial_source = source
         self.tokenizer = tokenizer
         self.demo, self.demo_dir = demo, demo_dir
@@ -165,7 +166,7 @@ class M3DataModule(L.LightningDataModule):
         self.bucket_edges = [int(x) for x in bucket_edges]
         if batch_size is not None:  # one size for every bucket of both sources
             if int(batch_size) < 1:
-                raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
+                raise UsageError(f"data.batch_size must be >= 1, got {batch_size}")
             bucket_batch_sizes = pairs_bucket_batch_sizes = [int(batch_size)] * (len(self.bucket_edges) + 1)
         self.bucket_batch_sizes = {
             "labelled": [int(x) for x in bucket_batch_sizes],
@@ -173,7 +174,7 @@ class M3DataModule(L.LightningDataModule):
         }
         for name, key in (("labelled", "bucket_batch_sizes"), ("pairs", "pairs_bucket_batch_sizes")):
             if len(self.bucket_batch_sizes[name]) != len(self.bucket_edges) + 1:
-                raise ValueError(
+                raise UsageError(
                     f"data.{key} needs len(data.bucket_edges) + 1 = {len(self.bucket_edges) + 1} entries (one per "
                     f"length bucket), got {self.bucket_batch_sizes[name]}; for one size in every bucket set "
                     f"data.batch_size={self.bucket_batch_sizes[name][0]} instead"
