@@ -46,7 +46,7 @@ from lightning.pytorch.utilities import rank_zero_only  # noqa: E402
 from omegaconf import DictConfig, OmegaConf, open_dict  # noqa: E402
 
 from m3lit.config.checks import ConfigError  # noqa: E402
-from m3lit.config.compose import compose, finalize, rewrite_overrides, save_config  # noqa: E402
+from m3lit.config.compose import CONFIG_DIR, compose, finalize, rewrite_overrides, save_config  # noqa: E402
 from m3lit.config.paths import check_paths  # noqa: E402
 from m3lit.config.resume import keep_csv_rows, parse_resume_args, resume_config, wandb_kwargs  # noqa: E402
 from m3lit.data.bible_run import prepare_bench_run  # noqa: E402
@@ -318,7 +318,9 @@ def _export(module, trainer: L.Trainer, callbacks: list, export_dir: Path) -> Pa
     return export_dir
 
 
-@hydra.main(version_base="1.3", config_path="../configs", config_name="train")
+# an absolute path: the `m3lit-train` script imports this module by name, and Hydra would look for a
+# relative path as a Python package ("configs" is a folder, not a package)
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def _hydra_main(cfg: DictConfig) -> None:
     train(finalize(cfg))
 
