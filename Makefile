@@ -45,7 +45,7 @@ demo: $(STAMP) ## The tiny from-scratch demo (random 1.3M-parameter model on std
 eval: $(STAMP) ## Evaluate a model: make eval ARGS="model=PATH data=DIR output_dir=OUT"
 	$(BIN)/python -m m3lit.evaluate $(ARGS)
 
-export: $(STAMP) ## Export a checkpoint: make export ARGS="ckpt_path=CKPT output_dir=DIR"
+export: $(STAMP) ## Export a checkpoint: make export ARGS="model=CKPT output_dir=DIR"
 	$(BIN)/python -m m3lit.export $(ARGS)
 
 bench: $(STAMP) ## Run every benchmark, m3lit side (tables on stdout, JSON in bench_results/; ~10 min on 2 cores)
@@ -67,7 +67,7 @@ flag-env: ## Separate .venv-flag with FlagEmbedding==1.4.2 for parity runs (neve
 flag-parity: $(STAMP) ## M3Embedder vs BGEM3FlagModel: max |diff| per output + encode speed (needs flag-env)
 	$(BIN)/python benchmarks/flag_parity.py $(ARGS)
 
-demo-data: $(STAMP) ## Build the offline demo corpus and tokenizer only
+demo-data: $(STAMP) ## Build the offline demo corpus and tokenizer only (ARGS="out=DIR force=true"; --help)
 	$(BIN)/python -m m3lit.data.demo $(ARGS)
 
 SITE ?= site

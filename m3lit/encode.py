@@ -23,6 +23,8 @@ Output in ``output_dir`` (rows in input order)::
     meta.json          model, counts, dims, options, skipped lines, seconds
 
 Passages are encoded in chunks of ``chunk_size`` so memory stays bounded; a tqdm bar shows progress.
+The input and the model are checked before the model loads; a user error ends the command with one
+``error: ...`` line (exit status 2 for a bad option, 1 for a bad file or model; ``--debug``: traceback).
 """
 
 from __future__ import annotations
@@ -40,10 +42,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from m3lit.config.overrides import parse_key_values
+from m3lit.files.errors import PathError, UsageError, run_command
 from m3lit.files.jsonl import DataError, read_records
+from m3lit.files.options import command_help, parse_key_values
 from m3lit.inference.encoding import encode_texts
 from m3lit.inference.mcls import DEFAULT_INTERVAL
+from m3lit.model.reference import ModelReferenceError, check_model_reference
 from m3lit.model.training_checkpoint import load_model
 
 __all__ = ["OPTIONS", "read_passages", "encode_file", "main"]
@@ -108,7 +112,10 @@ def encode_file(**options: Any) -> dict[str, Any]:
     """Encode ``options["input"]`` into ``options["output_dir"]``; returns the meta.json record."""
     opts = {**OPTIONS, **options}
     if not (opts["dense"] or opts["sparse"] or opts["colbert"]):
-        raise ValueError("encode: enable at least one of dense, sparse, colbert")
+        raise UsageError("encode: enable at least one of dense, sparse, colbert")
+    if not Path(opts["input"]).is_file():
+        raise PathError("input", opts["input"], "no such file")
+    check_model_reference(opts["model"], "model")
     started = time.perf_counter()
     ids, texts, skipped = read_passages(
         opts["input"],
@@ -120,8 +127,8 @@ def encode_file(**options: Any) -> dict[str, Any]:
     device = torch.device(opts["device"] or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = load_model(opts["model"]).eval()
     if (opts["sparse"] or opts["colbert"]) and not model.heads_loaded:
-        raise ValueError(
-            f"{opts['model']} has no trained sparse/ColBERT heads: use sparse=false colbert=false"
+        raise ModelReferenceError(
+            f"model={opts['model']}: no trained sparse/ColBERT heads: use sparse=false colbert=false"
         )
     if device.type != "cpu" and opts["fp16"]:
         model.half()
@@ -189,8 +196,12 @@ def encode_file(**options: Any) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point (``python -m m3lit.encode`` / ``m3lit-encode``)."""
-    args = sys.argv[1:] if argv is None else argv
+    """Command-line entry point (``python -m m3lit.encode`` / ``m3lit-encode``); a user error prints one
+    ``error:`` line and raises ``SystemExit`` (:mod:`m3lit.files.errors`)."""
+    return run_command(_run, argv, help=lambda: command_help(__name__, OPTIONS))
+
+
+def _run(args: list[str]) -> int:
     options = parse_key_values(args, OPTIONS, "encode", required=("model", "input", "output_dir"))
     meta = encode_file(**options)
     skipped = f", skipped {meta['skipped']} invalid lines" if meta["skipped"] else ""

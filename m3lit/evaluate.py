@@ -33,20 +33,30 @@ bars stand beside the model's in ``results.png``).
 dtype, unknown_qrels, ignore_identical_ids, retrieval) instead of the defaults; explicit ``key=value``
 overrides still win. Re-running on the same device reproduces the table exactly; a dataset whose hash
 differs from the recorded one is reported with a warning.
+
+Every path (model, data folders, suite, reference) is checked before the model loads; a user error ends
+the command with one ``error: ...`` line, exit status 2 for a bad option and 1 for a bad file or model
+(``--debug`` shows the traceback: :mod:`m3lit.files.errors`). ``--help`` prints this text and every key of
+``configs/evaluate.yaml`` with its default and comment.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from m3lit.config.overrides import canonical_key
+from m3lit.config.checks import ConfigError
+from m3lit.files.errors import run_command
+from m3lit.files.jsonl import DataError
+from m3lit.files.options import canonical_key
+from m3lit.model.reference import check_model_reference
 from m3lit.retrieval import RetrievalConfig, evaluate_retrieval, load_beir
+from m3lit.retrieval.beir import check_beir_folder
 from m3lit.retrieval.config import LENGTH_ALIASES
 from m3lit.retrieval.report import write_reports
 from m3lit.retrieval.settings import (
@@ -56,8 +66,9 @@ from m3lit.retrieval.settings import (
     evaluation_settings,
     read_results,
 )
+from m3lit.retrieval.suite import check_suite_folder
 
-__all__ = ["CONFIG_PATH", "load_config", "evaluate", "main", "write_reports"]
+__all__ = ["CONFIG_PATH", "check_inputs", "cli", "load_config", "evaluate", "main", "write_reports"]
 
 log = logging.getLogger("m3lit.evaluate")
 
@@ -67,7 +78,11 @@ CONFIG_PATH = Path(__file__).resolve().parent.parent / "configs" / "evaluate.yam
 
 def load_config(overrides: Sequence[str] = ()) -> DictConfig:
     """``configs/evaluate.yaml``, then a ``settings=`` file's recorded settings, then the ``key=value``
-    overrides; unknown keys are an error."""
+    overrides.
+
+    Raises:
+        ConfigError: a misspelt key, a malformed override or a value of the wrong type (naming the key).
+    """
     if not CONFIG_PATH.is_file():
         raise FileNotFoundError(f"{CONFIG_PATH}: evaluation defaults not found (run from an m3lit checkout)")
     base = OmegaConf.load(CONFIG_PATH)
@@ -76,23 +91,26 @@ def load_config(overrides: Sequence[str] = ()) -> DictConfig:
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep:
-            raise ValueError(f"override {item!r} is not key=value")
+            raise ConfigError(f"override {item!r} is not key=value (see --help)")
         dotlist.append(f"{canonical_key(key, LENGTH_ALIASES, 'evaluate')}={value}")
-    explicit = OmegaConf.from_dotlist(dotlist)
-    layers = [base]
-    if explicit.get("settings"):
-        layers.append(recorded_settings(str(explicit.settings)))
-    return OmegaConf.merge(*layers, explicit)
+    try:
+        explicit = OmegaConf.from_dotlist(dotlist)
+        layers = [base]
+        if explicit.get("settings"):
+            layers.append(recorded_settings(str(explicit.settings)))
+        return OmegaConf.merge(*layers, explicit)
+    except OmegaConfBaseException as error:  # e.g. "Key 'x' is not in struct", with the full key
+        raise ConfigError(f"config error: {error}") from error
 
 
 def recorded_settings(path: str) -> DictConfig:
     """The options a ``results.json`` recorded (:data:`RESTORED_KEYS`), as a config layer."""
     _, settings = read_results(path)
     if not settings:
-        raise ValueError(f"{path}: no 'settings' block (written before m3lit recorded evaluation settings)")
+        raise DataError("no 'settings' block (written before m3lit recorded evaluation settings)", path=path)
     missing = [k for k in RESTORED_KEYS if k not in settings]
     if missing:
-        raise ValueError(f"{path}: settings lack {missing}")
+        raise DataError(f"settings lack {missing}", path=path)
     keys = [*RESTORED_KEYS, *(k for k in OPTIONAL_RESTORED_KEYS if k in settings)]
     return OmegaConf.create({k: settings[k] for k in keys})
 
@@ -103,7 +121,7 @@ def _dataset_dirs(data) -> list[str]:
     else:
         dirs = [d for d in str(data).split(",") if d]
     if not dirs:
-        raise ValueError("data: no dataset folder given")
+        raise ConfigError("data: no dataset folder given")
     return dirs
 
 
@@ -114,7 +132,7 @@ def _names(dirs: list[str]) -> list[str]:
         if names.count(name) > 1:
             names[i] = str(Path(*Path(dirs[i]).resolve().parts[-2:]))
     if len(set(names)) < len(names):
-        raise ValueError(f"data: datasets {dirs} cannot be told apart by name")
+        raise ConfigError(f"data: datasets {dirs} cannot be told apart by name")
     return names
 
 
@@ -128,10 +146,7 @@ def evaluate(cfg: DictConfig) -> dict:
     """Load the model and datasets of ``cfg``, evaluate, write the reports; return the results dict."""
     from m3lit.model.training_checkpoint import load_model
 
-    if bool(cfg.get("suite")) == bool(cfg.get("data")):
-        raise ValueError(
-            "give either data=DIR (BEIR folder or list) or suite=DIR (a benchmark suite), not both"
-        )
+    check_inputs(cfg)
     if cfg.suite:
         return _evaluate_suite(cfg)
     dirs = _dataset_dirs(cfg.data)
@@ -186,6 +201,34 @@ def evaluate(cfg: DictConfig) -> dict:
     return results
 
 
+def check_inputs(cfg: DictConfig) -> None:
+    """Check the options and every path ``cfg`` reads, before any model is loaded.
+
+    Raises:
+        ConfigError: neither or both of ``data`` and ``suite``, or an unset required option.
+        PathError / ModelReferenceError: a data or suite folder, or a model, that is not there.
+    """
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(
+            f"missing required option(s): {', '.join(f'{k}=...' for k in missing)} (see --help)"
+        )
+    if not cfg.get("suite") and not cfg.get("data"):
+        raise ConfigError("missing required option(s): data=... (or suite=...) (see --help)")
+    if cfg.get("suite") and cfg.get("data"):
+        raise ConfigError(
+            "give either data=DIR (BEIR folder or list) or suite=DIR (a benchmark suite), not both"
+        )
+    if cfg.suite:
+        check_suite_folder(str(cfg.suite))
+    else:
+        for folder in _dataset_dirs(cfg.data):
+            check_beir_folder(folder, str(cfg.split), "data")
+    check_model_reference(str(cfg.model), "model")
+    if cfg.get("reference") and cfg.reference.get("name_or_path"):
+        check_model_reference(str(cfg.reference.name_or_path), "reference.name_or_path")
+
+
 def _evaluate_suite(cfg: DictConfig) -> dict:
     """``suite=DIR``: paper-shaped tables per task (:func:`m3lit.retrieval.suite.run_suite`)."""
     from m3lit.model.training_checkpoint import load_model
@@ -232,21 +275,27 @@ def _check_hashes(path: str, names: list[str], dirs: list[str], split: str) -> N
             )  # fmt: skip
 
 
-def main(argv: Sequence[str] | None = None) -> dict:
-    """Command-line entry point (``python -m m3lit.evaluate``, ``m3lit-eval``)."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if any(a in ("-h", "--help") for a in args):
-        print(__doc__)
-        print(OmegaConf.to_yaml(OmegaConf.load(CONFIG_PATH)))
-        return {}
+def _run(args: list[str]) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    cfg = load_config(args)
-    missing = sorted(OmegaConf.missing_keys(cfg))
-    if not cfg.get("data") and not cfg.get("suite"):
-        missing.append("data")  # or suite=...
-    if missing:
-        raise SystemExit(f"missing required option(s): {', '.join(f'{k}=...' for k in missing)} (see --help)")
-    return evaluate(cfg)
+    return evaluate(load_config(args))
+
+
+def _help() -> str:
+    """This module's docstring, then ``configs/evaluate.yaml`` as written: every key, default and comment."""
+    return f"{__doc__.strip()}\n\nOptions (key=value; configs/evaluate.yaml):\n\n{CONFIG_PATH.read_text(encoding='utf-8')}"
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    """Command-line entry point (``python -m m3lit.evaluate``): the results dict (see :func:`evaluate`), or
+    ``{}`` after ``--help``; a user error prints one ``error:`` line and raises ``SystemExit``."""
+    results = run_command(_run, argv, help=_help)
+    return results if isinstance(results, dict) else {}
+
+
+def cli() -> int:
+    """The ``m3lit-eval`` script: :func:`main`, with exit status 0 on success (not the results dict)."""
+    main()
+    return 0
 
 
 if __name__ == "__main__":

@@ -36,6 +36,9 @@ Loading it::
     from m3lit import M3Embedder;          M3Embedder(DIR)                # all three outputs
     from FlagEmbedding import BGEM3FlagModel;  BGEM3FlagModel(DIR)        # (+ colbert_dim=Dc if Dc != H)
     from sentence_transformers import SentenceTransformer;  SentenceTransformer(DIR)   # dense only
+
+The model (and ``base_model``) is checked before anything loads; a user error ends the command with one
+``error: ...`` line (exit status 2 for a bad option, 1 for a bad file or model; ``--debug``: traceback).
 """
 
 from __future__ import annotations
@@ -51,10 +54,12 @@ import torch
 import transformers
 
 import m3lit
-from m3lit.config.overrides import parse_key_values
+from m3lit.files.errors import UsageError, run_command
+from m3lit.files.options import command_help, parse_key_values
 from m3lit.model import M3Model
 from m3lit.model.lora import lora_settings, save_adapter
 from m3lit.model.onnx_export import export_onnx, quantize_int8
+from m3lit.model.reference import ModelReferenceError, check_model_reference
 from m3lit.model.training_checkpoint import is_training_checkpoint, load_model, load_training_checkpoint
 
 __all__ = ["ExportResult", "export", "main", "FORMATS", "OPTIONS", "PROVENANCE_FILE"]
@@ -115,23 +120,26 @@ def export(
             or ``onnx_int8`` without ``format=onnx``.
     """
     if format not in FORMATS:
-        raise ValueError(f"format={format!r}: expected one of {list(FORMATS)}")
+        raise UsageError(f"format={format!r}: expected one of {list(FORMATS)}")
     if format == "onnx" and (fp16 or adapter_only):
-        raise ValueError(
+        raise UsageError(
             "format=onnx writes the whole fp32 graph: fp16=true and adapter_only=true do not apply"
         )
     if onnx_int8 and format != "onnx":
-        raise ValueError(
+        raise UsageError(
             f"onnx_int8=true quantises the ONNX graph: it needs format=onnx (got format={format})"
         )
     folder = Path(output_dir)
     if folder.exists() and any(folder.iterdir()) and not overwrite:
         raise FileExistsError(f"output_dir={folder} is not empty; pass overwrite=true to write into it")
+    check_model_reference(ckpt_path, "model")
+    if base_model is not None:
+        check_model_reference(base_model, "base_model")
     model, provenance = _load(ckpt_path, base_model, format)
     lora = lora_settings(model.encoder)
     if adapter_only:
         if lora is None:
-            raise ValueError(
+            raise UsageError(
                 f"adapter_only=true: {ckpt_path} has no LoRA adapters (trained without model.net.lora)"
             )
         save_adapter(model, folder, base_model=None if base_model is None else str(base_model))
@@ -174,8 +182,6 @@ def _load(
             "config_hash": ckpt.config_hash,
         }
         return ckpt.model, provenance
-    if str(source).endswith(".ckpt"):
-        raise FileNotFoundError(f"model={source}: no such checkpoint file")
     model = load_model(source, key="model")
     if not model.heads_loaded:
         why = (
@@ -185,7 +191,7 @@ def _load(
             else "exporting would ship untrained sparse and ColBERT heads that FlagEmbedding loads without "
             "complaint"
         )
-        raise ValueError(
+        raise ModelReferenceError(
             f"model={source}: no trained sparse/ColBERT heads (sparse_linear.pt/colbert_linear.pt missing): "
             f"{why}. Export a trained checkpoint instead."
         )
@@ -199,8 +205,12 @@ def _load(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point (``python -m m3lit.export`` / ``m3lit-export``)."""
-    args = sys.argv[1:] if argv is None else argv
+    """Command-line entry point (``python -m m3lit.export`` / ``m3lit-export``); a user error prints one
+    ``error:`` line and raises ``SystemExit`` (:mod:`m3lit.files.errors`)."""
+    return run_command(_run, argv, help=lambda: command_help(__name__, OPTIONS))
+
+
+def _run(args: list[str]) -> int:
     options = parse_key_values(
         args, OPTIONS, "export", required=("model", "output_dir"), aliases={"ckpt_path": "model"}
     )

@@ -15,10 +15,17 @@ A run writes to its folder (``hydra.run.dir``, default ``logs/<task_name>/runs/<
 layout + sentence-transformers files, loadable by ``M3Model.from_pretrained``), ``results.json`` /
 ``results.md`` / ``results.png`` and ``runs/<mode>.trec`` (retrieval evaluation; results.json records its
 settings, :mod:`m3lit.retrieval.settings`) and ``baseline/`` (the same for the untrained model).
+
+Errors: every configured path is checked before Hydra creates the run folder (:mod:`m3lit.config.paths`);
+a user error (bad key, type or value, missing or malformed data, a model that cannot be loaded, a corrupt
+checkpoint) ends the command with one ``error: ...`` line and exit status 2 (configuration) or 1 (the
+rest); ``--debug`` or ``HYDRA_FULL_ERROR=1`` shows the traceback (:mod:`m3lit.files.errors`). ``--help``
+lists the config groups and every key with its default (Hydra's help); ``configs/*.yaml`` document them.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -38,9 +45,12 @@ from hydra.utils import instantiate  # noqa: E402
 from lightning.pytorch.utilities import rank_zero_only  # noqa: E402
 from omegaconf import DictConfig, OmegaConf, open_dict  # noqa: E402
 
-from m3lit.config.compose import finalize, rewrite_overrides, save_config  # noqa: E402
+from m3lit.config.checks import ConfigError  # noqa: E402
+from m3lit.config.compose import CONFIG_DIR, compose, finalize, rewrite_overrides, save_config  # noqa: E402
+from m3lit.config.paths import check_paths  # noqa: E402
 from m3lit.config.resume import keep_csv_rows, parse_resume_args, resume_config, wandb_kwargs  # noqa: E402
 from m3lit.data.bible_run import prepare_bench_run  # noqa: E402
+from m3lit.files.errors import debug_requested, run_command  # noqa: E402
 from m3lit.model.training_checkpoint import checkpoint_step  # noqa: E402
 
 __all__ = ["train", "main"]
@@ -60,6 +70,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         ``callbacks`` and ``export_dir``.
     """
     start = time.perf_counter()
+    check_paths(cfg)  # before any model load, logger run or data building
     L.seed_everything(cfg.seed, workers=True)
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -155,7 +166,7 @@ def _fill_demo_tokenizer(cfg: DictConfig, datamodule: Any) -> None:
     if net.get("name_or_path") or net.get("tokenizer"):
         return
     if not getattr(datamodule, "demo", False):
-        raise ValueError(
+        raise ConfigError(
             "model.net: a random encoder (name_or_path null) needs model.net.tokenizer, or data.demo=true"
         )
     with open_dict(cfg):
@@ -339,22 +350,36 @@ def _export(module, trainer: L.Trainer, callbacks: list, export_dir: Path) -> Pa
     return export_dir
 
 
-@hydra.main(version_base="1.3", config_path="../configs", config_name="train")
+# an absolute path: the `m3lit-train` script imports this module by name, and Hydra would look for a
+# relative path as a Python package ("configs" is a folder, not a package)
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def _hydra_main(cfg: DictConfig) -> None:
     train(finalize(cfg))
 
 
-def main() -> None:
-    """``python -m m3lit.train [group=option ...] [key=value ...]`` (see the module docstring)."""
-    resume = parse_resume_args(sys.argv[1:])
-    if (
-        resume is not None
-    ):  # the run's saved config, not the defaults (no @hydra.main: .hydra/ stays as it is)
+def _run(argv: list[str], debug: bool = False) -> None:
+    resume = parse_resume_args(argv)
+    if resume is not None:  # the run's own saved config (no @hydra.main: .hydra/ stays as it is)
         logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
         train(resume_config(resume))
         return
-    sys.argv[1:] = rewrite_overrides(sys.argv[1:])
+    if not any(arg.startswith("-") for arg in argv):  # no Hydra flag (--help, --multirun, --cfg job, ...)
+        check_paths(compose(argv))  # a plain run: fail before Hydra creates the run folder
+    # Hydra re-raises instead of printing its own report; run_command reports (M3LIT_DEBUG decides, so a
+    # DDP worker started with this environment reports like its parent)
+    os.environ["M3LIT_DEBUG"] = "1" if debug else "0"
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    sys.argv[1:] = rewrite_overrides(argv)
     _hydra_main()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m m3lit.train [group=option ...] [key=value ...]`` (see the module docstring)."""
+    from hydra.errors import HydraException, InstantiationException
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    run = functools.partial(_run, debug=debug_requested(args))
+    run_command(run, args, user_errors=(HydraException,), unwrap=(InstantiationException,))
 
 
 if __name__ == "__main__":

@@ -69,3 +69,18 @@ def tiny_beir_dir(tmp_path_factory):
     queries["q_none"] = "no relevant document for this query"
     qrels["q_none"] = {"d3": 0}
     return write_beir(tmp_path_factory.mktemp("beir") / "tiny", corpus, queries, qrels)
+
+
+@pytest.fixture
+def command_error(capsys):
+    """``run(main, argv)``: call a command's ``main`` that must stop on a user error (m3lit.files.errors);
+    return its exit status and the last line it wrote to stderr."""
+
+    def run(main, argv) -> tuple[int, str]:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as stop:
+            main(argv)
+        lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        return stop.value.code, lines[-1] if lines else ""
+
+    return run

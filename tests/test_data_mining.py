@@ -112,8 +112,8 @@ def test_command_line(tiny_model, tmp_path, mining_input, capsys):
     path, pool_path, _, _ = mining_input
     model_dir = tiny_model.save_pretrained(tmp_path / "model")
     out = tmp_path / "cli.jsonl"
-    main(["--model", str(model_dir), "--input", str(path), "--output", str(out), "--candidate-pool", str(pool_path),
-          "--range", "1-10", "--negative-number", "3", "--device", "cpu"])  # fmt: skip
+    main([f"model={model_dir}", f"input={path}", f"output={out}", f"candidate_pool={pool_path}", "range=1-10",
+          "negative_number=3", "device=cpu"])  # fmt: skip
     assert len(out.read_text().splitlines()) == 6
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["lines"] == 6
     with pytest.raises(ValueError, match="lo < hi"):

@@ -150,7 +150,7 @@ def test_encode_command_jsonl(saved_model, tiny_model, texts, tmp_path, capsys):
     assert meta["count"] == 7 and meta["skipped"] == 0 and meta["colbert_dim"] == 16
 
 
-def test_encode_command_text_file_and_invalid_lines(saved_model, tiny_model, texts, tmp_path):
+def test_encode_command_text_file_and_invalid_lines(saved_model, tiny_model, texts, tmp_path, command_error):
     source = tmp_path / "passages.txt"
     source.write_text("\n".join([texts[0], texts[1], "", texts[2]]) + "\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"passages.txt:line 3: empty passage"):
@@ -184,10 +184,12 @@ def test_encode_command_text_file_and_invalid_lines(saved_model, tiny_model, tex
         progress=False,
     )
     assert meta["count"] == 1 and meta["skipped"] == 2
-    with pytest.raises(SystemExit, match="input=... is required"):
-        main([f"model={saved_model}", f"output_dir={tmp_path}"])
-    with pytest.raises(SystemExit, match="batch_size must be an integer"):
-        main([f"model={saved_model}", f"input={bad}", f"output_dir={tmp_path}", "batch_size=big"])
+    for argv, needle in [
+        ([f"model={saved_model}", f"output_dir={tmp_path}"], "input=... is required"),
+        ([f"model={saved_model}", f"input={bad}", f"output_dir={tmp_path}", "batch_size=big"], "batch_size must be an integer"),
+    ]:  # fmt: skip
+        status, line = command_error(main, argv)
+        assert status == 2 and line.startswith("error: encode: ") and needle in line, line
 
 
 def test_encoder_mask_gives_the_hidden_states_of_the_padding_mask(tiny_model, texts):

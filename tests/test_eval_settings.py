@@ -205,10 +205,10 @@ def test_dataset_hash_uses_the_manifest_when_present(tiny_beir_dir, tmp_path):
         dataset_hash(tiny_beir_dir, "dev")
 
 
-def test_settings_without_a_settings_block_is_a_clear_error(tmp_path):
+def test_settings_without_a_settings_block_is_a_clear_error(tmp_path, command_error):
     (tmp_path / "results.json").write_text('{"dense": {"ndcg@10": 0.5}}\n')
-    with pytest.raises(ValueError, match="no 'settings' block"):
-        main([f"settings={tmp_path / 'results.json'}"])
+    status, line = command_error(main, [f"settings={tmp_path / 'results.json'}"])
+    assert status == 1 and line.startswith("error: ") and "results.json: no 'settings' block" in line
 
 
 # ---------------------------------------------------------------------------------- pooling and prefixes

@@ -18,6 +18,7 @@ from m3lit import M3Embedder
 from m3lit.export import PROVENANCE_FILE, export, main
 from m3lit.inference.encoding import encode_texts, sparse_to_dict
 from m3lit.model import M3Model
+from m3lit.model.reference import ModelReferenceError
 from m3lit.model.tiny import tiny_xlmr_config
 from m3lit.model.training_checkpoint import CKPT_META_KEY, config_hash, load_training_checkpoint
 
@@ -104,19 +105,20 @@ def test_fp16_export_via_command_line(trained, tmp_path, texts, capsys):
     assert again.provenance["step"] == 3 and again.provenance["reexported_from"] == str(folder.resolve())
 
 
-def test_command_line_errors(trained, tmp_path):
+def test_command_line_errors(trained, tmp_path, command_error):
     ckpt, _, _ = trained
-    with pytest.raises(SystemExit, match="output_dir=... is required"):
-        main([f"ckpt_path={ckpt}"])
-    with pytest.raises(SystemExit, match="unknown option 'fp32'"):
-        main([f"ckpt_path={ckpt}", f"output_dir={tmp_path}", "fp32=true"])
-    with pytest.raises(SystemExit, match="fp16 must be true or false"):
-        main([f"ckpt_path={ckpt}", f"output_dir={tmp_path / 'x'}", "fp16=maybe"])
+    for argv, needle in [
+        ([f"ckpt_path={ckpt}"], "output_dir=... is required"),
+        ([f"ckpt_path={ckpt}", f"output_dir={tmp_path}", "fp32=true"], "unknown option 'fp32'"),
+        ([f"ckpt_path={ckpt}", f"output_dir={tmp_path / 'x'}", "fp16=maybe"], "fp16 must be true or false"),
+    ]:
+        status, line = command_error(main, argv)
+        assert status == 2 and line.startswith("error: export: ") and needle in line, line
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "keep.txt").write_text("x")
     with pytest.raises(FileExistsError, match="overwrite=true"):
         export(ckpt, tmp_path / "full")
-    with pytest.raises(FileNotFoundError, match="no such checkpoint"):
+    with pytest.raises(ModelReferenceError, match="no such checkpoint"):
         export(tmp_path / "missing.ckpt", tmp_path / "out")
 
 

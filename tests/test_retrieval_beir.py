@@ -108,7 +108,7 @@ def test_missing_files_are_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="dataset folder not found"):
         load_beir(tmp_path / "nope")
     root = make(tmp_path)
-    with pytest.raises(FileNotFoundError, match=r"qrels[/\\]dev.tsv: qrels file not found"):
+    with pytest.raises(FileNotFoundError, match=r"not a BEIR dataset folder: no qrels/dev.tsv"):
         load_beir(root, "dev")
 
 

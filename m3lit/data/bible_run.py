@@ -24,6 +24,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, open_dict
 
+from m3lit.files.errors import UsageError
+
 __all__ = ["prepare_bench_run"]
 
 log = logging.getLogger(__name__)
@@ -42,7 +44,7 @@ def prepare_bench_run(cfg: DictConfig) -> dict[str, float]:
     from m3lit.data.bible_mining import mine_bible_negatives
 
     if bench.spec not in SPECS:
-        raise ValueError(f"bench.spec={bench.spec!r}: choose one of {sorted(SPECS)}")
+        raise UsageError(f"bench.spec={bench.spec!r}: choose one of {sorted(SPECS)}")
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     paths = build_bible_bench(SPECS[bench.spec], verbose=True)
@@ -55,7 +57,7 @@ def prepare_bench_run(cfg: DictConfig) -> dict[str, float]:
     names = list(bench.stage2) or sorted(p.stem for p in Path(paths.stage2_dir).glob("*.jsonl"))
     missing = [n for n in names if not (stage2 / f"{n}.jsonl").is_file()]
     if missing:
-        raise ValueError(
+        raise UsageError(
             f"bench.stage2: no file {missing} in {stage2} (have {sorted(p.stem for p in stage2.glob('*.jsonl'))})"
         )
     with open_dict(cfg):

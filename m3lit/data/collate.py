@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import torch
 
 from m3lit.data.batch import Encoded, M3Batch
+from m3lit.files.errors import UsageError
 
 __all__ = ["AUTO_SUB_BATCH_TABLE", "M3Collator", "auto_sub_batch_size", "pad_ids"]
 
@@ -79,9 +80,9 @@ class M3Collator:
         if tokenizer.pad_token_id is None:
             raise ValueError("the tokenizer has no pad token")
         if isinstance(sub_batch_size, str) and sub_batch_size != "auto":
-            raise ValueError(f"data.sub_batch_size must be 'auto', an int or null, got {sub_batch_size!r}")
+            raise UsageError(f"data.sub_batch_size must be 'auto', an int or null, got {sub_batch_size!r}")
         if isinstance(sub_batch_size, int) and sub_batch_size < 0:
-            raise ValueError(f"data.sub_batch_size must be >= 0, got {sub_batch_size}")
+            raise UsageError(f"data.sub_batch_size must be >= 0, got {sub_batch_size}")
         self.tokenizer = tokenizer
         self.query_max_len = query_max_len
         self.passage_max_len = passage_max_len

@@ -43,12 +43,15 @@ from m3lit.data.sampler import TABLE9_EDGES, TABLE9_FINETUNE
 from m3lit.data.schema import SkipReport, check_on_bad_line
 from m3lit.data.sources import Source, build_source, load_datasets
 from m3lit.files.cache import cache_root
+from m3lit.files.errors import UsageError
 from m3lit.files.jsonl import DataError
 
 __all__ = ["M3DataModule", "StepTicket"]
 
 log = logging.getLogger(__name__)
 SOURCES = ("pairs", "labelled")
+#: The config key of each source.
+SOURCE_KEYS = {"pairs": "data.pairs_data", "labelled": "data.train_data"}
 
 
 @dataclass(frozen=True)
@@ -155,7 +158,7 @@ class M3DataModule(L.LightningDataModule):
         self.save_hyperparameters(ignore=["tokenizer"])
         self.train_data, self.pairs_data = _plain(train_data), _plain(pairs_data)
         if source is not None and source not in SOURCES:
-            raise ValueError(f"data.source must be one of {SOURCES} or null, got {source!r}")
+            raise UsageError(f"data.source must be one of {SOURCES} or null, got {source!r}")
         self._initial_source = source
         self.tokenizer = tokenizer
         self.demo, self.demo_dir = demo, demo_dir
@@ -163,7 +166,7 @@ class M3DataModule(L.LightningDataModule):
         self.bucket_edges = [int(x) for x in bucket_edges]
         if batch_size is not None:  # one size for every bucket of both sources
             if int(batch_size) < 1:
-                raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
+                raise UsageError(f"data.batch_size must be >= 1, got {batch_size}")
             bucket_batch_sizes = pairs_bucket_batch_sizes = [int(batch_size)] * (len(self.bucket_edges) + 1)
         self.bucket_batch_sizes = {
             "labelled": [int(x) for x in bucket_batch_sizes],
@@ -171,7 +174,7 @@ class M3DataModule(L.LightningDataModule):
         }
         for name, key in (("labelled", "bucket_batch_sizes"), ("pairs", "pairs_bucket_batch_sizes")):
             if len(self.bucket_batch_sizes[name]) != len(self.bucket_edges) + 1:
-                raise ValueError(
+                raise UsageError(
                     f"data.{key} needs len(data.bucket_edges) + 1 = {len(self.bucket_edges) + 1} entries (one per "
                     f"length bucket), got {self.bucket_batch_sizes[name]}; for one size in every bucket set "
                     f"data.batch_size={self.bucket_batch_sizes[name][0]} instead"
@@ -252,6 +255,7 @@ class M3DataModule(L.LightningDataModule):
                 on_bad_line=self.on_bad_line,
                 report=self.skip_report,
                 use_teacher_scores=self.use_teacher_scores,
+                key=SOURCE_KEYS[name],
             )
             for name, data in configured.items()
             if data is not None
@@ -306,9 +310,7 @@ class M3DataModule(L.LightningDataModule):
         if name not in SOURCES:
             raise ValueError(f"unknown data source {name!r}; expected one of {SOURCES}")
         if self._sources and name not in self._sources:
-            raise ValueError(
-                f"data source {name!r} is not configured (set data.{'pairs_data' if name == 'pairs' else 'train_data'})"
-            )
+            raise ValueError(f"data source {name!r} is not configured (set {SOURCE_KEYS[name]})")
         if name != self._source:
             log.info("data source: %s -> %s", self._source, name)
         if self._sources:

@@ -77,17 +77,20 @@ class SamplingOptions:
     use_prompt: bool = False
 
 
-def expand_train_data(train_data: str | Path | dict | Sequence) -> list[tuple[Path, bool, str]]:
-    """Expand ``train_data`` into ``(file, no_in_batch_neg, display_name)`` triples, in order.
+def expand_train_data(
+    train_data: str | Path | dict | Sequence, key: str = "data.train_data"
+) -> list[tuple[Path, bool, str]]:
+    """Expand ``train_data`` (the value of config key ``key``) into ``(file, no_in_batch_neg, display_name)``
+    triples, in order. Nothing is read, so it doubles as the start-up check of the paths.
 
     Raises:
         DataError: a path that does not exist, or a folder without any ``.jsonl``/``.json`` file.
     """
     if train_data is None:
-        raise DataError("data.train_data is not set: give a JSONL file, a folder of them, or a list")
+        raise DataError(f"{key} is not set: give a JSONL file, a folder of them, or a list")
     entries = [train_data] if isinstance(train_data, str | Path | dict) else list(train_data)
     if not entries:
-        raise DataError("data.train_data is an empty list")
+        raise DataError(f"{key} is an empty list")
     out: list[tuple[Path, bool, str]] = []
     for entry in entries:
         flag = False
@@ -95,7 +98,7 @@ def expand_train_data(train_data: str | Path | dict | Sequence) -> list[tuple[Pa
             unknown = set(entry) - {"path", "no_in_batch_neg"}
             if "path" not in entry or unknown:
                 raise DataError(
-                    f"data.train_data entry {dict(entry)!r}: expected keys 'path' and optional 'no_in_batch_neg'"
+                    f"{key} entry {dict(entry)!r}: expected keys 'path' and optional 'no_in_batch_neg'"
                 )
             flag, entry = bool(entry.get("no_in_batch_neg", False)), entry["path"]
         path = Path(str(entry)).expanduser()
@@ -113,7 +116,7 @@ def expand_train_data(train_data: str | Path | dict | Sequence) -> list[tuple[Pa
                 (path, flag or path.stem.endswith(NO_IN_BATCH_SUFFIX), f"{path.parent.name}/{path.name}")
             )
         else:
-            raise DataError("no such file or folder (data.train_data)", path=path)
+            raise DataError(f"no such file or folder ({key})", path=path)
     return out
 
 

@@ -1,7 +1,7 @@
 """The offline demo corpus: a real retrieval task built from the docstrings of Python's standard library.
 
-Run ``python -m m3lit.data.demo [--out DIR] [--force]`` (or ``make demo-data``); it prints the sizes,
-the build time and the content hash. Every machine with Python can build it, without any download,
+Run ``python -m m3lit.data.demo [out=DIR] [force=true]`` (or ``make demo-data``; ``--help`` lists the
+options); it prints the sizes, the build time and the content hash. Every machine with Python can build it, without any download,
 deterministically for a given Python version.
 
 Task: query = the first sentence of a public callable's docstring; positive = its qualified name,
@@ -27,7 +27,6 @@ first sentence overlaps the query's by Jaccard >= 0.7).
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -38,11 +37,21 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from m3lit.data.stdlib_docs import collect_in_subprocess
 from m3lit.files.cache import atomic_build, cache_root, sha256_file
+from m3lit.files.errors import run_command
+from m3lit.files.options import command_help, parse_key_values
 
-__all__ = ["DEMO_VERSION", "DemoPaths", "build_demo", "default_demo_dir", "make_pairs"]
+__all__ = ["DEMO_VERSION", "OPTIONS", "DemoPaths", "build_demo", "default_demo_dir", "main", "make_pairs"]
+
+#: Command-line options (``key=value``) and their defaults.
+OPTIONS: dict[str, Any] = {
+    "out": None,  # output folder; null: the cache folder (default_demo_dir: <cache>/demo-py<X.Y>-v<version>)
+    "force": False,  # rebuild even if the folder holds a finished build
+    "num_test": 300,  # held-out queries
+}
 
 #: Bump when the output format or the selection rules change (it is part of the cache folder name).
 DEMO_VERSION = 2
@@ -256,23 +265,24 @@ def write_jsonl(path: Path, rows) -> None:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Build the offline demo corpus (stdlib docstrings).")
-    parser.add_argument("--out", default=None, help=f"output folder (default {default_demo_dir()})")
-    parser.add_argument(
-        "--force", action="store_true", help="rebuild even if the folder holds a finished build"
-    )
-    parser.add_argument("--num-test", type=int, default=300, help="held-out queries")
-    args = parser.parse_args(argv)
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point (``python -m m3lit.data.demo`` / ``m3lit-demo-data``); a user error prints
+    one ``error:`` line and raises ``SystemExit`` (:mod:`m3lit.files.errors`)."""
+    return run_command(_run, argv, help=lambda: command_help(__name__, OPTIONS))
+
+
+def _run(args: list[str]) -> int:
+    options = parse_key_values(args, OPTIONS, "demo")
     start = time.perf_counter()
-    paths = build_demo(args.out, force=args.force, num_test=args.num_test)
+    paths = build_demo(options["out"], force=options["force"], num_test=options["num_test"])
     print(
         json.dumps(
             {"root": str(paths.root), **paths.manifest["sizes"], "hash": paths.manifest["hash"]}, indent=2
         )
     )
     print(f"ready in {time.perf_counter() - start:.1f}s (build took {paths.manifest['build_seconds']}s)")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

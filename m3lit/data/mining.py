@@ -1,43 +1,65 @@
 """Hard-negative mining with a trained m3lit model (dense retrieval), like FlagEmbedding's ``hn_mine``.
 
-Run::
+Run (``key=value`` options, as every m3lit command; ``--help`` lists them with their defaults)::
 
-    python -m m3lit.data.mining --model MODEL_DIR --input train.jsonl --output train_minedHN.jsonl \\
-        [--candidate-pool corpus.jsonl] [--range 10-210] [--negative-number 15] [--seed 42]
+    python -m m3lit.data.mining model=MODEL_DIR input=train.jsonl output=train_minedHN.jsonl \\
+        [candidate_pool=corpus.jsonl] [range=10-210] [negative_number=15] [seed=42]
 
-For every line of ``--input`` (FlagEmbedding schema, validated as for training): encode the query and the
+For every line of ``input`` (FlagEmbedding schema, validated as for training): encode the query and the
 candidate pool with the model's dense head (:func:`m3lit.inference.encoding.encode_texts`), retrieve the top
 ``hi`` candidates (:class:`m3lit.retrieval.dense.DenseIndex`, exact inner product), keep ranks
 ``[lo, hi)`` (skipping the top ranks, which are often unlabelled positives), drop the line's positives
-and the query itself, and sample ``--negative-number`` of them without replacement. When fewer remain,
+and the query itself, and sample ``negative_number`` of them without replacement. When fewer remain,
 random pool texts (again never a positive or the query) fill up, as hn_mine does. The pool is
-``--candidate-pool`` (JSONL with a ``text`` field per line) or, by default, every distinct ``pos`` and
+``candidate_pool`` (JSONL with a ``text`` field per line) or, by default, every distinct ``pos`` and
 ``neg`` text of the input.
 
 The output keeps every field of the input line except ``neg`` (replaced) and the teacher scores
 ``pos_scores``/``neg_scores`` (dropped: they no longer align with the new negatives).
+
+The input files and the model are checked before the model loads; a user error ends the command with one
+``error: ...`` line (exit status 2 for a bad option, 1 for a bad file or model; ``--debug``: traceback).
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import logging
 import random
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tqdm.auto import tqdm
 
 from m3lit.data.schema import Example, read_jsonl
+from m3lit.files.errors import PathError, UsageError, run_command
 from m3lit.files.jsonl import DataError, read_records
+from m3lit.files.options import command_help, parse_key_values
+from m3lit.retrieval.config import LENGTH_ALIASES
 
-__all__ = ["MiningResult", "main", "mine_hard_negatives", "parse_range", "select_negatives"]
+__all__ = ["OPTIONS", "MiningResult", "main", "mine_hard_negatives", "parse_range", "select_negatives"]
 
 log = logging.getLogger(__name__)
+
+#: Command-line options (``key=value``) and their defaults.
+OPTIONS: dict[str, Any] = {
+    "model": None,  # m3lit export / FlagEmbedding folder, hub id or Lightning .ckpt; required
+    "input": None,  # training JSONL (query, pos, neg, ...); required
+    "output": None,  # the mined JSONL to write; required
+    "candidate_pool": None,  # JSONL with a 'text' field per line; null: the input's distinct passages
+    "range": "10-210",  # retrieval ranks to sample from, lo-hi (0-based, hi exclusive)
+    "negative_number": 15,  # negatives per line
+    "batch_size": 256,  # encoding batch size
+    "query_max_len": 512,  # query truncation in tokens (data.query_max_len's spelling)
+    "passage_max_len": 512,  # passage truncation in tokens (data.passage_max_len's spelling)
+    "query_instruction": None,  # instruction prepended to queries (off for BGE-M3)
+    "seed": 42,  # sampling seed
+    "device": None,  # cpu, cuda, ...; null: cuda when available
+    "progress": True,  # progress bars while encoding and selecting
+}
 
 
 @dataclass
@@ -58,9 +80,9 @@ def parse_range(text: str) -> tuple[int, int]:
     try:
         lo, hi = (int(x) for x in text.split("-"))
     except ValueError:
-        raise ValueError(f"--range must look like 10-210, got {text!r}") from None
+        raise UsageError(f"range must look like 10-210, got {text!r}") from None
     if not 0 <= lo < hi:
-        raise ValueError(f"--range needs 0 <= lo < hi, got {text!r}")
+        raise UsageError(f"range needs 0 <= lo < hi, got {text!r}")
     return lo, hi
 
 
@@ -185,66 +207,49 @@ def _pool_text(obj: dict) -> str:
     return text
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description="Mine hard negatives with a trained m3lit model (dense retrieval)."
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point (``python -m m3lit.data.mining`` / ``m3lit-mine-negatives``); a user error
+    prints one ``error:`` line and raises ``SystemExit`` (:mod:`m3lit.files.errors`)."""
+    return run_command(_run, argv, help=lambda: command_help(__name__, OPTIONS))
+
+
+def _run(args: list[str]) -> int:
+    options = parse_key_values(
+        args, OPTIONS, "mining", required=("model", "input", "output"), aliases=LENGTH_ALIASES
     )
-    parser.add_argument(
-        "--model", required=True, help="m3lit export / FlagEmbedding folder, hub id or Lightning .ckpt"
-    )
-    parser.add_argument("--input", required=True, help="training JSONL (query, pos, neg, ...)")
-    parser.add_argument("--output", required=True, help="output JSONL")
-    parser.add_argument(
-        "--candidate-pool", default=None, help="JSONL with a 'text' field; default: the input's passages"
-    )
-    parser.add_argument(
-        "--range", default="10-210", help="retrieval ranks to sample from, lo-hi (0-based, hi exclusive)"
-    )
-    parser.add_argument("--negative-number", type=int, default=15, help="negatives per line")
-    parser.add_argument("--batch-size", type=int, default=256, help="encoding batch size")
-    # the spelling of data.query_max_len / passage_max_len; the *-length forms are deprecated aliases
-    parser.add_argument(
-        "--query-max-len", "--query-max-length", type=int, default=512, help="query truncation"
-    )
-    parser.add_argument(
-        "--passage-max-len", "--passage-max-length", type=int, default=512, help="passage truncation"
-    )
-    parser.add_argument(
-        "--query-instruction", default=None, help="instruction prepended to queries (off for BGE-M3)"
-    )
-    parser.add_argument("--seed", type=int, default=42, help="sampling seed")
-    parser.add_argument("--device", default=None, help="cpu, cuda, ...; default: cuda if available")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    for old in ("--query-max-length", "--passage-max-length"):
-        if any(a == old or a.startswith(old + "=") for a in (argv if argv is not None else sys.argv[1:])):
-            log.warning(
-                "%s is deprecated: use %s (the training key's spelling)", old, old.removesuffix("gth")
-            )
+    rank_range = parse_range(options["range"])
+    for key in ("input", "candidate_pool"):
+        if options[key] is not None and not Path(options[key]).is_file():
+            raise PathError(key, options[key], "no such file")
     import torch
 
     from m3lit.model.training_checkpoint import load_model
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    log.info("loading %s", args.model)
-    model = load_model(args.model, key="--model")
+    device = options["device"] or ("cuda" if torch.cuda.is_available() else "cpu")
+    log.info("loading %s", options["model"])
+    model = load_model(options["model"], key="model")  # checks the reference first
     result = mine_hard_negatives(
         model,
-        args.input,
-        args.output,
-        candidate_pool=args.candidate_pool,
-        rank_range=parse_range(args.range),
-        negative_number=args.negative_number,
-        batch_size=args.batch_size,
-        query_max_len=args.query_max_len,
-        passage_max_len=args.passage_max_len,
-        query_instruction=args.query_instruction,
-        seed=args.seed,
+        options["input"],
+        options["output"],
+        candidate_pool=options["candidate_pool"],
+        rank_range=rank_range,
+        negative_number=options["negative_number"],
+        batch_size=options["batch_size"],
+        query_max_len=options["query_max_len"],
+        passage_max_len=options["passage_max_len"],
+        query_instruction=options["query_instruction"],
+        seed=options["seed"],
         device=device,
-        progress=not args.no_progress,
+        progress=options["progress"],
     )
-    print(json.dumps({"output": args.output, **vars(result), "negatives_per_line": args.negative_number}))
+    print(
+        json.dumps(
+            {"output": options["output"], **vars(result), "negatives_per_line": options["negative_number"]}
+        )
+    )
+    return 0
 
 
 if __name__ == "__main__":

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from m3lit.files.errors import UsageError
+
 __all__ = [
     "TABLE9_FINETUNE",
     "TABLE9_UNSUPERVISED",
@@ -54,7 +56,7 @@ def assign_buckets(lengths: np.ndarray, edges: Sequence[int]) -> np.ndarray:
     [0, 0, 1, 3, 3]
     """
     if list(edges) != sorted(set(edges)):
-        raise ValueError(f"data.bucket_edges must be strictly increasing, got {list(edges)}")
+        raise UsageError(f"data.bucket_edges must be strictly increasing, got {list(edges)}")
     return np.searchsorted(np.asarray(edges), lengths, side="right")
 
 

@@ -20,6 +20,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from m3lit.files.errors import UsageError
 from m3lit.files.jsonl import DataError, read_records
 
 __all__ = ["KNOWN_TYPES", "Example", "SkipReport", "check_on_bad_line", "example_fields", "read_jsonl"]
@@ -86,7 +87,7 @@ class SkipReport:
 
 def check_on_bad_line(value: str) -> str:
     if value not in ON_BAD_LINE:
-        raise ValueError(f"data.on_bad_line must be one of {ON_BAD_LINE}, got {value!r}")
+        raise UsageError(f"data.on_bad_line must be one of {ON_BAD_LINE}, got {value!r}")
     return value
 
 

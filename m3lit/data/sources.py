@@ -35,9 +35,16 @@ class Source:
 
 
 def load_datasets(
-    data: Any, *, group_size: int, on_bad_line: str, report: SkipReport, use_teacher_scores: bool
+    data: Any,
+    *,
+    group_size: int,
+    on_bad_line: str,
+    report: SkipReport,
+    use_teacher_scores: bool,
+    key: str = "data.train_data",
 ) -> list[TrainDataset]:
-    """Expand ``data`` (file, folder, mapping or list) and read + validate every file."""
+    """Expand ``data`` (file, folder, mapping or list; the value of config key ``key``) and read + validate
+    every file."""
     return [
         load_dataset(
             path,
@@ -48,7 +55,7 @@ def load_datasets(
             report=report,
             use_teacher_scores=use_teacher_scores,
         )
-        for path, flag, display in expand_train_data(data)
+        for path, flag, display in expand_train_data(data, key)
     ]
 
 

@@ -24,12 +24,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+from m3lit.files.errors import UserError
+
 __all__ = ["DataError", "read_records"]
 
 T = TypeVar("T")
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """Bad input data. The message names the file, the line and the field where they are known.
 
     Args:

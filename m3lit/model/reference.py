@@ -1,7 +1,7 @@
 """Model references, as every command takes them, and the offline check made once before loading.
 
 Every command (``train``'s ``model.net.name_or_path``, ``evaluate``/``encode``/``export``'s ``model=``,
-mining's ``--model``) accepts the same four kinds of reference:
+mining's ``model=``) accepts the same four kinds of reference:
 
 * an m3lit export folder or a FlagEmbedding output folder (encoder + ``sparse_linear.pt``/``colbert_linear.pt``);
 * a plain Hugging Face encoder folder (the heads start untrained);
@@ -22,12 +22,14 @@ import socket
 from pathlib import Path
 from urllib.parse import urlparse
 
+from m3lit.files.errors import UserError
+
 __all__ = ["ModelReferenceError", "check_model_reference", "hub_offline"]
 
 _TRUE = ("1", "true", "yes", "on")
 
 
-class ModelReferenceError(ValueError):
+class ModelReferenceError(UserError, ValueError):
     """A model reference that cannot be loaded; the message names the option and how to fix it."""
 
 
@@ -52,8 +54,9 @@ def check_model_reference(reference: str | os.PathLike, key: str = "model") -> s
     ``m3lit:NAME`` names a built-in source (:func:`m3lit.sources.resolve_source`).
 
     Raises:
-        ModelReferenceError: a ``.ckpt`` path that does not exist, an unknown ``m3lit:`` source, or a hub id
-            while the hub is offline and the id is not in the local cache.
+        ModelReferenceError: a ``.ckpt`` path that does not exist, a local folder without ``config.json``, a
+            file that is not a ``.ckpt``, an unknown ``m3lit:`` source, or a hub id while the hub is offline
+            and the id is not in the local cache.
     """
     from m3lit.sources import BUILDERS, SCHEME
 
@@ -63,6 +66,13 @@ def check_model_reference(reference: str | os.PathLike, key: str = "model") -> s
             raise ModelReferenceError(f"{key}={text}: unknown built-in source; known: {sorted(BUILDERS)}")
         return text
     path = Path(text).expanduser()
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise ModelReferenceError(
+            f"{key}={text}: not a model folder (no config.json; expected an m3lit export, a FlagEmbedding "
+            "or Hugging Face model folder)"
+        )
+    if path.is_file() and path.suffix != ".ckpt":
+        raise ModelReferenceError(f"{key}={text}: not a model (a folder with config.json or a .ckpt file)")
     if path.exists():
         return text
     if path.suffix == ".ckpt":

@@ -31,11 +31,14 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoTokenizer
 
+from m3lit.files.errors import UserError
 from m3lit.model import M3Model
 from m3lit.model.lora import add_lora, lora_settings
 
 __all__ = [
     "CKPT_META_KEY",
+    "CheckpointError",
+    "UnsafeCheckpointError",
     "TrainingCheckpoint",
     "checkpoint_metadata",
     "checkpoint_step",
@@ -49,6 +52,14 @@ __all__ = [
 #: Key of m3lit's metadata entry in a Lightning checkpoint dict.
 CKPT_META_KEY = "m3lit"
 _HEAD_KEY = "sparse_head.linear.weight"  # marks the M3Model inside a LightningModule's state dict
+
+
+class CheckpointError(UserError, ValueError):
+    """A ``.ckpt`` that cannot be used: unreadable (truncated, not a torch file) or without an M3 model."""
+
+
+class UnsafeCheckpointError(CheckpointError, pickle.UnpicklingError):
+    """A checkpoint that would unpickle objects other than tensors and plain containers (refused)."""
 
 
 @dataclass
@@ -104,20 +115,30 @@ def checkpoint_metadata(
     }
 
 
-def safe_torch_load(path: str | os.PathLike) -> Any:
-    """``torch.load(weights_only=True)`` with an error that names the file when unpickling is refused."""
+def safe_torch_load(path: str | os.PathLike, *, mmap: bool = False) -> Any:
+    """``torch.load(weights_only=True)`` with errors that name the file.
+
+    Raises:
+        UnsafeCheckpointError: unpickling was refused (the file holds arbitrary pickled objects).
+        CheckpointError: the file is truncated, empty or not a torch file at all.
+    """
     try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
+        return torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as error:
-        raise pickle.UnpicklingError(
+        raise UnsafeCheckpointError(
             f"{path}: refused to load: the file contains pickled objects other than tensors and plain "
             f"containers, and m3lit never unpickles arbitrary objects (weights_only=True). Details: {error}"
+        ) from error
+    except (RuntimeError, EOFError, KeyError) as error:  # torch's errors for a damaged or foreign file
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint (truncated, or not written by torch.save): {first}"
         ) from error
 
 
 def checkpoint_step(path: str | os.PathLike) -> int:
     """The ``global_step`` of a Lightning checkpoint, read without loading its tensors (memory-mapped)."""
-    ckpt = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    ckpt = safe_torch_load(path, mmap=True)
     return int(ckpt.get("global_step") or 0)
 
 
@@ -139,19 +160,20 @@ def load_training_checkpoint(
             ``sparse_head.linear.weight`` key.
 
     Raises:
-        pickle.UnpicklingError: the file holds arbitrary pickled objects.
-        ValueError: no state dict, no or ambiguous M3 model inside, or no way to rebuild the architecture.
+        UnsafeCheckpointError: the file holds arbitrary pickled objects (a ``pickle.UnpicklingError``).
+        CheckpointError: an unreadable file, no state dict, no or ambiguous M3 model inside, or no way to
+            rebuild the architecture (a ``ValueError``).
     """
     path = Path(path).resolve()
     ckpt = safe_torch_load(path)
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
-        raise ValueError(f"{path}: not a Lightning checkpoint (no 'state_dict' entry)")
+        raise CheckpointError(f"{path}: not a Lightning checkpoint (no 'state_dict' entry)")
     meta = ckpt.get(CKPT_META_KEY) or {}
     state = _strip_compile_prefix(ckpt["state_dict"])
     prefix = prefix if prefix is not None else meta.get("prefix", _find_prefix(path, state))
     own = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     if _HEAD_KEY not in own:
-        raise ValueError(f"{path}: no '{prefix}{_HEAD_KEY}' in the state dict; wrong prefix {prefix!r}?")
+        raise CheckpointError(f"{path}: no '{prefix}{_HEAD_KEY}' in the state dict; wrong prefix {prefix!r}?")
 
     if meta:
         model = _model_from_metadata(meta, own)
@@ -159,7 +181,7 @@ def load_training_checkpoint(
         model = M3Model.from_pretrained(base_model, colbert_dim=own["colbert_head.linear.weight"].shape[0])
         model.heads_loaded = True
     else:
-        raise ValueError(
+        raise CheckpointError(
             f"{path}: the checkpoint carries no '{CKPT_META_KEY}' metadata (encoder config + tokenizer); "
             "pass base_model=<the folder or hub id the run started from>"
         )
@@ -221,7 +243,7 @@ def _model_from_metadata(meta: dict, own: dict[str, torch.Tensor]) -> M3Model:
         Path(tmp, "config.json").write_text(meta["encoder_config"], encoding="utf-8")
         for name, payload in meta["tokenizer_files"].items():
             if Path(name).name != name:
-                raise ValueError(f"unsafe tokenizer file name in checkpoint metadata: {name!r}")
+                raise CheckpointError(f"unsafe tokenizer file name in checkpoint metadata: {name!r}")
             Path(tmp, name).write_bytes(payload)
         config = AutoConfig.from_pretrained(tmp)
         tokenizer = AutoTokenizer.from_pretrained(tmp)
@@ -239,12 +261,12 @@ def _load_state(model: M3Model, own: dict[str, torch.Tensor], path: Path) -> Non
     missing = sorted(set(expected) - set(own))
     unexpected = sorted(set(own) - set(expected))
     if missing or unexpected:
-        raise ValueError(
+        raise CheckpointError(
             f"{path}: state dict does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}"
         )
     for key, tensor in own.items():
         if tensor.shape != expected[key].shape:
-            raise ValueError(
+            raise CheckpointError(
                 f"{path}: '{key}' has shape {tuple(tensor.shape)}, model expects {tuple(expected[key].shape)}"
             )
     model.load_state_dict(own, strict=True)
@@ -253,7 +275,7 @@ def _load_state(model: M3Model, own: dict[str, torch.Tensor], path: Path) -> Non
 def _find_prefix(path: Path, state: dict) -> str:
     prefixes = sorted({k[: -len(_HEAD_KEY)] for k in state if k.endswith(_HEAD_KEY)})
     if len(prefixes) != 1:
-        raise ValueError(
+        raise CheckpointError(
             f"{path}: expected one M3 model in the state dict, found prefixes {prefixes}; pass prefix="
         )
     return prefixes[0]

@@ -24,9 +24,10 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from m3lit.files.errors import PathError
 from m3lit.files.jsonl import DataError, read_records
 
-__all__ = ["RetrievalDataset", "load_beir", "write_beir"]
+__all__ = ["RetrievalDataset", "check_beir_folder", "load_beir", "write_beir"]
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +148,27 @@ def _read_qrels(
     return qrels, skipped
 
 
+def check_beir_folder(dataset_dir: str | Path, split: str = "test", key: str = "dataset_dir") -> Path:
+    """``dataset_dir`` as a Path, if it holds ``corpus.jsonl``, ``queries.jsonl`` and ``qrels/<split>.tsv``.
+
+    A cheap start-up check (nothing is read): commands call it before they load a model.
+
+    Raises:
+        PathError: naming the option ``key``: no such folder, or the files it lacks.
+    """
+    root = Path(dataset_dir)
+    if not root.is_dir():
+        raise PathError(key, dataset_dir, "dataset folder not found")
+    missing = [
+        name
+        for name in ("corpus.jsonl", "queries.jsonl", f"qrels/{split}.tsv")
+        if not (root / name).is_file()
+    ]
+    if missing:
+        raise PathError(key, dataset_dir, f"not a BEIR dataset folder: no {', '.join(missing)}")
+    return root
+
+
 def load_beir(
     dataset_dir: str | Path, split: str = "test", *, unknown_qrels: str = "error", name: str | None = None
 ) -> RetrievalDataset:
@@ -160,9 +182,7 @@ def load_beir(
     """
     if unknown_qrels not in ("error", "skip"):
         raise ValueError(f"unknown_qrels must be 'error' or 'skip', got {unknown_qrels!r}")
-    root = Path(dataset_dir)
-    if not root.is_dir():
-        raise FileNotFoundError(f"{root}: dataset folder not found")
+    root = check_beir_folder(dataset_dir, split)
     corpus_path = root / "corpus.jsonl"
     corpus_ids, corpus_texts = _read_jsonl(corpus_path, "corpus")
     if not corpus_ids:

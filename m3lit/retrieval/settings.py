@@ -28,6 +28,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from m3lit.files.jsonl import DataError
+
 __all__ = [
     "RESTORED_KEYS",
     "OPTIONAL_RESTORED_KEYS",
@@ -133,9 +135,9 @@ def read_json_object(path: str | Path, default_name: str, what: str) -> tuple[Pa
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: {what} not found") from None
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path}:{err.lineno}: invalid JSON ({err.msg})") from None
+        raise DataError(f"invalid JSON ({err.msg})", path=path, line=err.lineno) from None
     if not isinstance(payload, dict):
-        raise ValueError(f"{path}: expected a JSON object")
+        raise DataError("expected a JSON object", path=path)
     return path, payload
 
 

