@@ -39,6 +39,13 @@ train: $(STAMP) ## Fine-tune multilingual-e5-small on the compact Bible benchmar
 train-full: $(STAMP) ## The full Bible benchmark: 10 languages, MIRACL/MKQA/MLDR-like tables (docs/results.md has the time)
 	$(BIN)/python -m m3lit.train experiment=bible_full $(ARGS)
 
+# multilingual-e5-small as released, with its own pooling and prefixes: the reference row of calibrate's table
+E5_REFERENCE := {name_or_path: "m3lit:multilingual-e5-small-q4", label: multilingual-e5-small, retrieval: {pooling: mean, query_prefix: "query: ", passage_prefix: "passage: "}}
+calibrate: $(STAMP) ## Issue 16's calibration (English Gospels -> Acts-Revelation cross-references): make calibrate MODEL=<export> OUT=<dir>
+	@test -n "$(MODEL)" || { echo "error: make calibrate needs MODEL=<export folder>, e.g. logs/bible_full/runs/<time>/export"; exit 2; }
+	suite=$$($(BIN)/python -m m3lit.data.bible_calibration path_only=true) && \
+	$(BIN)/python -m m3lit.evaluate model=$(MODEL) suite=$$suite reference='$(E5_REFERENCE)' output_dir=$(or $(OUT),outputs/calibrate) $(ARGS)
+
 demo: $(STAMP) ## The tiny from-scratch demo (random 1.3M-parameter model on stdlib docstrings; ~4 min)
 	$(BIN)/python -m m3lit.train experiment=demo $(ARGS)
 
@@ -95,4 +102,4 @@ clean-all: clean ## Also remove .venv
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
 
-.PHONY: install test test-fast train train-full demo eval export bench bench-flag gpu-check flag-env flag-parity demo-data docs docs-serve lint format clean clean-all help
+.PHONY: install test test-fast train train-full calibrate demo eval export bench bench-flag gpu-check flag-env flag-parity demo-data docs docs-serve lint format clean clean-all help

@@ -321,3 +321,42 @@ def test_a_finished_build_is_reused_only_for_the_same_spec(tmp_path):
     assert sorted(p.name for p in (again.root / "eval" / "miracl").iterdir()) == sorted(
         fewer.miracl_languages
     )
+
+
+def test_calibration_task_matches_a_direct_computation(tmp_path):
+    """Gospels -> rest of the NT (m3lit.data.bible_calibration): disjoint books, qrels = the database's
+    cross-references recomputed here, deterministic bytes, a loadable one-task suite, no half-built folder."""
+    from m3lit.data.bible_calibration import build_calibration
+    from m3lit.retrieval.suite import load_suite
+
+    db = make_db(tmp_path / "bible.db")
+    english = {k for k in _keys() if k[0] >= 40}  # every translation has every NT verse
+    expected: dict[str, dict[str, int]] = {}
+    for src, dst in _refs():
+        if 40 <= src[0] <= 43 and 44 <= dst[0] <= 66 and src in english and dst in english and src != dst:
+            expected.setdefault(_vid(src), {})[_vid(dst)] = 1
+    n = len(expected) - 1
+    a = build_calibration(tmp_path / "a", queries=n, seed=5, db=db)
+    b = build_calibration(tmp_path / "b", queries=n, seed=5, db=db)
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    assert all((a / f).read_bytes() == (b / f).read_bytes() for f in files)
+    folder = a / "gospels" / "en"
+    corpus, queries, qrels = _rows(folder / "corpus.jsonl"), _rows(folder / "queries.jsonl"), _qrels(folder)
+    assert {d["_id"] for d in corpus} == {_vid(k) for k in english if k[0] == 44}
+    assert len(queries) == n and {q["_id"] for q in queries} < set(expected) and set(qrels) < set(expected)
+    assert all(int(q["_id"].split(".")[0]) in (40, 41, 43) for q in queries)
+    assert qrels == {q["_id"]: expected[q["_id"]] for q in queries}
+    for row in corpus + queries:  # the English (WEB, "4") text of that very verse
+        assert row["text"] == verse_text("4", tuple(map(int, row["_id"].split("."))))
+    (task,) = load_suite(a)
+    assert (task.name, list(task.datasets), task.metrics) == (
+        "Gospels->NT",
+        ["en"],
+        ("ndcg@10", "recall@100"),
+    )
+    with pytest.raises(
+        ValueError, match=f"{len(expected) + 1} calibration queries asked, but only {len(expected)}"
+    ):
+        build_calibration(tmp_path / "c", queries=len(expected) + 1, db=db)
+    assert not (tmp_path / "c").exists()

