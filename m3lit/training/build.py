@@ -6,14 +6,18 @@ result to :class:`~m3lit.training.lit_module.M3LitModule`.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
+from pathlib import Path
 
 import torch
 from transformers import AutoTokenizer
 
-from m3lit.files.errors import UsageError
+from m3lit.files.errors import PathError, UsageError
+from m3lit.files.jsonl import read_records
 from m3lit.model import M3Model
 from m3lit.model.cpu_dropout import use_fast_cpu_dropout
+from m3lit.model.lexical_init import fit_lexical_head
 from m3lit.model.lora import add_lora, has_lora, merge_lora
 from m3lit.model.positions import extend_position_embeddings
 from m3lit.model.reference import check_model_reference
@@ -21,6 +25,8 @@ from m3lit.model.tiny import tiny_xlmr_config
 from m3lit.model.training_checkpoint import is_training_checkpoint, load_training_checkpoint
 
 __all__ = ["build_m3_model", "DTYPES"]
+
+log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -41,6 +47,7 @@ def build_m3_model(
     position_init: str = "copy",
     sparse_init_scale: float = 1.0,
     sparse_init_uniform: float | None = None,
+    sparse_init_idf: Mapping | None = None,
     fast_cpu_dropout: bool = True,
     lora: Mapping | None = None,
 ) -> M3Model:
@@ -75,6 +82,11 @@ def build_m3_model(
             A near-zero random head barely trains in a short run, because s_lex = sum w_q * w_p makes the
             gradient of each weight proportional to the other side's (near-zero) weights. Excludes
             ``sparse_init_scale``; loaded heads are untouched.
+        sparse_init_idf: ``{texts, sample, mean_weight, ridge, max_length}``: fit a FRESHLY initialised
+            sparse head to BM25's idf instead (:func:`~m3lit.model.lexical_init.fit_lexical_head`), so each
+            token weighs about ``c * sqrt(idf)`` and s_lex starts as a BM25-like match. ``texts``: JSON-lines
+            training file(s) whose ``query`` and ``pos`` texts are the idf's documents (e.g.
+            ``${data.pairs_data}``). Excludes the other two ``sparse_init_*`` options.
         fast_cpu_dropout: draw the encoder's dropout masks on CPU from raw random bits
             (:mod:`m3lit.model.cpu_dropout`, cheaper than PyTorch's ``bernoulli_``; drop probability p
             rounded to a multiple of 2^-15). CUDA runs use PyTorch's dropout either way.
@@ -118,8 +130,12 @@ def build_m3_model(
         raise UsageError("model.net: give sparse_init_uniform or sparse_init_scale, not both")
     if sparse_init_uniform is not None and sparse_init_uniform <= 0:
         raise UsageError(f"model.net.sparse_init_uniform must be > 0, got {sparse_init_uniform}")
+    if sparse_init_idf is not None and (sparse_init_uniform is not None or sparse_init_scale != 1.0):
+        raise UsageError("model.net: sparse_init_idf excludes sparse_init_uniform and sparse_init_scale")
     fresh_sparse_head = not (name_or_path and model.heads_loaded)
-    if fresh_sparse_head:
+    if fresh_sparse_head and sparse_init_idf is not None:
+        _fit_sparse_head_to_idf(model, dict(sparse_init_idf))
+    elif fresh_sparse_head:
         with torch.no_grad():
             if sparse_init_uniform is not None:
                 model.sparse_head.linear.weight.zero_()
@@ -140,3 +156,23 @@ def build_m3_model(
         fix_word_embeddings=fix_word_embeddings,
     )
     return model.train()  # from_pretrained returns eval mode; Lightning keeps modes as it finds them
+
+
+def _fit_sparse_head_to_idf(model: M3Model, options: dict) -> None:
+    """``model.net.sparse_init_idf``: read the texts, fit the head, log the fit's R^2."""
+    files = options.pop("texts", None)
+    if not files:
+        raise UsageError(
+            "model.net.sparse_init_idf needs texts: a JSON-lines training file or a list of them"
+        )
+    texts: list[str] = []
+    for path in [files] if isinstance(files, str) else list(files):
+        if not Path(path).is_file():
+            raise PathError("model.net.sparse_init_idf.texts", path, "no such file")
+        for _, record in read_records(path):
+            texts += [record["query"], *record.get("pos", [])]
+    try:
+        r2 = fit_lexical_head(model, texts, **options)
+    except TypeError as err:
+        raise UsageError(f"model.net.sparse_init_idf: {err}") from None
+    log.info("sparse head fitted to BM25 idf on %d texts (R^2 %.3f)", len(texts), r2)
