@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 __all__ = [
@@ -338,3 +339,9 @@ def _check_colbert(fn: str, qv: torch.Tensor, qm: torch.Tensor, pv: torch.Tensor
         raise ValueError(f"{fn}: p_mask {tuple(pm.shape)} does not align with p_vecs {tuple(pv.shape)}")
     if qv.shape[-1] != pv.shape[-1]:
         raise ValueError(f"{fn}: query dim {qv.shape[-1]} != passage dim {pv.shape[-1]}")
+
+
+def bm25_idf(df: np.ndarray, n_docs: int) -> np.ndarray:
+    """BM25's idf, elementwise over document frequencies ``df`` (any shape) in a corpus of ``n_docs``:
+    ``ln(1 + (N - df + 0.5) / (df + 0.5))`` (Lucene / Pyserini; always > 0)."""
+    return np.log1p((n_docs - df + 0.5) / (df + 0.5))

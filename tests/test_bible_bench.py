@@ -360,3 +360,5 @@ def test_calibration_task_matches_a_direct_computation(tmp_path):
     ):
         build_calibration(tmp_path / "c", queries=len(expected) + 1, db=db)
     assert not (tmp_path / "c").exists()
+    other = build_calibration(tmp_path / "a", queries=n - 1, seed=5, db=db)  # same folder, another draw
+    assert len(_rows(other / "gospels" / "en" / "queries.jsonl")) == n - 1

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from m3lit.model.lexical_init import bm25_idf, fit_lexical_head
+from m3lit.model.lexical_init import fit_lexical_head, token_idf
 from m3lit.training.build import build_m3_model
 
 
 def test_bm25_idf_matches_the_formula():
     docs = [[1, 2, 2, 3], [2, 4], [2, 3, 5], [6]]
-    idf = bm25_idf(docs)
+    idf = token_idf(docs)
     n = 4
     for token, df in {1: 1, 2: 3, 3: 2, 4: 1, 5: 1, 6: 1}.items():
         assert idf[token] == pytest.approx(math.log(1 + (n - df + 0.5) / (df + 0.5)))

@@ -56,12 +56,15 @@ def build_calibration(
     Args:
         out: output folder (None: ``<cache>/bible-calibration-v<version>-<queries>q-s<seed>``).
         queries, seed: how many Gospel verses, and the seed of their draw.
-        force: rebuild even when finished. ``download``, ``db``: as :func:`~m3lit.data.bible_bench.build_bible_bench`.
+        force: rebuild even when finished (a finished folder of another ``queries``/``seed`` is rebuilt anyway). ``download``, ``db``: as :func:`~m3lit.data.bible_bench.build_bible_bench`.
     """
     name = f"bible-calibration-v{CALIBRATION_VERSION}-{queries}q-s{seed}"
     out = Path(out) if out is not None else cache_root() / name
     if not force and (out / "manifest.json").exists():
-        return out
+        built = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+        if (built["seed"], built["sizes"]["queries"]) == (seed, queries):
+            return out
+        force = True  # another draw: rebuilt, and the old folder replaced only once the new one is done
     code = PRIMARY["en"]
     bible, source = read_bench_text([code], db=db, download=download)
     corpus, query_texts, qrels = gospel_task(bible, queries, random.Random(seed), code)

@@ -12,22 +12,24 @@ by context. ``c`` is chosen so that the mean fitted weight is ``mean_weight``.
 
 from __future__ import annotations
 
-import math
 import random
 from collections import Counter
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
-__all__ = ["bm25_idf", "fit_lexical_head"]
+from m3lit import scores
+
+__all__ = ["fit_lexical_head", "token_idf"]
 
 
-def bm25_idf(documents: Sequence[Sequence[int]]) -> dict[int, float]:
+def token_idf(documents: Sequence[Sequence[int]]) -> dict[int, float]:
     """BM25's idf of every token id in ``documents`` (each a sequence of token ids):
     ``ln(1 + (N - df + 0.5) / (df + 0.5))`` with N documents and df the documents holding the token."""
     df = Counter(t for doc in documents for t in set(doc))
-    n = len(documents)
-    return {t: math.log(1.0 + (n - d + 0.5) / (d + 0.5)) for t, d in df.items()}
+    idf = scores.bm25_idf(np.array(list(df.values()), np.float64), len(documents))
+    return dict(zip(df, idf.tolist(), strict=True))
 
 
 def fit_lexical_head(
@@ -58,7 +60,7 @@ def fit_lexical_head(
     if not texts:
         raise ValueError("fit_lexical_head: no texts to count idf on")
     tokenizer = model.tokenizer
-    idf = bm25_idf(tokenizer(list(texts), add_special_tokens=False)["input_ids"])
+    idf = token_idf(tokenizer(list(texts), add_special_tokens=False)["input_ids"])
     special = torch.tensor(sorted(tokenizer.all_special_ids))
     chosen = sorted(random.Random(seed).sample(range(len(texts)), min(sample, len(texts))))
     device = next(model.parameters()).device

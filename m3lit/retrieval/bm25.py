@@ -30,6 +30,7 @@ from transformers import PreTrainedTokenizerBase
 
 from m3lit.retrieval.ranking import Ranking
 from m3lit.retrieval.sparse import SparseIndex
+from m3lit.scores import bm25_idf
 
 __all__ = ["BM25Index", "bm25_tokenize"]
 
@@ -104,7 +105,7 @@ class BM25Index:
             doc_len = np.asarray(tf.sum(1)).ravel()  # (N,)
             avgdl = max(float(doc_len.mean()) if n_docs else 0.0, 1e-9)
             df = np.bincount(tf.indices, minlength=self.vocab_size)  # (V,) documents containing each term
-            idf = np.log1p((n_docs - df + 0.5) / (df + 0.5))
+            idf = bm25_idf(df, n_docs)
             rows = np.repeat(np.arange(n_docs), np.diff(tf.indptr))  # document of each stored entry
             norm = self.k1 * (1 - self.b + self.b * doc_len[rows] / avgdl)
             data = idf[tf.indices] * tf.data / (tf.data + norm)

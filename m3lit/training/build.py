@@ -6,6 +6,7 @@ result to :class:`~m3lit.training.lit_module.M3LitModule`.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -171,8 +172,12 @@ def _fit_sparse_head_to_idf(model: M3Model, options: dict) -> None:
             raise PathError("model.net.sparse_init_idf.texts", path, "no such file")
         for _, record in read_records(path):
             texts += [record["query"], *record.get("pos", [])]
-    try:
-        r2 = fit_lexical_head(model, texts, **options)
-    except TypeError as err:
-        raise UsageError(f"model.net.sparse_init_idf: {err}") from None
+    known = set(inspect.signature(fit_lexical_head).parameters) - {"model", "texts"}
+    for key in sorted(
+        set(options) - known
+    ):  # checked here, so a TypeError inside the fit keeps its traceback
+        raise UsageError(
+            f"model.net.sparse_init_idf: unexpected keyword argument {key!r} (known: texts, {sorted(known)})"
+        )
+    r2 = fit_lexical_head(model, texts, **options)
     log.info("sparse head fitted to BM25 idf on %d texts (R^2 %.3f)", len(texts), r2)
