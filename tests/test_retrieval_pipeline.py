@@ -227,3 +227,29 @@ def test_unknown_mode_is_rejected(model_and_data):
     model, dataset, _ = model_and_data
     with pytest.raises(ValueError, match=r"unknown retrieval mode\(s\) \['hybrid'\]"):
         evaluate_retrieval(model, dataset, modes=["dense", "hybrid"], config=small_config())
+
+
+def test_hybrid_all_reranks_the_union_of_dense_and_sparse_candidates(model_and_data):
+    """all_candidates="hybrid": All re-ranks the union of the dense and the sparse top-r (not only dense)."""
+    model, dataset, ref = model_and_data
+    r = 4
+    fused = ref["dense"] + 0.3 * ref["sparse"] + ref["colbert"]  # default All weights (1, 0.3, 1)
+    runs = {}
+    for store in ("memory", "reencode"):
+        cfg = small_config(all_rerank_k=r, all_candidates="hybrid", colbert_store=store, shard_size=7)
+        runs[store] = retrieve(model, dataset, ["dense", "sparse", "all"], cfg, depth=10)
+        dense, sparse = runs[store].rankings["dense"], runs[store].rankings["sparse"]
+        check_topk(dense, ref["dense"], 10)
+        check_topk(sparse, ref["sparse"], 10, keep=ref["sparse"] > 0)
+        keep = np.zeros_like(ref["dense"], bool)
+        for ranking in (dense, sparse):
+            top = ranking.indices[:, :r]
+            rows = np.nonzero(top >= 0)
+            keep[rows[0], top[rows]] = True
+        check_topk(runs[store].rankings["all"], fused, 2 * r, keep=keep)
+    # some query gains a candidate only the lexical head found, so the option changes what All can rank
+    dense_only = runs["memory"].rankings["dense"].indices[:, :r]
+    assert any(set(np.flatnonzero(row)) - set(top) for row, top in zip(keep, dense_only.tolist(), strict=True))
+    np.testing.assert_array_equal(runs["memory"].rankings["all"].indices, runs["reencode"].rankings["all"].indices)
+    with pytest.raises(ValueError, match="all_candidates must be one of"):
+        small_config(all_candidates="sparse")

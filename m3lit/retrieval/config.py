@@ -9,6 +9,9 @@ FlagEmbedding's MKQA/MLDR scripts (spec §6):
   Long-document sets (MLDR) used 0.2 / 0.8.
 - All: re-rank the dense top-200 (paper's Multi-vec depth, MLDR script) with dense 1.0 / sparse 0.3 /
   ColBERT 1.0 (MKQA script and FlagEmbedding's ``compute_score`` example). MLDR used 0.15 / 0.5 / 0.35.
+  ``all_candidates="hybrid"`` re-ranks the union of the dense and sparse top-200 instead, the candidates
+  of FlagEmbedding's alternative ``hybrid_all_results.py`` script: a passage only the lexical head finds
+  can then reach the All list (it never can from the dense top-200 alone).
 - Lengths 512/512 are FlagEmbedding's inference defaults (MLDR evaluated passages up to 8192 tokens).
 - Dense+MCLS: passages get a CLS token every 256 tokens (App. B.2, :mod:`m3lit.inference.mcls`).
 - Released-model baselines: ``pooling="mean"`` (attention-mask mean of the last hidden states, then L2
@@ -28,7 +31,7 @@ from typing import Any
 
 from m3lit.inference.encoding import POOLINGS
 
-__all__ = ["LENGTH_ALIASES", "RetrievalConfig"]
+__all__ = ["ALL_CANDIDATES", "LENGTH_ALIASES", "RetrievalConfig"]
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,9 @@ log = logging.getLogger(__name__)
 #: ``data.query_max_len`` / ``data.passage_max_len`` (FlagEmbedding's training arguments; mining's
 #: ``--query-max-len``). ``evaluate``'s ``retrieval.*_max_length`` keys are the deprecated forms.
 LENGTH_ALIASES = {"query_max_length": "query_max_len", "passage_max_length": "passage_max_len"}
+
+#: Where the All mode's candidates come from (:attr:`RetrievalConfig.all_candidates`).
+ALL_CANDIDATES = ("dense", "hybrid")
 
 
 @dataclass
@@ -66,8 +72,12 @@ class RetrievalConfig:
     hybrid_k: int = 1000
     #: Dense+Sparse weights (w_dense, w_sparse): MKQA script; MLDR used (0.2, 0.8)
     hybrid_weights: tuple[float, float] = (1.0, 0.3)
-    #: All: dense candidates re-ranked by the weighted sum of the three scores
+    #: All: the candidates re-ranked by the weighted sum of the three scores: the top-``all_rerank_k`` of each list
     all_rerank_k: int = 200
+    #: All's candidate lists: "dense" (the dense top-k; paper footnotes, MKQA/MLDR scripts) or "hybrid" (the union
+    #: of the dense and the sparse top-k, as Dense+Sparse; FlagEmbedding's hybrid_all_results.py), which lets a
+    #: passage that only the lexical head finds be re-ranked
+    all_candidates: str = "dense"
     #: All weights (w_dense, w_sparse, w_colbert): MKQA script; MLDR used (0.15, 0.5, 0.35)
     all_weights: tuple[float, float, float] = (1.0, 0.3, 1.0)
     #: BM25 term-frequency saturation (Anserini/Pyserini default)
@@ -92,6 +102,8 @@ class RetrievalConfig:
             raise ValueError(f"all_weights needs 3 values (dense, sparse, colbert), got {self.all_weights}")
         if self.colbert_store not in ("auto", "memory", "reencode"):
             raise ValueError(f"colbert_store must be auto, memory or reencode, got {self.colbert_store!r}")
+        if self.all_candidates not in ALL_CANDIDATES:
+            raise ValueError(f"all_candidates must be one of {list(ALL_CANDIDATES)}, got {self.all_candidates!r}")
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {list(POOLINGS)}, got {self.pooling!r}")
         for name in ("query_prefix", "passage_prefix"):

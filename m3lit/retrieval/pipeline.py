@@ -7,7 +7,8 @@ The modes are the rows of the paper's tables (BGE-M3, arXiv:2402.03216 §4, Tabl
 ``sparse``        exact top-k by s_lex over an inverted index (:class:`SparseIndex`)
 ``colbert``       "Multi-vec": the dense top-``colbert_rerank_k`` re-ranked by MaxSim
 ``dense+sparse``  union of the dense and sparse top-``hybrid_k`` lists, re-scored w_d s_dense + w_s s_lex
-``all``           the dense top-``all_rerank_k`` re-ranked by w_d s_dense + w_s s_lex + w_c s_mul
+``all``           the dense top-``all_rerank_k`` re-ranked by w_d s_dense + w_s s_lex + w_c s_mul; with
+                  ``all_candidates="hybrid"``, the union of the dense and sparse top-``all_rerank_k``
 ``dense+mcls``    exact dense top-k, passages encoded with a CLS every ``mcls_interval`` tokens (App. B.2,
                   Table 5 "Dense+MCLS"; queries encoded normally). Opt-in: not in :data:`DEFAULT_MODES`
 ``bm25``          BM25 with the model's tokenizer (reference row; needs no trained weights, no prefixes)
@@ -188,7 +189,13 @@ def retrieve(
         + [cfg.all_rerank_k] * ("all" in modes)
         + [0]
     )
-    sparse_k = max([depth] * ("sparse" in modes) + [cfg.hybrid_k] * ("dense+sparse" in modes) + [0])
+    hybrid_all = "all" in modes and cfg.all_candidates == "hybrid"  # All re-ranks dense + sparse candidates
+    sparse_k = max(
+        [depth] * ("sparse" in modes)
+        + [cfg.hybrid_k] * ("dense+sparse" in modes)
+        + [cfg.all_rerank_k] * hybrid_all
+        + [0]
+    )
 
     # ---- queries
     queries = None
@@ -253,11 +260,17 @@ def retrieve(
 
     # MaxSim of the dense top candidates, once for both re-ranking modes (prefixes of one sorted list)
     colbert_k = max(
-        [cfg.colbert_rerank_k] * ("colbert" in modes) + [cfg.all_rerank_k] * ("all" in modes) + [0]
+        [cfg.colbert_rerank_k] * ("colbert" in modes)
+        + [cfg.all_rerank_k] * ("all" in modes and not hybrid_all)
+        + [0]
     )
-    if colbert_k and info.get("colbert_store") == "reencode":
+    all_cand = None  # (Q, M) All's candidates when they are not a prefix of the dense list
+    if hybrid_all:
+        all_cand = union_candidates(dense_rank.truncate(cfg.all_rerank_k), sparse_rank.truncate(cfg.all_rerank_k))
+    if (colbert_k or hybrid_all) and info.get("colbert_store") == "reencode":
         with _timed(timings, "colbert_reencode"):
-            rows = dense_rank.truncate(colbert_k).indices
+            rows = [dense_rank.truncate(colbert_k).indices] + [all_cand] * hybrid_all
+            rows = np.concatenate(rows, axis=1)
             store_candidates(model, dataset.corpus_texts, store, rows, cfg, device=device, progress=progress)
     if store is not None:
         info["colbert_store_bytes"] = store.nbytes
@@ -279,10 +292,14 @@ def retrieve(
             rankings["dense+sparse"] = fuse(cand, d, s, None, (*cfg.hybrid_weights, 0.0), depth)
     if "all" in modes:
         with _timed(timings, "search/all"):
-            cand = rerank[:, : cfg.all_rerank_k]
+            if hybrid_all:
+                cand = all_cand
+                c = store.score(queries.colbert, cand, device=score_device)
+            else:
+                cand, c = rerank[:, : cfg.all_rerank_k], maxsim[:, : cfg.all_rerank_k]
             d = dense_index.score(queries.dense, cand)
             s = sparse_index.score(q_sparse, cand)
-            rankings["all"] = fuse(cand, d, s, maxsim[:, : cfg.all_rerank_k], cfg.all_weights, depth)
+            rankings["all"] = fuse(cand, d, s, c, cfg.all_weights, depth)
     if "bm25" in modes:
         drop = special_token_ids(model.tokenizer)
         bm25 = BM25Index(vocab, k1=cfg.bm25_k1, b=cfg.bm25_b)
