@@ -52,6 +52,9 @@ demo: $(STAMP) ## The tiny from-scratch demo (random 1.3M-parameter model on std
 eval: $(STAMP) ## Evaluate a model: make eval ARGS="model=PATH data=DIR output_dir=OUT"
 	$(BIN)/python -m m3lit.evaluate $(ARGS)
 
+compare: $(STAMP) ## Paired significance of two table rows: make compare ARGS="run=RUN a=all b=bm25 [task=MIRACL-like]"
+	$(BIN)/python -m m3lit.compare $(ARGS)
+
 export: $(STAMP) ## Export a checkpoint: make export ARGS="model=CKPT output_dir=DIR"
 	$(BIN)/python -m m3lit.export $(ARGS)
 
@@ -102,4 +105,4 @@ clean-all: clean ## Also remove .venv
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
 
-.PHONY: install test test-fast train train-full calibrate demo eval export bench bench-flag gpu-check flag-env flag-parity demo-data docs docs-serve lint format clean clean-all help
+.PHONY: install test test-fast train train-full calibrate demo eval compare export bench bench-flag gpu-check flag-env flag-parity demo-data docs docs-serve lint format clean clean-all help

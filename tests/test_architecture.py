@@ -32,7 +32,7 @@ LAYERS: list[tuple[tuple[str, ...], bool]] = [
     (("data",), False),  # training data, sampler, collator, M3DataModule, demo corpus, mining
     (("training", "callbacks"), True),  # the Lightning system and its callbacks
     (("config",), False),  # compose + check the Hydra config, key=value options, resume
-    (("__init__", "train", "evaluate", "export", "encode"), True),  # public API and entry points
+    (("__init__", "train", "evaluate", "export", "encode", "compare"), True),  # public API and entry points
 ]
 
 #: Third-party packages a component must not import (top-level names).
@@ -46,7 +46,7 @@ NO_THIRD_PARTY: dict[str, frozenset[str]] = {
 }
 
 #: `python -m m3lit.<name>` commands users run (README, Makefile).
-ENTRY_MODULES = ("m3lit.train", "m3lit.evaluate", "m3lit.export", "m3lit.encode")
+ENTRY_MODULES = ("m3lit.train", "m3lit.evaluate", "m3lit.export", "m3lit.encode", "m3lit.compare")
 
 LAYER_OF = {component: i for i, (components, _) in enumerate(LAYERS) for component in components}
 PEERS_ALLOWED = {component for components, peers in LAYERS if peers for component in components}

@@ -173,6 +173,7 @@ HELP = {
     "m3lit.data.demo": ["out=null", "force=false", "num_test=300", "# held-out queries"],
     "m3lit.sources.e5_small": ["out=null", "download=true"],
     "m3lit.data.bible_bench": ["spec=compact", "download=true", "# size preset: compact | full"],
+    "m3lit.compare": ["a=all", "b=bm25", "resamples=10000", "# seed of the sign draws"],
 }
 
 

@@ -249,7 +249,11 @@ def test_hybrid_all_reranks_the_union_of_dense_and_sparse_candidates(model_and_d
         check_topk(runs[store].rankings["all"], fused, 2 * r, keep=keep)
     # some query gains a candidate only the lexical head found, so the option changes what All can rank
     dense_only = runs["memory"].rankings["dense"].indices[:, :r]
-    assert any(set(np.flatnonzero(row)) - set(top) for row, top in zip(keep, dense_only.tolist(), strict=True))
-    np.testing.assert_array_equal(runs["memory"].rankings["all"].indices, runs["reencode"].rankings["all"].indices)
+    assert any(
+        set(np.flatnonzero(row)) - set(top) for row, top in zip(keep, dense_only.tolist(), strict=True)
+    )
+    np.testing.assert_array_equal(
+        runs["memory"].rankings["all"].indices, runs["reencode"].rankings["all"].indices
+    )
     with pytest.raises(ValueError, match="all_candidates must be one of"):
         small_config(all_candidates="sparse")

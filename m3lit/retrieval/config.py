@@ -103,7 +103,9 @@ class RetrievalConfig:
         if self.colbert_store not in ("auto", "memory", "reencode"):
             raise ValueError(f"colbert_store must be auto, memory or reencode, got {self.colbert_store!r}")
         if self.all_candidates not in ALL_CANDIDATES:
-            raise ValueError(f"all_candidates must be one of {list(ALL_CANDIDATES)}, got {self.all_candidates!r}")
+            raise ValueError(
+                f"all_candidates must be one of {list(ALL_CANDIDATES)}, got {self.all_candidates!r}"
+            )
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {list(POOLINGS)}, got {self.pooling!r}")
         for name in ("query_prefix", "passage_prefix"):

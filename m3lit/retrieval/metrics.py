@@ -38,7 +38,7 @@ from torchmetrics.retrieval import RetrievalMRR, RetrievalNormalizedDCG, Retriev
 
 from m3lit.retrieval.ranking import Ranking
 
-__all__ = ["DEFAULT_METRICS", "MetricResult", "evaluate_ranking", "parse_metric"]
+__all__ = ["DEFAULT_METRICS", "MetricResult", "evaluate_ranking", "parse_metric", "per_query_metric"]
 
 #: The paper's metrics: nDCG@10 (MIRACL, MLDR), Recall@100 (MIRACL aux., MKQA) and MRR@10.
 DEFAULT_METRICS = ("ndcg@10", "recall@100", "mrr@10")
@@ -80,14 +80,39 @@ def evaluate_ranking(
         qrels: (Q,) per query, {document row: grade}.
         metrics: names like ``"ndcg@10"``, ``"recall@100"``, ``"mrr@10"``.
     """
+    parsed = [parse_metric(m) for m in metrics]
+    p, g, idx, evaluated = _metric_inputs(ranking, qrels, max(k for _, k in parsed))
+    values = {
+        name: float(_compute(kind, k, p, g, idx, "mean"))
+        for name, (kind, k) in zip(metrics, parsed, strict=True)
+    }
+    return MetricResult(values=values, num_queries=evaluated.size, num_excluded=len(qrels) - evaluated.size)
+
+
+def per_query_metric(
+    ranking: Ranking, qrels: Sequence[dict[int, int]], metric: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """One metric per evaluated query (the values :func:`evaluate_ranking` averages).
+
+    Returns:
+        rows: (E,) int64 query rows that have a relevant document, ascending.
+        values: (E,) float64 metric of each, in [0, 1].
+    """
+    kind, k = parse_metric(metric)
+    p, g, idx, evaluated = _metric_inputs(ranking, qrels, k)
+    return evaluated, _compute(kind, k, p, g, idx, lambda values, dim: values).double().numpy()
+
+
+def _metric_inputs(
+    ranking: Ranking, qrels: Sequence[dict[int, int]], depth: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray]:
+    """torchmetrics inputs (see the module docstring): flat predictions, gains and query indexes of the
+    queries with a relevant document, and those queries' rows (E,)."""
     if ranking.num_queries != len(qrels):
         raise ValueError(
             f"evaluate_ranking: {ranking.num_queries} ranked lists for {len(qrels)} qrels entries"
         )
-    parsed = [parse_metric(m) for m in metrics]
-    depth = max(k for _, k in parsed)
-    preds, grades, query = [], [], []
-    evaluated = 0
+    preds, grades, query, rows = [], [], [], []
     for q, judged in enumerate(qrels):
         relevant = {d: g for d, g in judged.items() if g > 0}
         if not relevant:
@@ -101,23 +126,27 @@ def evaluate_ranking(
         gains = np.concatenate([ranked, filler, missing])  # (depth + n_missing,) in rank order
         preds.append(np.arange(gains.size, 0, -1, dtype=np.float32))  # rank r -> n - r > 0 (see docstring)
         grades.append(gains)
-        query.append(np.full(gains.size, evaluated, np.int64))
-        evaluated += 1
-    excluded = len(qrels) - evaluated
-    if evaluated == 0:
+        query.append(np.full(gains.size, len(rows), np.int64))
+        rows.append(q)
+    if not rows:
         raise ValueError("evaluate_ranking: no query has a relevant document; the metrics are undefined")
     p = torch.from_numpy(np.concatenate(preds))
     g = torch.from_numpy(np.concatenate(grades))
-    idx = torch.from_numpy(np.concatenate(query))
-    values = {}
+    return p, g, torch.from_numpy(np.concatenate(query)), np.array(rows, np.int64)
+
+
+def _compute(
+    kind: str, k: int, p: torch.Tensor, g: torch.Tensor, idx: torch.Tensor, aggregation
+) -> torch.Tensor:
+    """One torchmetrics retrieval metric over all queries: their ``aggregation`` ("mean" or a callable)."""
     with _one_thread():  # thousands of tiny per-query ops: intra-op threads only add overhead
-        for name, (kind, k) in zip(metrics, parsed, strict=True):
-            # sync_on_compute=False: the values are complete on this process. Under DDP, torchmetrics would
-            # otherwise all-gather across ranks, and deadlock while only rank 0 evaluates (RetrievalMetrics).
-            metric = _METRICS[kind](top_k=k, empty_target_action="error", sync_on_compute=False)
-            metric.update(p, g if kind == "ndcg" else (g > 0), indexes=idx)
-            values[name] = float(metric.compute())
-    return MetricResult(values=values, num_queries=evaluated, num_excluded=excluded)
+        # sync_on_compute=False: the values are complete on this process. Under DDP, torchmetrics would
+        # otherwise all-gather across ranks, and deadlock while only rank 0 evaluates (RetrievalMetrics).
+        metric = _METRICS[kind](
+            top_k=k, empty_target_action="error", sync_on_compute=False, aggregation=aggregation
+        )
+        metric.update(p, g if kind == "ndcg" else (g > 0), indexes=idx)
+        return metric.compute()
 
 
 @contextmanager

@@ -266,7 +266,9 @@ def retrieve(
     )
     all_cand = None  # (Q, M) All's candidates when they are not a prefix of the dense list
     if hybrid_all:
-        all_cand = union_candidates(dense_rank.truncate(cfg.all_rerank_k), sparse_rank.truncate(cfg.all_rerank_k))
+        all_cand = union_candidates(
+            dense_rank.truncate(cfg.all_rerank_k), sparse_rank.truncate(cfg.all_rerank_k)
+        )
     if (colbert_k or hybrid_all) and info.get("colbert_store") == "reencode":
         with _timed(timings, "colbert_reencode"):
             rows = [dense_rank.truncate(colbert_k).indices] + [all_cand] * hybrid_all

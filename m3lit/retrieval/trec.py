@@ -12,6 +12,9 @@ predecessor: a change of a few 1e-7 relative, on tied documents only, that makes
 m3lit's order and so reproduce its metrics. Scores are written with 9 significant digits (exact float32).
 
 A ranking's padding (index -1, after a short sparse/BM25 list) is not written.
+
+:func:`read_trec_run` reads such a file (or any TREC run over the same dataset) back into a
+:class:`Ranking`, ordered as trec_eval orders it: score descending, ties by docid descending.
 """
 
 from __future__ import annotations
@@ -20,10 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
+from m3lit.files.jsonl import DataError
 from m3lit.retrieval.beir import RetrievalDataset
 from m3lit.retrieval.ranking import Ranking
 
-__all__ = ["strictly_decreasing", "write_trec_run", "write_trec_runs"]
+__all__ = ["read_trec_run", "strictly_decreasing", "write_trec_run", "write_trec_runs"]
 
 
 def write_trec_run(path: str | Path, ranking: Ranking, dataset: RetrievalDataset, run_tag: str) -> Path:
@@ -70,3 +74,52 @@ def write_trec_runs(
 ) -> list[Path]:
     """One ``<folder>/<mode>.trec`` per mode of ``rankings``, the mode as run tag."""
     return [write_trec_run(Path(folder) / f"{mode}.trec", r, dataset, mode) for mode, r in rankings.items()]
+
+
+def read_trec_run(path: str | Path, dataset: RetrievalDataset) -> Ranking:
+    """Read a TREC run over ``dataset`` -> (Q, k) Ranking, rows = ``dataset.query_ids``.
+
+    Each query's documents are ordered as trec_eval orders them (score descending, ties by docid
+    descending); a query absent from the file gets an empty list. A malformed line, an id the dataset does
+    not have or a document listed twice for one query is a :class:`DataError` naming the file and line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: TREC run file not found")
+    query_rows = {qid: q for q, qid in enumerate(dataset.query_ids)}
+    doc_rows = {did: d for d, did in enumerate(dataset.corpus_ids)}
+    lists: list[list[tuple[float, str]]] = [[] for _ in dataset.query_ids]
+    seen: set[tuple[int, str]] = set()
+    with path.open(encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            fields = line.split()
+            if not fields:
+                continue
+            if len(fields) != 6:
+                raise DataError(
+                    f"expected 6 columns (qid Q0 docid rank score tag), got {len(fields)}",
+                    path=path,
+                    line=line_no,
+                )
+            qid, _, did, _, score_text, _ = fields
+            try:
+                score = float(score_text)
+            except ValueError:
+                raise DataError(f"score {score_text!r} is not a number", path=path, line=line_no) from None
+            for kind, value, rows in (("query", qid, query_rows), ("document", did, doc_rows)):
+                if value not in rows:
+                    raise DataError(
+                        f"unknown {kind} id {value!r} (not in {dataset.name})", path=path, line=line_no
+                    )
+            if (query_rows[qid], did) in seen:
+                raise DataError(f"document {did!r} listed twice for query {qid!r}", path=path, line=line_no)
+            seen.add((query_rows[qid], did))
+            lists[query_rows[qid]].append((score, did))
+    width = max((len(docs) for docs in lists), default=0)
+    indices = np.full((len(lists), width), -1, np.int64)
+    scores = np.full((len(lists), width), -np.inf, np.float32)
+    for q, docs in enumerate(lists):
+        docs.sort(reverse=True)  # score descending, then docid descending (trec_eval)
+        indices[q, : len(docs)] = [doc_rows[did] for _, did in docs]
+        scores[q, : len(docs)] = [score for score, _ in docs]
+    return Ranking(indices, scores)
