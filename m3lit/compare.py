@@ -78,6 +78,8 @@ def _run(args: list[str]) -> dict:
 
 def format_comparison(result: dict, a: str, b: str, resamples: int) -> str:
     """Markdown: a table per group, a row per dataset and the average (values x100)."""
+    from m3lit.retrieval.significance import format_p
+
     blocks = []
     for group, rows in result.items():
         lines = [
@@ -90,7 +92,7 @@ def format_comparison(result: dict, a: str, b: str, resamples: int) -> str:
             name = f"**{c.name}**" if c.name == "Avg" else c.name
             lines.append(
                 f"| {name} | {100 * c.mean_a:.1f} | {100 * c.mean_b:.1f} | {100 * c.difference:+.2f} "
-                f"| {c.p_value:.3f} | {c.num_queries} |"
+                f"| {format_p(c.p_value)} | {c.num_queries} |"
             )
         blocks.append("\n".join(lines))
     note = f"p: two-sided paired randomisation test, {resamples} sign flips (m3lit.retrieval.significance)"

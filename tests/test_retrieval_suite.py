@@ -138,6 +138,14 @@ def test_a_suite_table_is_reproduced_from_its_results_json(suite_dir, tiny_model
     assert again == first
     assert (tmp_path / "again" / "results.md").read_text() == (tmp_path / "first" / "results.md").read_text()
     assert (tmp_path / "again" / "runs" / "Toy-task" / "xx" / "released" / "dense.trec").is_file()
+    # results.md ends with the paired tests of All against BM25 and the released model, as m3lit.compare gives them
+    from m3lit.retrieval.significance import compare_runs, format_p
+
+    report = (tmp_path / "first" / "results.md").read_text()
+    for other, label in (("bm25", "BM25"), ("released/dense", "released (Dense)")):
+        avg = compare_runs(tmp_path / "first", "all", other)["Toy-task"][-1]
+        row = f"| Toy-task | ndcg@10 | {100 * avg.mean_a:.1f} | {label} | {100 * avg.mean_b:.1f} | {100 * avg.difference:+.2f} | {format_p(avg.p_value)} | 20 |"
+        assert row in report
     label = f"{folder.parent.name}/{folder.name}"  # the CLI's legend label: the model path's last two parts
     expected = write_chart(tmp_path / "expected.png", first, label=label, title="toy")
     assert (tmp_path / "again" / "results.png").read_bytes() == expected.read_bytes()  # reference bars too

@@ -29,9 +29,10 @@ from m3lit.files.errors import UsageError, UserError
 from m3lit.retrieval.beir import load_beir
 from m3lit.retrieval.metrics import per_query_metric
 from m3lit.retrieval.settings import dataset_hash, read_results
+from m3lit.retrieval.tables import row_label
 from m3lit.retrieval.trec import read_trec_run
 
-__all__ = ["Comparison", "compare_runs", "paired_randomization_test"]
+__all__ = ["Comparison", "compare_runs", "format_p", "headline_tests", "paired_randomization_test"]
 
 #: The row label of the evaluated model in a suite's ``runs/<task>/<lang>/`` folders.
 MODEL_SYSTEM = "model"
@@ -166,6 +167,49 @@ def compare_runs(
         mean_b = float(np.mean([c.mean_b for c in per_dataset]))
         out[group] = [*per_dataset, Comparison("Avg", name, mean_a, mean_b, diff, p, int(va.size))]
     return out
+
+
+def headline_tests(run: str | Path, *, resamples: int = 10_000, seed: int = 0) -> str:
+    """Markdown: a suite run's All row against BM25 and against the reference model, on each task's
+    headline average, with paired randomisation p-values (the claims a results table invites).
+
+    Empty when the run has no All row; a comparison is left out when its other row was not evaluated.
+    """
+    _, settings = read_results(run)
+    modes = set(settings.get("modes") or ())
+    if not settings.get("suite") or "all" not in modes:
+        return ""
+    others = [("bm25", row_label("", "bm25"))] * ("bm25" in modes)
+    reference = (settings.get("reference") or {}).get("label") or (settings.get("reference") or {}).get(
+        "name_or_path"
+    )
+    if reference:
+        others.append((f"{reference}/dense", row_label(str(reference), "dense")))
+    if not others:
+        return ""
+    lines = [
+        "### All against the reference rows: paired randomisation tests on the averages",
+        "",
+        "| Task | Metric | All | Other row | Other | All - other | p | Queries |",
+        "|---|---|---:|---|---:|---:|---:|---:|",
+    ]
+    for spec, label in others:
+        for task, rows in compare_runs(run, "all", spec, resamples=resamples, seed=seed).items():
+            avg = rows[-1]
+            lines.append(
+                f"| {task} | {avg.metric} | {100 * avg.mean_a:.1f} | {label} | {100 * avg.mean_b:.1f} "
+                f"| {100 * avg.difference:+.2f} | {format_p(avg.p_value)} | {avg.num_queries} |"
+            )
+    lines += [
+        "",
+        f"p: two-sided, {resamples} sign flips over the queries; per language: `python -m m3lit.compare run=<this folder>`",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def format_p(p: float) -> str:
+    """A p-value for a table: three decimals, ``< 0.001`` below that."""
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
 class _RunLayout:

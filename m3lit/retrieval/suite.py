@@ -40,6 +40,7 @@ from m3lit.retrieval.chart import write_chart
 from m3lit.retrieval.config import RetrievalConfig
 from m3lit.retrieval.pipeline import evaluate_retrieval
 from m3lit.retrieval.settings import read_json_object
+from m3lit.retrieval.significance import headline_tests
 from m3lit.retrieval.tables import MODE_NAMES, fmt_score, mean_of, metric_label, row_label
 
 __all__ = [
@@ -266,6 +267,9 @@ def write_suite_reports(
         "results": {"suite": suite, "tasks": dict(results), "averages": averages(results)},
     }
     (out / "results.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    if (out / "runs").is_dir():  # the TREC files of this evaluation: test its headline claims
+        tests = headline_tests(out)
+        table += "\n" + tests if tests else ""
     (out / "results.md").write_text(f"# {suite}\n\n{table}", encoding="utf-8")
     write_chart(out / "results.png", results, baselines, label=label, title=suite)
     return table
