@@ -56,16 +56,8 @@ def _run(args: list[str]) -> dict:
 
     if options["resamples"] < 1:
         raise UsageError(f"resamples={options['resamples']}: must be >= 1")
-    result = compare_runs(
-        options["run"],
-        options["a"],
-        options["b"],
-        b_run=options["b_run"],
-        tasks=tasks,
-        metric=options["metric"],
-        resamples=options["resamples"],
-        seed=options["seed"],
-    )
+    passed = {key: options[key] for key in ("b_run", "metric", "resamples", "seed")}
+    result = compare_runs(options["run"], options["a"], options["b"], tasks=tasks, **passed)
     b_label = options["b"] if options["b_run"] is None else f"{options['b']} ({options['b_run']})"
     print(format_comparison(result, options["a"], b_label, options["resamples"]))
     payload = {group: [asdict(c) for c in rows] for group, rows in result.items()}
