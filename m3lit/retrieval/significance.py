@@ -29,7 +29,7 @@ from m3lit.files.errors import UsageError, UserError
 from m3lit.retrieval.beir import load_beir
 from m3lit.retrieval.metrics import per_query_metric
 from m3lit.retrieval.settings import dataset_hash, read_results
-from m3lit.retrieval.tables import row_label
+from m3lit.retrieval.tables import reference_label, row_label
 from m3lit.retrieval.trec import read_trec_run
 
 __all__ = ["Comparison", "compare_runs", "format_p", "headline_tests", "paired_randomization_test"]
@@ -180,11 +180,9 @@ def headline_tests(run: str | Path, *, resamples: int = 10_000, seed: int = 0) -
     if not settings.get("suite") or "all" not in modes:
         return ""
     others = [("bm25", row_label("", "bm25"))] * ("bm25" in modes)
-    reference = (settings.get("reference") or {}).get("label") or (settings.get("reference") or {}).get(
-        "name_or_path"
-    )
-    if reference:
-        others.append((f"{reference}/dense", row_label(str(reference), "dense")))
+    if settings.get("reference"):
+        label = reference_label(settings["reference"])
+        others.append((f"{label}/dense", row_label(label, "dense")))
     if not others:
         return ""
     lines = [

@@ -41,7 +41,7 @@ from m3lit.retrieval.config import RetrievalConfig
 from m3lit.retrieval.pipeline import evaluate_retrieval
 from m3lit.retrieval.settings import read_json_object
 from m3lit.retrieval.significance import headline_tests
-from m3lit.retrieval.tables import MODE_NAMES, fmt_score, mean_of, metric_label, row_label
+from m3lit.retrieval.tables import MODE_NAMES, fmt_score, mean_of, metric_label, reference_label, row_label
 
 __all__ = [
     "SuiteTask",
@@ -314,9 +314,13 @@ def run_suite(
         released = load_model(str(reference["name_or_path"]), key="reference.name_or_path")
         if device is not None:
             released = released.to(device)
-        reference_label = str(reference.get("label") or reference["name_or_path"])
         systems.append(
-            SuiteSystem(reference_label, released.eval(), ("dense",), dict(reference.get("retrieval") or {}))
+            SuiteSystem(
+                reference_label(reference),
+                released.eval(),
+                ("dense",),
+                dict(reference.get("retrieval") or {}),
+            )
         )
     results = evaluate_suite(
         systems,

@@ -54,6 +54,12 @@ def row_label(system: str, mode: str) -> str:
     return f"{system} ({name})" if system else name
 
 
+def reference_label(reference: Mapping) -> str:
+    """The system label of a suite's reference model (``{name_or_path, label, retrieval}``): its ``label``,
+    else its ``name_or_path``; its TREC files sit under ``runs/<task>/<lang>/<this label>/``."""
+    return str(reference.get("label") or reference["name_or_path"])
+
+
 def split_row_label(label: str) -> tuple[str, str]:
     """``(system, mode)`` of a row label written by :func:`row_label` (system "" for the main model)."""
     modes = {name: mode for mode, name in MODE_NAMES.items()}
