@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from m3lit.files.errors import UsageError, UserError
-from m3lit.retrieval.beir import load_beir
+from m3lit.retrieval.beir import RetrievalDataset, load_beir
 from m3lit.retrieval.metrics import per_query_metric
 from m3lit.retrieval.settings import dataset_hash, read_results
 from m3lit.retrieval.tables import reference_label, row_label
@@ -125,8 +125,7 @@ def compare_runs(
     Returns:
         group (suite task, or ``"datasets"``) -> one :class:`Comparison` per dataset, then ``"Avg"``.
     """
-    run = Path(run)
-    layout_a = _RunLayout(run)
+    layout_a = _RunLayout(Path(run))
     layout_b = layout_a if b_run is None else _RunLayout(Path(b_run))
     if b_run is not None:
         for key, entry in layout_a.datasets.items():
@@ -135,32 +134,36 @@ def compare_runs(
                 raise UsageError(
                     f"b_run={b_run}: dataset {key!r} is not the one {run} evaluated (hash differs or absent)"
                 )
-    groups = layout_a.groups(tasks)
+    return _compare(layout_a, a, layout_b, b, tasks, metric, resamples, seed)
+
+
+def _compare(
+    layout_a: _RunLayout,
+    a: str,
+    layout_b: _RunLayout,
+    b: str,
+    tasks: Sequence[str] | None,
+    metric: str | None,
+    resamples: int,
+    seed: int,
+) -> dict[str, list[Comparison]]:
+    """:func:`compare_runs` on loaded layouts (``layout_b``'s datasets already checked against ``layout_a``'s)."""
     out: dict[str, list[Comparison]] = {}
-    for group, keys in groups.items():
+    for group, keys in layout_a.groups(tasks).items():
         name = metric or layout_a.headline_metric(group)
         per_dataset, pooled = [], {"a": [], "b": [], "w": []}
         for key in keys:
             dataset = layout_a.load(key)
-            values = {}
-            for side, spec, layout in (("a", a, layout_a), ("b", b, layout_b)):
-                ranking = read_trec_run(layout.trec_path(key, spec), dataset)
-                _, values[side] = per_query_metric(ranking, dataset.qrels, name)
-            diff, p = paired_randomization_test(values["a"], values["b"], resamples=resamples, seed=seed)
-            per_dataset.append(
-                Comparison(
-                    key.rpartition("/")[2],
-                    name,
-                    values["a"].mean(),
-                    values["b"].mean(),
-                    diff,
-                    p,
-                    values["a"].size,
-                )
+            va, vb = (
+                layout.per_query(key, spec, name, dataset) for layout, spec in ((layout_a, a), (layout_b, b))
             )
-            pooled["a"].append(values["a"])
-            pooled["b"].append(values["b"])
-            pooled["w"].append(np.full(values["a"].size, 1.0 / (len(keys) * values["a"].size)))
+            diff, p = paired_randomization_test(va, vb, resamples=resamples, seed=seed)
+            per_dataset.append(
+                Comparison(key.rpartition("/")[2], name, va.mean(), vb.mean(), diff, p, va.size)
+            )
+            pooled["a"].append(va)
+            pooled["b"].append(vb)
+            pooled["w"].append(np.full(va.size, 1.0 / (len(keys) * va.size)))
         va, vb, w = (np.concatenate(pooled[k]) for k in ("a", "b", "w"))
         diff, p = paired_randomization_test(va, vb, w, resamples=resamples, seed=seed)
         mean_a = float(np.mean([c.mean_a for c in per_dataset]))
@@ -191,8 +194,9 @@ def headline_tests(run: str | Path, *, resamples: int = 10_000, seed: int = 0) -
         "| Task | Metric | All | Other row | Other | All - other | p | Queries |",
         "|---|---|---:|---|---:|---:|---:|---:|",
     ]
+    layout = _RunLayout(Path(run))  # one layout: datasets and All's per-query values are read once
     for spec, label in others:
-        for task, rows in compare_runs(run, "all", spec, resamples=resamples, seed=seed).items():
+        for task, rows in _compare(layout, "all", layout, spec, None, None, resamples, seed).items():
             avg = rows[-1]
             lines.append(
                 f"| {task} | {avg.metric} | {100 * avg.mean_a:.1f} | {label} | {100 * avg.mean_b:.1f} "
@@ -221,6 +225,15 @@ class _RunLayout:
         self.settings = settings
         self.datasets: dict[str, dict] = settings["datasets"]
         self.suite = bool(settings.get("suite"))
+        self._loaded: dict[str, RetrievalDataset] = {}  # key -> dataset, hash-checked once
+        self._values: dict[tuple[str, str, str], np.ndarray] = {}  # (key, row, metric) -> per-query values
+
+    def per_query(self, key: str, spec: str, metric: str, dataset: RetrievalDataset) -> np.ndarray:
+        """(E,) ``metric`` of each evaluated query of dataset ``key`` for row ``spec``, from its TREC file."""
+        if (key, spec, metric) not in self._values:
+            ranking = read_trec_run(self.trec_path(key, spec), dataset)
+            self._values[key, spec, metric] = per_query_metric(ranking, dataset.qrels, metric)[1]
+        return self._values[key, spec, metric]
 
     def groups(self, tasks: Sequence[str] | None) -> dict[str, list[str]]:
         if not self.suite:
@@ -242,7 +255,12 @@ class _RunLayout:
             return self.results["tasks"][group]["metrics"][0]
         return self.settings["metrics"][0]
 
-    def load(self, key: str):
+    def load(self, key: str) -> RetrievalDataset:
+        if key not in self._loaded:
+            self._loaded[key] = self._load(key)
+        return self._loaded[key]
+
+    def _load(self, key: str) -> RetrievalDataset:
         entry, split = self.datasets[key], self.settings.get("split", "test")
         now = dataset_hash(entry["path"], split)["sha256"]
         if now != entry["sha256"]:
