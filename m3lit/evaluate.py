@@ -205,7 +205,8 @@ def check_inputs(cfg: DictConfig) -> None:
     """Check the options and every path ``cfg`` reads, before any model is loaded.
 
     Raises:
-        ConfigError: neither or both of ``data`` and ``suite``, or an unset required option.
+        ConfigError: neither or both of ``data`` and ``suite``, ``tune_fusion`` without a suite, or an unset
+            required option.
         PathError / ModelReferenceError: a data or suite folder, or a model, that is not there.
     """
     missing = sorted(OmegaConf.missing_keys(cfg))
@@ -218,6 +219,10 @@ def check_inputs(cfg: DictConfig) -> None:
     if cfg.get("suite") and cfg.get("data"):
         raise ConfigError(
             "give either data=DIR (BEIR folder or list) or suite=DIR (a benchmark suite), not both"
+        )
+    if cfg.get("tune_fusion") and not cfg.get("suite"):
+        raise ConfigError(
+            "tune_fusion=true needs suite=DIR: the weights are chosen on the dev queries of a suite's tasks"
         )
     if cfg.suite:
         check_suite_folder(str(cfg.suite))
@@ -252,6 +257,7 @@ def _evaluate_suite(cfg: DictConfig) -> dict:
         device=device,
         progress=bool(cfg.progress),
         label=_label(str(cfg.model)),
+        tune_fusion=bool(cfg.tune_fusion),
     )
 
 

@@ -312,6 +312,7 @@ def _evaluate_suite(
         progress=bool(options.get("progress", False)),
         label=label,
         baselines=baselines,
+        tune_fusion=bool(cfg.evaluate.get("tune_fusion", False)),
     )
     model.train(was_training)
     for logger in loggers:

@@ -15,6 +15,7 @@ the Old Testament trains (:mod:`m3lit.data.bible_tasks` builds the content)::
     <out>/eval/mkqa/<lang>/                     MKQA-like, cross-lingual: verse in <lang> -> English cross-refs
     <out>/eval/mldr/<lang>/                     MLDR-like, long documents: verse -> its chapter (verse cut out)
           each: corpus.jsonl {_id,title,text}, queries.jsonl {_id,text}, qrels/test.tsv
+          (+ qrels/dev.tsv on miracl/mkqa: other query verses, for tuning; queries.jsonl holds both)
     <out>/train/stage1/pairs.jsonl              translation pairs + cross-reference pairs (neg: [])
     <out>/train/stage2/{xref,xling,long}.jsonl  labelled stage-2 lines (neg: [] until mined)
     <out>/train/stage2-mined-<model>-<hash>/    the same lines with hard negatives (mine_bible_negatives)
@@ -70,8 +71,11 @@ __all__ = [
 ]
 
 #: Bump when the output format or the selection rules change (it is part of the default folder name).
-BIBLE_BENCH_VERSION = 2
+BIBLE_BENCH_VERSION = 3  # 3: dev queries (qrels/dev.tsv) on the verse tasks
 TASKS = ("miracl", "mkqa", "mldr")
+#: Tasks with dev queries (qrels/dev.tsv). MLDR-like has none: a dev query verse would have to be cut out of
+#: its chapter too, which would change the test corpus.
+DEV_TASKS = ("miracl", "mkqa")
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,9 @@ class BibleBenchSpec:
     train_xref_lines: int  # stage-2 lines: an OT verse -> all its cross-references, same translation
     train_xling_lines: int  # stage-2 lines: an OT verse in X -> its cross-references in English
     train_long_lines: int  # stage-2 lines: an OT verse -> its chapter with the verse cut out
+    dev_queries: int = (
+        0  # MIRACL/MKQA-like: dev queries per language, disjoint from the test ones (qrels/dev.tsv)
+    )
     min_query_words: int = 6  # MLDR and long-document query verses need this many words in each translation
     seed: int = 16  # seeds every sample (random.Random)
 
@@ -119,6 +126,7 @@ FULL = BibleBenchSpec(
     miracl_queries=300,
     mkqa_languages=LANGUAGES[1:],
     mkqa_queries=300,
+    dev_queries=300,  # fusion weights are chosen on these (evaluate.tune_fusion)
     mldr_books=TEST_BOOKS,
     mldr_languages=("en", "fr", "de", "ru"),
     mldr_queries=150,
@@ -138,6 +146,7 @@ COMPACT = BibleBenchSpec(
     miracl_queries=100,
     mkqa_languages=("fr", "es"),
     mkqa_queries=100,
+    dev_queries=100,
     mldr_books=(45, 57),
     mldr_languages=("en",),
     mldr_queries=60,
@@ -223,9 +232,9 @@ def build_bible_bench(
     tasks = {**verse_tasks(spec, bible, rng), **chapter_tasks(spec, bible, rng)}
     train = training_lines(spec, bible, rng)
     with atomic_build(out, force=force) as tmp:
-        for (task, lang), (corpus, queries, qrels) in tasks.items():
-            _say(verbose, f"writing eval/{task}/{lang}: {len(queries)} queries, {len(corpus)} documents")
-            write_beir(tmp / "eval" / task / lang, corpus, queries, qrels)
+        for (task, lang), (corpus, queries, qrels, dev_qrels) in tasks.items():
+            _say(verbose, f"writing eval/{task}/{lang}: {len(qrels)} queries, {len(corpus)} documents")
+            write_beir(tmp / "eval" / task / lang, corpus, queries, qrels, dev=dev_qrels)
         for name, rows in train.items():
             _say(verbose, f"writing train/{name}: {len(rows)} lines")
             (tmp / "train" / name).parent.mkdir(parents=True, exist_ok=True)
@@ -291,12 +300,18 @@ SUITE_TASKS = {
 
 
 def suite_spec(spec: BibleBenchSpec) -> dict:
-    """``eval/suite.json``: the three tasks with their languages, metrics and retrieval settings."""
+    """``eval/suite.json``: the three tasks with their languages, metrics and retrieval settings; the verse
+    tasks name their ``dev_split`` when the spec draws dev queries."""
     languages = {"miracl": spec.miracl_languages, "mkqa": spec.mkqa_languages, "mldr": spec.mldr_languages}
+    dev = {task: {"dev_split": "dev"} if spec.dev_queries and task in DEV_TASKS else {} for task in TASKS}
     return {
         "name": f"bible-{spec.name}",
         "tasks": [
-            {**SUITE_TASKS[task], "datasets": {lang: f"{task}/{lang}" for lang in languages[task]}}
+            {
+                **SUITE_TASKS[task],
+                **dev[task],
+                "datasets": {lang: f"{task}/{lang}" for lang in languages[task]},
+            }
             for task in TASKS
         ],
     }
@@ -308,9 +323,11 @@ def _languages(spec: BibleBenchSpec) -> set[str]:
 
 def _manifest(spec, source, tasks, train, digests) -> dict:
     sizes: dict = {task: {} for task in TASKS}
-    for (task, lang), (corpus, queries, qrels) in tasks.items():
+    for (task, lang), (corpus, _, qrels, dev_qrels) in tasks.items():
         judged = sum(len(j) for j in qrels.values())
-        sizes[task][lang] = {"queries": len(queries), "corpus": len(corpus), "qrels": judged}
+        sizes[task][lang] = {"queries": len(qrels), "corpus": len(corpus), "qrels": judged}
+        if dev_qrels:
+            sizes[task][lang]["dev_queries"] = len(dev_qrels)
         if task == "mldr":
             words = [len(text.split()) for _, text in corpus.values()]
             sizes[task][lang]["chapter_words"] = {"min": min(words), "median": statistics.median(words), "max": max(words)}  # fmt: skip

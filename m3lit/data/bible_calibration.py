@@ -67,7 +67,7 @@ def build_calibration(
         force = True  # another draw: rebuilt, and the old folder replaced only once the new one is done
     code = PRIMARY["en"]
     bible, source = read_bench_text([code], db=db, download=download)
-    corpus, query_texts, qrels = gospel_task(bible, queries, random.Random(seed), code)
+    corpus, query_texts, qrels, _ = gospel_task(bible, queries, random.Random(seed), code)
     suite = {
         "name": "bible-calibration",
         "tasks": [{**SUITE_TASKS["miracl"], "name": "Gospels->NT", "datasets": {"en": "gospels/en"}}],

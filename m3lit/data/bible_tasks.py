@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from m3lit.sources.bible import PRIMARY, SECOND, TRANSLATIONS, BibleText, Key
 
@@ -42,8 +42,17 @@ TEST_BOOKS: tuple[int, int] = (40, 66)
 GOSPELS: tuple[int, int] = (40, 43)
 REST_OF_NT: tuple[int, int] = (44, 66)
 
-#: ``(corpus {id: (title, text)}, queries {id: text}, qrels {query id: {doc id: grade}})``.
-Task = tuple[dict[str, tuple[str, str]], dict[str, str], dict[str, dict[str, int]]]
+Qrels = dict[str, dict[str, int]]  # query id -> {doc id: grade}
+
+
+class Task(NamedTuple):
+    """One BEIR folder's content. ``queries`` holds the test queries, then the dev queries (BEIR convention:
+    one queries file for every split); each split's qrels name its own queries."""
+
+    corpus: dict[str, tuple[str, str]]  # doc id -> (title, text)
+    queries: dict[str, str]  # query id -> text
+    qrels: Qrels  # qrels/test.tsv
+    dev_qrels: Qrels = {}  # qrels/dev.tsv (verse tasks with BibleBenchSpec.dev_queries): tuning, never reported
 
 
 def verse_id(key: Key) -> str:
@@ -86,6 +95,12 @@ def verse_tasks(spec: BibleBenchSpec, bible: BibleText, rng: random.Random) -> d
     with text in every translation involved; one sample, shared by all languages (and the first
     ``min(miracl_queries, mkqa_queries)`` shared by both tasks). Corpus: every verse of ``spec.eval_books`` in
     the corpus translation. Relevant (grade 1): the query verse's cross-references, in the corpus translation.
+
+    Dev queries (``spec.dev_queries`` per language, drawn by ``dev_rng`` from the eligible verses that are not
+    test queries, the same in every language and both tasks) are drawn by their own generator (seeded
+    ``"<seed>/dev"``), so the test queries and the training lines are exactly those of a build without them:
+    the same kind of query over the same corpus, for choosing settings such as fusion weights without
+    looking at the test queries.
     """
     books = spec.eval_books
     codes = [PRIMARY[lang] for lang in {*spec.miracl_languages, *spec.mkqa_languages, "en"}]
@@ -93,6 +108,10 @@ def verse_tasks(spec: BibleBenchSpec, bible: BibleText, rng: random.Random) -> d
     order = _take(
         sorted(targets), max(spec.miracl_queries, spec.mkqa_queries), "miracl_queries/mkqa_queries", rng
     )
+    dev = []
+    if spec.dev_queries:
+        rest = sorted(set(targets) - set(order))
+        dev = sorted(_take(rest, spec.dev_queries, "dev_queries", random.Random(f"{spec.seed}/dev")))
     tasks = {}
     for task, languages, size in (
         ("miracl", spec.miracl_languages, spec.miracl_queries),
@@ -102,9 +121,10 @@ def verse_tasks(spec: BibleBenchSpec, bible: BibleText, rng: random.Random) -> d
         for lang in languages:
             query_code, corpus_code = PRIMARY[lang], PRIMARY[lang if task == "miracl" else "en"]
             corpus = {verse_id(k): ("", t) for k, t in bible.verses[corpus_code].items() if _inside(k, books)}
-            queries = {verse_id(k): bible.verses[query_code][k] for k in chosen}
+            queries = {verse_id(k): bible.verses[query_code][k] for k in [*chosen, *dev]}
             qrels = {verse_id(k): {verse_id(t): 1 for t in targets[k]} for k in chosen}
-            tasks[(task, lang)] = (corpus, queries, qrels)
+            dev_qrels = {verse_id(k): {verse_id(t): 1 for t in targets[k]} for k in dev}
+            tasks[(task, lang)] = Task(corpus, queries, qrels, dev_qrels)
     return tasks
 
 
@@ -120,7 +140,7 @@ def gospel_task(bible: BibleText, queries: int, rng: random.Random, code: str = 
         )
     chosen = sorted(rng.sample(sorted(targets), queries))
     corpus = {verse_id(k): ("", t) for k, t in bible.verses[code].items() if _inside(k, REST_OF_NT)}
-    return (
+    return Task(
         corpus,
         {verse_id(k): bible.verses[code][k] for k in chosen},
         {verse_id(k): {verse_id(t): 1 for t in targets[k]} for k in chosen},
@@ -187,7 +207,7 @@ def chapter_tasks(spec: BibleBenchSpec, bible: BibleText, rng: random.Random) ->
         }
         queries = {verse_id(k): bible.verses[query_code][k] for k in chosen}
         qrels = {verse_id(k): {f"{k[0]}.{k[1]}": 1} for k in chosen}
-        tasks[("mldr", lang)] = (corpus, queries, qrels)
+        tasks[("mldr", lang)] = Task(corpus, queries, qrels)
     return tasks
 
 

@@ -216,6 +216,7 @@ def write_beir(
     queries: dict[str, str],
     qrels: dict[str, dict[str, int]],
     split: str = "test",
+    **other_splits: dict[str, dict[str, int]],
 ) -> Path:
     """Write a dataset in the BEIR layout (the inverse of :func:`load_beir`).
 
@@ -225,6 +226,7 @@ def write_beir(
         queries: query id -> text.
         qrels: query id -> {doc id: grade}.
         split: name of the qrels file.
+        other_splits: more qrels files, split name -> qrels (e.g. ``dev=...``), over the same ``queries``.
     """
     root = Path(dataset_dir)
     (root / "qrels").mkdir(parents=True, exist_ok=True)
@@ -235,9 +237,12 @@ def write_beir(
     with (root / "queries.jsonl").open("w", encoding="utf-8") as handle:
         for query_id, text in queries.items():
             handle.write(json.dumps({"_id": query_id, "text": text}, ensure_ascii=False) + "\n")
-    with (root / "qrels" / f"{split}.tsv").open("w", encoding="utf-8") as handle:
-        handle.write("query-id\tcorpus-id\tscore\n")
-        for query_id, judged in qrels.items():
-            for doc_id, grade in judged.items():
-                handle.write(f"{query_id}\t{doc_id}\t{int(grade)}\n")
+    for name, split_qrels in {split: qrels, **other_splits}.items():
+        if not split_qrels and name != split:
+            continue
+        with (root / "qrels" / f"{name}.tsv").open("w", encoding="utf-8") as handle:
+            handle.write("query-id\tcorpus-id\tscore\n")
+            for query_id, judged in split_qrels.items():
+                for doc_id, grade in judged.items():
+                    handle.write(f"{query_id}\t{doc_id}\t{int(grade)}\n")
     return root

@@ -17,6 +17,7 @@ spec §6.) The fused score is :func:`m3lit.scores.fused_scores`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -24,7 +25,7 @@ import torch
 from m3lit.retrieval.ranking import Ranking
 from m3lit.scores import fused_scores
 
-__all__ = ["union_candidates", "fuse"]
+__all__ = ["FusionTerms", "union_candidates", "fuse"]
 
 
 def union_candidates(*rankings: Ranking) -> np.ndarray:
@@ -71,3 +72,24 @@ def fuse(
     terms = [None if t is None else t.masked_fill(~valid, 0.0) for t in terms]
     total = fused_scores(*terms, weights=tuple(weights)).masked_fill(~valid, float("-inf"))
     return Ranking.from_candidates(candidates, total.numpy(), k)
+
+
+@dataclass(frozen=True)
+class FusionTerms:
+    """The candidates of a fused mode and their exact scores, kept so the mode can be re-ranked with other
+    weights without searching again (:mod:`m3lit.retrieval.fusion_tuning`).
+
+    Attributes:
+        candidates: (Q, M) document indices, -1 = empty slot.
+        dense, sparse, colbert: (Q, M) scores of the candidates; ``colbert`` is None for Dense+Sparse.
+    """
+
+    candidates: np.ndarray
+    dense: np.ndarray
+    sparse: np.ndarray
+    colbert: np.ndarray | None = None
+
+    def rank(self, weights: Sequence[float], k: int | None = None) -> Ranking:
+        """:func:`fuse` with ``weights`` = (w_dense, w_sparse[, w_colbert]); a missing w_colbert is 0."""
+        padded = (*weights, 0.0) if len(weights) == 2 else tuple(weights)
+        return fuse(self.candidates, self.dense, self.sparse, self.colbert, padded, k)

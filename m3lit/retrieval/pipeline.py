@@ -44,7 +44,7 @@ from m3lit.retrieval.beir import RetrievalDataset, load_beir
 from m3lit.retrieval.bm25 import BM25Index, bm25_tokenize
 from m3lit.retrieval.config import RetrievalConfig
 from m3lit.retrieval.corpus import index_corpus, store_candidates, trim_heap
-from m3lit.retrieval.hybrid import fuse, union_candidates
+from m3lit.retrieval.hybrid import FusionTerms, fuse, union_candidates
 from m3lit.retrieval.metrics import DEFAULT_METRICS, evaluate_ranking, parse_metric
 from m3lit.retrieval.ranking import Ranking
 from m3lit.retrieval.sparse import sparse_matrix
@@ -57,7 +57,9 @@ __all__ = [
     "RetrievalRun",
     "drop_identical_ids",
     "evaluate_retrieval",
+    "retrieval_depth",
     "retrieve",
+    "score_rankings",
     "usable_modes",
 ]
 
@@ -93,11 +95,14 @@ class RetrievalRun:
         rankings: mode -> (Q, k) ranking.
         timings: stage -> seconds (encode_queries, encode_corpus, colbert_reencode, search/<mode>, bm25_index).
         info: sizes and choices made (colbert storage, index memory in bytes).
+        fusion: fused mode (``dense+sparse``, ``all``) -> its candidates and their scores, to re-rank them with
+            other weights (:meth:`FusionTerms.rank`).
     """
 
     rankings: dict[str, Ranking]
     timings: dict[str, float] = field(default_factory=dict)
     info: dict = field(default_factory=dict)
+    fusion: dict[str, FusionTerms] = field(default_factory=dict)
 
 
 def _check_modes(modes: Sequence[str], cfg: RetrievalConfig) -> None:
@@ -245,6 +250,7 @@ def retrieve(
     store = corpus.colbert if corpus else None
 
     rankings: dict[str, Ranking] = {}
+    fusion: dict[str, FusionTerms] = {}
     dense_rank = sparse_rank = None
     if dense_index is not None:
         with _timed(timings, "search/dense"):
@@ -291,7 +297,8 @@ def retrieve(
             cand = union_candidates(dense_rank.truncate(cfg.hybrid_k), sparse_rank.truncate(cfg.hybrid_k))
             d = dense_index.score(queries.dense, cand)
             s = sparse_index.score(q_sparse, cand)
-            rankings["dense+sparse"] = fuse(cand, d, s, None, (*cfg.hybrid_weights, 0.0), depth)
+            fusion["dense+sparse"] = FusionTerms(cand, d, s)
+            rankings["dense+sparse"] = fusion["dense+sparse"].rank(cfg.hybrid_weights, depth)
     if "all" in modes:
         with _timed(timings, "search/all"):
             if hybrid_all:
@@ -301,7 +308,8 @@ def retrieve(
                 cand, c = rerank[:, : cfg.all_rerank_k], maxsim[:, : cfg.all_rerank_k]
             d = dense_index.score(queries.dense, cand)
             s = sparse_index.score(q_sparse, cand)
-            rankings["all"] = fuse(cand, d, s, c, cfg.all_weights, depth)
+            fusion["all"] = FusionTerms(cand, d, s, c)
+            rankings["all"] = fusion["all"].rank(cfg.all_weights, depth)
     if "bm25" in modes:
         drop = special_token_ids(model.tokenizer)
         bm25 = BM25Index(vocab, k1=cfg.bm25_k1, b=cfg.bm25_b)
@@ -320,7 +328,7 @@ def retrieve(
     if sparse_index is not None:
         docs = sparse_index.documents
         info["sparse_index_bytes"] = 2 * (docs.data.nbytes + docs.indices.nbytes + docs.indptr.nbytes)
-    return RetrievalRun(rankings={m: rankings[m] for m in modes}, timings=timings, info=info)
+    return RetrievalRun(rankings={m: rankings[m] for m in modes}, timings=timings, info=info, fusion=fusion)
 
 
 def evaluate_retrieval(
@@ -365,22 +373,41 @@ def evaluate_retrieval(
         if isinstance(dataset_dir, RetrievalDataset)
         else load_beir(dataset_dir, split, unknown_qrels=unknown_qrels)
     )
-    cfg = RetrievalConfig.from_mapping(config)
-    depth = max(parse_metric(m)[1] for m in metrics)
-    extra = 1 if ignore_identical_ids else 0  # one more candidate, so a list keeps `depth` after the drop
     run = retrieve(
         model,
         dataset,
         usable_modes(model, modes),
-        cfg,
-        depth=depth + extra,
+        RetrievalConfig.from_mapping(config),
+        depth=retrieval_depth(metrics, ignore_identical_ids),
         device=device,
         progress=progress,
         corpus_cache=corpus_cache,
     )
+    return score_rankings(
+        run.rankings, dataset, metrics, ignore_identical_ids=ignore_identical_ids, runs_dir=runs_dir
+    )
+
+
+def retrieval_depth(metrics: Sequence[str], ignore_identical_ids: bool = True) -> int:
+    """How many documents to retrieve per query for ``metrics``: the largest cut-off, plus one when the
+    query's own id is dropped (so each list still holds that many after :func:`drop_identical_ids`)."""
+    return max(parse_metric(m)[1] for m in metrics) + (1 if ignore_identical_ids else 0)
+
+
+def score_rankings(
+    rankings: dict[str, Ranking],
+    dataset: RetrievalDataset,
+    metrics: Sequence[str],
+    *,
+    ignore_identical_ids: bool = True,
+    runs_dir: str | Path | None = None,
+) -> dict[str, dict[str, float]]:
+    """Score the (Q, k) ``rankings`` of :func:`retrieve` (k from :func:`retrieval_depth`): mode -> metric ->
+    value in [0, 1]; the arguments as :func:`evaluate_retrieval`'s."""
+    depth = max(parse_metric(m)[1] for m in metrics)
     rankings = {
-        mode: drop_identical_ids(r, dataset, depth) if ignore_identical_ids else r
-        for mode, r in run.rankings.items()
+        mode: drop_identical_ids(r, dataset, depth) if ignore_identical_ids else r.truncate(depth)
+        for mode, r in rankings.items()
     }
     if runs_dir is not None:
         write_trec_runs(runs_dir, rankings, dataset)

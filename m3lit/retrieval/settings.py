@@ -52,7 +52,7 @@ RESTORED_KEYS = (
     "retrieval",
 )
 #: Restored when present (suite evaluations record them; single-dataset ones do not).
-OPTIONAL_RESTORED_KEYS = ("suite", "reference")
+OPTIONAL_RESTORED_KEYS = ("suite", "reference", "tune_fusion")
 _CHUNK = 1 << 20
 
 

@@ -9,9 +9,13 @@ BEIR folders. It is described by a ``suite.json`` that a benchmark builder write
      "tasks": [{"name": "MIRACL-like", "metrics": ["ndcg@10", "recall@100"],
                 "datasets": {"en": "miracl/en", "fr": "miracl/fr"},
                 "retrieval": {"passage_max_len": 512},        # RetrievalConfig overrides for this task
-                "extra_modes": []}]}                             # e.g. ["dense+mcls"] on long documents
+                "extra_modes": [],                               # e.g. ["dense+mcls"] on long documents
+                "dev_split": "dev"}]}                            # optional: qrels/dev.tsv for tuning
 
-Dataset paths are relative to the suite file. The first metric of a task is its primary one (the chart).
+Dataset paths are relative to the suite file. The first metric of a task is its primary one (the chart, and
+what ``tune_fusion`` maximises). With ``tune_fusion``, a task that names a ``dev_split`` gets its Dense+Sparse
+and All weights chosen on those dev queries (:mod:`m3lit.retrieval.fusion_tuning`) before its test queries
+are ranked; the choice is reported under the task's tables and in ``results.json`` (``tasks.<task>.fusion``).
 
 A *system* is one model evaluated with one retrieval setting (:class:`SuiteSystem`): e.g. the released
 model with its own mean pooling and prefixes in dense mode, or the fine-tuned model in every mode. Each
@@ -21,7 +25,8 @@ Results (``results.json``, the same ``{"settings", "results"}`` envelope as ever
 
     {"settings": {...}, "results": {"suite": name, "averages": {task: {row: {metric: mean}}},
      "tasks": {task: {"metrics": [...], "languages": [...],
-                      "rows": {row label: {language: {metric: value in [0, 1]}}}}}}}
+                      "rows": {row label: {language: {metric: value in [0, 1]}}},
+                      "fusion": {mode: {"weights", "default", "dev", ...}}}}}}      # tuned tasks only
 """
 
 from __future__ import annotations
@@ -35,10 +40,17 @@ from typing import Any
 
 from m3lit.files.errors import PathError
 from m3lit.files.jsonl import DataError
-from m3lit.retrieval.beir import load_beir
+from m3lit.retrieval.beir import RetrievalDataset, load_beir
 from m3lit.retrieval.chart import write_chart
 from m3lit.retrieval.config import RetrievalConfig
-from m3lit.retrieval.pipeline import evaluate_retrieval
+from m3lit.retrieval.fusion_tuning import FUSED_MODES, choose_weights, fusion_note
+from m3lit.retrieval.pipeline import (
+    evaluate_retrieval,
+    retrieval_depth,
+    retrieve,
+    score_rankings,
+    usable_modes,
+)
 from m3lit.retrieval.settings import read_json_object
 from m3lit.retrieval.significance import headline_tests
 from m3lit.retrieval.tables import MODE_NAMES, fmt_score, mean_of, metric_label, reference_label, row_label
@@ -69,6 +81,7 @@ class SuiteTask:
     datasets: dict[str, Path]
     retrieval: dict[str, Any] = field(default_factory=dict)
     extra_modes: tuple[str, ...] = ()
+    dev_split: str | None = None  # qrels/<dev_split>.tsv: queries for choosing fusion weights (tune_fusion)
 
 
 @dataclass
@@ -115,11 +128,13 @@ def load_suite(path: str | Path) -> list[SuiteTask]:
             if key not in task:
                 raise DataError(f"tasks[{i}] has no {key!r}", path=path)
         datasets = {lang: path.parent / rel for lang, rel in task["datasets"].items()}
+        wanted = ["corpus.jsonl"] + ([f"qrels/{task['dev_split']}.tsv"] if task.get("dev_split") else [])
         for lang, folder in datasets.items():
-            if not (folder / "corpus.jsonl").is_file():
-                raise FileNotFoundError(
-                    f"{path}: tasks[{i}] ({task['name']}) {lang}: no corpus.jsonl in {folder}"
-                )
+            for name in wanted:
+                if not (folder / name).is_file():
+                    raise FileNotFoundError(
+                        f"{path}: tasks[{i}] ({task['name']}) {lang}: no {name} in {folder}"
+                    )
         tasks.append(
             SuiteTask(
                 name=str(task["name"]),
@@ -127,6 +142,7 @@ def load_suite(path: str | Path) -> list[SuiteTask]:
                 datasets=datasets,
                 retrieval=dict(task.get("retrieval") or {}),
                 extra_modes=tuple(task.get("extra_modes") or ()),
+                dev_split=task.get("dev_split"),
             )
         )
     if not tasks:
@@ -145,6 +161,7 @@ def evaluate_suite(
     runs_dir: str | Path | None = None,
     device=None,
     progress: bool = False,
+    tune_fusion: bool = False,
 ) -> dict[str, dict]:
     """Evaluate every system on every (task, language); return ``{task: {"metrics", "languages", "rows"}}``.
 
@@ -152,11 +169,17 @@ def evaluate_suite(
     BM25 (with the first system's tokenizer) is evaluated once per dataset when ``bm25`` is set. Retrieval
     settings are layered: ``base`` (e.g. ``configs/evaluate.yaml``'s), then the task's, then the system's.
     With ``runs_dir`` every ranked list is written as ``<runs_dir>/<task>/<lang>/<system>/<mode>.trec``.
+    With ``tune_fusion``, the first system's fused modes on a task with a ``dev_split`` are ranked with
+    weights chosen on its dev queries (the task's block gains ``"fusion"``); each corpus is still encoded
+    once, for the dev and the test queries together.
     """
     out: dict[str, dict] = {}
     caches: list[dict] = [{} for _ in systems]  # one encoded corpus per system (MKQA: one English corpus)
     for task in tasks:
         rows: dict[str, dict[str, dict[str, float]]] = {}
+        tuned = _TunedFusion(task, ignore_identical_ids) if tune_fusion and task.dev_split else None
+        if tune_fusion and tuned is None:
+            log.warning("%s names no dev_split: its fused modes keep the task's fixed weights", task.name)
         for lang, folder in task.datasets.items():
             dataset = load_beir(folder, split, name=f"{task.name}/{lang}")
             for index, system in enumerate(systems):
@@ -167,6 +190,15 @@ def evaluate_suite(
                     modes.append("bm25")
                 config = RetrievalConfig.from_mapping({**(base or {}), **task.retrieval, **system.retrieval})
                 log.info("%s %s: %s in %s", task.name, lang, system.label or "model", modes)
+                keywords = {"device": device, "progress": progress, "corpus_cache": caches[index]}
+                runs = (
+                    None
+                    if runs_dir is None
+                    else Path(runs_dir) / task.name / lang / (system.label or "model")
+                )
+                if tuned is not None and index == 0:  # scored once every language's dev queries are in
+                    tuned.add(lang, folder, dataset, system, modes, config, runs, **keywords)
+                    continue
                 scores = evaluate_retrieval(
                     system.model,
                     dataset,
@@ -174,23 +206,101 @@ def evaluate_suite(
                     modes=modes,
                     metrics=task.metrics,
                     config=config,
-                    device=device,
-                    progress=progress,
                     ignore_identical_ids=ignore_identical_ids,
-                    corpus_cache=caches[index],
-                    runs_dir=None
-                    if runs_dir is None
-                    else Path(runs_dir) / task.name / lang / (system.label or "model"),
+                    runs_dir=runs,
+                    **keywords,
                 )
-                for mode, values in scores.items():
-                    label = MODE_NAMES["bm25"] if mode == "bm25" else system.row(mode)
-                    rows.setdefault(label, {})[lang] = values
-        out[task.name] = {
-            "metrics": list(task.metrics),
-            "languages": list(task.datasets),
-            "rows": _ordered(rows),
-        }
+                _add_rows(rows, system, lang, scores)
+        out[task.name] = {"metrics": list(task.metrics), "languages": list(task.datasets)}
+        if tuned is not None:
+            for lang, system, scores in tuned.finish():
+                _add_rows(rows, system, lang, scores)
+            if tuned.choices:
+                out[task.name]["fusion"] = {m: c.to_dict() for m, c in tuned.choices.items()}
+        out[task.name]["rows"] = _ordered(rows)
     return out
+
+
+def _add_rows(rows: dict, system: SuiteSystem, lang: str, scores: Mapping[str, Mapping[str, float]]) -> None:
+    for mode, values in scores.items():
+        label = MODE_NAMES["bm25"] if mode == "bm25" else system.row(mode)
+        rows.setdefault(label, {})[lang] = dict(values)
+
+
+class _TunedFusion:
+    """One task's main system under ``tune_fusion``: per language, the dev queries (fused modes only) and then
+    the test queries are retrieved while that language's corpus is encoded; once every language is in,
+    :func:`choose_weights` picks each fused mode's weights on dev and the test lists are re-ranked with them
+    and scored."""
+
+    def __init__(self, task: SuiteTask, ignore_identical_ids: bool) -> None:
+        self.task = task
+        self.ignore_identical_ids = ignore_identical_ids
+        self.dev: dict[str, list] = {}  # mode -> [(lang, dev dataset, FusionTerms)]
+        self.defaults: dict[str, tuple[float, ...]] = {}
+        self.pending: list = []  # (lang, system, dataset, RetrievalRun, runs_dir)
+        self.choices: dict = {}
+
+    def add(
+        self,
+        lang: str,
+        folder: Path,
+        dataset: RetrievalDataset,
+        system: SuiteSystem,
+        modes: list[str],
+        config: RetrievalConfig,
+        runs_dir: Path | None,
+        **keywords: Any,
+    ) -> None:
+        """Retrieve ``lang``'s dev queries (fused modes) and test queries (every mode); ``keywords`` go to
+        :func:`retrieve` (device, progress, the system's corpus cache)."""
+        task = self.task
+        modes = usable_modes(system.model, modes)
+        fused = [m for m in FUSED_MODES if m in modes]
+        if fused:
+            dev = load_beir(folder, task.dev_split, name=f"{task.name}/{lang}/{task.dev_split}")
+            depth = retrieval_depth(task.metrics[:1], self.ignore_identical_ids)
+            run = retrieve(system.model, dev, fused, config, depth=depth, **keywords)
+            for mode in fused:
+                self.dev.setdefault(mode, []).append((lang, dev, run.fusion[mode]))
+            self.defaults.update({"dense+sparse": config.hybrid_weights, "all": config.all_weights})
+        depth = retrieval_depth(task.metrics, self.ignore_identical_ids)
+        run = retrieve(system.model, dataset, modes, config, depth=depth, **keywords)
+        self.pending.append((lang, system, dataset, run, runs_dir))
+
+    def finish(self):
+        """Choose the weights; yield ``(lang, system, scores)`` of every pending test run."""
+        metric = self.task.metrics[0]
+        for mode, dev in self.dev.items():
+            self.choices[mode] = choose_weights(
+                dev, mode, metric, self.defaults[mode], ignore_identical_ids=self.ignore_identical_ids
+            )
+            log.info("%s: %s weights chosen on dev: %s", self.task.name, mode, self.choices[mode].to_dict())
+        depth = retrieval_depth(self.task.metrics, self.ignore_identical_ids)
+        for lang, system, dataset, run, runs_dir in self.pending:
+            for mode, choice in self.choices.items():
+                run.rankings[mode] = run.fusion[mode].rank(choice.weights, depth)
+            scores = score_rankings(
+                run.rankings,
+                dataset,
+                self.task.metrics,
+                ignore_identical_ids=self.ignore_identical_ids,
+                runs_dir=runs_dir,
+            )
+            yield lang, system, scores
+
+
+def _task_settings(task: SuiteTask, block: Mapping) -> dict:
+    """What a task's results were made with: its retrieval overrides (with the weights chosen on dev, if any),
+    extra modes and dev split."""
+    chosen = {m: c["weights"] for m, c in (block.get("fusion") or {}).items()}
+    keys = {"dense+sparse": "hybrid_weights", "all": "all_weights"}
+    return {
+        "retrieval": {**task.retrieval, **{keys[m]: w for m, w in chosen.items()}},
+        "extra_modes": list(task.extra_modes),
+        "dev_split": task.dev_split,
+        "fusion_weights_from": task.dev_split if chosen else None,
+    }
 
 
 def _ordered(rows: dict) -> dict:
@@ -216,6 +326,8 @@ def suite_tables(results: Mapping[str, Mapping]) -> str:
                     + f" | {fmt_score(mean_of(per_lang, langs, metric))} |"
                 )
             lines.append("")
+        if block.get("fusion"):
+            lines += [fusion_note(block["fusion"]), ""]
     return "\n".join(lines)
 
 
@@ -290,6 +402,7 @@ def run_suite(
     progress: bool = False,
     label: str = "model",
     baselines: Mapping[str, Mapping] | None = None,
+    tune_fusion: bool = False,
 ) -> dict[str, dict]:
     """Evaluate ``model`` (and an optional released ``reference``) on a suite; write the reports and runs.
 
@@ -302,7 +415,7 @@ def run_suite(
             settings, e.g. multilingual-e5-small as released (``retrieval: {pooling: mean, query_prefix:
             "query: ", passage_prefix: "passage: "}``).
         modes: the main model's modes (``bm25`` adds the BM25 row).
-        split, base, ignore_identical_ids, device, progress: as :func:`evaluate_suite`.
+        split, base, ignore_identical_ids, device, progress, tune_fusion: as :func:`evaluate_suite`.
         label, baselines: the chart's, as :func:`write_suite_reports`.
     """
     from m3lit.model.training_checkpoint import load_model
@@ -332,6 +445,7 @@ def run_suite(
         runs_dir=Path(output_dir) / "runs",
         device=device,
         progress=progress,
+        tune_fusion=tune_fusion,
     )
     settings = {
         "model": model_ref,
@@ -344,8 +458,9 @@ def run_suite(
         "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
         "unknown_qrels": "error",
         "ignore_identical_ids": bool(ignore_identical_ids),
+        "tune_fusion": bool(tune_fusion),
         "retrieval": dict(base or {}),
-        "tasks": {t.name: {"retrieval": t.retrieval, "extra_modes": list(t.extra_modes)} for t in tasks},
+        "tasks": {t.name: _task_settings(t, results[t.name]) for t in tasks},
         "datasets": {
             f"{t.name}/{lang}": {"path": str(folder), **dataset_hash(folder, split)}
             for t in tasks

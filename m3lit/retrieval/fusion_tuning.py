@@ -1,0 +1,147 @@
+"""Fusion weights chosen on dev queries: the Dense+Sparse and All weights of a task, picked without the test set.
+
+BGE-M3 ranks by s_rank = w1 s_dense + w2 s_lex + w3 s_mul (arXiv:2402.03216 §3.2; spec §1.6) and reports
+each benchmark with fixed weights (MKQA's 1 / 0.3 / 1, MLDR's 0.15 / 0.5 / 0.35; spec §6). Those weights suit BGE-M3's score scales; a model trained for a few hundred steps from another
+encoder (e.g. multilingual-e5 with a fresh lexical head) has other scales, and its best mix differs. Here the
+weights are chosen on a task's *dev* queries (BEIR layout: ``qrels/dev.tsv`` beside ``qrels/test.tsv``, the
+same corpus, other queries), the way MIRACL's dev split is used to tune a system before its test numbers
+are read:
+
+1. every dev query's candidates of a fused mode are retrieved once with their exact dense, lexical and
+   ColBERT scores (:class:`~m3lit.retrieval.hybrid.FusionTerms`);
+2. each weight vector of a fixed grid re-ranks them, and the task's primary metric is averaged over the
+   task's languages (each language weighs the same, as in the table's average column);
+3. the best vector wins; a tie keeps the task's own weights, then the earlier grid entry.
+
+Only ratios matter to a ranking, so the grid fixes w_dense = 1. It includes the task's own weights, so the
+choice never scores below them on dev. The test queries are then ranked once with the winner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from m3lit.retrieval.beir import RetrievalDataset
+from m3lit.retrieval.hybrid import FusionTerms
+from m3lit.retrieval.metrics import evaluate_ranking, parse_metric
+from m3lit.retrieval.pipeline import drop_identical_ids
+from m3lit.retrieval.tables import MODE_NAMES, fmt_score, metric_label
+
+__all__ = ["FUSED_MODES", "COLBERT_WEIGHTS", "SPARSE_WEIGHTS", "FusionChoice", "choose_weights", "fusion_note",
+           "weight_grid"]  # fmt: skip
+
+#: The modes whose ranking is a weighted sum of scores, and so has weights to choose.
+FUSED_MODES = ("dense+sparse", "all")
+#: w_sparse / w_dense candidates: from none to lexical-dominated (MLDR's 0.5 / 0.15 = 3.3 lies inside).
+SPARSE_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 3.0, 5.0)
+#: w_colbert / w_dense candidates for All.
+COLBERT_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0)
+
+
+def weight_grid(mode: str) -> list[tuple[float, ...]]:
+    """The weight vectors tried for ``mode``: (1, w_sparse) for Dense+Sparse, (1, w_sparse, w_colbert) for All."""
+    if mode == "dense+sparse":
+        return [(1.0, s) for s in SPARSE_WEIGHTS]
+    if mode == "all":
+        return [(1.0, s, c) for s in SPARSE_WEIGHTS for c in COLBERT_WEIGHTS]
+    raise ValueError(f"{mode!r} has no fusion weights; fused modes: {list(FUSED_MODES)}")
+
+
+@dataclass(frozen=True)
+class FusionChoice:
+    """The outcome of :func:`choose_weights` for one mode of one task.
+
+    Attributes:
+        mode: ``dense+sparse`` or ``all``.
+        metric: the metric averaged on dev.
+        weights: the chosen weights.
+        default: the task's own weights (what the test queries would get without tuning).
+        dev: the dev average with ``weights``; ``dev_default``: with ``default`` (both in [0, 1]).
+        queries: dev queries per language.
+    """
+
+    mode: str
+    metric: str
+    weights: tuple[float, ...]
+    default: tuple[float, ...]
+    dev: float
+    dev_default: float
+    queries: dict[str, int]
+
+    def to_dict(self) -> dict:
+        return {
+            "metric": self.metric,
+            "weights": list(self.weights),
+            "default": list(self.default),
+            "dev": self.dev,
+            "dev_default": self.dev_default,
+            "queries": dict(self.queries),
+        }
+
+
+def choose_weights(
+    dev: Sequence[tuple[str, RetrievalDataset, FusionTerms]],
+    mode: str,
+    metric: str,
+    default: Sequence[float],
+    *,
+    ignore_identical_ids: bool = True,
+) -> FusionChoice:
+    """Pick ``mode``'s weights on dev queries (see the module docstring).
+
+    Args:
+        dev: per language, ``(language, dev dataset, the mode's FusionTerms for its queries)``; the terms
+            must hold enough candidates for ``metric``'s cut-off (plus one with ``ignore_identical_ids``).
+        mode: ``dense+sparse`` or ``all``.
+        metric: e.g. ``ndcg@10`` (the task's primary metric).
+        default: the task's own weights; tried first, so a tie keeps them.
+        ignore_identical_ids: drop a query's own id from its ranking before scoring (as the test scoring does).
+    """
+    if not dev:
+        raise ValueError(f"choose_weights({mode!r}): no dev queries")
+    cut = parse_metric(metric)[1]
+    extra = 1 if ignore_identical_ids else 0
+
+    def dev_average(weights: tuple[float, ...]) -> float:
+        values = []
+        for _, dataset, terms in dev:
+            ranking = terms.rank(weights, cut + extra)
+            ranking = drop_identical_ids(ranking, dataset, cut) if ignore_identical_ids else ranking
+            values.append(evaluate_ranking(ranking, dataset.qrels, [metric]).values[metric])
+        return float(np.mean(values))
+
+    default = tuple(float(w) for w in default)
+    candidates = [default, *(w for w in weight_grid(mode) if w != default)]
+    scores = [dev_average(w) for w in candidates]
+    best = int(np.argmax(scores))  # the first maximum: the default on a tie, then grid order
+    return FusionChoice(
+        mode=mode,
+        metric=metric,
+        weights=candidates[best],
+        default=default,
+        dev=scores[best],
+        dev_default=scores[0],
+        queries={lang: dataset.num_relevant_queries for lang, dataset, _ in dev},
+    )
+
+
+def fusion_note(choices: dict[str, dict]) -> str:
+    """One markdown line per mode for a task's report: the weights chosen on dev and what they scored there
+    (``choices`` as stored in the results: mode -> :meth:`FusionChoice.to_dict`)."""
+    lines = []
+    for mode, c in choices.items():
+        n = sorted(set(c["queries"].values()))
+        per_lang = "/".join(map(str, n))
+        lines.append(
+            f"- {MODE_NAMES[mode]} weights chosen on the dev queries ({per_lang} per language, "
+            f"{metric_label(c['metric'])}): {_weights(c['weights'])} (dev {fmt_score(c['dev'])}); the task's "
+            f"own {_weights(c['default'])} scored {fmt_score(c['dev_default'])} there"
+        )
+    return "\n".join(lines)
+
+
+def _weights(weights: Sequence[float]) -> str:
+    return " / ".join(f"{w:g}" for w in weights)
