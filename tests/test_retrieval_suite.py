@@ -152,3 +152,99 @@ def test_a_suite_table_is_reproduced_from_its_results_json(suite_dir, tiny_model
     changed = main([f"settings={tmp_path / 'first' / 'results.json'}", f"output_dir={tmp_path / 'other'}",
                     "progress=false", "retrieval.all_weights=[0.0,1.0,0.0]"])  # fmt: skip
     assert changed["Toy-task"]["rows"]["All"] != first["Toy-task"]["rows"]["All"]  # the settings matter
+
+
+@pytest.fixture
+def dev_suite_dir(tmp_path):
+    """Two languages of one task whose folders hold test and dev queries (qrels/test.tsv, qrels/dev.tsv)."""
+    from conftest import builtin_docstrings
+
+    from m3lit.retrieval.beir import write_beir
+
+    docs = [text[:300] for text in builtin_docstrings()[:48]]
+    for shift, lang in enumerate(("xx", "yy")):
+        corpus = {f"d{i}": docs[(i + shift) % len(docs)] for i in range(len(docs))}
+        queries = {f"q{j}": " ".join(corpus[f"d{3 * j}"].split()[2:9]) for j in range(16)}
+        test = {f"q{j}": {f"d{3 * j}": 1, f"d{3 * j + 1}": 1} for j in range(8)}
+        dev = {f"q{j}": {f"d{3 * j}": 1, f"d{3 * j + 2}": 1} for j in range(8, 16)}
+        write_beir(tmp_path / "task" / lang, corpus, queries, test, dev=dev)
+    spec = {"name": "toy", "tasks": [{
+        "name": "Toy-task", "metrics": ["ndcg@10", "recall@20"], "datasets": {"xx": "task/xx", "yy": "task/yy"},
+        "retrieval": {"passage_max_len": 48}, "dev_split": "dev"}]}  # fmt: skip
+    (tmp_path / "suite.json").write_text(json.dumps(spec), encoding="utf-8")
+    return tmp_path
+
+
+def test_tuned_fusion_weights_are_the_dev_best_and_rank_the_test_queries(dev_suite_dir, tiny_model, tmp_path):
+    """With tune_fusion, the fused rows are the test queries ranked with the weights that score best on the
+    dev queries (checked against direct evaluations of each split); every other row is unchanged."""
+    from m3lit.retrieval.fusion_tuning import weight_grid
+    from m3lit.retrieval.suite import run_suite
+
+    tiny_model.heads_loaded = True
+    modes = ["dense", "sparse", "dense+sparse", "all", "bm25"]
+    results = run_suite(
+        tiny_model, model_ref="tiny", suite_dir=dev_suite_dir, output_dir=tmp_path / "tuned", modes=modes,
+        tune_fusion=True,
+    )  # fmt: skip
+    fixed = evaluate_suite([SuiteSystem("", tiny_model, tuple(modes[:-1]))], load_suite(dev_suite_dir))
+    block, fusion = results["Toy-task"], results["Toy-task"]["fusion"]
+    assert set(fusion) == {"dense+sparse", "all"}
+
+    def direct(split, mode, **config):
+        metrics = ["ndcg@10", "recall@20"]
+        return {
+            lang: evaluate_retrieval(
+                tiny_model, dev_suite_dir / "task" / lang, split=split, modes=[mode], metrics=metrics,
+                config={"passage_max_len": 48, **config},
+            )[mode]
+            for lang in ("xx", "yy")
+        }  # fmt: skip
+
+    def dev_mean(mode, weights):
+        key = "hybrid_weights" if mode == "dense+sparse" else "all_weights"
+        return sum(v["ndcg@10"] for v in direct("dev", mode, **{key: list(weights)}).values()) / 2
+
+    every = {w: dev_mean("dense+sparse", w) for w in weight_grid("dense+sparse")}  # the whole grid
+    chosen = tuple(fusion["dense+sparse"]["weights"])
+    assert fusion["dense+sparse"]["dev"] == pytest.approx(max(every.values()), abs=1e-6)
+    assert every[chosen] == pytest.approx(max(every.values()), abs=1e-6)
+    assert fusion["dense+sparse"]["dev_default"] == pytest.approx(every[(1.0, 0.3)], abs=1e-6)
+    chosen_all = tuple(fusion["all"]["weights"])
+    assert fusion["all"]["dev"] == pytest.approx(dev_mean("all", chosen_all), abs=1e-6)
+    assert fusion["all"]["dev_default"] == pytest.approx(dev_mean("all", (1.0, 0.3, 1.0)), abs=1e-6)
+    for w in weight_grid("all")[::9]:  # a sample of the 77: none beats the choice on dev
+        assert dev_mean("all", w) <= fusion["all"]["dev"] + 1e-6
+    assert fusion["all"]["queries"] == {"xx": 8, "yy": 8}
+
+    assert block["rows"]["Dense+Sparse"] == direct("test", "dense+sparse", hybrid_weights=list(chosen))
+    assert block["rows"]["All"] == direct("test", "all", all_weights=list(chosen_all))
+    for label in ("BM25", "Dense", "Sparse"):
+        assert block["rows"][label] == fixed["Toy-task"]["rows"][label]
+    written, settings = read_results(tmp_path / "tuned")
+    assert written["tasks"]["Toy-task"]["fusion"] == fusion and settings["tune_fusion"] is True
+    assert settings["tasks"]["Toy-task"]["retrieval"] == {
+        "passage_max_len": 48, "hybrid_weights": list(chosen), "all_weights": list(chosen_all)}  # fmt: skip
+    assert "- All weights chosen on the dev queries (8 per language, nDCG@10)" in (
+        tmp_path / "tuned" / "results.md"
+    ).read_text()
+
+
+def test_a_tuned_suite_is_reproduced_from_its_results_json_and_needs_its_dev_files(
+    dev_suite_dir, tiny_model, tmp_path
+):
+    from m3lit.evaluate import main
+    from m3lit.retrieval.suite import run_suite
+
+    tiny_model.heads_loaded = True
+    folder = tiny_model.save_pretrained(tmp_path / "model")
+    first = run_suite(
+        tiny_model, model_ref=str(folder), suite_dir=dev_suite_dir, output_dir=tmp_path / "first",
+        modes=["dense", "sparse", "all", "bm25"], tune_fusion=True,
+    )  # fmt: skip
+    again = main([f"settings={tmp_path / 'first' / 'results.json'}", f"output_dir={tmp_path / 'again'}",
+                  "progress=false"])  # fmt: skip
+    assert again == first and "fusion" in again["Toy-task"]
+    (dev_suite_dir / "task" / "yy" / "qrels" / "dev.tsv").unlink()
+    with pytest.raises(FileNotFoundError, match=r"tasks\[0\] \(Toy-task\) yy: no qrels/dev.tsv"):
+        load_suite(dev_suite_dir)

@@ -58,6 +58,7 @@ class EvaluateSchema:
     reference: dict[str, Any] | None = (
         None  # suite: a released model evaluated dense-only beside the trained one
     )
+    tune_fusion: bool = False  # suite: Dense+Sparse / All weights chosen on each task's dev queries
 
 
 @dataclasses.dataclass
