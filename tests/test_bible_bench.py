@@ -95,8 +95,8 @@ def _rows(path):
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
-def _qrels(folder):
-    lines = (folder / "qrels" / "test.tsv").read_text(encoding="utf-8").splitlines()
+def _qrels(folder, split="test"):
+    lines = (folder / "qrels" / f"{split}.tsv").read_text(encoding="utf-8").splitlines()
     assert lines[0] == "query-id\tcorpus-id\tscore"
     out: dict[str, dict[str, int]] = {}
     for line in lines[1:]:
@@ -179,6 +179,52 @@ def test_verse_task_qrels_match_a_direct_computation(builds, task):
         assert len(load_beir(folder).query_ids) == (
             SPEC.miracl_queries if task == "miracl" else SPEC.mkqa_queries
         )
+
+
+def test_dev_queries_are_other_verses_and_change_no_test_query_or_training_line(builds, tmp_path):
+    import dataclasses
+
+    from m3lit.retrieval.suite import load_suite
+
+    base = builds[0].root
+    dev = build_bible_bench(
+        dataclasses.replace(SPEC, dev_queries=6), tmp_path / "dev", db=make_db(tmp_path / "b.db")
+    )
+    corpus_code = {"en": "4", "fr": "l", "de": "e", "es": "v"}
+    refs = _refs()
+    drawn = set()
+    for path in sorted(p for p in base.rglob("*") if p.is_file()):
+        name = path.relative_to(base)
+        after = (dev.root / name).read_bytes()
+        if name.parts[0] == "eval" and name.parts[1] in ("miracl", "mkqa") and name.name == "queries.jsonl":
+            assert after.startswith(path.read_bytes()) and len(after) > len(
+                path.read_bytes()
+            )  # test, then dev
+        elif name.name not in ("manifest.json", "suite.json"):
+            assert after == path.read_bytes(), name  # corpora, test qrels, MLDR-like, every training file
+    for task in ("miracl", "mkqa"):
+        for lang in dev.manifest["languages"][task]:
+            folder = dev.eval_dir(task, lang)
+            test, dev_qrels = _qrels(folder), _qrels(folder, "dev")
+            assert len(dev_qrels) == 6 and not set(dev_qrels) & set(test)
+            drawn.add(tuple(sorted(dev_qrels)))
+            for qid, judged in dev_qrels.items():
+                expected = {_vid(b): 1 for a, b in refs if _vid(a) == qid and b[0] >= 40 and a != b}
+                assert judged == expected and judged
+            queries = {q["_id"]: q["text"] for q in _rows(folder / "queries.jsonl")}
+            assert all(
+                queries[q] == verse_text(corpus_code[lang], tuple(map(int, q.split(".")))) for q in dev_qrels
+            )
+            assert load_beir(folder, "dev").query_ids == sorted(
+                dev_qrels, key=lambda i: tuple(map(int, i.split(".")))
+            )
+            assert dev.manifest["sizes"][task][lang]["dev_queries"] == 6
+    assert len(drawn) == 1  # the same dev verses in every language and both tasks
+    assert [t.dev_split for t in load_suite(dev.root / "eval")] == ["dev", "dev", None]
+    assert [t.dev_split for t in load_suite(base / "eval")] == [None, None, None]
+    with pytest.raises(ValueError, match="BibleBenchSpec.dev_queries=1000, but only"):
+        build_bible_bench(dataclasses.replace(SPEC, dev_queries=1000), tmp_path / "big", db=tmp_path / "b.db")
+    assert not (tmp_path / "big").exists()
 
 
 def test_mldr_query_verse_is_cut_out_of_its_chapter(builds):

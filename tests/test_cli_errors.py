@@ -138,6 +138,8 @@ def _command_cases(files) -> list[tuple[str, str, list[str], int, list[str], dic
          ["retrieval.hybrid_wieghts"], {}),
         ("m3lit.evaluate", "truncated checkpoint", [f"model={root / 'truncated.ckpt'}", f"data={beir}", out], 1,
          ["truncated.ckpt", "not a readable checkpoint"], {}),
+        ("m3lit.evaluate", "tune_fusion without a suite", [f"model={model}", f"data={beir}", "tune_fusion=true", out],
+         2, ["tune_fusion=true needs suite=DIR"], {}),
         ("m3lit.evaluate", "malformed settings file", [f"settings={root / 'bad_settings.json'}", out], 1,
          ["bad_settings.json:line 2", "invalid JSON"], {}),
         ("m3lit.export", "not a checkpoint", [f"model={root / 'text.ckpt'}", out], 1,

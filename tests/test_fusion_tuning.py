@@ -31,7 +31,7 @@ def toy_language(seed: int, n_queries: int = 12, n_docs: int = 60, width: int = 
     rng = np.random.default_rng(seed)
     corpus_ids = [f"d{i}" for i in range(n_docs)]
     query_ids, qrels, rows, dense, sparse, colbert = [], [], [], [], [], []
-    for q in range(n_queries):
+    for _ in range(n_queries):
         own = int(rng.integers(n_docs))
         query_ids.append(corpus_ids[own])
         others = rng.permutation([d for d in range(n_docs) if d != own])[: width - 1]

@@ -225,9 +225,10 @@ def test_tuned_fusion_weights_are_the_dev_best_and_rank_the_test_queries(dev_sui
     assert written["tasks"]["Toy-task"]["fusion"] == fusion and settings["tune_fusion"] is True
     assert settings["tasks"]["Toy-task"]["retrieval"] == {
         "passage_max_len": 48, "hybrid_weights": list(chosen), "all_weights": list(chosen_all)}  # fmt: skip
-    assert "- All weights chosen on the dev queries (8 per language, nDCG@10)" in (
-        tmp_path / "tuned" / "results.md"
-    ).read_text()
+    assert (
+        "- All weights chosen on the dev queries (8 per language, nDCG@10)"
+        in (tmp_path / "tuned" / "results.md").read_text()
+    )
 
 
 def test_a_tuned_suite_is_reproduced_from_its_results_json_and_needs_its_dev_files(
