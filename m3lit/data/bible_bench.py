@@ -97,9 +97,7 @@ class BibleBenchSpec:
     train_xref_lines: int  # stage-2 lines: an OT verse -> all its cross-references, same translation
     train_xling_lines: int  # stage-2 lines: an OT verse in X -> its cross-references in English
     train_long_lines: int  # stage-2 lines: an OT verse -> its chapter with the verse cut out
-    dev_queries: int = (
-        0  # MIRACL/MKQA-like: dev queries per language, disjoint from the test ones (qrels/dev.tsv)
-    )
+    dev_queries: int = 0  # MIRACL/MKQA-like dev queries per language, not test queries (qrels/dev.tsv)
     min_query_words: int = 6  # MLDR and long-document query verses need this many words in each translation
     seed: int = 16  # seeds every sample (random.Random)
 

@@ -96,11 +96,10 @@ def verse_tasks(spec: BibleBenchSpec, bible: BibleText, rng: random.Random) -> d
     ``min(miracl_queries, mkqa_queries)`` shared by both tasks). Corpus: every verse of ``spec.eval_books`` in
     the corpus translation. Relevant (grade 1): the query verse's cross-references, in the corpus translation.
 
-    Dev queries (``spec.dev_queries`` per language, drawn by ``dev_rng`` from the eligible verses that are not
-    test queries, the same in every language and both tasks) are drawn by their own generator (seeded
-    ``"<seed>/dev"``), so the test queries and the training lines are exactly those of a build without them:
-    the same kind of query over the same corpus, for choosing settings such as fusion weights without
-    looking at the test queries.
+    Dev queries (``spec.dev_queries`` per language): eligible verses that are not test queries, the same in
+    every language and both tasks, drawn by a generator of their own (seeded ``"<seed>/dev"``) so that the
+    test queries and the training lines are exactly those of a build without them. The same kind of query
+    over the same corpus, for choosing settings such as fusion weights without looking at the test queries.
     """
     books = spec.eval_books
     codes = [PRIMARY[lang] for lang in {*spec.miracl_languages, *spec.mkqa_languages, "en"}]
