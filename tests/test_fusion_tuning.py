@@ -136,3 +136,5 @@ def test_fusion_note_states_the_choice_and_the_default(dev):
         f"- All weights chosen on the dev queries (12 per language, nDCG@10): {w} (dev {100 * choice.dev:.1f}); "
         f"the task's own 1 / 0.3 / 1 scored {100 * choice.dev_default:.1f} there"
     )
+    with_test = fusion_note({"all": {**choice.to_dict(), "test_default": {"xx": 0.2, "yy": 0.25}}})
+    assert with_test == note + " and 22.5 on the test queries"

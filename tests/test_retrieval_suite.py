@@ -221,14 +221,17 @@ def test_tuned_fusion_weights_are_the_dev_best_and_rank_the_test_queries(dev_sui
     assert block["rows"]["All"] == direct("test", "all", all_weights=list(chosen_all))
     for label in ("BM25", "Dense", "Sparse"):
         assert block["rows"][label] == fixed["Toy-task"]["rows"][label]
+    for mode, label in (("dense+sparse", "Dense+Sparse"), ("all", "All")):  # what the fixed weights score
+        untuned = fixed["Toy-task"]["rows"][label]
+        assert fusion[mode]["test_default"] == {lang: untuned[lang]["ndcg@10"] for lang in ("xx", "yy")}
     written, settings = read_results(tmp_path / "tuned")
     assert written["tasks"]["Toy-task"]["fusion"] == fusion and settings["tune_fusion"] is True
     assert settings["tasks"]["Toy-task"]["retrieval"] == {
         "passage_max_len": 48, "hybrid_weights": list(chosen), "all_weights": list(chosen_all)}  # fmt: skip
-    assert (
-        "- All weights chosen on the dev queries (8 per language, nDCG@10)"
-        in (tmp_path / "tuned" / "results.md").read_text()
-    )
+    report = (tmp_path / "tuned" / "results.md").read_text()
+    assert "- All weights chosen on the dev queries (8 per language, nDCG@10)" in report
+    untuned = sum(fusion["all"]["test_default"].values()) / 2
+    assert f"there and {100 * untuned:.1f} on the test queries" in report
 
 
 def test_a_tuned_suite_is_reproduced_from_its_results_json_and_needs_its_dev_files(

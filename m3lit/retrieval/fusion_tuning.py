@@ -129,17 +129,22 @@ def choose_weights(
 
 
 def fusion_note(choices: dict[str, dict]) -> str:
-    """One markdown line per mode for a task's report: the weights chosen on dev and what they scored there
-    (``choices`` as stored in the results: mode -> :meth:`FusionChoice.to_dict`)."""
+    """One markdown line per mode for a task's report: the weights chosen on dev, what they and the task's own
+    weights scored there, and (when given, ``test_default``: language -> value) what the task's own weights
+    score on the test queries, i.e. the row the table would show without the choice. ``choices`` as stored
+    in the results: mode -> :meth:`FusionChoice.to_dict` (+ ``test_default``)."""
     lines = []
     for mode, c in choices.items():
         n = sorted(set(c["queries"].values()))
         per_lang = "/".join(map(str, n))
-        lines.append(
+        line = (
             f"- {MODE_NAMES[mode]} weights chosen on the dev queries ({per_lang} per language, "
             f"{metric_label(c['metric'])}): {_weights(c['weights'])} (dev {fmt_score(c['dev'])}); the task's "
             f"own {_weights(c['default'])} scored {fmt_score(c['dev_default'])} there"
         )
+        if c.get("test_default"):
+            line += f" and {fmt_score(float(np.mean(list(c['test_default'].values()))))} on the test queries"
+        lines.append(line)
     return "\n".join(lines)
 
 

@@ -216,7 +216,10 @@ def evaluate_suite(
             for lang, system, scores in tuned.finish():
                 _add_rows(rows, system, lang, scores)
             if tuned.choices:
-                out[task.name]["fusion"] = {m: c.to_dict() for m, c in tuned.choices.items()}
+                out[task.name]["fusion"] = {
+                    m: {**c.to_dict(), "test_default": tuned.test_default[m]}
+                    for m, c in tuned.choices.items()
+                }
         out[task.name]["rows"] = _ordered(rows)
     return out
 
@@ -231,7 +234,8 @@ class _TunedFusion:
     """One task's main system under ``tune_fusion``: per language, the dev queries (fused modes only) and then
     the test queries are retrieved while that language's corpus is encoded; once every language is in,
     :func:`choose_weights` picks each fused mode's weights on dev and the test lists are re-ranked with them
-    and scored."""
+    and scored. What the task's own weights score on the test queries is kept for the report
+    (``test_default``), so the effect of the choice is visible, never used to make it."""
 
     def __init__(self, task: SuiteTask, ignore_identical_ids: bool) -> None:
         self.task = task
@@ -239,7 +243,10 @@ class _TunedFusion:
         self.dev: dict[str, list] = {}  # mode -> [(lang, dev dataset, FusionTerms)]
         self.defaults: dict[str, tuple[float, ...]] = {}
         self.pending: list = []  # (lang, system, dataset, RetrievalRun, runs_dir)
-        self.choices: dict = {}
+        self.choices: dict = {}  # mode -> FusionChoice
+        self.test_default: dict[
+            str, dict[str, float]
+        ] = {}  # mode -> lang -> test metric with the task's weights
 
     def add(
         self,
@@ -278,7 +285,10 @@ class _TunedFusion:
             log.info("%s: %s weights chosen on dev: %s", self.task.name, mode, self.choices[mode].to_dict())
         depth = retrieval_depth(self.task.metrics, self.ignore_identical_ids)
         for lang, system, dataset, run, runs_dir in self.pending:
+            fixed = {m: run.rankings[m] for m in self.choices}  # ranked with the task's own weights
+            fixed = score_rankings(fixed, dataset, [metric], ignore_identical_ids=self.ignore_identical_ids)
             for mode, choice in self.choices.items():
+                self.test_default.setdefault(mode, {})[lang] = fixed[mode][metric]
                 run.rankings[mode] = run.fusion[mode].rank(choice.weights, depth)
             scores = score_rankings(
                 run.rankings,
