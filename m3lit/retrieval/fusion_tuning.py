@@ -26,15 +26,15 @@ import numpy as np
 
 from m3lit.retrieval.beir import RetrievalDataset
 from m3lit.retrieval.hybrid import FusionTerms
-from m3lit.retrieval.metrics import evaluate_ranking, parse_metric
-from m3lit.retrieval.pipeline import drop_identical_ids
+from m3lit.retrieval.pipeline import retrieval_depth, score_rankings
 from m3lit.retrieval.tables import MODE_NAMES, fmt_score, metric_label
 
-__all__ = ["FUSED_MODES", "COLBERT_WEIGHTS", "SPARSE_WEIGHTS", "FusionChoice", "choose_weights", "fusion_note",
-           "weight_grid"]  # fmt: skip
+__all__ = ["FUSED_MODES", "COLBERT_WEIGHTS", "SPARSE_WEIGHTS", "WEIGHT_FIELDS", "FusionChoice", "choose_weights",
+           "fusion_note", "weight_grid"]  # fmt: skip
 
-#: The modes whose ranking is a weighted sum of scores, and so has weights to choose.
-FUSED_MODES = ("dense+sparse", "all")
+#: The modes whose ranking is a weighted sum of scores -> the RetrievalConfig field holding their weights.
+WEIGHT_FIELDS = {"dense+sparse": "hybrid_weights", "all": "all_weights"}
+FUSED_MODES = tuple(WEIGHT_FIELDS)
 #: w_sparse / w_dense candidates: from none to lexical-dominated (MLDR's 0.5 / 0.15 = 3.3 lies inside).
 SPARSE_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 3.0, 5.0)
 #: w_colbert / w_dense candidates for All.
@@ -102,15 +102,18 @@ def choose_weights(
     """
     if not dev:
         raise ValueError(f"choose_weights({mode!r}): no dev queries")
-    cut = parse_metric(metric)[1]
-    extra = 1 if ignore_identical_ids else 0
+    depth = retrieval_depth([metric], ignore_identical_ids)
 
     def dev_average(weights: tuple[float, ...]) -> float:
-        values = []
-        for _, dataset, terms in dev:
-            ranking = terms.rank(weights, cut + extra)
-            ranking = drop_identical_ids(ranking, dataset, cut) if ignore_identical_ids else ranking
-            values.append(evaluate_ranking(ranking, dataset.qrels, [metric]).values[metric])
+        values = [
+            score_rankings(
+                {mode: terms.rank(weights, depth)},
+                dataset,
+                [metric],
+                ignore_identical_ids=ignore_identical_ids,
+            )[mode][metric]
+            for _, dataset, terms in dev
+        ]
         return float(np.mean(values))
 
     default = tuple(float(w) for w in default)

@@ -43,7 +43,7 @@ from m3lit.files.jsonl import DataError
 from m3lit.retrieval.beir import RetrievalDataset, load_beir
 from m3lit.retrieval.chart import write_chart
 from m3lit.retrieval.config import RetrievalConfig
-from m3lit.retrieval.fusion_tuning import FUSED_MODES, choose_weights, fusion_note
+from m3lit.retrieval.fusion_tuning import FUSED_MODES, WEIGHT_FIELDS, choose_weights, fusion_note
 from m3lit.retrieval.pipeline import (
     evaluate_retrieval,
     retrieval_depth,
@@ -244,9 +244,7 @@ class _TunedFusion:
         self.defaults: dict[str, tuple[float, ...]] = {}
         self.pending: list = []  # (lang, system, dataset, RetrievalRun, runs_dir)
         self.choices: dict = {}  # mode -> FusionChoice
-        self.test_default: dict[
-            str, dict[str, float]
-        ] = {}  # mode -> lang -> test metric with the task's weights
+        self.test_default: dict[str, dict[str, float]] = {}  # mode -> lang -> test value, task's weights
 
     def add(
         self,
@@ -270,7 +268,7 @@ class _TunedFusion:
             run = retrieve(system.model, dev, fused, config, depth=depth, **keywords)
             for mode in fused:
                 self.dev.setdefault(mode, []).append((lang, dev, run.fusion[mode]))
-            self.defaults.update({"dense+sparse": config.hybrid_weights, "all": config.all_weights})
+            self.defaults.update({m: getattr(config, WEIGHT_FIELDS[m]) for m in fused})
         depth = retrieval_depth(task.metrics, self.ignore_identical_ids)
         run = retrieve(system.model, dataset, modes, config, depth=depth, **keywords)
         self.pending.append((lang, system, dataset, run, runs_dir))
@@ -303,10 +301,9 @@ class _TunedFusion:
 def _task_settings(task: SuiteTask, block: Mapping) -> dict:
     """What a task's results were made with: its retrieval overrides (with the weights chosen on dev, if any),
     extra modes and dev split."""
-    chosen = {m: c["weights"] for m, c in (block.get("fusion") or {}).items()}
-    keys = {"dense+sparse": "hybrid_weights", "all": "all_weights"}
+    chosen = {WEIGHT_FIELDS[m]: c["weights"] for m, c in (block.get("fusion") or {}).items()}
     return {
-        "retrieval": {**task.retrieval, **{keys[m]: w for m, w in chosen.items()}},
+        "retrieval": {**task.retrieval, **chosen},
         "extra_modes": list(task.extra_modes),
         "dev_split": task.dev_split,
         "fusion_weights_from": task.dev_split if chosen else None,
