@@ -41,9 +41,9 @@ MAX_LENGTH = 512
 
 def default_beir() -> Path:
     """The compact Bible benchmark's English MIRACL-like folder in m3lit's cache."""
-    from m3lit.files.cache import cache_root as m3lit_cache
+    from m3lit.data.bible_bench import COMPACT, default_bible_dir
 
-    return m3lit_cache() / "bible-bench-compact-v2" / "eval" / "miracl" / "en"
+    return default_bible_dir(COMPACT) / "eval" / "miracl" / "en"
 
 
 def prepare(model: str = MODEL) -> dict[str, str]:

@@ -241,12 +241,55 @@ def test_mldr_query_verse_is_cut_out_of_its_chapter(builds):
             key = tuple(map(int, q["_id"].split(".")))
             assert q["text"] == verse_text(second[lang], key)
             assert qrels[q["_id"]] == {f"{key[0]}.{key[1]}": 1}
-        for doc_id, doc in corpus.items():
-            b, c = map(int, doc_id.split("."))
-            expected = " ".join(
-                verse_text(code, (b, c, v)) for v in range(1, VERSES + 1) if (b, c, v) not in cut
-            )
-            assert doc["text"] == expected and doc["title"] == f"Book{b} {c}"
+        _assert_chapters_without(corpus, code, cut)
+
+
+def _assert_chapters_without(corpus, code, cut):
+    """Every chapter's text is its verses in translation ``code``, the ``cut`` keys left out."""
+    for doc_id, doc in corpus.items():
+        b, c = map(int, doc_id.split("."))
+        expected = " ".join(verse_text(code, (b, c, v)) for v in range(1, VERSES + 1) if (b, c, v) not in cut)
+        assert doc["text"] == expected and doc["title"] == f"Book{b} {c}"
+
+
+def test_mldr_dev_queries_continue_the_round_robin_and_are_cut_out_too(builds, tmp_path):
+    import dataclasses
+
+    from m3lit.retrieval.suite import load_suite
+
+    base = builds[0]
+    dev = build_bible_bench(
+        dataclasses.replace(SPEC, mldr_dev_queries=6), tmp_path / "dev", db=make_db(tmp_path / "b.db")
+    )
+    second = {"en": "k", "fr": "5", "de": "e"}
+    drawn = set()
+    for lang, code in (("en", "4"), ("fr", "l"), ("de", "e")):
+        before, folder = base.eval_dir("mldr", lang), dev.eval_dir("mldr", lang)
+        test, dev_qrels = _qrels(folder), _qrels(folder, "dev")
+        assert test == _qrels(before)  # the test queries of a build without dev queries
+        rows, base_rows = _rows(folder / "queries.jsonl"), _rows(before / "queries.jsonl")
+        assert rows[: len(base_rows)] == base_rows and len(rows) == len(base_rows) + 6  # test, then dev
+        assert len(dev_qrels) == 6 and not set(dev_qrels) & set(test)
+        keys = {q: tuple(map(int, q.split("."))) for q in dev_qrels}
+        assert all(dev_qrels[q] == {f"{k[0]}.{k[1]}": 1} for q, k in keys.items())
+        assert all(r["text"] == verse_text(second[lang], keys[r["_id"]]) for r in rows if r["_id"] in keys)
+        assert load_beir(folder, "dev").query_ids == sorted(keys, key=keys.get)
+        cut = {tuple(map(int, q.split("."))) for q in [*test, *dev_qrels]}
+        assert len(cut) == 21 and max(Counter(k[:2] for k in cut).values()) <= VERSES // 4
+        # 12 chapters gave one verse each before any gave a second: the 9 second verses are 3 test, 6 dev
+        assert len({k[:2] for k in keys.values()}) == 6
+        _assert_chapters_without({d["_id"]: d for d in _rows(folder / "corpus.jsonl")}, code, cut)
+        assert dev.manifest["sizes"]["mldr"][lang]["dev_queries"] == 6
+        drawn.add(tuple(sorted(dev_qrels)))
+    assert len(drawn) == 1  # the same dev verses in every language
+    for path in sorted(p for p in base.root.rglob("*") if p.is_file()):
+        name = path.relative_to(base.root)
+        if name.parts[:2] != ("eval", "mldr") and name.name not in ("manifest.json", "suite.json"):
+            assert (dev.root / name).read_bytes() == path.read_bytes(), name  # verse tasks, training files
+    assert [t.dev_split for t in load_suite(dev.root / "eval")] == [None, None, "dev"]
+    with pytest.raises(ValueError, match=r"BibleBenchSpec.mldr_queries \+ mldr_dev_queries=25, but only 24"):
+        build_bible_bench(dataclasses.replace(SPEC, mldr_dev_queries=10), tmp_path / "big", db=tmp_path / "b.db")
+    assert not (tmp_path / "big").exists()
 
 
 def test_training_lines(builds):

@@ -170,7 +170,7 @@ def dev_suite_dir(tmp_path):
         write_beir(tmp_path / "task" / lang, corpus, queries, test, dev=dev)
     spec = {"name": "toy", "tasks": [{
         "name": "Toy-task", "metrics": ["ndcg@10", "recall@20"], "datasets": {"xx": "task/xx", "yy": "task/yy"},
-        "retrieval": {"passage_max_len": 48}, "dev_split": "dev"}]}  # fmt: skip
+        "retrieval": {"passage_max_len": 48}, "dev_split": "dev", "extra_modes": ["dense+mcls"]}]}  # fmt: skip
     (tmp_path / "suite.json").write_text(json.dumps(spec), encoding="utf-8")
     return tmp_path
 
@@ -219,7 +219,7 @@ def test_tuned_fusion_weights_are_the_dev_best_and_rank_the_test_queries(dev_sui
 
     assert block["rows"]["Dense+Sparse"] == direct("test", "dense+sparse", hybrid_weights=list(chosen))
     assert block["rows"]["All"] == direct("test", "all", all_weights=list(chosen_all))
-    for label in ("BM25", "Dense", "Sparse"):
+    for label in ("BM25", "Dense", "Sparse", "Dense+MCLS"):  # the task's extra mode too (MLDR-like's)
         assert block["rows"][label] == fixed["Toy-task"]["rows"][label]
     for mode, label in (("dense+sparse", "Dense+Sparse"), ("all", "All")):  # what the fixed weights score
         untuned = fixed["Toy-task"]["rows"][label]

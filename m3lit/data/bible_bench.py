@@ -15,7 +15,7 @@ the Old Testament trains (:mod:`m3lit.data.bible_tasks` builds the content)::
     <out>/eval/mkqa/<lang>/                     MKQA-like, cross-lingual: verse in <lang> -> English cross-refs
     <out>/eval/mldr/<lang>/                     MLDR-like, long documents: verse -> its chapter (verse cut out)
           each: corpus.jsonl {_id,title,text}, queries.jsonl {_id,text}, qrels/test.tsv
-          (+ qrels/dev.tsv on miracl/mkqa: other query verses, for tuning; queries.jsonl holds both)
+          (+ qrels/dev.tsv: other query verses, for tuning; queries.jsonl holds both splits)
     <out>/train/stage1/pairs.jsonl              translation pairs + cross-reference pairs (neg: [])
     <out>/train/stage2/{xref,xling,long}.jsonl  labelled stage-2 lines (neg: [] until mined)
     <out>/train/stage2-mined-<model>-<hash>/    the same lines with hard negatives (mine_bible_negatives)
@@ -71,11 +71,8 @@ __all__ = [
 ]
 
 #: Bump when the output format or the selection rules change (it is part of the default folder name).
-BIBLE_BENCH_VERSION = 3  # 3: dev queries (qrels/dev.tsv) on the verse tasks
+BIBLE_BENCH_VERSION = 4  # 3: dev queries (qrels/dev.tsv) on the verse tasks; 4: and on MLDR-like
 TASKS = ("miracl", "mkqa", "mldr")
-#: Tasks with dev queries (qrels/dev.tsv). MLDR-like has none: a dev query verse would have to be cut out of
-#: its chapter too, which would change the test corpus.
-DEV_TASKS = ("miracl", "mkqa")
 
 
 @dataclass(frozen=True)
@@ -98,6 +95,7 @@ class BibleBenchSpec:
     train_xling_lines: int  # stage-2 lines: an OT verse in X -> its cross-references in English
     train_long_lines: int  # stage-2 lines: an OT verse -> its chapter with the verse cut out
     dev_queries: int = 0  # MIRACL/MKQA-like dev queries per language, not test queries (qrels/dev.tsv)
+    mldr_dev_queries: int = 0  # MLDR-like dev queries per language; their verses are cut out of their chapters too
     min_query_words: int = 6  # MLDR and long-document query verses need this many words in each translation
     seed: int = 16  # seeds every sample (random.Random)
 
@@ -128,6 +126,7 @@ FULL = BibleBenchSpec(
     mldr_books=TEST_BOOKS,
     mldr_languages=("en", "fr", "de", "ru"),
     mldr_queries=150,
+    mldr_dev_queries=150,  # 110 chapters without a test query, then a second verse of 40 that have one
     train_languages=LANGUAGES,
     train_translation_pairs=20000,
     train_xref_pairs=6000,
@@ -148,6 +147,7 @@ COMPACT = BibleBenchSpec(
     mldr_books=(45, 57),
     mldr_languages=("en",),
     mldr_queries=60,
+    mldr_dev_queries=60,
     train_languages=("en", "fr", "es"),
     train_translation_pairs=800,
     train_xref_pairs=200,
@@ -298,10 +298,11 @@ SUITE_TASKS = {
 
 
 def suite_spec(spec: BibleBenchSpec) -> dict:
-    """``eval/suite.json``: the three tasks with their languages, metrics and retrieval settings; the verse
-    tasks name their ``dev_split`` when the spec draws dev queries."""
+    """``eval/suite.json``: the three tasks with their languages, metrics and retrieval settings; a task
+    names its ``dev_split`` when the spec draws dev queries for it."""
     languages = {"miracl": spec.miracl_languages, "mkqa": spec.mkqa_languages, "mldr": spec.mldr_languages}
-    dev = {task: {"dev_split": "dev"} if spec.dev_queries and task in DEV_TASKS else {} for task in TASKS}
+    dev_queries = {"miracl": spec.dev_queries, "mkqa": spec.dev_queries, "mldr": spec.mldr_dev_queries}
+    dev = {task: {"dev_split": "dev"} if dev_queries[task] else {} for task in TASKS}
     return {
         "name": f"bible-{spec.name}",
         "tasks": [

@@ -52,7 +52,7 @@ class Task(NamedTuple):
     corpus: dict[str, tuple[str, str]]  # doc id -> (title, text)
     queries: dict[str, str]  # query id -> text
     qrels: Qrels  # qrels/test.tsv
-    dev_qrels: Qrels = {}  # qrels/dev.tsv (verse tasks with BibleBenchSpec.dev_queries): tuning, never reported
+    dev_qrels: Qrels = {}  # qrels/dev.tsv (BibleBenchSpec.dev_queries / mldr_dev_queries): tuning, never reported
 
 
 def verse_id(key: Key) -> str:
@@ -192,21 +192,28 @@ def chapter_tasks(spec: BibleBenchSpec, bible: BibleText, rng: random.Random) ->
     """MLDR-like tasks keyed ``("mldr", lang)``: a verse (from the second translation where the language has
     one, else the corpus translation) -> its chapter (doc id ``"B.C"``, title ``"<book name> C"``), with every
     query verse cut out of its chapter's text. One verse per chapter while chapters last; one sample of verse
-    keys shared by all languages."""
+    keys shared by all languages.
+
+    Dev queries (``spec.mldr_dev_queries``) continue the same round-robin after the test queries, so the test
+    queries are those of a build without them and no chapter gives a verse twice. They are cut out of their
+    chapters too: a dev query meets the same task as a test query (its verse absent from the corpus), at the
+    price of test chapters a verse shorter than in a build without dev queries."""
     books = spec.mldr_books
     by_chapter = _query_verses(bible, spec.mldr_languages, books, spec.min_query_words)
-    chosen = sorted(_round_robin(by_chapter, spec.mldr_queries, "mldr_queries", rng))
+    wanted = spec.mldr_queries + spec.mldr_dev_queries
+    drawn = _round_robin(by_chapter, wanted, "mldr_queries + mldr_dev_queries", rng)
+    test, dev = sorted(drawn[: spec.mldr_queries]), sorted(drawn[spec.mldr_queries :])
     tasks = {}
     for lang in spec.mldr_languages:
         corpus_code, query_code = PRIMARY[lang], SECOND.get(lang, PRIMARY[lang])
         names = bible.books[corpus_code]
         corpus = {
             f"{b}.{c}": (f"{names.get(b, b)} {c}", text)
-            for (b, c), text in _chapters(bible, corpus_code, books, set(chosen)).items()
+            for (b, c), text in _chapters(bible, corpus_code, books, set(drawn)).items()
         }
-        queries = {verse_id(k): bible.verses[query_code][k] for k in chosen}
-        qrels = {verse_id(k): {f"{k[0]}.{k[1]}": 1} for k in chosen}
-        tasks[("mldr", lang)] = Task(corpus, queries, qrels)
+        queries = {verse_id(k): bible.verses[query_code][k] for k in [*test, *dev]}
+        qrels, dev_qrels = ({verse_id(k): {f"{k[0]}.{k[1]}": 1} for k in keys} for keys in (test, dev))
+        tasks[("mldr", lang)] = Task(corpus, queries, qrels, dev_qrels)
     return tasks
 
 
