@@ -71,11 +71,12 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """
     start = time.perf_counter()
     check_paths(cfg)  # before any model load, logger run or data building
-    L.seed_everything(cfg.seed, workers=True)
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     prepare_bench_run(cfg)  # a `bench` block: build the benchmark, mine negatives, fill data/eval paths
+    # Seeded after the preparation, whose first run does work (mining) that a later run skips.
+    L.seed_everything(cfg.seed, workers=True)
     # _convert_="all": plain containers, so checkpoints load with torch.load(weights_only=True)
     datamodule = instantiate(cfg.data, _convert_="all")
     _fill_demo_tokenizer(cfg, datamodule)

@@ -95,7 +95,7 @@ class BibleBenchSpec:
     train_xling_lines: int  # stage-2 lines: an OT verse in X -> its cross-references in English
     train_long_lines: int  # stage-2 lines: an OT verse -> its chapter with the verse cut out
     dev_queries: int = 0  # MIRACL/MKQA-like dev queries per language, not test queries (qrels/dev.tsv)
-    mldr_dev_queries: int = 0  # MLDR-like dev queries per language; their verses are cut out of their chapters too
+    mldr_dev_queries: int = 0  # MLDR-like dev queries per language (their verses are cut out too)
     min_query_words: int = 6  # MLDR and long-document query verses need this many words in each translation
     seed: int = 16  # seeds every sample (random.Random)
 
