@@ -78,37 +78,40 @@ def mine_bible_negatives(
 
     # A starting model without heads gets fresh ones, drawn from the global generator: fork it, so that a
     # run which mines first trains the same model as a run which reuses the mined files.
-    with torch.random.fork_rng(devices=[]):
+    with (
+        torch.random.fork_rng(devices=[]),
+        atomic_build(out, force=force) as tmp,
+        tempfile.TemporaryDirectory(dir=tmp) as scratch,
+    ):
         if model is None:
             from m3lit.model import M3Model
 
             model = M3Model.from_pretrained(model_name_or_path)
-        with atomic_build(out, force=force) as tmp, tempfile.TemporaryDirectory(dir=tmp) as scratch:
-            for path in files:
-                rows = [
-                    json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
-                ]
-                groups: dict[str, list[int]] = {}
-                for i, row in enumerate(rows):
-                    groups.setdefault(row["pos_translation"], []).append(i)
-                for code, members in sorted(groups.items()):
-                    raw, mined = Path(scratch) / f"{code}.in.jsonl", Path(scratch) / f"{code}.out.jsonl"
-                    write_jsonl(raw, (rows[i] for i in members))
-                    mine_hard_negatives(
-                        model, raw, mined, rank_range=rank_range, negative_number=negative_number,
-                        batch_size=batch_size, query_max_len=query_max_len, seed=seed, device=device,
-                        passage_max_len=long_passage_max_len if path.stem == "long" else passage_max_len,
-                    )  # fmt: skip
-                    for i, line in zip(members, mined.read_text(encoding="utf-8").splitlines(), strict=True):
-                        rows[i] = json.loads(line)
-                write_jsonl(tmp / path.name, rows)
-            digests = {p.name: sha256_file(tmp / p.name) for p in files}
-            manifest = {
-                "model": str(model_name_or_path),
-                "source": "train/stage2",
-                "settings": settings,
-                "sha256": digests,
-                "hash": hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest(),
-            }
-            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        for path in files:
+            rows = [
+                json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
+            ]
+            groups: dict[str, list[int]] = {}
+            for i, row in enumerate(rows):
+                groups.setdefault(row["pos_translation"], []).append(i)
+            for code, members in sorted(groups.items()):
+                raw, mined = Path(scratch) / f"{code}.in.jsonl", Path(scratch) / f"{code}.out.jsonl"
+                write_jsonl(raw, (rows[i] for i in members))
+                mine_hard_negatives(
+                    model, raw, mined, rank_range=rank_range, negative_number=negative_number,
+                    batch_size=batch_size, query_max_len=query_max_len, seed=seed, device=device,
+                    passage_max_len=long_passage_max_len if path.stem == "long" else passage_max_len,
+                )  # fmt: skip
+                for i, line in zip(members, mined.read_text(encoding="utf-8").splitlines(), strict=True):
+                    rows[i] = json.loads(line)
+            write_jsonl(tmp / path.name, rows)
+        digests = {p.name: sha256_file(tmp / p.name) for p in files}
+        manifest = {
+            "model": str(model_name_or_path),
+            "source": "train/stage2",
+            "settings": settings,
+            "sha256": digests,
+            "hash": hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest(),
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return out
