@@ -71,6 +71,7 @@ OPTIONS: dict[str, Any] = {
     "fp16": True,  # float16 weights on GPU (CPU always runs float32)
     "mcls": False,  # multiple-CLS pooling for long passages (paper App. B.2)
     "mcls_interval": DEFAULT_INTERVAL,  # tokens per CLS when mcls=true
+    "window": 0,  # encode longer passages as windows of this many tokens, merged (m3lit.inference.windows); 0 = off
     "skip_invalid": False,  # skip (and count) invalid lines instead of stopping
     "progress": True,  # show a progress bar
 }
@@ -160,6 +161,7 @@ def encode_file(**options: Any) -> dict[str, Any]:
                 device=device,
                 progress=bar or False,
                 mcls_interval=opts["mcls_interval"] if opts["mcls"] else None,
+                window=opts["window"] or None,
             )
             if dense is not None:
                 dense[start : start + len(chunk)] = enc.dense

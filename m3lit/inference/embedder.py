@@ -29,7 +29,8 @@ un-batched outputs. Deliberate differences:
 * several devices run as threads over per-device model copies instead of a process pool;
 * a head-less folder (no ``sparse_linear.pt``/``colbert_linear.pt``) works for dense output and raises
   when sparse or ColBERT outputs are requested, instead of returning values from random heads;
-* ``mcls_interval`` turns on multiple-CLS pooling for long documents (App. B.2, :mod:`m3lit.inference.mcls`).
+* ``mcls_interval`` turns on multiple-CLS pooling for long documents (App. B.2, :mod:`m3lit.inference.mcls`);
+  ``window`` encodes long texts as windows within an encoder's learnt positions (:mod:`m3lit.inference.windows`).
 """
 
 from __future__ import annotations
@@ -52,7 +53,14 @@ __all__ = ["M3Embedder", "BGEM3FlagModel", "target_devices"]
 
 log = logging.getLogger(__name__)
 
-_ENCODE_OPTIONS = {"instruction", "instruction_format", "convert_to_numpy", "device", "mcls_interval"}
+_ENCODE_OPTIONS = {
+    "instruction",
+    "instruction_format",
+    "convert_to_numpy",
+    "device",
+    "mcls_interval",
+    "window",
+}
 
 
 class M3Embedder(InferenceScoresMixin):
@@ -75,6 +83,8 @@ class M3Embedder(InferenceScoresMixin):
         return_dense / return_sparse / return_colbert_vecs: default outputs of ``encode*``.
         truncate_dim: keep only the first dims of dense and ColBERT vectors (re-normalised).
         mcls_interval: m3lit extension: insert a CLS token every this many tokens (None = off).
+        window: m3lit extension: encode a text of more than this many tokens as windows of at most this many,
+            merged into one output (None = one pass; for encoders that learnt fewer positions than the text).
         **kwargs: stored as attributes, as FlagEmbedding does (``passage_instruction_for_retrieval`` and
             ``passage_instruction_format`` are used by ``encode_corpus``).
     """
@@ -102,6 +112,7 @@ class M3Embedder(InferenceScoresMixin):
         return_colbert_vecs: bool = False,
         truncate_dim: int | None = None,
         mcls_interval: int | None = None,
+        window: int | None = None,
         **kwargs: Any,
     ) -> None:
         if pooling_method != "cls":
@@ -119,6 +130,7 @@ class M3Embedder(InferenceScoresMixin):
         self.return_colbert_vecs = return_colbert_vecs
         self.truncate_dim = truncate_dim
         self.mcls_interval = mcls_interval
+        self.window = window
         for key, value in kwargs.items():
             setattr(self, key, value)
         self.kwargs = kwargs
@@ -197,7 +209,7 @@ class M3Embedder(InferenceScoresMixin):
             batch_size / max_length: default to the constructor's ``batch_size`` / ``passage_max_length``.
             return_dense / return_sparse / return_colbert_vecs: default to the constructor's values.
             **kwargs: ``instruction``/``instruction_format`` (prefix every text), ``device`` (run on this
-                device only), ``mcls_interval``, ``convert_to_numpy`` (ignored: outputs are numpy).
+                device only), ``mcls_interval``, ``window``, ``convert_to_numpy`` (ignored: outputs are numpy).
         """
         unknown = set(kwargs) - _ENCODE_OPTIONS
         if unknown:
@@ -224,6 +236,7 @@ class M3Embedder(InferenceScoresMixin):
             "sparse": sparse,
             "colbert": colbert,
             "mcls_interval": kwargs.get("mcls_interval", self.mcls_interval),
+            "window": kwargs.get("window", self.window),
         }
         devices = [kwargs["device"]] if kwargs.get("device") is not None else self.target_devices
         encoded = self._encode_on_devices(texts, devices, options)

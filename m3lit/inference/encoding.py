@@ -16,9 +16,11 @@ Outputs per text (BGE-M3, arXiv:2402.03216 §3.2): the normalised CLS vector; th
 max-pooled per unique token id with the tokenizer's cls/eos/pad/unk ids dropped and only weights > 0
 kept (ids in order of their first weighted occurrence, as FlagEmbedding's dicts); the ColBERT vectors of
 all real tokens but CLS (``</s>`` included). With ``mcls_interval`` set, long texts get extra CLS tokens
-(App. B.2, see :mod:`m3lit.inference.mcls`). ``pooling="mean"`` replaces the CLS vector by the normalised
-attention-mask mean of the last hidden states (released baselines such as multilingual-e5), and
-``prefix`` is prepended to every text before tokenisation (e5's ``"query: "`` / ``"passage: "``).
+(App. B.2, see :mod:`m3lit.inference.mcls`); with ``window`` set, longer texts are encoded as consecutive
+windows whose outputs are merged (:mod:`m3lit.inference.windows`). ``pooling="mean"`` replaces the CLS
+vector by the normalised attention-mask mean of the last hidden states (released baselines such as
+multilingual-e5), and ``prefix`` is prepended to every text before tokenisation (e5's ``"query: "`` /
+``"passage: "``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import numpy as np
 import torch
 
 from m3lit.inference.mcls import insert_cls_tokens, mcls_forward
+from m3lit.inference.windows import merge_windows, split_windows
 from m3lit.model import M3Model, M3Output
 from m3lit.model.cpu_dropout import ATTENTION_NAME
 from m3lit.model.heads import mean_pool
@@ -104,6 +107,7 @@ def encode_texts(
     mcls_interval: int | None = None,
     pooling: str = "cls",
     prefix: str = "",
+    window: int | None = None,
 ) -> EncodedTexts:
     """Encode ``texts`` with ``model`` (see the module docstring for the procedure).
 
@@ -121,6 +125,9 @@ def encode_texts(
         pooling: ``"cls"`` (BGE-M3) or ``"mean"`` (attention-mask mean of the last hidden states, then
             normalised as the dense head does); only the dense output changes. Not with ``mcls_interval``.
         prefix: prepended to every text before tokenisation (e.g. ``"query: "`` for multilingual-e5).
+        window: encode a text of more than this many tokens as consecutive windows of at most this many
+            (:mod:`m3lit.inference.windows`); None = one pass of up to ``max_length`` tokens. Not with
+            ``mcls_interval``.
 
     Returns:
         :class:`EncodedTexts` in the order of ``texts``.
@@ -135,6 +142,8 @@ def encode_texts(
         raise ValueError(
             "encode_texts: MCLS (mcls_interval) averages CLS tokens; it cannot use pooling='mean'"
         )
+    if window is not None and mcls_interval is not None:
+        raise ValueError("encode_texts: choose MCLS (mcls_interval) or windowed encoding (window), not both")
     if max_length > model.max_length:
         _warn_once(
             "max_length=%d exceeds the model's limit; truncating to %d tokens", max_length, model.max_length
@@ -146,6 +155,11 @@ def encode_texts(
         _check_texts(texts)
         texts = [prefix + text for text in texts]
     items = _prepare(tokenizer, texts, max_length, mcls_interval)
+    owners = None
+    if window is not None:
+        cls_id, eos_id = tokenizer.cls_token_id, tokenizer.eos_token_id
+        rows, owners = split_windows([ids for ids, _ in items], window, cls_id, eos_id)
+        items = [(ids, None) for ids in rows]
     order = np.argsort([-len(ids) for ids, _ in items], kind="stable")  # longest first
     sorted_items = [items[i] for i in order]
 
@@ -185,6 +199,14 @@ def encode_texts(
         result.sparse = [sparse_out[i] for i in inverse]
     if colbert:
         result.colbert = [colbert_out[i] for i in inverse]
+    if owners is not None:
+        result.dense, result.sparse, result.colbert = merge_windows(
+            owners,
+            dense=result.dense,
+            sparse=result.sparse,
+            colbert=result.colbert,
+            normalize=model.dense_head.normalize,
+        )
     return result
 
 

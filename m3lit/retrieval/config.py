@@ -92,6 +92,10 @@ class RetrievalConfig:
     passage_prefix: str = ""
     #: Dense+MCLS: a CLS token every this many passage tokens (paper App. B.2: 256)
     mcls_interval: int = 256
+    #: encode a passage of more than this many tokens as consecutive windows of at most this many, merged into
+    #: one output (m3lit.inference.windows), for encoders whose learnt positions end before passage_max_len
+    #: (multilingual-e5-small: 512); None = one pass (the paper). Dense+MCLS always encodes in one pass
+    passage_window: int | None = None
 
     def __post_init__(self) -> None:
         self.hybrid_weights = tuple(float(w) for w in self.hybrid_weights)
@@ -123,6 +127,10 @@ class RetrievalConfig:
         ):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.passage_window is not None and int(self.passage_window) < 3:
+            raise ValueError(
+                f"passage_window must be >= 3 (<s>, a token, </s>) or null, got {self.passage_window}"
+            )
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> RetrievalConfig:

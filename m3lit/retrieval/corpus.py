@@ -147,7 +147,8 @@ def encode_passages(
 ) -> EncodedTexts:
     """:func:`encode_texts` of passages with ``cfg``'s passage settings (length, prefix, pooling, batch size).
 
-    ``mcls=True``: dense vectors only, with a CLS token every ``cfg.mcls_interval`` tokens (App. B.2).
+    ``mcls=True``: dense vectors only, with a CLS token every ``cfg.mcls_interval`` tokens (App. B.2), in one
+    pass; otherwise passages longer than ``cfg.passage_window`` are encoded in windows.
     """
     return encode_texts(
         model,
@@ -162,6 +163,7 @@ def encode_passages(
         mcls_interval=cfg.mcls_interval if mcls else None,
         pooling="cls" if mcls else cfg.pooling,
         prefix=cfg.passage_prefix,
+        window=None if mcls else cfg.passage_window,
     )
 
 
