@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from m3lit.inference.mcls import insert_cls_tokens, mcls_forward
+from m3lit.inference.sparse_pool import sparse_rows
 from m3lit.inference.windows import merge_windows, split_windows
 from m3lit.model import M3Model, M3Output
 from m3lit.model.cpu_dropout import ATTENTION_NAME
@@ -344,23 +345,6 @@ def _forward(
         if dense and not cls_dense:  # mean pooling over the real tokens (special tokens included, as e5)
             out.dense = mean_pool(hidden, attention_mask, normalize=model.dense_head.normalize)
         return out
-
-
-def sparse_rows(weights: np.ndarray, ids: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per row: unique ids with weight > 0, their max weight, ordered by first weighted occurrence.
-
-    ``SparseHead`` already zeroed special tokens and padding, so only real, weighted tokens remain.
-    """
-    rows = []
-    for w, t in zip(weights, ids, strict=True):
-        keep = w > 0
-        w, t = w[keep], t[keep].astype(np.int64)
-        uniq, first, inverse = np.unique(t, return_index=True, return_inverse=True)
-        best = np.zeros(len(uniq), dtype=np.float32)
-        np.maximum.at(best, inverse, w)
-        by_first = np.argsort(first, kind="stable")
-        rows.append((uniq[by_first], best[by_first]))
-    return rows
 
 
 def _progress_bar(total: int):

@@ -13,7 +13,7 @@
 
 Texts are tokenised and truncated as :func:`m3lit.inference.encoding.encode_texts` does, sorted longest first, cut
 into right-padded batches of ``batch_size`` and put back in input order; the lexical weights go through
-the same :func:`~m3lit.inference.encoding.sparse_rows` / :func:`~m3lit.inference.encoding.sparse_to_dict`, so the output
+the same :func:`~m3lit.inference.sparse_pool.sparse_rows` / :func:`~m3lit.inference.encoding.sparse_to_dict`, so the output
 equals :meth:`m3lit.inference.embedder.M3Embedder.encode` up to float rounding. Needs ``onnxruntime``.
 """
 
@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 from transformers import AutoTokenizer
 
-from m3lit.inference.encoding import pad_batch, sparse_rows, sparse_to_dict, tokenize_texts
+from m3lit.inference.encoding import pad_batch, sparse_to_dict, tokenize_texts
+from m3lit.inference.sparse_pool import sparse_rows
 from m3lit.model.onnx_export import INPUT_NAMES, INT8_FILE, ONNX_FILE, OUTPUT_NAMES
 
 __all__ = ["OnnxM3Embedder"]

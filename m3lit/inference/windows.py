@@ -29,6 +29,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from m3lit.inference.sparse_pool import sparse_rows
+
 __all__ = ["split_windows", "merge_windows"]
 
 
@@ -93,8 +95,6 @@ def merge_windows(
         ``(dense, sparse, colbert)`` per text: (N, H), N ``(ids, weights)`` pairs, N (n_i, D) arrays; None
         where the input was None.
     """
-    from m3lit.inference.encoding import sparse_rows  # encoding imports this module
-
     if len(owners) == 0:
         return dense, None if sparse is None else [], None if colbert is None else []
     starts = np.flatnonzero(np.r_[True, owners[1:] != owners[:-1]])
