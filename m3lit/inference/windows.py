@@ -13,7 +13,8 @@ Exact choices
 * **Cutting.** The tokenised text ``<s> t_1 .. t_n </s>`` (already truncated to ``max_length``) becomes
   ``<s> t_1 .. t_M </s>``, ``<s> t_M+1 .. t_2M </s>``, ... with ``M = window - 2`` content tokens per
   window (the last may hold fewer). Windows do not overlap. A text of at most ``window`` tokens is one
-  window, encoded exactly as without windowing.
+  window, encoded as without windowing, except that its dense vector is L2-normalised once more (which
+  can change its last bits, and so order near-ties differently).
 * **Dense.** The mean of the windows' dense vectors (each already L2-normalised by the dense head), then
   L2-normalised again when the head normalises. Like MCLS (App. B.2), every part of the text has a say.
 * **Sparse.** Per token id, the largest weight over all windows: the max-pooling the paper applies per
