@@ -109,11 +109,25 @@ def read_passages(
     return [pid for pid, _ in rows], [text for _, text in rows], len(skipped)
 
 
+def _check_sizes(opts: dict[str, Any]) -> None:
+    """Stop on a size option that would fail only once encoding had begun (and its files were written)."""
+    least = {"batch_size": 1, "max_length": 1}
+    if opts["mcls"]:
+        least["mcls_interval"] = 1
+    if opts["window"]:
+        least["window"] = 3  # <s>, one token, </s>
+    for name, smallest in least.items():
+        if int(opts[name]) < smallest:
+            hint = " (0 = off)" if name == "window" else ""
+            raise UsageError(f"encode: {name} must be >= {smallest}{hint}, got {opts[name]}")
+
+
 def encode_file(**options: Any) -> dict[str, Any]:
     """Encode ``options["input"]`` into ``options["output_dir"]``; returns the meta.json record."""
     opts = {**OPTIONS, **options}
     if not (opts["dense"] or opts["sparse"] or opts["colbert"]):
         raise UsageError("encode: enable at least one of dense, sparse, colbert")
+    _check_sizes(opts)
     if not Path(opts["input"]).is_file():
         raise PathError("input", opts["input"], "no such file")
     check_model_reference(opts["model"], "model")

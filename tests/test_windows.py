@@ -116,3 +116,25 @@ def test_encode_command_window_option(tiny_model, tmp_path, texts):
     assert main([*argv, "max_length=128", "window=40", "progress=false"]) == 0
     want = np.stack([naive_windowed(tiny_model, p, 40, 128)[0] for p in passages])
     np.testing.assert_allclose(np.load(tmp_path / "out" / "dense.npy"), want, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("window=2", "window must be >= 3 (0 = off), got 2"),
+        ("window=-5", "window must be >= 3"),
+        ("batch_size=0", "batch_size must be >= 1"),
+    ],
+)
+def test_encode_command_stops_on_a_bad_size_before_writing(
+    tiny_model, tmp_path, command_error, option, message
+):
+    from m3lit.encode import main
+
+    tiny_model.eval().save_pretrained(tmp_path / "m")
+    (tmp_path / "p.txt").write_text("a passage\n", encoding="utf-8")
+    out = tmp_path / "out"
+    argv = [f"model={tmp_path / 'm'}", f"input={tmp_path / 'p.txt'}", f"output_dir={out}", option]
+    status, last = command_error(main, argv)
+    assert status != 0 and message in last
+    assert not out.exists()  # nothing half-written
