@@ -43,7 +43,7 @@ train-full: $(STAMP) ## The full Bible benchmark: 10 languages, MIRACL/MKQA/MLDR
 E5_REFERENCE := {name_or_path: "m3lit:multilingual-e5-small-q4", label: multilingual-e5-small, retrieval: {pooling: mean, query_prefix: "query: ", passage_prefix: "passage: "}}
 calibrate: $(STAMP) ## Issue 16's calibration (English Gospels -> Acts-Revelation cross-references): make calibrate MODEL=<export> OUT=<dir>
 	@test -n "$(MODEL)" || { echo "error: make calibrate needs MODEL=<export folder>, e.g. logs/bible_full/runs/<time>/export"; exit 2; }
-	suite=$$($(BIN)/python -m m3lit.data.bible_calibration path_only=true) && \
+	suite=$$($(BIN)/python -m m3lit.corpora.bible.calibration path_only=true) && \
 	$(BIN)/python -m m3lit.evaluate model=$(MODEL) suite=$$suite reference='$(E5_REFERENCE)' output_dir=$(or $(OUT),outputs/calibrate) $(ARGS)
 
 demo: $(STAMP) ## The tiny from-scratch demo (random 1.3M-parameter model on stdlib docstrings; ~4 min)
@@ -78,7 +78,7 @@ flag-parity: $(STAMP) ## M3Embedder vs BGEM3FlagModel: max |diff| per output + e
 	$(BIN)/python benchmarks/flag_parity.py $(ARGS)
 
 demo-data: $(STAMP) ## Build the offline demo corpus and tokenizer only (ARGS="out=DIR force=true"; --help)
-	$(BIN)/python -m m3lit.data.demo $(ARGS)
+	$(BIN)/python -m m3lit.corpora.demo.build $(ARGS)
 
 SITE ?= site
 docs: $(STAMP) ## Build the documentation site into $(SITE)/ with mkdocs --strict (offline; any warning fails)

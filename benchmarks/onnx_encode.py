@@ -41,7 +41,7 @@ MAX_LENGTH = 512
 
 def default_beir() -> Path:
     """The compact Bible benchmark's English MIRACL-like folder in m3lit's cache."""
-    from m3lit.data.bible_bench import COMPACT, default_bible_dir
+    from m3lit.corpora.bible.build import COMPACT, default_bible_dir
 
     return default_bible_dir(COMPACT) / "eval" / "miracl" / "en"
 
@@ -96,7 +96,7 @@ def _dense_ndcg(model, data) -> tuple[float, np.ndarray]:
     """Dense retrieval nDCG@10 of ``model`` on ``data`` (exact inner product over every passage), and the
     (N, H) passage vectors."""
     from m3lit.retrieval.metrics import evaluate_ranking
-    from m3lit.retrieval.ranking import Ranking, sort_rows
+    from m3lit.retrieval.index.ranking import Ranking, sort_rows
 
     kw = {"batch_size": BATCH_SIZE, "max_length": MAX_LENGTH}
     docs = model.encode(["passage: " + t for t in data.corpus_texts], **kw)["dense_vecs"]

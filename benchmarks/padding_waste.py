@@ -19,7 +19,7 @@ from pathlib import Path
 
 from benchmarks import harness as H
 from m3lit.data.datamodule import M3DataModule
-from m3lit.data.demo import build_demo
+from m3lit.corpora.demo.build import build_demo
 
 EDGES = [64, 128, 192]  # configs/data/demo.yaml
 

@@ -12,7 +12,7 @@ Three measurements on the tiny 250k-vocabulary workload model (:mod:`benchmarks.
   ``compute_sparse_score``, ``_colbert_embedding`` + ``compute_colbert_score``. Both read the same saved
   hidden states and head weights, and the score matrices are compared (max abs difference).
 * **re-rank** (inference): 100 candidates for each of 200 queries, from the outputs of ``encode``.
-  m3lit: :class:`m3lit.retrieval.sparse.SparseIndex` and :class:`m3lit.retrieval.colbert.ColbertStore`
+  m3lit: :class:`m3lit.retrieval.index.sparse.SparseIndex` and :class:`m3lit.retrieval.index.colbert.ColbertStore`
   (what ``evaluate_retrieval`` uses; building them from the encoder outputs is inside the timing).
   FlagEmbedding: ``compute_lexical_matching_score`` + ``colbert_score`` for each pair. Scores compared.
 * **compute_score**: ``M3Embedder.compute_score`` vs ``BGEM3FlagModel.compute_score`` on (query, passage)
@@ -118,8 +118,8 @@ def m3_rerank(
     ``profile``: record the timed region with torch.profiler and return its breakdown (slower; not timed).
     """
     from m3lit.inference.encoding import encode_texts
-    from m3lit.retrieval.colbert import ColbertStore
-    from m3lit.retrieval.sparse import SparseIndex, sparse_matrix
+    from m3lit.retrieval.index.colbert import ColbertStore
+    from m3lit.retrieval.index.sparse import SparseIndex, sparse_matrix
 
     model = _load_model(model_dir)
     kw = {"max_length": max_length, "dense": False, "sparse": True, "colbert": True}

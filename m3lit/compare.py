@@ -10,7 +10,7 @@ Run::
 ``run`` is any folder with ``results.json`` and ``runs/``: an ``m3lit.evaluate`` output_dir or a training
 run. The per-query values come from the TREC files of the rows against the qrels the evaluation recorded
 (the dataset must still hash as recorded), and each cell gets a two-sided paired randomisation test
-(:mod:`m3lit.retrieval.significance`); the ``Avg`` row tests the difference of the table's averages. The
+(:mod:`m3lit.retrieval.report.significance`); the ``Avg`` row tests the difference of the table's averages. The
 table is printed as markdown (x100, differences to two decimals) and, with ``output=FILE``, written as JSON.
 """
 
@@ -52,7 +52,7 @@ def _run(args: list[str]) -> dict:
             raise PathError(key, options[key], "no results.json in this folder")
     task = options["task"]
     tasks = None if task is None else [t.strip() for t in task.strip("[]").split(",") if t.strip()]
-    from m3lit.retrieval.significance import compare_runs
+    from m3lit.retrieval.report.significance import compare_runs
 
     if options["resamples"] < 1:
         raise UsageError(f"resamples={options['resamples']}: must be >= 1")
@@ -70,7 +70,7 @@ def _run(args: list[str]) -> dict:
 
 def format_comparison(result: dict, a: str, b: str, resamples: int) -> str:
     """Markdown: a table per group, a row per dataset and the average (values x100)."""
-    from m3lit.retrieval.significance import format_p
+    from m3lit.retrieval.report.significance import format_p
 
     blocks = []
     for group, rows in result.items():
@@ -87,7 +87,7 @@ def format_comparison(result: dict, a: str, b: str, resamples: int) -> str:
                 f"| {format_p(c.p_value)} | {c.num_queries} |"
             )
         blocks.append("\n".join(lines))
-    note = f"p: two-sided paired randomisation test, {resamples} sign flips (m3lit.retrieval.significance)"
+    note = f"p: two-sided paired randomisation test, {resamples} sign flips (m3lit.retrieval.report.significance)"
     return "\n\n".join(blocks) + "\n\n" + note
 
 

@@ -20,8 +20,8 @@ loud warning. Every option, with its default, is in ``configs/evaluate.yaml``; o
 
 Outputs in ``output_dir``: ``results.json`` (``{"settings": ..., "results": ...}``; results are mode ->
 metric -> value in [0, 1], one level deeper under the dataset names for several datasets; settings are
-everything that made the table, :mod:`m3lit.retrieval.settings`), ``results.md`` (the table(s), x100),
-``results.png`` (a bar per mode, BM25 as a line: :mod:`m3lit.retrieval.chart`) and ``runs/<mode>.trec``
+everything that made the table, :mod:`m3lit.retrieval.report.provenance`), ``results.md`` (the table(s), x100),
+``results.png`` (a bar per mode, BM25 as a line: :mod:`m3lit.retrieval.report.chart`) and ``runs/<mode>.trec``
 (``runs/<dataset>/<mode>.trec`` for several datasets): the scored lists as TREC run files
 (:mod:`m3lit.retrieval.trec`).
 
@@ -58,8 +58,8 @@ from m3lit.model.reference import check_model_reference
 from m3lit.retrieval import RetrievalConfig, evaluate_retrieval, load_beir
 from m3lit.retrieval.beir import check_beir_folder
 from m3lit.retrieval.config import LENGTH_ALIASES
-from m3lit.retrieval.report import write_reports
-from m3lit.retrieval.settings import (
+from m3lit.retrieval.report.write import write_reports
+from m3lit.retrieval.report.provenance import (
     OPTIONAL_RESTORED_KEYS,
     RESTORED_KEYS,
     dataset_hash,

@@ -14,7 +14,7 @@ A run writes to its folder (``hydra.run.dir``, default ``logs/<task_name>/runs/<
 (resolved), ``checkpoints/`` (``last.ckpt`` + step files), the logger's files, ``export/`` (FlagEmbedding
 layout + sentence-transformers files, loadable by ``M3Model.from_pretrained``), ``results.json`` /
 ``results.md`` / ``results.png`` and ``runs/<mode>.trec`` (retrieval evaluation; results.json records its
-settings, :mod:`m3lit.retrieval.settings`) and ``baseline/`` (the same for the untrained model).
+settings, :mod:`m3lit.retrieval.report.provenance`) and ``baseline/`` (the same for the untrained model).
 
 Errors: every configured path is checked before Hydra creates the run folder (:mod:`m3lit.config.paths`);
 a user error (bad key, type or value, missing or malformed data, a model that cannot be loaded, a corrupt
@@ -49,7 +49,7 @@ from m3lit.config.checks import ConfigError  # noqa: E402
 from m3lit.config.compose import CONFIG_DIR, compose, finalize, rewrite_overrides, save_config  # noqa: E402
 from m3lit.config.paths import check_paths  # noqa: E402
 from m3lit.config.resume import keep_csv_rows, parse_resume_args, resume_config, wandb_kwargs  # noqa: E402
-from m3lit.data.bible_run import prepare_bench_run  # noqa: E402
+from m3lit.corpora.bible.prepare import prepare_bench_run  # noqa: E402
 from m3lit.files.errors import debug_requested, run_command  # noqa: E402
 from m3lit.model.training_checkpoint import checkpoint_step  # noqa: E402
 

@@ -63,7 +63,7 @@ class EvaluateSchema:
 
 @dataclasses.dataclass
 class BenchSchema:
-    spec: str = "compact"  # m3lit.data.bible_bench preset: compact | full
+    spec: str = "compact"  # m3lit.corpora.bible.build preset: compact | full
     mine: bool = True  # mine stage-2 hard negatives with the starting model
     stage2: list[str] = dataclasses.field(default_factory=list)  # stage-2 files (names) to train on
 
@@ -78,7 +78,7 @@ class RootSchema:
     export: bool = True  # write <run>/export at the end
     print_config: bool = True  # print the resolved config at start-up
     evaluate: EvaluateSchema = dataclasses.field(default_factory=EvaluateSchema)
-    bench: BenchSchema | None = None  # a built-in benchmark prepared before training (m3lit.data.bible_run)
+    bench: BenchSchema | None = None  # a built-in benchmark prepared before training (m3lit.corpora.bible.prepare)
     paths: PathsSchema = dataclasses.field(default_factory=PathsSchema)
 
 
@@ -132,7 +132,7 @@ def validate(cfg: DictConfig | Mapping) -> None:
             entries = parse_schedule(schedule)
         except ValueError as error:
             raise ConfigError(f"callbacks.stage_switch.schedule: {error}") from error
-        if not data.get("bench"):  # a benchmark fills data.* at start-up (m3lit.data.bible_run)
+        if not data.get("bench"):  # a benchmark fills data.* at start-up (m3lit.corpora.bible.prepare)
             _check_sources(entries, data.get("data") or {})
 
 

@@ -19,7 +19,7 @@ key                            must be
 ``evaluate.reference``         its ``name_or_path``, as ``model.net.name_or_path``
 =============================  =============================================================================
 
-A key that a ``bench`` block fills in at start-up (:mod:`m3lit.data.bible_run`: the data and suite paths of
+A key that a ``bench`` block fills in at start-up (:mod:`m3lit.corpora.bible.prepare`: the data and suite paths of
 a benchmark it builds) is only checked when it is set.
 """
 

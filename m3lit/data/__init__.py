@@ -3,7 +3,7 @@
 Modules: :mod:`~m3lit.data.schema` (validation), :mod:`~m3lit.data.dataset` (files, group sampling),
 :mod:`~m3lit.data.lengths` (token-length cache), :mod:`~m3lit.data.sampler` (length-grouped shared-seed
 batch sampler), :mod:`~m3lit.data.collate` (tokenise + sub-batch), :mod:`~m3lit.data.datamodule`
-(``M3DataModule``), :mod:`~m3lit.data.demo` (offline corpus), :mod:`~m3lit.data.mining` (hard negatives).
+(``M3DataModule``), :mod:`~m3lit.corpora.demo.build` (offline corpus), :mod:`~m3lit.corpora.mining` (hard negatives).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ _LAZY = {
     "M3Collator": "m3lit.data.collate",
     "LengthGroupedBatchSampler": "m3lit.data.sampler",
     "M3DataModule": "m3lit.data.datamodule",
-    "build_demo": "m3lit.data.demo",
-    "DemoPaths": "m3lit.data.demo",
+    "build_demo": "m3lit.corpora.demo.build",
+    "DemoPaths": "m3lit.corpora.demo.build",
 }
 
 __all__ = list(_LAZY)

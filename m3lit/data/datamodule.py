@@ -41,7 +41,7 @@ from m3lit.data.collate import M3Collator
 from m3lit.data.dataset import SamplingOptions, sample_group
 from m3lit.data.sampler import TABLE9_EDGES, TABLE9_FINETUNE
 from m3lit.data.schema import SkipReport, check_on_bad_line
-from m3lit.data.sources import Source, build_source, load_datasets
+from m3lit.data.streams import Source, build_source, load_datasets
 from m3lit.files.cache import cache_root
 from m3lit.files.errors import UsageError
 from m3lit.files.jsonl import DataError
@@ -214,9 +214,9 @@ class M3DataModule(L.LightningDataModule):
     # ------------------------------------------------------------------ demo
     @property
     def demo_paths(self):
-        """The offline demo corpus (:class:`~m3lit.data.demo.DemoPaths`), built on first access."""
+        """The offline demo corpus (:class:`~m3lit.corpora.demo.build.DemoPaths`), built on first access."""
         if self._demo_paths is None:
-            from m3lit.data.demo import build_demo
+            from m3lit.corpora.demo.build import build_demo
 
             self._demo_paths = build_demo(self.demo_dir)
         return self._demo_paths

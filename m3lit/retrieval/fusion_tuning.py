@@ -8,7 +8,7 @@ same corpus, other queries), the way MIRACL's dev split is used to tune a system
 are read:
 
 1. every dev query's candidates of a fused mode are retrieved once with their exact dense, lexical and
-   ColBERT scores (:class:`~m3lit.retrieval.hybrid.FusionTerms`);
+   ColBERT scores (:class:`~m3lit.retrieval.index.hybrid.FusionTerms`);
 2. each weight vector of a fixed grid re-ranks them, and the task's primary metric is averaged over the
    task's languages (each language weighs the same, as in the table's average column);
 3. the best vector wins; a tie keeps the task's own weights, then the earlier grid entry.
@@ -25,9 +25,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from m3lit.retrieval.beir import RetrievalDataset
-from m3lit.retrieval.hybrid import FusionTerms
+from m3lit.retrieval.index.hybrid import FusionTerms
 from m3lit.retrieval.pipeline import retrieval_depth, score_rankings
-from m3lit.retrieval.tables import MODE_NAMES, fmt_score, metric_label
+from m3lit.retrieval.report.tables import MODE_NAMES, fmt_score, metric_label
 
 __all__ = ["FUSED_MODES", "COLBERT_WEIGHTS", "SPARSE_WEIGHTS", "WEIGHT_FIELDS", "FusionChoice", "choose_weights",
            "fusion_note", "weight_grid"]  # fmt: skip

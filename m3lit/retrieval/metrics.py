@@ -18,7 +18,7 @@ k become non-relevant fillers, and the relevant documents that were not retrieve
 them, so they enter the ideal DCG and the recall denominator but are never "retrieved".
 
 >>> import numpy as np
->>> from m3lit.retrieval.ranking import Ranking
+>>> from m3lit.retrieval.index.ranking import Ranking
 >>> r = Ranking(np.array([[5, 2, 9]]), np.array([[3.0, 2.0, 1.0]], np.float32))
 >>> out = evaluate_ranking(r, [{2: 1, 7: 1}], ["recall@2", "mrr@10"])
 >>> out.values
@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torchmetrics.retrieval import RetrievalMRR, RetrievalNormalizedDCG, RetrievalRecall
 
-from m3lit.retrieval.ranking import Ranking
+from m3lit.retrieval.index.ranking import Ranking
 
 __all__ = ["DEFAULT_METRICS", "MetricResult", "evaluate_ranking", "parse_metric", "per_query_metric"]
 

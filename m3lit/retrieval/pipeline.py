@@ -21,7 +21,7 @@ query itself in the corpus). One extra candidate is retrieved so each list keeps
 ``pooling="mean"`` (released baselines such as multilingual-e5) defines the dense vector only: it allows
 the ``dense`` and ``bm25`` modes, and any other mode is a ValueError.
 
-The corpus is encoded shard by shard into the indices (:mod:`m3lit.retrieval.corpus`, where the memory
+The corpus is encoded shard by shard into the indices (:mod:`m3lit.retrieval.index.corpus`, where the memory
 choices are described); queries are encoded once. MaxSim scores of the dense top candidates are
 computed once and shared by ``colbert`` and ``all``.
 """
@@ -41,13 +41,13 @@ import numpy as np
 from m3lit.inference.encoding import encode_texts
 from m3lit.model import M3Model, special_token_ids
 from m3lit.retrieval.beir import RetrievalDataset, load_beir
-from m3lit.retrieval.bm25 import BM25Index, bm25_tokenize
+from m3lit.retrieval.index.bm25 import BM25Index, bm25_tokenize
 from m3lit.retrieval.config import RetrievalConfig
-from m3lit.retrieval.corpus import index_corpus, store_candidates, trim_heap
-from m3lit.retrieval.hybrid import FusionTerms, fuse, union_candidates
+from m3lit.retrieval.index.corpus import index_corpus, store_candidates, trim_heap
+from m3lit.retrieval.index.hybrid import FusionTerms, fuse, union_candidates
 from m3lit.retrieval.metrics import DEFAULT_METRICS, evaluate_ranking, parse_metric
-from m3lit.retrieval.ranking import Ranking
-from m3lit.retrieval.sparse import sparse_matrix
+from m3lit.retrieval.index.ranking import Ranking
+from m3lit.retrieval.index.sparse import sparse_matrix
 from m3lit.retrieval.trec import write_trec_runs
 
 __all__ = [

@@ -3,7 +3,7 @@
 BGE-M3 reports one table per task (arXiv:2402.03216 §4: MIRACL Table 1, MKQA Table 2, MLDR Table 4):
 a row per method, a column per language and the average. A suite reproduces that shape for any set of
 BEIR folders. It is described by a ``suite.json`` that a benchmark builder writes beside its folders
-(e.g. :mod:`m3lit.data.bible_bench`)::
+(e.g. :mod:`m3lit.corpora.bible.build`)::
 
     {"name": "bible-compact",
      "tasks": [{"name": "MIRACL-like", "metrics": ["ndcg@10", "recall@100"],
@@ -41,7 +41,7 @@ from typing import Any
 from m3lit.files.errors import PathError
 from m3lit.files.jsonl import DataError
 from m3lit.retrieval.beir import RetrievalDataset, load_beir
-from m3lit.retrieval.chart import write_chart
+from m3lit.retrieval.report.chart import write_chart
 from m3lit.retrieval.config import RetrievalConfig
 from m3lit.retrieval.fusion_tuning import FUSED_MODES, WEIGHT_FIELDS, choose_weights, fusion_note
 from m3lit.retrieval.pipeline import (
@@ -51,9 +51,9 @@ from m3lit.retrieval.pipeline import (
     score_rankings,
     usable_modes,
 )
-from m3lit.retrieval.settings import read_json_object
-from m3lit.retrieval.significance import headline_tests
-from m3lit.retrieval.tables import MODE_NAMES, fmt_score, mean_of, metric_label, reference_label, row_label
+from m3lit.retrieval.report.provenance import read_json_object
+from m3lit.retrieval.report.significance import headline_tests
+from m3lit.retrieval.report.tables import MODE_NAMES, fmt_score, mean_of, metric_label, reference_label, row_label
 
 __all__ = [
     "SuiteTask",
@@ -375,7 +375,7 @@ def write_suite_reports(
 ) -> str:
     """Write ``results.json`` (with ``settings``), ``results.md`` and ``results.png``; return the markdown.
 
-    ``label`` names the main model in the chart (:mod:`m3lit.retrieval.chart`), beside its reference rows
+    ``label`` names the main model in the chart (:mod:`m3lit.retrieval.report.chart`), beside its reference rows
     and ``baselines`` (``{legend label: results of an earlier suite evaluation}``, e.g. the untrained model).
     """
     out = Path(output_dir)
@@ -426,7 +426,7 @@ def run_suite(
         label, baselines: the chart's, as :func:`write_suite_reports`.
     """
     from m3lit.model.training_checkpoint import load_model
-    from m3lit.retrieval.settings import dataset_hash
+    from m3lit.retrieval.report.provenance import dataset_hash
 
     tasks = load_suite(suite_dir)
     systems = [SuiteSystem("", model, tuple(m for m in modes if m != "bm25"))]

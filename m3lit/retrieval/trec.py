@@ -25,7 +25,7 @@ import numpy as np
 
 from m3lit.files.jsonl import DataError
 from m3lit.retrieval.beir import RetrievalDataset
-from m3lit.retrieval.ranking import Ranking
+from m3lit.retrieval.index.ranking import Ranking
 
 __all__ = ["read_trec_run", "strictly_decreasing", "write_trec_run", "write_trec_runs"]
 

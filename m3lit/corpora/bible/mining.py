@@ -1,0 +1,117 @@
+"""Hard negatives for the Bible benchmark's stage-2 files, mined with the starting model (spec §4.3).
+
+:func:`mine_bible_negatives` runs :func:`m3lit.corpora.mining.mine_hard_negatives` over each raw file of
+``<build>/train/stage2/`` and writes ``<build>/train/stage2-mined-<model>-<hash>/`` (atomically, with a manifest of
+settings and sha256). Lines are mined per ``pos_translation`` group, each group against its own passages: a
+pool that mixed translations would offer the positive's own translation (in another language, or another
+English version) as a "negative". Output lines keep the input order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tempfile
+from pathlib import Path
+
+from m3lit.corpora.demo.build import write_jsonl
+from m3lit.files.cache import atomic_build, sha256_file
+
+__all__ = ["mine_bible_negatives", "mined_dir"]
+
+
+def mined_dir(build_dir: str | Path, model_name_or_path: str | Path) -> Path:
+    """``<build>/train/stage2-mined-<model name>-<8 hex>``: the hex digest of the model reference (a local path
+    made absolute) keeps two models with the same folder name (e.g. two runs' ``export/``) apart."""
+    ref = str(model_name_or_path)
+    if Path(ref).exists():
+        ref = str(Path(ref).resolve())
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(str(model_name_or_path)).name).strip("-") or "model"
+    return Path(build_dir) / "train" / f"stage2-mined-{slug}-{hashlib.sha1(ref.encode()).hexdigest()[:8]}"
+
+
+def mine_bible_negatives(
+    build_dir: str | Path,
+    model_name_or_path: str | Path,
+    *,
+    out: str | Path | None = None,
+    rank_range: tuple[int, int] = (10, 210),
+    negative_number: int = 7,
+    batch_size: int = 64,
+    query_max_len: int = 128,
+    passage_max_len: int = 256,
+    long_passage_max_len: int = 1024,
+    seed: int = 42,
+    device: str | None = None,
+    force: bool = False,
+    model=None,
+) -> Path:
+    """Mine negatives for every ``train/stage2/*.jsonl`` of a finished build; return the output folder.
+
+    Args:
+        build_dir: a folder written by :func:`m3lit.corpora.bible.build.build_bible_bench`.
+        model_name_or_path: the starting model (:meth:`M3Model.from_pretrained`); names the output folder.
+        out: output folder (None: :func:`mined_dir`). Reused when its manifest has the same settings, unless ``force``.
+        rank_range / negative_number / seed: as in :func:`mine_hard_negatives` (ranks ``[lo, hi)``).
+        batch_size / query_max_len / device: encoding settings.
+        passage_max_len: passage truncation for verse files; ``long_passage_max_len`` for ``long.jsonl``.
+        model: an already loaded :class:`~m3lit.model.M3Model` to use instead of loading the path.
+    """
+    from m3lit.corpora.mining import mine_hard_negatives
+
+    source = Path(build_dir) / "train" / "stage2"
+    files = sorted(source.glob("*.jsonl"))
+    if not files:
+        raise FileNotFoundError(
+            f"{source}: no stage-2 .jsonl files; build the benchmark first (build_bible_bench)"
+        )
+    out = Path(out) if out is not None else mined_dir(build_dir, model_name_or_path)
+    settings = {"rank_range": list(rank_range), "negative_number": negative_number, "seed": seed,
+                "query_max_len": query_max_len, "passage_max_len": passage_max_len,
+                "long_passage_max_len": long_passage_max_len}  # fmt: skip
+    if not force and (out / "manifest.json").exists():
+        if json.loads((out / "manifest.json").read_text(encoding="utf-8")).get("settings") == settings:
+            return out
+        force = True  # mined with other settings: mine again (replaced only once finished)
+    import torch
+
+    # A starting model without heads gets fresh ones, drawn from the global generator: fork it, so that a
+    # run which mines first trains the same model as a run which reuses the mined files.
+    with (
+        torch.random.fork_rng(devices=[]),
+        atomic_build(out, force=force) as tmp,
+        tempfile.TemporaryDirectory(dir=tmp) as scratch,
+    ):
+        if model is None:
+            from m3lit.model import M3Model
+
+            model = M3Model.from_pretrained(model_name_or_path)
+        for path in files:
+            rows = [
+                json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
+            ]
+            groups: dict[str, list[int]] = {}
+            for i, row in enumerate(rows):
+                groups.setdefault(row["pos_translation"], []).append(i)
+            for code, members in sorted(groups.items()):
+                raw, mined = Path(scratch) / f"{code}.in.jsonl", Path(scratch) / f"{code}.out.jsonl"
+                write_jsonl(raw, (rows[i] for i in members))
+                mine_hard_negatives(
+                    model, raw, mined, rank_range=rank_range, negative_number=negative_number,
+                    batch_size=batch_size, query_max_len=query_max_len, seed=seed, device=device,
+                    passage_max_len=long_passage_max_len if path.stem == "long" else passage_max_len,
+                )  # fmt: skip
+                for i, line in zip(members, mined.read_text(encoding="utf-8").splitlines(), strict=True):
+                    rows[i] = json.loads(line)
+            write_jsonl(tmp / path.name, rows)
+        digests = {p.name: sha256_file(tmp / p.name) for p in files}
+        manifest = {
+            "model": str(model_name_or_path),
+            "source": "train/stage2",
+            "settings": settings,
+            "sha256": digests,
+            "hash": hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest(),
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return out

@@ -1,0 +1,1 @@
+"""Reports of an evaluation: tables, the chart, results files with their provenance, paired significance."""
