@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks import harness as H
@@ -46,159 +48,176 @@ def _verdict(stats: dict | None, target: float, higher: bool = True) -> str:
     return "met" if ok else "MISSED"
 
 
-def _rows(res: dict[str, dict]) -> list[list[str]]:
-    rows: list[list[str]] = []
+# ---------------------------------------------------------------------------------------- row specs
+#: A cell: a constant string, or a function of the row's item (a dict of what the row reads).
+Cell = str | Callable[[dict], str]
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    """One kind of table row: ``items(results)`` gives one item (a dict) per row it makes, none when its
+    JSON is missing; each column is a constant or a function of the item."""
+
+    items: Callable[[dict], list[dict]]
+    label: Cell
+    m3lit: Cell
+    flag: Cell = ""
+    ratio: Cell = ""
+    target: Cell = ""
+    verdict: Cell = ""
+
+    def cells(self, item: dict) -> list[str]:
+        columns = (self.label, self.m3lit, self.flag, self.ratio, self.target, self.verdict)
+        return [cell if isinstance(cell, str) else cell(item) for cell in columns]
+
+
+def _train(res: dict) -> tuple[dict, dict, dict]:
+    """(m3lit unified + self-distill, FlagEmbedding's, every entry) of ``train.json``'s summary."""
     train = res.get("train", {}).get("summary", {})
-    sd, flag = train.get("m3lit unified_self_distill", {}), train.get("flag unified_self_distill", {})
-    if sd and flag and flag.get("step_s", {}).get("n"):
-        rows.append(
-            [
-                "train step, unified + self-distill (s/step)",
-                _r(sd["step_s"], 3),
-                _r(flag["step_s"], 1),
-                _r(sd.get("speedup_vs_flag"), 1, suffix="x faster"),
-                ">= 20x",
-                _verdict(sd.get("speedup_vs_flag"), 20),
-            ]
-        )
-        rows.append(
-            [
-                "train peak RSS (MB)",
-                _r(sd["peak_rss_mb"], 0),
-                _r(flag["peak_rss_mb"], 0),
-                _r(sd.get("memory_ratio_vs_flag"), 3),
-                "<= 0.1",
-                _verdict(sd.get("memory_ratio_vs_flag"), 0.1, higher=False),
-            ]
-        )
-        for stage in ("unified", "dense"):
-            s = train.get(f"m3lit {stage}", {})
-            if s.get("speedup_vs_flag"):
-                rows.append(
-                    [
-                        f"train step, {stage} (s/step; vs Flag unified+SD)",
-                        _r(s["step_s"], 3),
-                        _r(flag["step_s"], 1),
-                        _r(s["speedup_vs_flag"], 1, suffix="x"),
-                        "",
-                        "",
-                    ]
-                )
-    elif sd:
-        rows.append(
-            [
-                "train step, unified + self-distill (s/step)",
-                _r(sd["step_s"], 3),
-                "not run",
-                "",
-                ">= 20x",
-                "not measured",
-            ]
-        )
+    return train.get("m3lit unified_self_distill", {}), train.get("flag unified_self_distill", {}), train
+
+
+def _train_side_by_side(res: dict) -> list[dict]:
+    sd, flag, _ = _train(res)
+    return [{"m3": sd, "flag": flag}] if sd and flag and flag.get("step_s", {}).get("n") else []
+
+
+def _train_stages(res: dict) -> list[dict]:
+    """The other m3lit stages against FlagEmbedding's unified + self-distill, when both sides ran."""
+    _, flag, train = _train(res)
+    stages = [{"stage": st, "m3": train.get(f"m3lit {st}", {}), "flag": flag} for st in ("unified", "dense")]
+    return [s for s in stages if s["m3"].get("speedup_vs_flag")] if _train_side_by_side(res) else []
+
+
+def _train_alone(res: dict) -> list[dict]:
+    sd, _, _ = _train(res)
+    return [{"m3": sd}] if sd and not _train_side_by_side(res) else []
+
+
+def _memory_modes(res: dict) -> list[dict]:
+    """One item per sub-batch mode: its peaks per batch, its growth and its target."""
     mem = res.get("memory", {})
-    if mem:
-        summ, batches = mem["summary"], mem["batches"]
-        for mode, target in (("gradcache", "< 15%"), ("split", "")):
-            g = summ.get(f"growth {mode} B={batches[0]}->{batches[-1]}")
-            peaks = " / ".join(_r(summ.get(f"m3lit {mode} B={b}", {}).get("peak_mb"), 0) for b in batches)
-            verdict = ("met" if g is not None and g < 0.15 else "MISSED") if target and g is not None else ""
-            rows.append(
-                [
-                    f"peak RSS MB at batch {'/'.join(map(str, batches))}, {mode} (len {mem['passage_max_len']})",
-                    peaks,
-                    "",
-                    f"growth {100 * g:.1f}%" if g is not None else "n/a",
-                    target,
-                    verdict,
-                ]
-            )
-        flag_peaks = [(b, summ.get(f"flag B={b}", {})) for b in mem.get("flag_batches", [])]
-        if flag_peaks:
-            text = " / ".join(
-                f"B={b}: {_r(s.get('peak_mb'), 0)}" + (f" [{s['failures'][0]}]" if s.get("failures") else "")
-                for b, s in flag_peaks
-            )
-            rows.append([f"FlagEmbedding peak RSS MB (len {mem['passage_max_len']})", "", text, "", "", ""])
+    if not mem:
+        return []
+    summ, batches = mem["summary"], mem["batches"]
+    return [
+        {"mode": mode, "target": target, "batches": batches, "len": mem["passage_max_len"],
+         "growth": summ.get(f"growth {mode} B={batches[0]}->{batches[-1]}"),
+         "peaks": [summ.get(f"m3lit {mode} B={b}", {}).get("peak_mb") for b in batches]}
+        for mode, target in (("gradcache", "< 15%"), ("split", ""))
+    ]  # fmt: skip
+
+
+def _memory_verdict(m: dict) -> str:
+    g = m["growth"]
+    return ("met" if g is not None and g < 0.15 else "MISSED") if m["target"] and g is not None else ""
+
+
+def _memory_flag(res: dict) -> list[dict]:
+    mem = res.get("memory", {})
+    peaks = [(b, mem["summary"].get(f"flag B={b}", {})) for b in mem.get("flag_batches", [])]
+    return [{"len": mem["passage_max_len"], "peaks": peaks}] if peaks else []
+
+
+def _flag_peaks(item: dict) -> str:
+    return " / ".join(
+        f"B={b}: {_r(s.get('peak_mb'), 0)}" + (f" [{s['failures'][0]}]" if s.get("failures") else "")
+        for b, s in item["peaks"]
+    )
+
+
+def _score(res: dict) -> list[dict]:
+    """One item per side-by-side score measurement; re-ranking all modes and ``compute_score`` target 10x."""
     score = res.get("score", {}).get("summary", {})
-    for key, target in (
-        (k, ">= 10x" if ("rerank sparse+colbert" in k or "compute_score" in k) else "")
-        for k in score
-        if k.startswith(("rerank", "compute_score", "inbatch"))
-        and isinstance(score[k], dict)
-        and "speedup" in score[k]
-    ):
-        s = score[key]
-        rows.append(
-            [
-                key,
-                _r(s["m3lit"], 1),
-                _r(s["flag"], 1),
-                _r(s["speedup"], 1, suffix="x"),
-                target,
-                _verdict(s["speedup"], 10) if target else "",
-            ]
-        )
-    enc = res.get("encode", {}).get("summary", {})
-    if enc:
-        s = enc["passages/s"]
-        rows.append(
-            [
-                f"encode {res['encode']['n_texts']} passages, 3 outputs (passages/s)",
-                _r(s["m3lit"], 0),
-                _r(s["flag"], 0),
-                _r(s["speedup"], 2, suffix="x"),
-                ">= 1.2x",
-                _verdict(s["speedup"], 1.2),
-            ]
-        )
-        t = enc["tokens/s"]
-        rows.append(
-            [
-                "encode (tokens/s)",
-                _r(t["m3lit"], 0),
-                _r(t["flag"], 0),
-                _r(t["speedup"], 2, suffix="x"),
-                "",
-                "",
-            ]
-        )
+    return [
+        {"key": k, **v, "target": ">= 10x" if ("rerank sparse+colbert" in k or "compute_score" in k) else ""}
+        for k, v in score.items()
+        if k.startswith(("rerank", "compute_score", "inbatch")) and isinstance(v, dict) and "speedup" in v
+    ]
+
+
+def _encode(unit: str) -> Callable[[dict], list[dict]]:
+    def items(res: dict) -> list[dict]:
+        enc = res.get("encode", {}).get("summary", {})
+        return [{**enc[unit], "n": res["encode"]["n_texts"]}] if enc else []
+
+    return items
+
+
+def _eval(res: dict) -> list[dict]:
     ev = res.get("eval", {}).get("summary", {})
-    if ev:
-        rows.append(
-            [
-                f"evaluate_retrieval, {len(ev['modes'])} modes, {res['eval']['n_passages']} passages (s)",
-                _r(ev["total_s"], 1),
-                "",
-                "",
-                "",
-                "",
-            ]
-        )
+    return [{**ev, "n": res["eval"]["n_passages"]}] if ev else []
+
+
+def _mfu(res: dict) -> list[dict]:
     mfu = res.get("mfu", {}).get("summary", {})
-    for prec in ("32-true", "bf16-mixed"):
-        if prec in mfu:
-            m = mfu[prec]
-            rows.append(
-                [
-                    f"MFU, {res['mfu']['model']} model, {prec} (vs measured {m['peak_kind']} GEMM peak)",
-                    _r(m["mfu_vs_measured_peak"], 1, 100, " %"),
-                    "",
-                    f"{_r(m['step_s'], 2)} s/step",
-                    "report",
-                    "",
-                ]
-            )
+    return [
+        {**mfu[p], "model": res["mfu"]["model"], "precision": p}
+        for p in ("32-true", "bf16-mixed")
+        if p in mfu
+    ]
+
+
+def _gpu(res: dict) -> list[dict]:
     gpu = res.get("gpu", {})
-    for name, e in (gpu.get("summary") or {}).items():
-        if isinstance(e, dict) and "tokens_per_s" in e:
-            mfu_text = (
-                _r(e.get("mfu_vs_spec_peak"), 1, 100, " % MFU (data sheet)")
-                if e.get("mfu_vs_spec_peak")
-                else ""
-            )
-            rows.append([f"GPU {res['gpu']['env'].get('gpu', '')}, {gpu['model']} model, {name}: tokens/s",
-                         _r(e["tokens_per_s"], 0), "", mfu_text, "report", "; ".join(e.get("failures", []))[:80]])  # fmt: skip
-    return rows
+    return [
+        {**e, "label": f"GPU {gpu['env'].get('gpu', '')}, {gpu['model']} model, {name}: tokens/s"}
+        for name, e in (gpu.get("summary") or {}).items()
+        if isinstance(e, dict) and "tokens_per_s" in e
+    ]
+
+
+def _gpu_mfu(e: dict) -> str:
+    return _r(e.get("mfu_vs_spec_peak"), 1, 100, " % MFU (data sheet)") if e.get("mfu_vs_spec_peak") else ""
+
+
+#: Every kind of row, in table order.
+ROWS: tuple[RowSpec, ...] = (
+    RowSpec(_train_side_by_side, "train step, unified + self-distill (s/step)",
+            m3lit=lambda t: _r(t["m3"]["step_s"], 3), flag=lambda t: _r(t["flag"]["step_s"], 1),
+            ratio=lambda t: _r(t["m3"].get("speedup_vs_flag"), 1, suffix="x faster"),
+            target=">= 20x", verdict=lambda t: _verdict(t["m3"].get("speedup_vs_flag"), 20)),
+    RowSpec(_train_side_by_side, "train peak RSS (MB)",
+            m3lit=lambda t: _r(t["m3"]["peak_rss_mb"], 0), flag=lambda t: _r(t["flag"]["peak_rss_mb"], 0),
+            ratio=lambda t: _r(t["m3"].get("memory_ratio_vs_flag"), 3),
+            target="<= 0.1",
+            verdict=lambda t: _verdict(t["m3"].get("memory_ratio_vs_flag"), 0.1, higher=False)),
+    RowSpec(_train_stages, lambda t: f"train step, {t['stage']} (s/step; vs Flag unified+SD)",
+            m3lit=lambda t: _r(t["m3"]["step_s"], 3), flag=lambda t: _r(t["flag"]["step_s"], 1),
+            ratio=lambda t: _r(t["m3"]["speedup_vs_flag"], 1, suffix="x")),
+    RowSpec(_train_alone, "train step, unified + self-distill (s/step)",
+            m3lit=lambda t: _r(t["m3"]["step_s"], 3), flag="not run", target=">= 20x",
+            verdict="not measured"),
+    RowSpec(_memory_modes, lambda m: f"peak RSS MB at batch {'/'.join(map(str, m['batches']))}, "
+                                     f"{m['mode']} (len {m['len']})",
+            m3lit=lambda m: " / ".join(_r(peak, 0) for peak in m["peaks"]),
+            ratio=lambda m: f"growth {100 * m['growth']:.1f}%" if m["growth"] is not None else "n/a",
+            target=lambda m: m["target"], verdict=_memory_verdict),
+    RowSpec(_memory_flag, lambda f: f"FlagEmbedding peak RSS MB (len {f['len']})", m3lit="",
+            flag=_flag_peaks),
+    RowSpec(_score, lambda s: s["key"], m3lit=lambda s: _r(s["m3lit"], 1), flag=lambda s: _r(s["flag"], 1),
+            ratio=lambda s: _r(s["speedup"], 1, suffix="x"), target=lambda s: s["target"],
+            verdict=lambda s: _verdict(s["speedup"], 10) if s["target"] else ""),
+    RowSpec(_encode("passages/s"), lambda e: f"encode {e['n']} passages, 3 outputs (passages/s)",
+            m3lit=lambda e: _r(e["m3lit"], 0), flag=lambda e: _r(e["flag"], 0),
+            ratio=lambda e: _r(e["speedup"], 2, suffix="x"), target=">= 1.2x",
+            verdict=lambda e: _verdict(e["speedup"], 1.2)),
+    RowSpec(_encode("tokens/s"), "encode (tokens/s)", m3lit=lambda e: _r(e["m3lit"], 0),
+            flag=lambda e: _r(e["flag"], 0), ratio=lambda e: _r(e["speedup"], 2, suffix="x")),
+    RowSpec(_eval, lambda e: f"evaluate_retrieval, {len(e['modes'])} modes, {e['n']} passages (s)",
+            m3lit=lambda e: _r(e["total_s"], 1)),
+    RowSpec(_mfu, lambda m: f"MFU, {m['model']} model, {m['precision']} "
+                            f"(vs measured {m['peak_kind']} GEMM peak)",
+            m3lit=lambda m: _r(m["mfu_vs_measured_peak"], 1, 100, " %"),
+            ratio=lambda m: f"{_r(m['step_s'], 2)} s/step", target="report"),
+    RowSpec(_gpu, lambda g: g["label"], m3lit=lambda g: _r(g["tokens_per_s"], 0), ratio=_gpu_mfu,
+            target="report", verdict=lambda g: "; ".join(g.get("failures", []))[:80]),
+)  # fmt: skip
+
+
+def _rows(res: dict[str, dict]) -> list[list[str]]:
+    """The table's rows: each spec of ``ROWS`` applied to each of its items, in order."""
+    return [spec.cells(item) for spec in ROWS for item in spec.items(res)]
 
 
 def _commands(res: dict[str, dict]) -> str:
