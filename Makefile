@@ -65,7 +65,7 @@ bench-flag: $(STAMP) ## Every benchmark side by side with FlagEmbedding (needs m
 	$(BIN)/python -m benchmarks.run_all --flag $(ARGS)
 
 gpu-check: $(STAMP) ## On a lent GPU: GPU tests, train, real model, 8192-token step/MFU, FSDP/DeepSpeed, encode, fp16/bf16 parity (<= 8 min)
-	$(BIN)/python -m benchmarks.gpu_check $(ARGS)
+	$(BIN)/python -m scripts.gpu_check $(ARGS)
 
 FLAG_VENV := .venv-flag
 flag-env: ## Separate .venv-flag with FlagEmbedding==1.4.2 for parity runs (never an m3lit dependency)
@@ -74,8 +74,8 @@ flag-env: ## Separate .venv-flag with FlagEmbedding==1.4.2 for parity runs (neve
 	$(FLAG_VENV)/bin/pip install -q "FlagEmbedding==1.4.2"
 	$(FLAG_VENV)/bin/python -c "import FlagEmbedding, torch, transformers; print('FlagEmbedding OK: torch', torch.__version__, 'transformers', transformers.__version__)"
 
-flag-parity: $(STAMP) ## M3Embedder vs BGEM3FlagModel: max |diff| per output + encode speed (needs flag-env)
-	$(BIN)/python benchmarks/flag_parity.py $(ARGS)
+flag-parity: $(STAMP) ## M3Embedder vs BGEM3FlagModel: max |diff| per output <= 1e-5 (pytest -m flag; needs flag-env)
+	$(BIN)/python -m pytest -q -m flag tests/integration/test_flag_parity.py -rs $(ARGS)
 
 demo-data: $(STAMP) ## Build the offline demo corpus and tokenizer only (ARGS="out=DIR force=true"; --help)
 	$(BIN)/python -m m3lit.corpora.demo.build $(ARGS)
@@ -88,12 +88,12 @@ docs-serve: $(STAMP) ## Serve the documentation site on http://127.0.0.1:8000, r
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --strict
 
 lint: $(STAMP) ## Ruff lint + format check
-	$(BIN)/ruff check m3lit tests benchmarks docs/hooks
-	$(BIN)/ruff format --check m3lit tests benchmarks docs/hooks
+	$(BIN)/ruff check m3lit tests benchmarks scripts docs/hooks
+	$(BIN)/ruff format --check m3lit tests benchmarks scripts docs/hooks
 
 format: $(STAMP) ## Ruff autofix + format
-	$(BIN)/ruff check --fix m3lit tests benchmarks docs/hooks
-	$(BIN)/ruff format m3lit tests benchmarks docs/hooks
+	$(BIN)/ruff check --fix m3lit tests benchmarks scripts docs/hooks
+	$(BIN)/ruff format m3lit tests benchmarks scripts docs/hooks
 
 clean: ## Remove caches and run outputs (keeps .venv)
 	rm -rf logs outputs bench_results site .pytest_cache .ruff_cache .cache

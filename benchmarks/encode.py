@@ -28,8 +28,8 @@ def m3_encode(
 ) -> dict:
     """``M3Embedder(...).encode`` with dense, sparse and ColBERT outputs; timed after a warm-up call.
     ``mcls_interval``: multiple-CLS pooling (App. B.2, :mod:`m3lit.inference.mcls`) every this many tokens."""
+    from benchmarks.api_calls import timed_encode
     from benchmarks.device import bench_device
-    from benchmarks.flag_parity import timed_encode
     from m3lit.inference.embedder import M3Embedder
 
     device = bench_device()

@@ -5,8 +5,8 @@
 
 FlagEmbedding 1.4.2 needs transformers 4.x, m3lit needs 5.x, so this script never imports m3lit (nor the
 rest of ``benchmarks`` but :mod:`benchmarks.worker`, whose :func:`~benchmarks.worker.serve` runs the tasks and
-prints the ``BENCH_RESULT {json}`` line, and :func:`benchmarks.flag_parity.timed_encode`, code that drives
-either library): standard library, torch, numpy and FlagEmbedding.
+prints the ``BENCH_RESULT {json}`` line, and :func:`benchmarks.api_calls.timed_encode`, code that drives
+either library, and the rest of :mod:`benchmarks.api_calls`): standard library, torch, numpy and FlagEmbedding.
 
 Tasks:
     versions: installed versions.
@@ -14,9 +14,11 @@ Tasks:
         (``python -m FlagEmbedding.finetune.embedder.encoder_only.m3 ... --use_cpu True``), timed per step
         by a callback added to the trainer it builds.
     encode: ``BGEM3FlagModel(path, devices='cpu', use_fp16=False).encode`` with all three outputs
-        (:func:`benchmarks.flag_parity.timed_encode`, as m3lit's side).
+        (:func:`benchmarks.api_calls.timed_encode`, as m3lit's side).
     rerank: ``compute_lexical_matching_score`` + ``colbert_score`` for every (query, candidate) pair.
     compute_score: ``BGEM3FlagModel.compute_score`` on (query, passage) pairs.
+    parity: :func:`benchmarks.api_calls.run_api` on ``BGEM3FlagModel`` (fp32, CPU), saved with
+        :func:`benchmarks.api_calls.save_results` for ``tests/integration/test_flag_parity.py``.
     inbatch: the training-time sparse and ColBERT score matrices (forward + backward) of
         ``EncoderOnlyEmbedderM3Model`` in training mode, on given hidden states.
 """
@@ -31,7 +33,7 @@ import time
 if sys.path and os.path.basename(sys.path[0] or "") == "benchmarks":
     sys.path[0] = os.path.dirname(sys.path[0])  # the repository, not benchmarks/*.py shadowing packages
 
-from benchmarks.flag_parity import timed_encode  # noqa: E402
+from benchmarks.api_calls import run_api, save_results, timed_encode  # noqa: E402
 from benchmarks.worker import serve  # noqa: E402
 
 
@@ -255,6 +257,19 @@ def task_inbatch(
     if scores_out:
         np.save(scores_out, np.stack([last["sparse"].numpy(), last["colbert"].numpy()]).astype(np.float64))
     return {"seconds": times}
+
+
+def task_parity(model_dir: str, inputs: str, output: str, threads: int = 2) -> dict:
+    """The calls of :func:`benchmarks.api_calls.run_api` on ``BGEM3FlagModel``; arrays to ``output`` (.npz)."""
+    from pathlib import Path
+
+    import torch
+    from FlagEmbedding import BGEM3FlagModel
+
+    torch.set_num_threads(threads)
+    model = BGEM3FlagModel(model_dir, use_fp16=False, devices="cpu")
+    save_results(run_api(model, json.loads(Path(inputs).read_text(encoding="utf-8"))), output)
+    return {"output": output}
 
 
 def main() -> None:

@@ -76,10 +76,10 @@ def _load(side: str, torch_dir: str, onnx_dir: str):
 def encode_side(
     side: str, torch_dir: str, onnx_dir: str, beir: str, n: int, quality_out: str | None = None
 ) -> dict:
-    """Time one side's encode of the folder's first ``n`` passages (:func:`benchmarks.flag_parity.timed_encode`);
+    """Time one side's encode of the folder's first ``n`` passages (:func:`benchmarks.api_calls.timed_encode`);
     with ``quality_out``, also compute dense nDCG@10 over the whole folder and write the dense vectors of
     those ``n`` passages there (``.npy``)."""
-    from benchmarks.flag_parity import timed_encode
+    from benchmarks.api_calls import timed_encode
     from m3lit.retrieval.beir import load_beir
 
     data = load_beir(beir)
@@ -95,8 +95,8 @@ def encode_side(
 def _dense_ndcg(model, data) -> tuple[float, np.ndarray]:
     """Dense retrieval nDCG@10 of ``model`` on ``data`` (exact inner product over every passage), and the
     (N, H) passage vectors."""
-    from m3lit.retrieval.metrics import evaluate_ranking
     from m3lit.retrieval.index.ranking import Ranking, sort_rows
+    from m3lit.retrieval.metrics import evaluate_ranking
 
     kw = {"batch_size": BATCH_SIZE, "max_length": MAX_LENGTH}
     docs = model.encode(["passage: " + t for t in data.corpus_texts], **kw)["dense_vecs"]

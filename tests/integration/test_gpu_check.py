@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 
-from benchmarks import gpu_check
+from scripts import gpu_check
 
 
 def test_dry_run_records_every_part_after_a_timeout_and_a_failure(tmp_path, monkeypatch):

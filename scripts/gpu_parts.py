@@ -1,43 +1,13 @@
-"""``make gpu-check``: one prepared script that proves m3lit's GPU paths on a lent GPU within 8 minutes (issue 14).
+"""The parts of ``make gpu-check`` (:mod:`scripts.gpu_check`), one function each, run in a subprocess apiece.
 
-    python -m benchmarks.gpu_check [--parts gpu_tests,train,...] [--budget-s 470] [--timeout PART=S ...]
-    python -m benchmarks.gpu_check --dry-run          # the same orchestration, tiny sizes, on CPU
-
-Every part runs in its own subprocess (:func:`benchmarks.harness.run_subprocess`: own process group, killed
-at its timeout), so one failure or hang loses nothing else. The parts, in order:
-
-* ``gpu_tests``: ``pytest -m gpu`` (the retrieval/score CUDA tests, CUDA dropout and re-rank cap branches);
-* ``train``: ``make train``'s command (``python -m m3lit.train``, the offline demo: stage 1 -> stage 2,
-  evaluation, export) with ``trainer=gpu``; checks ``results.json`` and ``export/``;
-* ``real_model``: ``python -m m3lit.train experiment=bible_full trainer=gpu trainer.precision=bf16-mixed
-  model.sub_batch_mode=gradcache trainer.max_steps=300``: the real multilingual model's fine-tuning and its
-  evaluation (fails cleanly, naming the file, while that experiment does not exist);
-* ``long_step``: stage-2 steps with 8192-token passages on an XLM-R-large-shaped random model (24 layers,
-  hidden 1024, 16 heads, 250,002 vocabulary, positions extended 514 -> 8194), checkpointing + gradient
-  cache, group 8: peak GPU memory, tokens/s, MFU against the measured bf16 GEMM peak, a profile of one
-  step, and the largest batch that fits (doubling until out of memory or out of time);
-* ``fsdp``: ``trainer=fsdp`` for a few steps with a checkpoint, a resume from it (``resume=<run dir>``,
-  more steps, ``resume.allow_schedule_change=true``) and an export from the checkpoint;
-* ``deepspeed``: the same with ``trainer=deepspeed`` (``sub_batch_mode=split``) when ``deepspeed`` imports
-  or ``pip install deepspeed`` succeeds; otherwise the reason;
-* ``encode``: ``M3Embedder.encode`` throughput (passages/s, tokens/s) at 512 and 8192 tokens on the
-  XLM-R-large-shaped model;
-* ``inference``: ``M3Embedder`` on the GPU in fp32, fp16 and bf16 against CPU fp32 on an XLM-R-base-shaped
-  random model (the largest absolute difference of every output of :func:`benchmarks.flag_parity.run_api`:
-  dense, lexical weights, ColBERT vectors, ``compute_score``, ...), and the out-of-memory back-off: with all
-  but 3 GiB of the GPU held, encoding 1024 texts of 512 tokens in one batch must shrink the batch and give
-  the vectors of batches of 32.
-
-Each part gets ``min(its timeout, what is left of --budget-s)``; a part with under 20 s left is skipped and
-recorded as such. Results: ``bench_results/gpu_check.json`` (every part's status, wall time, figures and
-log tail) and ``bench_results/gpu_check.md`` (one table). ``--dry-run`` runs every part at tiny sizes on
-the CPU (``--device cpu``), with ``trainer=cpu`` in place of gpu/fsdp/deepspeed: it tests the script, not
-the GPU.
+Every ``part_<name>(dry_run, out_dir)`` returns a dict with ``ok`` (and ``reason`` when not ok) plus its
+figures; :mod:`scripts.gpu_check` runs them through :func:`benchmarks.harness.run_subprocess` (its own
+process group, killed at its timeout) and writes the table. ``dry_run`` shrinks each part to tiny sizes
+on the CPU. What each part proves is in :mod:`scripts.gpu_check`'s docstring.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -46,21 +16,14 @@ import time
 from pathlib import Path
 
 from benchmarks import harness as H
-from benchmarks.workload import ModelSpec
+from benchmarks.train import m3_overrides
+from benchmarks.workload import ModelSpec, model_dir, train_jsonl
 
-__all__ = ["PARTS", "LARGE", "run", "main"]
+__all__ = [
+    "BASE", "LARGE", "TINY", "long_model", "long_step_overrides", "part_deepspeed", "part_encode", "part_fsdp",
+    "part_gpu_tests", "part_inference", "part_long_step", "part_real_model", "part_train",
+]  # fmt: skip
 
-#: part -> (timeout in s on a GPU, what it proves). Their sum is the 8-minute budget.
-PARTS: dict[str, tuple[int, str]] = {
-    "gpu_tests": (45, "pytest -m gpu"),
-    "train": (80, "make train (python -m m3lit.train trainer=gpu): demo, evaluation, export"),
-    "real_model": (100, "experiment=bible_full, bf16-mixed, gradient cache, 300 steps, evaluation"),
-    "long_step": (115, "8192-token stage-2 step, XLM-R-large shape: memory, tokens/s, MFU, largest batch"),
-    "fsdp": (50, "trainer=fsdp: train, checkpoint, resume, export"),
-    "deepspeed": (25, "trainer=deepspeed: train, checkpoint, resume, export (if installable)"),
-    "encode": (30, "encode throughput at 512 and 8192 tokens"),
-    "inference": (25, "M3Embedder fp32/fp16/bf16 vs CPU fp32; out-of-memory back-off"),
-}
 #: XLM-R-large (BGE-M3's backbone) shape, random weights, positions extended to 8192 after building.
 LARGE = ModelSpec(vocab_size=250002, hidden_size=1024, num_layers=24, num_heads=16, intermediate_size=4096)
 #: XLM-R-base shape (12 x 768) with the offline tokenizer's vocabulary: the ``inference`` part's model.
@@ -76,9 +39,30 @@ DRY_TRAIN = [
     "trainer=cpu", "trainer.max_steps=4", "model.net.init.hidden_size=32", "model.net.init.num_layers=1",
     "model.net.init.num_heads=2", "model.net.init.intermediate_size=64", "model.net.colbert_dim=16",
 ]  # fmt: skip
-MIN_PART_S = 20
-#: --dry-run multiplies the part timeouts and the default budget by this (2 shared CPU cores, not a GPU).
-DRY_RUN_SCALE = 4
+#: Query length of the long-passage steps.
+QUERY_LEN = 64
+#: Longest input after extension (XLM-R: 8194 position rows = 8192 tokens + the padding offset of 2).
+EXTENDED_LENGTH = 8192
+
+
+def long_model(spec: ModelSpec) -> str:
+    """Folder of the random encoder of ``spec`` (built at 512 tokens) with positions extended to 8192."""
+    return str(model_dir(spec, extend_to=EXTENDED_LENGTH))
+
+
+def long_step_overrides(folder: str, length: int, *, batch: int, group: int, steps: int) -> list[str]:
+    """Config overrides of stage-2 steps (unified + self-distillation, paper §3.3) at passage length
+    ``length``: gradient checkpointing, the exact gradient cache, sub-batch size by length (spec §4.5)."""
+    data = str(
+        train_jsonl(
+            2 * batch, query_tokens=QUERY_LEN + 16, passage_tokens=length + 16, n_neg=group - 1, seed=14
+        )
+    )
+    return m3_overrides(
+        folder, data, stage="unified_self_distill", batch_size=batch, group_size=group, query_max_len=QUERY_LEN,
+        passage_max_len=length, steps=steps, sub_batch_mode="gradcache", sub_batch_size="auto",
+        gradient_checkpointing=True,
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -110,7 +94,7 @@ def _failed(reason: str, **info) -> dict:
 # ---------------------------------------------------------------------------------------------- parts
 def part_gpu_tests(dry_run: bool, out_dir: str) -> dict:
     """``pytest -m gpu`` (dry run: one GPU test file, which skips on CPU)."""
-    target = ["tests/test_scores_gpu.py"] if dry_run else ["tests"]
+    target = ["tests/unit/scores/test_scores_gpu.py"] if dry_run else ["tests"]
     rc, tail = _cli(["-m", "pytest", "-q", "-m", "gpu", *target], Path(out_dir) / "gpu_tests.log")
     summary = next(
         (line for line in reversed(tail.splitlines()) if " in " in line and "=" not in line[:1]), tail[-200:]
@@ -163,7 +147,6 @@ def part_long_step(
     """8192-token stage-2 steps on the XLM-R-large shape: figures at batch 1, a profile, the largest batch."""
     from benchmarks.device import bench_device, measure_matmul_peak
     from benchmarks.flops import EncoderShape, step_flops
-    from benchmarks.long_docs import QUERY_LEN, long_model, long_step_overrides
     from benchmarks.profiling import shares
 
     start = time.perf_counter()
@@ -283,7 +266,6 @@ def part_deepspeed(dry_run: bool, out_dir: str) -> dict:
 
 def part_encode(dry_run: bool, out_dir: str) -> dict:
     """``M3Embedder.encode`` passages/s at 512 and 8192 tokens (all three outputs)."""
-    from benchmarks.long_docs import long_model
     from benchmarks.workload import write_texts
 
     spec = TINY if dry_run else LARGE
@@ -309,9 +291,8 @@ def part_inference(dry_run: bool, out_dir: str) -> dict:
     (dry run: CPU fp32 against itself, no back-off)."""
     import numpy as np
 
+    from benchmarks.api_calls import api_inputs, compare, run_api
     from benchmarks.device import bench_device
-    from benchmarks.flag_parity import api_inputs, compare, run_api
-    from benchmarks.workload import model_dir
     from m3lit import M3Embedder
 
     spec = TINY if dry_run else BASE
@@ -338,6 +319,8 @@ def part_inference(dry_run: bool, out_dir: str) -> dict:
 
 def _oom_backoff(folder: str, n: int = 1024, length: int = 512) -> dict:
     """Encode ``n`` texts of ``length`` tokens in one batch with all but 3 GiB of the GPU held."""
+    import copy
+
     import numpy as np
     import torch
 
@@ -348,133 +331,15 @@ def _oom_backoff(folder: str, n: int = 1024, length: int = 512) -> dict:
     texts = read_texts(write_texts(f"gpucheck-{n}x{length}", [length - 2] * n, seed=21))
     embedder = M3Embedder(folder, use_fp16=True, devices="cuda")
     small = embedder.encode(texts, batch_size=32, max_length=length)["dense_vecs"]
+    fp16 = copy.deepcopy(embedder.model).to(device="cuda", dtype=torch.float16).eval()  # as encode runs it
     free, _ = torch.cuda.mem_get_info()
     hog = torch.empty(max(0, free - (3 << 30)), dtype=torch.uint8, device="cuda")
     try:
-        result = encode_texts(embedder._replica("cuda"), texts, batch_size=n, max_length=length)
+        result = encode_texts(fp16, texts, batch_size=n, max_length=length)
     finally:
-        del hog
+        del hog, fp16
         torch.cuda.empty_cache()
     return {
         "texts": n, "requested_batch_size": n, "final_batch_size": result.batch_size,
         "max_abs_diff_vs_batch_32": float(np.abs(result.dense - small).max()),
     }  # fmt: skip
-
-
-# ---------------------------------------------------------------------------------------------- run
-def _figures(name: str, result: dict) -> str:
-    """The one-line summary of a part's result for the markdown table."""
-    if name == "gpu_tests":
-        return result.get("summary", "")
-    if name == "long_step" and "batch1" in result:
-        b1 = result["batch1"]
-        text = (f"B=1 G={result['group']}: {b1['step_s']:.2f} s/step, {b1['tokens_per_s']:.0f} tokens/s, "
-                f"{b1['peak_mb']:.0f} MB, MFU {100 * b1['mfu_vs_measured_bf16']:.1f}% of {result['gemm_peak_flops'] / 1e12:.2f} "
-                f"TFLOP/s; largest batch {result.get('largest_batch_fits')} ({result.get('search_stopped', '')})")  # fmt: skip
-        return text + (
-            f"; profile: {result['profile']['shares']}" if "shares" in result.get("profile", {}) else ""
-        )
-    if name == "encode":
-        return "; ".join(
-            f"{k[3:]} tokens: {v['passages_per_s']:.1f} passages/s"
-            for k, v in result.items()
-            if k.startswith("len")
-        )
-    if name == "inference" and "max_abs_diff" in result:
-        text = ", ".join(f"{k} {v['max']:.1e}" for k, v in result["max_abs_diff"].items())
-        oom = result.get("oom_backoff")
-        return f"max abs diff GPU vs CPU fp32: {text}" + (
-            f"; OOM back-off {oom['requested_batch_size']} -> {oom['final_batch_size']}" if oom else ""
-        )
-    if name in ("train", "real_model") and isinstance(result.get("results"), dict):
-        return "results.json written"
-    return ""
-
-
-def run(
-    parts: list[str] | None = None,
-    dry_run: bool = False,
-    budget_s: float = 470.0,
-    timeouts: dict[str, float] | None = None,
-) -> dict:
-    """Run the parts one after another within ``budget_s``; write ``gpu_check.json`` and ``gpu_check.md``."""
-    parts = parts or list(PARTS)
-    unknown = [p for p in parts if p not in PARTS]
-    if unknown:
-        raise ValueError(f"unknown part(s) {unknown}; choose from {list(PARTS)}")
-    out_dir = H.results_dir() / "gpu_check_runs"
-    start, records = time.perf_counter(), {}
-    for name in parts:
-        left = budget_s - (time.perf_counter() - start)
-        default = PARTS[name][0] * (DRY_RUN_SCALE if dry_run else 1)
-        timeout = min((timeouts or {}).get(name, default), left)
-        if timeout < MIN_PART_S and name not in (timeouts or {}):
-            records[name] = {
-                "status": f"skipped: {left:.0f} s of the budget left",
-                "wall_s": 0.0,
-                "result": {},
-            }
-            continue
-        kwargs = {"dry_run": dry_run, "out_dir": str(out_dir)}
-        if name == "long_step":
-            kwargs["budget_s"] = max(10.0, timeout - 10)
-        print(f"  gpu_check {name} (timeout {timeout:.0f} s)", file=sys.stderr, flush=True)
-        res = H.run_subprocess(H.m3_command(f"benchmarks.gpu_check:part_{name}", **kwargs), timeout_s=timeout)
-        status = res.status
-        if res.ok and not res.result.get("ok", False):
-            status = f"failed: {res.result.get('reason', '')}"
-        records[name] = {"status": status, "wall_s": round(res.wall_s, 1), "timeout_s": round(timeout), "result": res.result,
-                         "log_tail": res.log_tail, "what": PARTS[name][1]}  # fmt: skip
-    rows = [
-        [name, r["status"][:160], f"{r['wall_s']:.0f}", _figures(name, r["result"]).replace("|", "/")]
-        for name, r in records.items()
-    ]
-    table = H.format_table(["part", "status", "wall s", "figures"], rows)
-    env = H.environment(False)
-    header = f"# gpu_check{' (dry run, CPU)' if dry_run else ''}\n\n{env.get('gpu', env['cpu'])}, torch {env['torch']}, m3lit {env['m3lit_git']}, {env['date']}; total {time.perf_counter() - start:.0f} s\n\n"
-    payload = {"benchmark": "gpu_check", "dry_run": dry_run, "budget_s": budget_s, "env": env, "parts": records,
-               "total_s": time.perf_counter() - start}  # fmt: skip
-    H.save_json("gpu_check", payload)
-    (H.results_dir() / "gpu_check.md").write_text(header + table + "\n", encoding="utf-8")
-    print(header + table)
-    return payload
-
-
-def _timeouts(items: list[str]) -> dict[str, float]:
-    out = {}
-    for item in items:
-        name, _, seconds = item.partition("=")
-        out[name] = float(seconds)
-    return out
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", default="", help=f"comma list (default all: {','.join(PARTS)})")
-    parser.add_argument(
-        "--dry-run", action="store_true", help="tiny sizes and trainer=cpu: test the script on CPU"
-    )
-    parser.add_argument(
-        "--device", choices=("cuda", "cpu"), default=None, help="benchmark device (dry run: cpu)"
-    )
-    parser.add_argument(
-        "--budget-s", type=float, default=470.0, help="total seconds for all parts (default 470)"
-    )
-    parser.add_argument(
-        "--timeout", action="append", default=[], metavar="PART=S", help="override a part's timeout"
-    )
-    args = parser.parse_args(argv)
-    device = args.device or ("cpu" if args.dry_run else None)
-    if device:
-        os.environ["M3LIT_BENCH_DEVICE"] = device  # children inherit it (benchmarks.device.bench_device)
-    parts = [p for p in args.parts.split(",") if p] or None
-    budget = args.budget_s or 470.0 * (DRY_RUN_SCALE if args.dry_run else 1)
-    payload = run(parts, args.dry_run, budget, _timeouts(args.timeout))
-    failed = [n for n, r in payload["parts"].items() if r["status"] != "ok"]
-    if failed:
-        print("not ok: " + ", ".join(failed))
-        raise SystemExit(1)
-
-
-if __name__ == "__main__":
-    main()
