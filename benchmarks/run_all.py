@@ -1,14 +1,12 @@
 """Run every benchmark and print every table: ``make bench`` (= ``python -m benchmarks.run_all``).
 
     python -m benchmarks.run_all [--quick] [--runs N] [--flag] [--only train,score] [--skip eval]
-                                 [--extras]
 
 Order: score, encode, train, memory, eval, mfu, gpu (each ``python -m benchmarks.<name>`` on its own; gpu
 is :mod:`benchmarks.mfu`'s GPU mode, ``--points``, and only does something on a CUDA machine). Every
 module writes ``bench_results/<name>.json``; at the end the tables are printed together and
 ``bench_results/README_table.md`` (the README "Performance" table, :mod:`benchmarks.report`) is rendered
-from the JSON just written. ``--extras`` also runs the other helpers' benchmarks (``sparse_memory``,
-``padding_waste``).
+from the JSON just written.
 
 The FlagEmbedding side (issue 6's optional side-by-side mode) runs with ``--flag`` (``make bench-flag``)
 when ``.venv-flag`` exists, on CPU. m3lit alone (``make bench``) took 12.6 minutes on the idle
@@ -78,13 +76,6 @@ def _gpu_mode(quick: bool, runs: int | None) -> None:
     mfu.run(quick=quick, runs=runs or 1, model="base", points=[(256, 8), (1024, 4)] if quick else mfu.POINTS)
 
 
-def _extras(quick: bool) -> None:
-    from benchmarks import padding_waste, sparse_memory
-
-    sparse_memory.run(quick=quick)
-    padding_waste.main([])
-
-
 class _Tee(io.TextIOBase):
     """Copy stdout into a buffer so the tables can be printed again at the end."""
 
@@ -104,7 +95,6 @@ def main(argv: list[str] | None = None) -> None:
     parser = H.bench_parser(__doc__.splitlines()[0])
     parser.add_argument("--only", default="", help="comma list of benchmarks to run (default: all)")
     parser.add_argument("--skip", default="", help="comma list of benchmarks to skip")
-    parser.add_argument("--extras", action="store_true", help="also run sparse_memory and padding_waste")
     parser.add_argument("--flag", action="store_true", help="also run the FlagEmbedding side (if installed)")
     args = parser.parse_args(argv)
     chosen = [
@@ -130,8 +120,6 @@ def main(argv: list[str] | None = None) -> None:
                 failed.append(f"{name}: {type(error).__name__}: {error}")
                 print(f"\n### {name}\nFAILED: {type(error).__name__}: {error}")
             print(f"  ({name}: {time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
-        if args.extras:
-            _extras(args.quick)
     tables = [line for line in tee.buffer_text.getvalue().splitlines() if not line.startswith("  ")]
     print("\n" + "=" * 100 + "\nAll tables\n" + "\n".join(tables))
     from benchmarks import report
