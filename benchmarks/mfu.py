@@ -203,29 +203,69 @@ def run(
     spec = QUICK_SPEC if quick and not points else SPECS[model]
     get_tokenizer()
     folder = str(model_dir(spec))
-    variants: dict[str, Variant] = {}
     if points:
-        variants = _points_variants(points, spec, folder, precisions[0])
-        sizes = {}
+        variants, sizes = _points_variants(points, spec, folder, precisions[0]), {}
     else:
-        data, steps, flops = str(train_jsonl(64)), 1 if quick else 2, workload_flops(spec)["total"]
-        sizes = dict(hidden=spec.hidden_size, ffn=spec.intermediate_size, tokens=BATCH * GROUP * PASSAGE_LEN)
-        for prec in precisions:
-            o = m3_overrides(folder, data, stage="unified_self_distill", steps=1 + steps, precision=prec)
-            o += EXTRA_OVERRIDES.get(model, [])
-            variants[prec] = Variant(prec, o, flops, WORKLOAD_TOKENS)
-            if compare_dropout:
-                variants[f"{prec} {TORCH_DROPOUT}"] = Variant(
-                    prec, [*o, TORCH_DROPOUT_OVERRIDE], flops, WORKLOAD_TOKENS
-                )
+        variants, sizes = _workload_variants(spec, folder, model, precisions, quick, compare_dropout)
+    results = _alternate(variants, sizes, runs, f"{model}{', points' if points else ''}")
+    summary = _summary(results, variants, spec, points)
+    if profile and not points:
+        for prec in precisions[:1]:  # the first precision (fp32 on CPU): the MFU question
+            summary[f"profile {prec}"] = _profile(folder, model, prec)
+    dropout = precisions if compare_dropout and not points else []
+    for prec in dropout:
+        summary[f"{prec} dropout speed-up"] = _dropout_speedup(
+            results[f"{prec} {TORCH_DROPOUT}"], results[prec]
+        )
+    what = (
+        "paper length/batch points, G=8, gradient cache"
+        if points
+        else f"{workload_flops(spec)['total'] / 1e9:.0f} GFLOP/step"
+    )
+    table = f"\n### mfu ({model}: {spec.num_layers} layers, hidden {spec.hidden_size}; {what}; {describe(device)})\n"
+    print(table + _table(summary, variants, precisions, dropout))
+    payload = {
+        "benchmark": "gpu" if points else "mfu", "quick": quick, "model": model, "model_spec": spec.__dict__,
+        "points": [list(p) for p in points or []], "env": H.environment(False), "summary": summary, "runs": results,
+    }  # fmt: skip
+    H.save_json("gpu" if points else "mfu", payload)
+    return payload
+
+
+def _workload_variants(
+    spec: ModelSpec, folder: str, model: str, precisions: list[str], quick: bool, compare_dropout: bool
+) -> tuple[dict[str, Variant], dict]:
+    """The workload's training run per precision (and with PyTorch's dropout), and the peak run's sizes."""
+    data, steps, flops = str(train_jsonl(64)), 1 if quick else 2, workload_flops(spec)["total"]
+    sizes = dict(hidden=spec.hidden_size, ffn=spec.intermediate_size, tokens=BATCH * GROUP * PASSAGE_LEN)
+    variants: dict[str, Variant] = {}
+    for prec in precisions:
+        o = m3_overrides(folder, data, stage="unified_self_distill", steps=1 + steps, precision=prec)
+        o += EXTRA_OVERRIDES.get(model, [])
+        variants[prec] = Variant(prec, o, flops, WORKLOAD_TOKENS)
+        if compare_dropout:
+            variants[f"{prec} {TORCH_DROPOUT}"] = Variant(
+                prec, [*o, TORCH_DROPOUT_OVERRIDE], flops, WORKLOAD_TOKENS
+            )
+    return variants, sizes
+
+
+def _alternate(
+    variants: dict[str, Variant], sizes: dict, runs: int, label: str
+) -> dict[str, list[H.RunResult]]:
+    """``runs`` rounds of the GEMM peak and every variant's training run, alternating."""
     peak_cmd = H.m3_command("benchmarks.mfu:m3_peak", **sizes)
     sides = {"peak": lambda r: H.run_subprocess(peak_cmd, timeout_s=180)}
     for name, v in variants.items():
         sides[name] = lambda r, o=v.overrides: H.run_subprocess(
             H.m3_command("benchmarks.train:m3_train", overrides=o), timeout_s=900
         )
-    print(f"  mfu ({model}{', points' if points else ''})", flush=True)
-    results = H.alternate(sides, dict.fromkeys(sides, runs))
+    print(f"  mfu ({label})", flush=True)
+    return H.alternate(sides, dict.fromkeys(sides, runs))
+
+
+def _summary(results: dict, variants: dict[str, Variant], spec: ModelSpec, points: list | None) -> dict:
+    """The measured peaks, the workload's FLOPs and one :func:`_mfu_entry` per variant."""
     peaks = [r.result for r in results["peak"] if r.ok]
     spec_peak = next((p["spec_bf16"] for p in peaks if p.get("spec_bf16")), None)
     summary: dict = {
@@ -235,10 +275,25 @@ def run(
     }
     if not points:
         summary["flops_per_step"] = workload_flops(spec)
-    rows = []
     for name, v in variants.items():
-        entry = _mfu_entry(results[name], v, summary["peak"], spec_peak)
-        summary[name] = entry
+        summary[name] = _mfu_entry(results[name], v, summary["peak"], spec_peak)
+    return summary
+
+
+def _profile(folder: str, model: str, precision: str) -> dict:
+    """One profiled training run of the workload (:func:`m3_profile`), or its failure."""
+    data = str(train_jsonl(64))
+    o = m3_overrides(folder, data, stage="unified_self_distill", steps=3, precision=precision)
+    o += EXTRA_OVERRIDES.get(model, [])
+    res = H.run_subprocess(H.m3_command("benchmarks.mfu:m3_profile", overrides=o), timeout_s=900)
+    return res.result if res.ok else {"failure": res.status}
+
+
+def _table(summary: dict, variants: dict[str, Variant], precisions: list[str], dropout: list[str]) -> str:
+    """The MFU table, then the dropout speed-ups and the profile shares."""
+    rows = []
+    for name in variants:
+        entry = summary[name]
         kind = entry["peak_kind"]
         rows.append([
             name, H.fmt_range(entry["step_s"], 2), H.fmt_range(entry["tokens_per_s"], 0),
@@ -247,38 +302,22 @@ def run(
             _percent(entry.get("mfu_vs_spec_peak")),
             H.fmt_range(entry["peak_mb"], 0), "; ".join(entry["failures"]),
         ])  # fmt: skip
-    if profile and not points:
-        for prec in precisions[:1]:  # the first precision (fp32 on CPU): the MFU question
-            o = m3_overrides(folder, data, stage="unified_self_distill", steps=3, precision=prec)
-            o += EXTRA_OVERRIDES.get(model, [])
-            res = H.run_subprocess(H.m3_command("benchmarks.mfu:m3_profile", overrides=o), timeout_s=900)
-            summary[f"profile {prec}"] = res.result if res.ok else {"failure": res.status}
-    what = "paper length/batch points, G=8, gradient cache" if points else f"{flops / 1e9:.0f} GFLOP/step"
-    table = f"\n### mfu ({model}: {spec.num_layers} layers, hidden {spec.hidden_size}; {what}; {describe(device)})\n"
-    table += H.format_table(
+    table = H.format_table(
         ["run", "s/step", "tokens/s", "achieved GFLOP/s", "measured peak GFLOP/s", "encoder-shape GEMM GFLOP/s",
          "MFU", "MFU vs data sheet", "peak MB", "failures"],
         rows,
     )  # fmt: skip
-    for prec in precisions if compare_dropout and not points else []:
-        speedup = _dropout_speedup(results[f"{prec} {TORCH_DROPOUT}"], results[prec])
-        summary[f"{prec} dropout speed-up"] = speedup
+    for prec in dropout:
         table += (
             f"\n{prec}: step time with PyTorch dropout / with m3lit's CPU dropout, per round: "
-            + H.fmt_range(speedup, 2)
+            + H.fmt_range(summary[f"{prec} dropout speed-up"], 2)
             + "x"
         )
     for prec in precisions:
         prof = summary.get(f"profile {prec}", {})
         if "category_s" in prof:
             table += f"\nprofile {prec} (self CPU time of one step): {shares(prof)}"
-    print(table)
-    payload = {
-        "benchmark": "gpu" if points else "mfu", "quick": quick, "model": model, "model_spec": spec.__dict__,
-        "points": [list(p) for p in points or []], "env": H.environment(False), "summary": summary, "runs": results,
-    }  # fmt: skip
-    H.save_json("gpu" if points else "mfu", payload)
-    return payload
+    return table
 
 
 def _percent(stats: dict | None) -> str:
