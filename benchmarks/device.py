@@ -39,11 +39,10 @@ GPU_SPEC_PEAK_BF16 = {
 
 
 def bench_device() -> torch.device:
-    """CUDA if available (or forced by M3LIT_BENCH_DEVICE), else CPU."""
-    forced = os.environ.get("M3LIT_BENCH_DEVICE")
-    if forced:
-        return torch.device(forced)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """M3LIT_BENCH_DEVICE when set, else m3lit's own default (:func:`m3lit.model.device.default_device`)."""
+    from m3lit.model.device import default_device
+
+    return torch.device(os.environ.get("M3LIT_BENCH_DEVICE") or default_device())
 
 
 def amp_dtype(device: torch.device) -> torch.dtype | None:

@@ -43,6 +43,21 @@ def task_versions() -> dict:
     return {name: version(name) for name in ("FlagEmbedding", "transformers", "torch")}
 
 
+def _counting_tokens(collate, tokens: list[int]):
+    """``collate`` that also appends each batch's real (unpadded) query + passage tokens to ``tokens``."""
+
+    def wrapped(features):
+        batch = collate(features)
+        total = 0
+        for key in ("queries", "passages"):
+            parts = batch[key] if isinstance(batch[key], list) else [batch[key]]
+            total += sum(int(p["attention_mask"].sum()) for p in parts)
+        tokens.append(total)
+        return batch
+
+    return wrapped
+
+
 def task_train(
     model_dir: str,
     train_data: str,
@@ -60,6 +75,8 @@ def task_train(
     gradient_checkpointing: bool = False,
     seed: int = 42,
 ) -> dict:
+    """FlagEmbedding's m3 trainer through its module entry point on CPU, timed per step by a callback;
+    ``warmup_steps`` untimed steps first. Returns step times, warm-up times and real tokens per step."""
     import runpy
     import shutil
 
@@ -77,24 +94,12 @@ def task_train(
         def on_step_end(self, args, state, control, **kwargs):
             marks.append(time.perf_counter())
 
-    def count_tokens(collate):
-        def wrapped(features):
-            batch = collate(features)
-            total = 0
-            for key in ("queries", "passages"):
-                parts = batch[key] if isinstance(batch[key], list) else [batch[key]]
-                total += sum(int(p["attention_mask"].sum()) for p in parts)
-            tokens.append(total)
-            return batch
-
-        return wrapped
-
     original = m3_runner.EncoderOnlyEmbedderM3Runner.load_trainer
 
     def load_trainer(self):
         trainer = original(self)
         trainer.add_callback(StepTimer())
-        trainer.data_collator = count_tokens(trainer.data_collator)
+        trainer.data_collator = _counting_tokens(trainer.data_collator, tokens)
         return trainer
 
     m3_runner.EncoderOnlyEmbedderM3Runner.load_trainer = load_trainer
