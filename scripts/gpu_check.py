@@ -4,7 +4,8 @@
     python -m scripts.gpu_check --dry-run          # the same orchestration, tiny sizes, on CPU
 
 Every part runs in its own subprocess (:func:`benchmarks.harness.run_subprocess`: own process group, killed
-at its timeout), so one failure or hang loses nothing else. The parts, in order:
+at its timeout), so one failure or hang loses nothing else. The parts (``part_<name>`` of
+:mod:`scripts.gpu_parts`), in order:
 
 * ``gpu_tests``: ``pytest -m gpu`` (the retrieval/score CUDA tests, CUDA dropout and re-rank cap branches);
 * ``train``: ``make train``'s command (``python -m m3lit.train``, the offline demo: stage 1 -> stage 2,

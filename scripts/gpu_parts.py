@@ -1,4 +1,4 @@
-"""The parts of ``make gpu-check`` (:mod:`scripts.gpu_check`), one function each, run in a subprocess apiece.
+"""The parts of ``make gpu-check`` (:mod:`scripts.gpu_check`): one function each, each run in a subprocess.
 
 Every ``part_<name>(dry_run, out_dir)`` returns a dict with ``ok`` (and ``reason`` when not ok) plus its
 figures; :mod:`scripts.gpu_check` runs them through :func:`benchmarks.harness.run_subprocess` (its own
@@ -20,9 +20,20 @@ from benchmarks.train import m3_overrides
 from benchmarks.workload import ModelSpec, model_dir, train_jsonl
 
 __all__ = [
-    "BASE", "LARGE", "TINY", "long_model", "long_step_overrides", "part_deepspeed", "part_encode", "part_fsdp",
-    "part_gpu_tests", "part_inference", "part_long_step", "part_real_model", "part_train",
-]  # fmt: skip
+    "BASE",
+    "LARGE",
+    "TINY",
+    "long_model",
+    "long_step_overrides",
+    "part_deepspeed",
+    "part_encode",
+    "part_fsdp",
+    "part_gpu_tests",
+    "part_inference",
+    "part_long_step",
+    "part_real_model",
+    "part_train",
+]
 
 #: XLM-R-large (BGE-M3's backbone) shape, random weights, positions extended to 8192 after building.
 LARGE = ModelSpec(vocab_size=250002, hidden_size=1024, num_layers=24, num_heads=16, intermediate_size=4096)
@@ -59,10 +70,18 @@ def long_step_overrides(folder: str, length: int, *, batch: int, group: int, ste
         )
     )
     return m3_overrides(
-        folder, data, stage="unified_self_distill", batch_size=batch, group_size=group, query_max_len=QUERY_LEN,
-        passage_max_len=length, steps=steps, sub_batch_mode="gradcache", sub_batch_size="auto",
+        folder,
+        data,
+        stage="unified_self_distill",
+        batch_size=batch,
+        group_size=group,
+        query_max_len=QUERY_LEN,
+        passage_max_len=length,
+        steps=steps,
+        sub_batch_mode="gradcache",
+        sub_batch_size="auto",
         gradient_checkpointing=True,
-    )  # fmt: skip
+    )
 
 
 # ---------------------------------------------------------------------------------------------- helpers
