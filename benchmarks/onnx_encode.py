@@ -80,7 +80,7 @@ def encode_side(
     with ``quality_out``, also compute dense nDCG@10 over the whole folder and write the dense vectors of
     those ``n`` passages there (``.npy``)."""
     from benchmarks.api_calls import timed_encode
-    from m3lit.retrieval.beir import load_beir
+    from m3lit.retrieval import load_beir
 
     data = load_beir(beir)
     model = _load(side, torch_dir, onnx_dir)
@@ -95,8 +95,8 @@ def encode_side(
 def _dense_ndcg(model, data) -> tuple[float, np.ndarray]:
     """Dense retrieval nDCG@10 of ``model`` on ``data`` (exact inner product over every passage), and the
     (N, H) passage vectors."""
-    from m3lit.retrieval.index.ranking import Ranking, sort_rows
-    from m3lit.retrieval.metrics import evaluate_ranking
+    from m3lit.retrieval import Ranking, evaluate_ranking
+    from m3lit.retrieval.index.ranking import sort_rows
 
     kw = {"batch_size": BATCH_SIZE, "max_length": MAX_LENGTH}
     docs = model.encode(["passage: " + t for t in data.corpus_texts], **kw)["dense_vecs"]

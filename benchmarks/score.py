@@ -118,8 +118,7 @@ def m3_rerank(
     ``profile``: record the timed region with torch.profiler and return its breakdown (slower; not timed).
     """
     from m3lit.inference.encoding import encode_texts
-    from m3lit.retrieval.index.colbert import ColbertStore
-    from m3lit.retrieval.index.sparse import SparseIndex, sparse_matrix
+    from m3lit.retrieval import ColbertStore, SparseIndex, sparse_matrix
 
     model = _load_model(model_dir)
     kw = {"max_length": max_length, "dense": False, "sparse": True, "colbert": True}
