@@ -50,8 +50,8 @@ def test_truncated_or_wrong_hash_wheel_is_refused(tmp_path):
 
 def test_builtin_source_references_name_the_known_sources(tmp_path):
     from m3lit.model import M3Model
-    from m3lit.sources import resolve_source
+    from m3lit.model.reference import resolve_named_model
 
-    assert resolve_source(str(tmp_path)) == str(tmp_path)  # not a built-in reference: unchanged
+    assert resolve_named_model(str(tmp_path)) == str(tmp_path)  # not a built-in reference: unchanged
     with pytest.raises(ValueError, match=r"unknown m3lit source 'no-such-model'.*multilingual-e5-small-q4"):
         M3Model.from_pretrained("m3lit:no-such-model")
