@@ -47,6 +47,7 @@ from m3lit.files.jsonl import DataError, read_records
 from m3lit.files.options import command_help, parse_key_values
 from m3lit.inference.encoding import encode_texts
 from m3lit.inference.mcls import DEFAULT_INTERVAL
+from m3lit.model.device import default_device
 from m3lit.model.reference import ModelReferenceError, check_model_reference
 from m3lit.model.training_checkpoint import load_model
 
@@ -139,7 +140,7 @@ def encode_file(**options: Any) -> dict[str, Any]:
         id_field=opts["id_field"],
         skip_invalid=opts["skip_invalid"],
     )
-    device = torch.device(opts["device"] or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device(opts["device"] or default_device())
     model = load_model(opts["model"]).eval()
     if (opts["sparse"] or opts["colbert"]) and not model.heads_loaded:
         raise ModelReferenceError(
