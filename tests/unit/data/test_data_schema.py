@@ -187,7 +187,7 @@ def test_train_command_exits_before_training_on_bad_input(tmp_path, tokenizer):
     if importlib.util.find_spec("m3lit.train") is None:
         pytest.skip("m3lit.train (training helper) not available")
     tokenizer.save_pretrained(str(tmp_path / "tok"))
-    good = _write(tmp_path / "pairs.jsonl", [GOOD] * 70)  # > one pairs batch of experiment=demo (64)
+    good = _write(tmp_path / "pairs.jsonl", [GOOD] * 70)  # > one pairs batch of the tiny experiment (64)
     bad = _write(
         tmp_path / "bad.jsonl", [GOOD, {"query": "q", "pos": ["p"], "neg": ["n"], "pos_scores": [1, 2]}]
     )
