@@ -115,11 +115,14 @@ class M3DataModule(L.LightningDataModule):
         """The datamodule of a ``data`` config: ``tokenizer`` plus the :class:`DataOptions` fields as keys.
 
         Hydra's ``_target_`` (``configs/data/default.yaml``); OmegaConf containers become plain data.
+        ``M3DataModule.from_config.options_type`` is :class:`DataOptions`, for checkers of config keys.
 
         Raises:
             TypeError: a key that is not a :class:`DataOptions` field.
         """
         return cls(DataOptions(**{key: _plain(value) for key, value in keys.items()}), tokenizer=tokenizer)
+
+    from_config.__func__.options_type = DataOptions  # the keys ``**keys`` takes (config/checks.py reads it)
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str | None = None) -> None:

@@ -123,6 +123,9 @@ def net_from_config(**keys: Any) -> M3Model:
     return build_m3_model(NetOptions(**keys))
 
 
+net_from_config.options_type = NetOptions  # the keys ``**keys`` takes (config/checks.py reads it)
+
+
 def build_m3_model(options: NetOptions) -> M3Model:
     """The model to train, in training mode: loaded or random (:func:`_load`), then its sparse head
     initialised when fresh, positions extended, LoRA added and parts frozen as ``options`` say."""

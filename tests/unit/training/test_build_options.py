@@ -3,6 +3,8 @@ the fresh sparse head's start."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -67,3 +69,18 @@ def test_sparse_init_options_exclude_each_other(tokenizer, tmp_path):
         )
     with pytest.raises(ValueError, match="sparse_init_uniform must be > 0"):
         build_m3_model(NetOptions(None, tokenizer=str(tmp_path / "tok"), sparse_init_uniform=0.0))
+
+
+def test_the_model_net_config_keys_are_the_options_fields():
+    import dataclasses
+
+    from omegaconf import OmegaConf
+
+    from m3lit.training.build import net_from_config
+
+    cfg = OmegaConf.load(Path(__file__).resolve().parents[3] / "configs" / "model" / "default.yaml").net
+    assert cfg._target_ == "m3lit.training.build.net_from_config"
+    assert set(cfg) - {"_target_"} == {f.name for f in dataclasses.fields(NetOptions)}
+    assert net_from_config.options_type is NetOptions
+    with pytest.raises(TypeError, match="unexpected keyword argument 'tokeniser'"):
+        net_from_config(tokeniser="x")
