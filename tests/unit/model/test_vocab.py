@@ -13,8 +13,8 @@ import torch
 from train_utils import tiny_corpus, tiny_run_overrides
 
 from m3lit.config.compose import ConfigError, compose
-from m3lit.data.datamodule import M3DataModule
 from m3lit.corpora.mining import main as mine
+from m3lit.data.datamodule import M3DataModule
 from m3lit.encode import main as encode
 from m3lit.evaluate import load_config
 from m3lit.evaluate import main as evaluate
