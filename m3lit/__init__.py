@@ -5,6 +5,8 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
+from m3lit.model.reference import register_named_models
+
 __version__ = "0.1.0"
 
 # Heavy modules are imported on first use, so `import m3lit` stays cheap for command-line tools.
@@ -24,3 +26,21 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'm3lit' has no attribute {name!r}")
+
+
+def _pinned_wheel_models() -> dict:
+    """``m3lit:NAME`` models built from pinned wheels (:mod:`m3lit.sources`); none where that package is absent.
+
+    Registered here, at the top, so that the model layer never imports :mod:`m3lit.sources`: a fork may
+    delete it and the training core still runs (tests/integration/test_core_alone.py).
+    """
+    try:
+        from m3lit.sources import BUILDERS
+    except ModuleNotFoundError as error:
+        if error.name != "m3lit.sources":
+            raise
+        return {}
+    return BUILDERS
+
+
+register_named_models(_pinned_wheel_models)

@@ -47,6 +47,7 @@ from m3lit.files.jsonl import DataError, read_records
 from m3lit.files.options import command_help, parse_key_values
 from m3lit.inference.encoding import encode_texts
 from m3lit.inference.mcls import DEFAULT_INTERVAL
+from m3lit.model.device import default_device
 from m3lit.model.reference import ModelReferenceError, check_model_reference
 from m3lit.model.training_checkpoint import load_model
 
@@ -139,7 +140,7 @@ def encode_file(**options: Any) -> dict[str, Any]:
         id_field=opts["id_field"],
         skip_invalid=opts["skip_invalid"],
     )
-    device = torch.device(opts["device"] or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device(opts["device"] or default_device())
     model = load_model(opts["model"]).eval()
     if (opts["sparse"] or opts["colbert"]) and not model.heads_loaded:
         raise ModelReferenceError(
@@ -150,6 +151,26 @@ def encode_file(**options: Any) -> dict[str, Any]:
     out = Path(opts["output_dir"])
     out.mkdir(parents=True, exist_ok=True)
     (out / "ids.txt").write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")
+    _write_outputs(model, ids, texts, out, device, opts)
+    meta = {
+        "model": str(opts["model"]),
+        "input": str(opts["input"]),
+        "count": len(texts),
+        "skipped": skipped,
+        "hidden_size": model.hidden_size,
+        "colbert_dim": model.colbert_dim if opts["colbert"] else None,
+        "files": sorted(p.name for p in out.iterdir() if p.is_file()) + ["meta.json"],
+        "options": {k: v for k, v in opts.items() if k not in ("model", "input", "output_dir")},
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    return meta
+
+
+def _write_outputs(
+    model, ids: list[str], texts: list[str], out: Path, device: torch.device, opts: dict[str, Any]
+) -> None:
+    """Encode ``texts`` chunk by chunk into dense.npy, sparse.jsonl and colbert.npy (+ offsets) in ``out``."""
     dense = (
         np.lib.format.open_memmap(out / "dense.npy", "w+", np.float32, (len(texts), model.hidden_size))
         if opts["dense"]
@@ -196,19 +217,6 @@ def encode_file(**options: Any) -> dict[str, Any]:
     if dense is not None:
         dense.flush()
         del dense
-    meta = {
-        "model": str(opts["model"]),
-        "input": str(opts["input"]),
-        "count": len(texts),
-        "skipped": skipped,
-        "hidden_size": model.hidden_size,
-        "colbert_dim": model.colbert_dim if opts["colbert"] else None,
-        "files": sorted(p.name for p in out.iterdir() if p.is_file()) + ["meta.json"],
-        "options": {k: v for k, v in opts.items() if k not in ("model", "input", "output_dir")},
-        "seconds": round(time.perf_counter() - started, 3),
-    }
-    (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    return meta
 
 
 def main(argv: list[str] | None = None) -> int:

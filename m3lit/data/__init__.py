@@ -1,9 +1,11 @@
-"""Data pipeline: JSONL training data -> length-grouped, rank-sharded ``M3Batch`` steps; demo corpus; mining.
+"""Data pipeline: JSONL training data -> length-grouped, rank-sharded ``M3Batch`` steps.
 
 Modules: :mod:`~m3lit.data.schema` (validation), :mod:`~m3lit.data.dataset` (files, group sampling),
-:mod:`~m3lit.data.lengths` (token-length cache), :mod:`~m3lit.data.sampler` (length-grouped shared-seed
-batch sampler), :mod:`~m3lit.data.collate` (tokenise + sub-batch), :mod:`~m3lit.data.datamodule`
-(``M3DataModule``), :mod:`~m3lit.corpora.demo.build` (offline corpus), :mod:`~m3lit.corpora.mining` (hard negatives).
+:mod:`~m3lit.data.lengths` (token-length cache), :mod:`~m3lit.data.merge` (small files merged),
+:mod:`~m3lit.data.sampler` (length-grouped shared-seed batch sampler), :mod:`~m3lit.data.collate`
+(tokenise + sub-batch), :mod:`~m3lit.data.streams` (a source's datasets and sampler),
+:mod:`~m3lit.data.options` (``DataOptions``, the ``data.*`` keys), :mod:`~m3lit.data.datamodule`
+(``M3DataModule``). Corpora that produce training files live in :mod:`m3lit.corpora`, above this layer.
 """
 
 from __future__ import annotations
@@ -18,8 +20,7 @@ _LAZY = {
     "M3Collator": "m3lit.data.collate",
     "LengthGroupedBatchSampler": "m3lit.data.sampler",
     "M3DataModule": "m3lit.data.datamodule",
-    "build_demo": "m3lit.corpora.demo.build",
-    "DemoPaths": "m3lit.corpora.demo.build",
+    "DataOptions": "m3lit.data.options",
 }
 
 __all__ = list(_LAZY)

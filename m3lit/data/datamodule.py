@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,20 +38,16 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from m3lit.data.batch import M3Batch
 from m3lit.data.collate import M3Collator
-from m3lit.data.dataset import SamplingOptions, sample_group
-from m3lit.data.sampler import TABLE9_EDGES, TABLE9_FINETUNE
+from m3lit.data.dataset import sample_group
+from m3lit.data.options import SOURCES, DataOptions
 from m3lit.data.schema import SkipReport, check_on_bad_line
-from m3lit.data.streams import Source, build_source, load_datasets
+from m3lit.data.streams import SOURCE_KEYS, Source, build_source, load_datasets
 from m3lit.files.cache import cache_root
-from m3lit.files.errors import UsageError
 from m3lit.files.jsonl import DataError
 
-__all__ = ["M3DataModule", "StepTicket"]
+__all__ = ["DataOptions", "M3DataModule", "StepTicket"]
 
 log = logging.getLogger(__name__)
-SOURCES = ("pairs", "labelled")
-#: The config key of each source.
-SOURCE_KEYS = {"pairs": "data.pairs_data", "labelled": "data.train_data"}
 
 
 @dataclass(frozen=True)
@@ -81,188 +77,64 @@ class _StepStream(IterableDataset):
 
 
 class M3DataModule(L.LightningDataModule):
-    """Training data for m3lit. Every argument is a ``data.*`` config key (see ``configs/data/*.yaml``).
+    """Training data for m3lit: two named sources, length-grouped steps, exact resume (module docstring).
 
     Args:
-        train_data: labelled source: JSONL file, folder, ``{path, no_in_batch_neg}`` or a list of them.
-        pairs_data: optional stage-1 pairs source, same forms.
-        source: the active source at start (``"pairs"``/``"labelled"``); None picks as described above.
-        tokenizer: tokenizer object or local path; None with ``demo`` uses the demo tokenizer.
-        demo: fill unset ``train_data``/``pairs_data``/``tokenizer`` from the offline demo corpus.
-        demo_dir: where the demo corpus lives (None: the default cache folder).
-        train_group_size: G of the labelled source (1 positive + G-1 negatives).
-        pairs_group_size: G of the pairs source.
-        query_max_len / passage_max_len: truncation lengths in tokens.
-        pad_to_multiple_of: pad each sub-batch's length up to a multiple of this, or None.
-        bucket_edges: ascending upper token-length edges of the buckets.
-        bucket_batch_sizes: per-rank batch size per bucket (``len(bucket_edges) + 1``), labelled source.
-        pairs_bucket_batch_sizes: the same for the pairs source (None: ``bucket_batch_sizes``).
-        batch_size: one per-rank batch size for every bucket of both sources (replaces both tables).
-        max_tokens_per_batch: token budget mode (see :func:`~m3lit.data.sampler.build_groups`), or None.
-        drop_last: tail semantics of the sampler (see :mod:`m3lit.data.sampler`).
-        small_threshold: merge a folder's files with fewer lines into one dataset (:mod:`m3lit.data.merge`);
-            0: off.
-        drop_threshold: drop a merged set with fewer lines; 0: off.
-        shuffle: shuffle examples and steps each epoch.
-        sub_batch_size: ``"auto"``, an int, or 0/None (see :mod:`m3lit.data.collate`).
-        sub_batch_table: ``[[min_len, size], ...]`` for ``"auto"``, or None for the spec §4.5 table.
-        use_teacher_scores: emit ``pos_scores``/``neg_scores`` as ``M3Batch.teacher_scores``.
-        sort_negatives_by_teacher / shuffle_ratio / query_instruction: see
-            :class:`~m3lit.data.dataset.SamplingOptions`.
-        passage_instruction / instruction_format / use_prompt: the same.
-        on_bad_line: ``"error"`` or ``"skip"`` (counted and reported).
-        cache_dir: token-length cache folder (None: ``<cache root>/lengths``).
-        seed: sampler seed (epoch e uses seed + e).
-        rank / world_size: override what :meth:`setup` reads from the Trainer (tests, custom launchers).
+        options: every ``data.*`` config key (:class:`~m3lit.data.options.DataOptions`); None: the defaults.
+        tokenizer: tokenizer object or local path; None until set (``m3lit.train`` sets the model's) and
+            required by :meth:`setup`.
+
+    Hydra builds it with :meth:`from_config` from the keys of ``configs/data/*.yaml``.
     """
 
-    def __init__(
-        self,
-        train_data: Any = None,
-        pairs_data: Any = None,
-        source: str | None = None,
-        *,
-        tokenizer: Any = None,
-        demo: bool = False,
-        demo_dir: str | None = None,
-        train_group_size: int = 8,
-        pairs_group_size: int = 1,
-        query_max_len: int = 512,
-        passage_max_len: int = 8192,
-        pad_to_multiple_of: int | None = None,
-        bucket_edges: Sequence[int] = TABLE9_EDGES,
-        bucket_batch_sizes: Sequence[int] = TABLE9_FINETUNE,
-        pairs_bucket_batch_sizes: Sequence[int] | None = None,
-        batch_size: int | None = None,
-        max_tokens_per_batch: int | None = None,
-        drop_last: bool = True,
-        small_threshold: int = 0,
-        drop_threshold: int = 0,
-        shuffle: bool = True,
-        sub_batch_size: int | str | None = "auto",
-        sub_batch_table: Sequence[Sequence[int]] | None = None,
-        use_teacher_scores: bool = True,
-        sort_negatives_by_teacher: bool = True,
-        shuffle_ratio: float = 0.0,
-        query_instruction: str | None = None,
-        passage_instruction: str | None = None,
-        instruction_format: str = "{}{}",
-        use_prompt: bool = False,
-        on_bad_line: str = "error",
-        cache_dir: str | None = None,
-        seed: int = 42,
-        rank: int | None = None,
-        world_size: int | None = None,
-    ) -> None:
+    def __init__(self, options: DataOptions | None = None, *, tokenizer: Any = None) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["tokenizer"])
-        self.train_data, self.pairs_data = _plain(train_data), _plain(pairs_data)
-        if source is not None and source not in SOURCES:
-            raise UsageError(f"data.source must be one of {SOURCES} or null, got {source!r}")
-        self._initial_source = source
+        options = options if options is not None else DataOptions()
+        self.save_hyperparameters(asdict(options))
+        self.options = options
+        self.train_data, self.pairs_data = options.train_data, options.pairs_data
+        self._initial_source = options.check_source()
         self.tokenizer = tokenizer
-        self.demo, self.demo_dir = demo, demo_dir
-        self.group_sizes = {"labelled": int(train_group_size), "pairs": int(pairs_group_size)}
-        self.bucket_edges = [int(x) for x in bucket_edges]
-        if batch_size is not None:  # one size for every bucket of both sources
-            if int(batch_size) < 1:
-                raise UsageError(f"data.batch_size must be >= 1, got {batch_size}")
-            bucket_batch_sizes = pairs_bucket_batch_sizes = [int(batch_size)] * (len(self.bucket_edges) + 1)
-        self.bucket_batch_sizes = {
-            "labelled": [int(x) for x in bucket_batch_sizes],
-            "pairs": [int(x) for x in (pairs_bucket_batch_sizes or bucket_batch_sizes)],
-        }
-        for name, key in (("labelled", "bucket_batch_sizes"), ("pairs", "pairs_bucket_batch_sizes")):
-            if len(self.bucket_batch_sizes[name]) != len(self.bucket_edges) + 1:
-                raise UsageError(
-                    f"data.{key} needs len(data.bucket_edges) + 1 = {len(self.bucket_edges) + 1} entries (one per "
-                    f"length bucket), got {self.bucket_batch_sizes[name]}; for one size in every bucket set "
-                    f"data.batch_size={self.bucket_batch_sizes[name][0]} instead"
-                )
-        self.query_max_len, self.passage_max_len = int(query_max_len), int(passage_max_len)
-        self.max_tokens_per_batch = max_tokens_per_batch
-        self.drop_last, self.shuffle = drop_last, shuffle
-        self.small_threshold, self.drop_threshold = int(small_threshold), int(drop_threshold)
-        self.collator_options = {
-            "query_max_len": self.query_max_len,
-            "passage_max_len": self.passage_max_len,
-            "pad_to_multiple_of": pad_to_multiple_of,
-            "sub_batch_size": sub_batch_size,
-            "sub_batch_table": _plain(sub_batch_table),
-        }
-        self.use_teacher_scores = use_teacher_scores
-        self.sampling = SamplingOptions(
-            shuffle_ratio=float(shuffle_ratio),
-            sort_negatives_by_teacher=sort_negatives_by_teacher,
-            query_instruction=query_instruction,
-            passage_instruction=passage_instruction,
-            instruction_format=instruction_format,
-            use_prompt=use_prompt,
-        )
-        self.on_bad_line = check_on_bad_line(on_bad_line)
-        self.cache_dir = cache_dir
-        self.seed = int(seed)
-        self.rank, self.world_size = rank, world_size
+        self.group_sizes = {"labelled": int(options.train_group_size), "pairs": int(options.pairs_group_size)}
+        self.bucket_edges = [int(x) for x in options.bucket_edges]
+        self.bucket_batch_sizes = options.batch_size_tables()
+        self.query_max_len, self.passage_max_len = int(options.query_max_len), int(options.passage_max_len)
+        self.collator_options = options.collator_options()
+        self.sampling = options.sampling()
+        self.on_bad_line = check_on_bad_line(options.on_bad_line)
+        self.seed = int(options.seed)
         self.skip_report = SkipReport()
         self.collator: M3Collator | None = None
         self._sources: dict[str, Source] = {}
         self._source: str | None = None
         self._outstanding = 0
         self._pending_state: dict | None = None
-        self._demo_paths = None
 
-    # ------------------------------------------------------------------ demo
-    @property
-    def demo_paths(self):
-        """The offline demo corpus (:class:`~m3lit.corpora.demo.build.DemoPaths`), built on first access."""
-        if self._demo_paths is None:
-            from m3lit.corpora.demo.build import build_demo
+    @classmethod
+    def from_config(cls, tokenizer: Any = None, **keys: Any) -> M3DataModule:
+        """The datamodule of a ``data`` config: ``tokenizer`` plus the :class:`DataOptions` fields as keys.
 
-            self._demo_paths = build_demo(self.demo_dir)
-        return self._demo_paths
+        Hydra's ``_target_`` (``configs/data/default.yaml``); OmegaConf containers become plain data.
+        ``M3DataModule.from_config.options_type`` is :class:`DataOptions`, for checkers of config keys.
+
+        Raises:
+            TypeError: a key that is not a :class:`DataOptions` field.
+        """
+        return cls(DataOptions(**{key: _plain(value) for key, value in keys.items()}), tokenizer=tokenizer)
+
+    from_config.__func__.options_type = DataOptions  # the keys ``**keys`` takes (config/checks.py reads it)
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str | None = None) -> None:
         """Read and validate every configured source, count tokens, build the samplers (idempotent)."""
         if self._sources:
             return
-        if self.demo:
-            paths = self.demo_paths
-            self.train_data = self.train_data if self.train_data is not None else str(paths.train)
-            self.pairs_data = self.pairs_data if self.pairs_data is not None else str(paths.pairs)
-            self.tokenizer = self.tokenizer if self.tokenizer is not None else str(paths.tokenizer_dir)
-        if self.tokenizer is None:
-            raise ValueError("M3DataModule needs a tokenizer (pass tokenizer=..., or set data.demo=true)")
-        if isinstance(self.tokenizer, str | Path):
-            from transformers import AutoTokenizer
-
-            self.tokenizer = AutoTokenizer.from_pretrained(str(self.tokenizer))
-        trainer = getattr(self, "trainer", None)
-        rank = self.rank if self.rank is not None else (trainer.global_rank if trainer is not None else 0)
-        world = (
-            self.world_size
-            if self.world_size is not None
-            else (trainer.world_size if trainer is not None else 1)
-        )
+        self.tokenizer = self._load_tokenizer()
         self.collator = M3Collator(self.tokenizer, **self.collator_options)
-        configured = {"pairs": self.pairs_data, "labelled": self.train_data}
-        if all(v is None for v in configured.values()):
-            raise DataError("data.train_data is not set: give a JSONL file, a folder of them, or a list")
-        loaded = {
-            name: load_datasets(
-                data,
-                group_size=self.group_sizes[name],
-                on_bad_line=self.on_bad_line,
-                report=self.skip_report,
-                use_teacher_scores=self.use_teacher_scores,
-                key=SOURCE_KEYS[name],
-            )
-            for name, data in configured.items()
-            if data is not None
-        }  # every file of every source is validated before anything else
-        if self.skip_report.total:
-            log.warning(self.skip_report.summary())
-        cache = Path(self.cache_dir) if self.cache_dir else cache_root() / "lengths"
+        loaded = self._load_datasets()
+        rank, world = self._rank_and_world()
+        opts = self.options
+        cache = Path(opts.cache_dir) if opts.cache_dir else cache_root() / "lengths"
         for name, datasets in loaded.items():
             self._sources[name] = build_source(
                 name,
@@ -273,14 +145,14 @@ class M3DataModule(L.LightningDataModule):
                 cache_dir=cache,
                 edges=self.bucket_edges,
                 batch_sizes=self.bucket_batch_sizes[name],
-                max_tokens_per_batch=self.max_tokens_per_batch,
+                max_tokens_per_batch=opts.max_tokens_per_batch,
                 rank=rank,
                 world_size=world,
                 seed=self.seed,
-                drop_last=self.drop_last,
-                shuffle=self.shuffle,
-                small_threshold=self.small_threshold,
-                drop_threshold=self.drop_threshold,
+                drop_last=opts.drop_last,
+                shuffle=opts.shuffle,
+                small_threshold=int(opts.small_threshold),
+                drop_threshold=int(opts.drop_threshold),
             )
         self._source = self._initial_source or ("pairs" if "pairs" in self._sources else "labelled")
         if self._source not in self._sources:
@@ -288,6 +160,51 @@ class M3DataModule(L.LightningDataModule):
         if self._pending_state is not None:
             state, self._pending_state = self._pending_state, None
             self.load_state_dict(state)
+
+    def _load_tokenizer(self) -> Any:
+        """The tokenizer object (loaded from its folder when a path was given)."""
+        if self.tokenizer is None:
+            raise ValueError(
+                "M3DataModule needs a tokenizer (pass tokenizer=..., set data.tokenizer, or let m3lit.train "
+                "give it the model's)"
+            )
+        if isinstance(self.tokenizer, str | Path):
+            from transformers import AutoTokenizer
+
+            return AutoTokenizer.from_pretrained(str(self.tokenizer))
+        return self.tokenizer
+
+    def _rank_and_world(self) -> tuple[int, int]:
+        """This process's rank and the world size: the overrides, else the Trainer's, else (0, 1)."""
+        trainer = getattr(self, "trainer", None)
+        rank = self.options.rank
+        world = self.options.world_size
+        if rank is None:
+            rank = trainer.global_rank if trainer is not None else 0
+        if world is None:
+            world = trainer.world_size if trainer is not None else 1
+        return rank, world
+
+    def _load_datasets(self) -> dict[str, list]:
+        """Read and validate every file of every configured source, before any token counting."""
+        configured = {"pairs": self.pairs_data, "labelled": self.train_data}
+        if all(v is None for v in configured.values()):
+            raise DataError("data.train_data is not set: give a JSONL file, a folder of them, or a list")
+        loaded = {
+            name: load_datasets(
+                data,
+                group_size=self.group_sizes[name],
+                on_bad_line=self.on_bad_line,
+                report=self.skip_report,
+                use_teacher_scores=self.options.use_teacher_scores,
+                key=f"data.{SOURCE_KEYS[name]}",
+            )
+            for name, data in configured.items()
+            if data is not None
+        }
+        if self.skip_report.total:
+            log.warning(self.skip_report.summary())
+        return loaded
 
     # ------------------------------------------------------------------ sources
     @property
@@ -310,7 +227,7 @@ class M3DataModule(L.LightningDataModule):
         if name not in SOURCES:
             raise ValueError(f"unknown data source {name!r}; expected one of {SOURCES}")
         if self._sources and name not in self._sources:
-            raise ValueError(f"data source {name!r} is not configured (set {SOURCE_KEYS[name]})")
+            raise ValueError(f"data source {name!r} is not configured (set data.{SOURCE_KEYS[name]})")
         if name != self._source:
             log.info("data source: %s -> %s", self._source, name)
         if self._sources:

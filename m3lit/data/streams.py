@@ -20,9 +20,12 @@ from m3lit.data.sampler import LengthGroupedBatchSampler, build_groups
 from m3lit.data.schema import SkipReport
 from m3lit.files.jsonl import DataError
 
-__all__ = ["Source", "build_source", "load_datasets"]
+__all__ = ["SOURCE_KEYS", "Source", "build_source", "load_datasets"]
 
 log = logging.getLogger(__name__)
+
+#: The ``data.*`` config key of each training source.
+SOURCE_KEYS = {"pairs": "pairs_data", "labelled": "train_data"}
 
 
 @dataclass

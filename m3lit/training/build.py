@@ -1,7 +1,8 @@
 """Build the :class:`~m3lit.model.M3Model` a run trains: from a hub id / folder, or randomly initialised.
 
-Hydra instantiates :func:`build_m3_model` from ``configs/model/*.yaml`` (``model.net``) and passes the
-result to :class:`~m3lit.training.lit_module.M3LitModule`.
+Hydra instantiates :func:`net_from_config` from ``configs/model/*.yaml`` (``model.net``: every key is a
+:class:`NetOptions` field) and passes the result to :class:`~m3lit.training.lit_module.M3LitModule`.
+Python callers build a :class:`NetOptions` and call :func:`build_m3_model`.
 """
 
 from __future__ import annotations
@@ -9,7 +10,9 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoTokenizer
@@ -18,6 +21,7 @@ from m3lit.files.errors import PathError, UsageError
 from m3lit.files.jsonl import read_records
 from m3lit.model import M3Model
 from m3lit.model.cpu_dropout import use_fast_cpu_dropout
+from m3lit.model.device import DTYPES, resolve_dtype
 from m3lit.model.lexical_init import fit_lexical_head
 from m3lit.model.lora import add_lora, has_lora, merge_lora
 from m3lit.model.positions import extend_position_embeddings
@@ -25,40 +29,20 @@ from m3lit.model.reference import check_model_reference
 from m3lit.model.tiny import tiny_xlmr_config
 from m3lit.model.training_checkpoint import is_training_checkpoint, load_training_checkpoint
 
-__all__ = ["build_m3_model", "DTYPES"]
+__all__ = ["NetOptions", "build_m3_model", "net_from_config"]
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
+@dataclass
+class NetOptions:
+    """How to build the model to train; each field is a ``model.net.*`` config key.
 
-def build_m3_model(
-    name_or_path: str | None = None,
-    *,
-    tokenizer: str | None = None,
-    init: Mapping | None = None,
-    colbert_dim: int = -1,
-    normalize: bool = True,
-    dtype: str | None = None,
-    gradient_checkpointing: bool = False,
-    fix_encoder: bool = False,
-    fix_position_embedding: bool = False,
-    fix_word_embeddings: bool = False,
-    max_length: int | None = None,
-    position_init: str = "copy",
-    sparse_init_scale: float = 1.0,
-    sparse_init_uniform: float | None = None,
-    sparse_init_idf: Mapping | None = None,
-    fast_cpu_dropout: bool = True,
-    lora: Mapping | None = None,
-) -> M3Model:
-    """The model to train.
-
-    Args:
+    Attributes:
         name_or_path: hub id (``BAAI/bge-m3``, ``BAAI/bge-m3-retromae``, ``FacebookAI/xlm-roberta-large``),
             a local folder (e.g. a previous run's ``export/``) or a training ``.ckpt`` (its weights; a new
             run, not a resume). None: a random XLM-R of size ``init``.
-        tokenizer: tokenizer folder for a random encoder (the demo's own tokenizer); ignored otherwise.
+        tokenizer: tokenizer folder for a random encoder (e.g. a corpus's own tokenizer); only then.
         init: keyword arguments of :func:`~m3lit.model.tiny.tiny_xlmr_config` for a random encoder.
         colbert_dim: ColBERT width for freshly initialised heads (<= 0: hidden size); loaded heads keep theirs.
         normalize: L2-normalise dense and ColBERT vectors.
@@ -95,68 +79,120 @@ def build_m3_model(
             frozen; the heads train fully (:mod:`m3lit.model.lora`, needs ``pip install m3lit[lora]``).
             None: full fine-tuning. A ``.ckpt`` of a LoRA run starts with its adapters merged.
     """
-    if dtype and dtype not in DTYPES:
-        raise UsageError(f"model.net.dtype must be one of {sorted(DTYPES)} or null, got {dtype!r}")
-    if name_or_path:
-        if tokenizer is not None:
+
+    name_or_path: str | None = None
+    tokenizer: str | None = None
+    init: Mapping | None = None
+    colbert_dim: int = -1
+    normalize: bool = True
+    dtype: str | None = None
+    gradient_checkpointing: bool = False
+    fix_encoder: bool = False
+    fix_position_embedding: bool = False
+    fix_word_embeddings: bool = False
+    max_length: int | None = None
+    position_init: str = "copy"
+    sparse_init_scale: float = 1.0
+    sparse_init_uniform: float | None = None
+    sparse_init_idf: Mapping | None = None
+    fast_cpu_dropout: bool = True
+    lora: Mapping | None = None
+
+    def check(self) -> None:
+        """Reject option combinations that exclude each other, before anything is loaded.
+
+        Raises:
+            UsageError: naming the ``model.net`` keys at fault.
+        """
+        if self.dtype and self.dtype not in DTYPES:
+            raise UsageError(f"model.net.dtype must be one of {sorted(DTYPES)} or null, got {self.dtype!r}")
+        if self.name_or_path and self.tokenizer is not None:
             raise UsageError(
                 "model.net.tokenizer is only for a randomly initialised encoder (name_or_path null)"
             )
-        check_model_reference(name_or_path, "model.net.name_or_path")
-        if is_training_checkpoint(name_or_path):
-            model = load_training_checkpoint(name_or_path).model
-            model.dense_head.normalize = model.colbert_head.normalize = normalize
-            if dtype:
-                model = model.to(DTYPES[dtype])
-        else:
-            torch_dtype = DTYPES[dtype] if dtype else None
-            model = M3Model.from_pretrained(
-                name_or_path, colbert_dim=colbert_dim, normalize=normalize, torch_dtype=torch_dtype
-            )
-    else:
-        if tokenizer is None:
+        if not self.name_or_path and self.tokenizer is None:
             raise UsageError("model.net: a random encoder (name_or_path null) needs a tokenizer folder")
-        tok = AutoTokenizer.from_pretrained(tokenizer)
-        config = tiny_xlmr_config(len(tok), pad_token_id=tok.pad_token_id, **dict(init or {}))
-        model = M3Model.from_config(config, tok, colbert_dim=colbert_dim, normalize=normalize)
-        if dtype:
-            model = model.to(DTYPES[dtype])
-    if lora is not None and fix_encoder:
+
+
+def net_from_config(**keys: Any) -> M3Model:
+    """Hydra's ``_target_`` for ``model.net``: the keys are :class:`NetOptions` fields.
+
+    Raises:
+        TypeError: a key that is not a :class:`NetOptions` field.
+    """
+    return build_m3_model(NetOptions(**keys))
+
+
+net_from_config.options_type = NetOptions  # the keys ``**keys`` takes (config/checks.py reads it)
+
+
+def build_m3_model(options: NetOptions) -> M3Model:
+    """The model to train, in training mode: loaded or random (:func:`_load`), then its sparse head
+    initialised when fresh, positions extended, LoRA added and parts frozen as ``options`` say."""
+    opts = options
+    opts.check()
+    model = _load(opts)
+    if opts.lora is not None and opts.fix_encoder:
         raise UsageError(
             "model.net.lora and model.net.fix_encoder=true exclude each other (nothing to adapt)"
         )
     if has_lora(model.encoder):  # weights of a LoRA run: a new run starts from the merged encoder
         merge_lora(model.encoder)
-    if sparse_init_uniform is not None and sparse_init_scale != 1.0:
-        raise UsageError("model.net: give sparse_init_uniform or sparse_init_scale, not both")
-    if sparse_init_uniform is not None and sparse_init_uniform <= 0:
-        raise UsageError(f"model.net.sparse_init_uniform must be > 0, got {sparse_init_uniform}")
-    if sparse_init_idf is not None and (sparse_init_uniform is not None or sparse_init_scale != 1.0):
-        raise UsageError("model.net: sparse_init_idf excludes sparse_init_uniform and sparse_init_scale")
-    fresh_sparse_head = not (name_or_path and model.heads_loaded)
-    if fresh_sparse_head and sparse_init_idf is not None:
-        _fit_sparse_head_to_idf(model, dict(sparse_init_idf))
-    elif fresh_sparse_head:
-        with torch.no_grad():
-            if sparse_init_uniform is not None:
-                model.sparse_head.linear.weight.zero_()
-                model.sparse_head.linear.bias.fill_(sparse_init_uniform)
-            else:
-                model.sparse_head.linear.weight.mul_(sparse_init_scale)
-                model.sparse_head.linear.bias.mul_(sparse_init_scale)
-    if fast_cpu_dropout:
+    _init_sparse_head(model, opts)
+    if opts.fast_cpu_dropout:
         use_fast_cpu_dropout(model.encoder)
-    if max_length is not None and max_length > model.max_length:
-        extend_position_embeddings(model, int(max_length), init=position_init)
-    if lora is not None:
-        add_lora(model.encoder, lora, "model.net.lora")
-    model.gradient_checkpointing(gradient_checkpointing)
+    if opts.max_length is not None and opts.max_length > model.max_length:
+        extend_position_embeddings(model, int(opts.max_length), init=opts.position_init)
+    if opts.lora is not None:
+        add_lora(model.encoder, opts.lora, "model.net.lora")
+    model.gradient_checkpointing(opts.gradient_checkpointing)
     model.freeze(
-        fix_encoder=fix_encoder,
-        fix_position_embedding=fix_position_embedding,
-        fix_word_embeddings=fix_word_embeddings,
+        fix_encoder=opts.fix_encoder,
+        fix_position_embedding=opts.fix_position_embedding,
+        fix_word_embeddings=opts.fix_word_embeddings,
     )
     return model.train()  # from_pretrained returns eval mode; Lightning keeps modes as it finds them
+
+
+def _load(opts: NetOptions) -> M3Model:
+    """A training checkpoint's model, a pretrained folder / hub id, or a random encoder of size ``init``."""
+    dtype = resolve_dtype(opts.dtype) if opts.dtype else None
+    if opts.name_or_path:
+        check_model_reference(opts.name_or_path, "model.net.name_or_path")
+        if is_training_checkpoint(opts.name_or_path):
+            model = load_training_checkpoint(opts.name_or_path).model
+            model.dense_head.normalize = model.colbert_head.normalize = opts.normalize
+            return model.to(dtype) if dtype else model
+        return M3Model.from_pretrained(
+            opts.name_or_path, colbert_dim=opts.colbert_dim, normalize=opts.normalize, torch_dtype=dtype
+        )
+    tok = AutoTokenizer.from_pretrained(opts.tokenizer)
+    config = tiny_xlmr_config(len(tok), pad_token_id=tok.pad_token_id, **dict(opts.init or {}))
+    model = M3Model.from_config(config, tok, colbert_dim=opts.colbert_dim, normalize=opts.normalize)
+    return model.to(dtype) if dtype else model
+
+
+def _init_sparse_head(model: M3Model, opts: NetOptions) -> None:
+    """``sparse_init_*``: start a FRESH sparse head scaled, uniform or fitted to idf (loaded heads stay)."""
+    uniform, scale, idf = opts.sparse_init_uniform, opts.sparse_init_scale, opts.sparse_init_idf
+    if uniform is not None and scale != 1.0:
+        raise UsageError("model.net: give sparse_init_uniform or sparse_init_scale, not both")
+    if uniform is not None and uniform <= 0:
+        raise UsageError(f"model.net.sparse_init_uniform must be > 0, got {uniform}")
+    if idf is not None and (uniform is not None or scale != 1.0):
+        raise UsageError("model.net: sparse_init_idf excludes sparse_init_uniform and sparse_init_scale")
+    if opts.name_or_path and model.heads_loaded:
+        return
+    if idf is not None:
+        _fit_sparse_head_to_idf(model, dict(idf))
+        return
+    with torch.no_grad():
+        if uniform is not None:
+            model.sparse_head.linear.weight.zero_()
+            model.sparse_head.linear.bias.fill_(uniform)
+        else:
+            model.sparse_head.linear.weight.mul_(scale)
+            model.sparse_head.linear.bias.mul_(scale)
 
 
 def _fit_sparse_head_to_idf(model: M3Model, options: dict) -> None:

@@ -7,7 +7,7 @@ gradient averaging this makes the synchronised gradient exactly the gradient of 
 W*B queries, i.e. what one process computes on the gathered batch. (The reference instead overwrites the
 own slice of a no-grad gather, so a rank's passages only receive the gradient of its own queries' loss.)
 
-Without an initialised process group (one process, a notebook, the CPU demo) every function here is the
+Without an initialised process group (one process, a notebook, a CPU run) every function here is the
 identity with rank 0 and world size 1, so ``negatives_cross_device`` never crashes (spec §7 item 14).
 Rows may differ between ranks (a short last batch) and trailing dimensions too (sub-batches padded to
 their own length): tensors are padded with ``pad_value`` to the largest shape before gathering.

@@ -18,19 +18,23 @@ from typing import Any, Literal
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_info
 
-from m3lit.training.stages import stage_spec
+from m3lit.training.stages import ScheduleEntry, stage_spec
 
 __all__ = ["M3DDPStrategy", "run_stages"]
 
 
 def run_stages(trainer: Any, module: Any) -> list[str]:
-    """Every stage the run can train in: the module's current stage plus every StageSwitch entry's."""
-    from m3lit.callbacks.stage_switch import StageSwitch
+    """Every stage the run can train in: the module's current stage plus every scheduled stage.
 
+    A callback that switches stages (:class:`~m3lit.callbacks.stage_switch.StageSwitch`) holds its schedule
+    as ``entries``, a list of :class:`~m3lit.training.stages.ScheduleEntry`; it is read from there, so this
+    layer needs no import of the callbacks above it.
+    """
     stages = [module.stage] if hasattr(module, "stage") else []
     for callback in trainer.callbacks:
-        if isinstance(callback, StageSwitch):
-            stages += [entry.stage for entry in callback.entries]
+        entries = getattr(callback, "entries", None)
+        if isinstance(entries, list):
+            stages += [entry.stage for entry in entries if isinstance(entry, ScheduleEntry)]
     return list(dict.fromkeys(stages))
 
 

@@ -2,10 +2,12 @@
 
 Every module's imports are read with :mod:`ast` (module level, inside functions, under ``TYPE_CHECKING``)
 and checked against :data:`LAYERS`: a module may import its own subpackage, any lower layer, and the
-peers of its own layer that :data:`LAYERS` marks as such; never a higher layer. :data:`NO_THIRD_PARTY`
-keeps Lightning, Hydra and W&B out of the layers that must run without them. The import graph has no
-cycles, function-local imports included (a local import is not a licence for a cycle). The public API
-and the command-line entry points resolve.
+peers of its own layer that :data:`LAYERS` marks as such (the entry points only); never a higher layer.
+:data:`NO_THIRD_PARTY` keeps Lightning, Hydra and W&B out of the layers that must run without them.
+:data:`CORE` (the training core) imports none of :data:`NOT_IN_CORE`: corpora, pinned-wheel sources,
+benchmarks and retrieval's reporting, so a fork may delete them (tests/integration/test_core_alone.py runs
+it). The import graph has no cycles, function-local imports and imports under ``TYPE_CHECKING`` included
+(neither is a licence for a cycle). The public API and the command-line entry points resolve.
 """
 
 from __future__ import annotations
@@ -24,16 +26,22 @@ ROOT = Path(__file__).resolve().parents[2]
 #: The layers, lowest first: (components, may the components of this layer import each other).
 #: A component is a subpackage of m3lit or a root module. Mirrors the table in docs/architecture.md.
 LAYERS: list[tuple[tuple[str, ...], bool]] = [
-    (("scores", "files"), False),  # pure score functions; the JSON-lines reader and the cache
-    (("losses", "sources"), False),  # losses on score matrices; pinned external inputs
+    (("scores", "files"), False),  # pure score functions; JSON lines, the cache, errors, options
+    (("losses", "sources", "data"), False),  # losses on score matrices; pinned wheels; the batch pipeline
     (("model",), False),  # M3Model, its heads, files on disk, .ckpt loading, ONNX export
     (("inference",), False),  # M3Embedder, the encode loop, MCLS, ONNX Runtime
-    (("retrieval",), False),  # indexes, fusion, metrics, BEIR loading, the evaluation pipeline
-    (("data", "corpora"), True),  # training data pipeline; corpora (demo, Bible benchmark, mining)
-    (("training", "callbacks"), True),  # the Lightning system and its callbacks
+    (("retrieval",), False),  # indexes, fusion, metrics, BEIR loading, the evaluation pipeline, reports
+    (("training",), False),  # the Lightning system: M3LitModule, sub-batching, stages, optimiser
+    (("callbacks",), False),  # stage switch, checkpoints, progress bar, retrieval metrics
+    (("corpora",), False),  # corpora a run may plug in (a preparation hook each), hard-negative mining
     (("config",), False),  # compose + check the Hydra config, key=value options, resume
     (("__init__", "train", "evaluate", "export", "encode", "compare"), True),  # public API and entry points
 ]
+
+#: The training core: runs with none of :data:`NOT_IN_CORE` present.
+CORE = ("scores", "losses", "model", "data", "training", "callbacks")
+#: What the core never imports (module prefixes; ``benchmarks`` is the repository's folder beside m3lit).
+NOT_IN_CORE = ("m3lit.corpora", "m3lit.sources", "m3lit.retrieval.report", "benchmarks")
 
 #: Third-party packages a component must not import (top-level names).
 FRAMEWORKS = frozenset({"lightning", "pytorch_lightning", "hydra", "omegaconf", "wandb"})
@@ -64,31 +72,24 @@ def module_files(package_dir: Path) -> dict[str, Path]:
 
 
 @functools.cache
-def imports_of(name: str, path: Path) -> list[tuple[int, str, bool]]:
-    """(line, imported name, under ``if TYPE_CHECKING``) for every import in the file, nested ones too.
+def imports_of(name: str, path: Path) -> list[tuple[int, str]]:
+    """(line, imported name) for every import in the file: nested ones and those under ``TYPE_CHECKING`` too.
 
     ``from a import b`` yields ``a.b`` (``b`` may be a module or a name: :func:`resolve` finds the module);
     relative imports are made absolute.
     """
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    type_only = {
-        id(node)
-        for branch in ast.walk(tree)
-        if isinstance(branch, ast.If) and "TYPE_CHECKING" in ast.unparse(branch.test)
-        for stmt in branch.body
-        for node in ast.walk(stmt)
-    }
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            found += [(node.lineno, alias.name, id(node) in type_only) for alias in node.names]
+            found += [(node.lineno, alias.name) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join([*anchor, base] if base else anchor)
-            found += [(node.lineno, f"{base}.{alias.name}", id(node) in type_only) for alias in node.names]
+            found += [(node.lineno, f"{base}.{alias.name}") for alias in node.names]
     return found
 
 
@@ -116,10 +117,15 @@ def layer_violations(package_dir: Path) -> list[str]:
         if own not in LAYER_OF:
             problems.append(f"{where}: {name} is in no layer of tests/test_architecture.py LAYERS")
             continue
-        for line, target, _ in imports_of(name, path):
+        for line, target in imports_of(name, path):
             top = target.split(".")[0]
             if top in NO_THIRD_PARTY.get(own, ()):
                 problems.append(f"{where}:{line}: {name} imports {target} ({top} is not allowed in {own})")
+            if own in CORE and any(target == m or target.startswith(m + ".") for m in NOT_IN_CORE):
+                problems.append(
+                    f"{where}:{line}: {name} (training core) imports {target}; the core runs without "
+                    f"{', '.join(NOT_IN_CORE)} (see docs/architecture.md)"
+                )
             if top != package:
                 continue
             resolved = resolve(target, modules)
@@ -137,13 +143,13 @@ def layer_violations(package_dir: Path) -> list[str]:
 
 
 def import_cycles(package_dir: Path) -> list[list[str]]:
-    """Cycles of the module import graph (imports under ``TYPE_CHECKING`` excluded), each as a path."""
+    """Cycles of the module import graph (function-local and ``TYPE_CHECKING`` imports included), each as a path."""
     modules = module_files(package_dir)
     graph: dict[str, set[str]] = {name: set() for name in modules}
     for name, path in modules.items():
-        for _, target, type_only in imports_of(name, path):
+        for _, target in imports_of(name, path):
             resolved = resolve(target, modules) if target.split(".")[0] == package_dir.name else None
-            if resolved and resolved != name and not type_only:
+            if resolved and resolved != name:
                 graph[name].add(resolved)
     cycles, state = [], dict.fromkeys(graph, 0)  # 0 new, 1 on the current path, 2 done
 
@@ -207,11 +213,16 @@ def test_checker_flags_upward_imports_local_ones_included(tmp_path):
             "__init__.py": "",
             "scores.py": "def f():\n    from m3lit.training.lit_module import M3LitModule\n",
             "model/__init__.py": "",
-            "model/m3.py": "import lightning\nfrom m3lit.data import batch\n",
+            "model/m3.py": "import lightning\nfrom m3lit.inference import embedder\n",
+            "model/reference.py": "from m3lit.sources import BUILDERS\n",
+            "sources/__init__.py": "",
+            "inference/__init__.py": "",
+            "inference/embedder.py": "from m3lit.model.m3 import M3Model\n",
             "training/__init__.py": "",
             "training/lit_module.py": "from m3lit.callbacks import stage_switch\nfrom m3lit import scores\n",
             "callbacks/__init__.py": "",
             "callbacks/stage_switch.py": "from m3lit.training.lit_module import M3LitModule\n",
+            "callbacks/progress.py": "import benchmarks.harness\n",
             "data/__init__.py": "",
             "data/batch.py": "from ..model import m3\nfrom . import collate\n",
             "data/collate.py": "",
@@ -219,28 +230,40 @@ def test_checker_flags_upward_imports_local_ones_included(tmp_path):
         },
     )
     problems = layer_violations(package)
+    core_rule = "the core runs without m3lit.corpora, m3lit.sources, m3lit.retrieval.report, benchmarks"
     assert problems == [
-        "m3lit/model/m3.py:1: m3lit.model.m3 imports lightning (lightning is not allowed in model)",
-        "m3lit/model/m3.py:2: m3lit.model.m3 (model, layer 2) imports m3lit.data.batch (data, layer 5); "
+        f"m3lit/callbacks/progress.py:1: m3lit.callbacks.progress (training core) imports benchmarks.harness; "
+        f"{core_rule} (see docs/architecture.md)",
+        "m3lit/data/batch.py:1: m3lit.data.batch (data, layer 1) imports m3lit.model.m3 (model, layer 2); "
         "see docs/architecture.md",
+        "m3lit/model/m3.py:1: m3lit.model.m3 imports lightning (lightning is not allowed in model)",
+        "m3lit/model/m3.py:2: m3lit.model.m3 (model, layer 2) imports m3lit.inference.embedder (inference, "
+        "layer 3); see docs/architecture.md",
+        f"m3lit/model/reference.py:1: m3lit.model.reference (training core) imports m3lit.sources.BUILDERS; "
+        f"{core_rule} (see docs/architecture.md)",
         "m3lit/scores.py:2: m3lit.scores (scores, layer 0) imports m3lit.training.lit_module "
-        "(training, layer 6); see docs/architecture.md",
+        "(training, layer 5); see docs/architecture.md",
+        "m3lit/training/lit_module.py:1: m3lit.training.lit_module (training, layer 5) imports "
+        "m3lit.callbacks.stage_switch (callbacks, layer 6); see docs/architecture.md",
         "m3lit/utils.py: m3lit.utils is in no layer of tests/test_architecture.py LAYERS",
     ]
 
 
-def test_checker_finds_a_cycle_through_a_function_local_import(tmp_path):
+def test_checker_finds_cycles_through_function_local_and_type_checking_imports(tmp_path):
     package = write_package(
         tmp_path,
         {
             "__init__.py": "",
             "model/__init__.py": "",
-            "model/m3.py": "from m3lit.model.positions import offset\n",
+            "model/m3.py": "from m3lit.model.positions import offset\nfrom m3lit.model.heads import DenseHead\n",
             "model/positions.py": "def grow():\n    from m3lit.model.m3 import M3Model\n",
             "model/heads.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from m3lit.model.m3 import M3Model\n",
         },
     )
-    assert import_cycles(package) == [["m3lit.model.m3", "m3lit.model.positions", "m3lit.model.m3"]]
+    assert import_cycles(package) == [
+        ["m3lit.model.heads", "m3lit.model.m3", "m3lit.model.heads"],  # closed by a TYPE_CHECKING import
+        ["m3lit.model.m3", "m3lit.model.positions", "m3lit.model.m3"],  # closed by a function-local import
+    ]
 
 
 # ----------------------------------------------------------------------------- public API and entry points

@@ -186,7 +186,7 @@ def _module(tmp_path, tokenizer, **kw) -> M3DataModule:
         "seed": 5,
     }
     defaults.update(kw)
-    return M3DataModule(**defaults)
+    return M3DataModule.from_config(**defaults)
 
 
 def test_batches_follow_the_layout_and_the_examples(tmp_path, tokenizer):

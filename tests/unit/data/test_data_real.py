@@ -52,7 +52,7 @@ def _module(tokenizer, tmp_path, **kw) -> M3DataModule:
         "seed": 0,
     }
     options.update(kw)
-    return M3DataModule(**options)
+    return M3DataModule.from_config(**options)
 
 
 def _lines(name: str) -> list[dict]:

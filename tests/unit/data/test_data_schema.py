@@ -166,10 +166,10 @@ def test_datamodule_stops_before_training_or_reports_skips(tmp_path, tokenizer, 
         "cache_dir": str(tmp_path / "c"),
     }
     # the stage-2 source is validated in setup even when training starts on the pairs source
-    dm = M3DataModule(train_data=str(bad), pairs_data=str(good), **common)
+    dm = M3DataModule.from_config(train_data=str(bad), pairs_data=str(good), **common)
     with pytest.raises(DataError, match=r"bad.jsonl:line 3: field 'pos_scores'"):
         dm.setup("fit")
-    dm = M3DataModule(train_data=[str(good), str(bad)], on_bad_line="skip", **common)
+    dm = M3DataModule.from_config(train_data=[str(good), str(bad)], on_bad_line="skip", **common)
     with caplog.at_level(logging.WARNING, logger="m3lit.data.datamodule"):
         dm.setup("fit")
     assert dm.skip_report.counts == {str(bad): 1}
@@ -187,12 +187,12 @@ def test_train_command_exits_before_training_on_bad_input(tmp_path, tokenizer):
     if importlib.util.find_spec("m3lit.train") is None:
         pytest.skip("m3lit.train (training helper) not available")
     tokenizer.save_pretrained(str(tmp_path / "tok"))
-    good = _write(tmp_path / "pairs.jsonl", [GOOD] * 70)  # > one demo pairs batch (64)
+    good = _write(tmp_path / "pairs.jsonl", [GOOD] * 70)  # > one pairs batch of the tiny experiment (64)
     bad = _write(
         tmp_path / "bad.jsonl", [GOOD, {"query": "q", "pos": ["p"], "neg": ["n"], "pos_scores": [1, 2]}]
     )
     args = [
-        "experiment=demo", "data.demo=false", f"data.train_data={bad}", f"data.pairs_data={good}",
+        "experiment=demo", f"data.train_data={bad}", f"data.pairs_data={good}",
         f"model.net.tokenizer={tmp_path / 'tok'}", f"data.cache_dir={tmp_path / 'cache'}", "evaluate.enabled=false",
         "export=false", "logger=csv", "print_config=false", f"hydra.run.dir={tmp_path / 'run'}", "trainer.max_steps=2",
     ]  # fmt: skip

@@ -36,7 +36,7 @@ def _module(tmp_path, tokenizer, folder, **kw) -> M3DataModule:
         "seed": 3,
         **kw,
     }
-    dm = M3DataModule(**options)
+    dm = M3DataModule.from_config(**options)
     dm.setup("fit")
     return dm
 

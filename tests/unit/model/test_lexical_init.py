@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from m3lit.model.lexical_init import fit_lexical_head, token_idf
-from m3lit.training.build import build_m3_model
+from m3lit.training.build import NetOptions, build_m3_model
 
 
 def test_bm25_idf_matches_the_formula():
@@ -69,33 +69,49 @@ def test_build_option_reads_jsonl_texts_and_excludes_the_other_starts(tokenizer,
     init = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64, "max_length": 64}
     torch.manual_seed(0)
     model = build_m3_model(
-        None, tokenizer=str(tmp_path / "tok"), init=init, sparse_init_idf={"texts": str(data), "sample": 4}
+        NetOptions(
+            None,
+            tokenizer=str(tmp_path / "tok"),
+            init=init,
+            sparse_init_idf={"texts": str(data), "sample": 4},
+        )
     )
     torch.manual_seed(0)
     again = build_m3_model(
-        None, tokenizer=str(tmp_path / "tok"), init=init, sparse_init_idf={"texts": [str(data)], "sample": 4}
+        NetOptions(
+            None,
+            tokenizer=str(tmp_path / "tok"),
+            init=init,
+            sparse_init_idf={"texts": [str(data)], "sample": 4},
+        )
     )
     assert torch.equal(model.sparse_head.linear.weight, again.sparse_head.linear.weight)
     assert model.sparse_head.linear.weight.abs().sum() > 0
     with pytest.raises(ValueError, match="sparse_init_idf excludes"):
         build_m3_model(
-            None,
-            tokenizer=str(tmp_path / "tok"),
-            init=init,
-            sparse_init_idf={"texts": str(data)},
-            sparse_init_uniform=0.1,
+            NetOptions(
+                None,
+                tokenizer=str(tmp_path / "tok"),
+                init=init,
+                sparse_init_idf={"texts": str(data)},
+                sparse_init_uniform=0.1,
+            )
         )
     with pytest.raises(FileNotFoundError, match=r"sparse_init_idf.texts=.*missing.jsonl: no such file"):
         build_m3_model(
-            None,
-            tokenizer=str(tmp_path / "tok"),
-            init=init,
-            sparse_init_idf={"texts": str(tmp_path / "missing.jsonl")},
+            NetOptions(
+                None,
+                tokenizer=str(tmp_path / "tok"),
+                init=init,
+                sparse_init_idf={"texts": str(tmp_path / "missing.jsonl")},
+            )
         )
     with pytest.raises(ValueError, match="sparse_init_idf: .*unexpected keyword argument 'samples'"):
         build_m3_model(
-            None,
-            tokenizer=str(tmp_path / "tok"),
-            init=init,
-            sparse_init_idf={"texts": str(data), "samples": 4},
+            NetOptions(
+                None,
+                tokenizer=str(tmp_path / "tok"),
+                init=init,
+                sparse_init_idf={"texts": str(data), "samples": 4},
+            )
         )

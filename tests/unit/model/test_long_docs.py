@@ -54,7 +54,7 @@ def test_mixed_100_and_8192_token_corpus_is_length_grouped_and_sub_batched(tmp_p
         )
     path = tmp_path / "mixed.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    dm = M3DataModule(
+    dm = M3DataModule.from_config(
         train_data=str(path), tokenizer=tokenizer, train_group_size=2, query_max_len=32, passage_max_len=LONG,
         bucket_batch_sizes=[4, 4, 4, 4, 4, 4, 4, 4, 2], cache_dir=str(tmp_path / "cache"), seed=3,
         pad_to_multiple_of=8,
@@ -88,7 +88,7 @@ def test_mixed_100_and_8192_token_corpus_is_length_grouped_and_sub_batched(tmp_p
     assert assign_buckets(torch.tensor([SHORT, LONG]).numpy(), TABLE9_EDGES).tolist() == [0, 8]
     assert auto_sub_batch_size(LONG) == 1 and auto_sub_batch_size(SHORT) == 32
     # a configured table (data.sub_batch_table) is what auto uses
-    custom = M3DataModule(
+    custom = M3DataModule.from_config(
         train_data=str(path), tokenizer=tokenizer, train_group_size=2, query_max_len=32, passage_max_len=LONG,
         bucket_batch_sizes=[4] * 9, sub_batch_table=[[0, 3], [4096, 2]], cache_dir=str(tmp_path / "cache"), seed=3,
     )  # fmt: skip

@@ -23,7 +23,7 @@ from m3lit.model.lora import has_lora, trainable_parameters  # noqa: E402
 from m3lit.model.tiny import tiny_xlmr_config  # noqa: E402
 from m3lit.model.training_checkpoint import load_training_checkpoint, safe_torch_load  # noqa: E402
 from m3lit.train import train  # noqa: E402
-from m3lit.training.build import build_m3_model  # noqa: E402
+from m3lit.training.build import NetOptions, build_m3_model  # noqa: E402
 
 LORA = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["query", "value", "dense"]}
 
@@ -40,7 +40,7 @@ def base_folder(tokenizer, tmp_path_factory):
 
 def test_trainable_parameters_are_the_adapters_and_the_heads(base_folder):
     plain = M3Model.from_pretrained(base_folder)
-    model = build_m3_model(str(base_folder), lora=LORA)
+    model = build_m3_model(NetOptions(str(base_folder), lora=LORA))
     r, hidden, dc = LORA["r"], plain.hidden_size, plain.colbert_dim
     expected = 0
     for name, module in plain.encoder.named_modules():
@@ -61,20 +61,20 @@ def test_trainable_parameters_are_the_adapters_and_the_heads(base_folder):
 
 def test_bad_lora_settings_name_the_key(base_folder):
     with pytest.raises(ValueError, match=r"model\.net\.lora\.target_modules=\['q_proj'\] matches no layer"):
-        build_m3_model(str(base_folder), lora={**LORA, "target_modules": ["q_proj"]})
+        build_m3_model(NetOptions(str(base_folder), lora={**LORA, "target_modules": ["q_proj"]}))
     with pytest.raises(ValueError, match=r"model\.net\.lora: unknown key\(s\) \['rank'\]"):
-        build_m3_model(str(base_folder), lora={"rank": 4})
+        build_m3_model(NetOptions(str(base_folder), lora={"rank": 4}))
     with pytest.raises(ValueError, match=r"model\.net\.lora\.r must be a positive integer"):
-        build_m3_model(str(base_folder), lora={**LORA, "r": 0})
+        build_m3_model(NetOptions(str(base_folder), lora={**LORA, "r": 0}))
     with pytest.raises(ValueError, match="fix_encoder"):
-        build_m3_model(str(base_folder), lora=LORA, fix_encoder=True)
+        build_m3_model(NetOptions(str(base_folder), lora=LORA, fix_encoder=True))
 
 
 @pytest.fixture(scope="module")
 def lora_trained(base_folder, tokenizer, tmp_path_factory):
     """Three optimizer steps of a LoRA model with M3LitModule, saved by the Lightning Trainer."""
     L.seed_everything(0)
-    net = build_m3_model(str(base_folder), lora=LORA)
+    net = build_m3_model(NetOptions(str(base_folder), lora=LORA))
     frozen = {n: p.detach().clone() for n, p in net.named_parameters() if not p.requires_grad}
     ckpt, _ = fit_three_steps(net, tokenizer, tmp_path_factory.mktemp("run"), lr=1e-2)
     lora_b = [p for n, p in net.named_parameters() if "lora_B" in n]

@@ -13,8 +13,8 @@ import torch
 from train_utils import tiny_corpus, tiny_run_overrides
 
 from m3lit.config.compose import ConfigError, compose
-from m3lit.data.datamodule import M3DataModule
 from m3lit.corpora.mining import main as mine
+from m3lit.data.datamodule import M3DataModule
 from m3lit.encode import main as encode
 from m3lit.evaluate import load_config
 from m3lit.evaluate import main as evaluate
@@ -104,9 +104,9 @@ def test_a_hub_id_offline_is_one_immediate_error_naming_the_key(references, monk
         ("model=", lambda: export([f"model={HUB_ID}", f"output_dir={tmp_path / 'x'}"])),
         ("model=", lambda: mine([f"model={HUB_ID}", f"input={root / 'train.jsonl'}", f"output={tmp_path / 'o'}"])),
     ]  # fmt: skip
-    from m3lit.training.build import build_m3_model
+    from m3lit.training.build import NetOptions, build_m3_model
 
-    calls.append(("model.net.name_or_path=", lambda: build_m3_model(HUB_ID)))
+    calls.append(("model.net.name_or_path=", lambda: build_m3_model(NetOptions(HUB_ID))))
     for key, call in calls:
         started = time.perf_counter()
         with pytest.raises(ModelReferenceError) as error:
@@ -127,12 +127,12 @@ def test_length_keys_have_one_spelling_and_old_ones_warn(caplog):
 
 
 def test_scalar_batch_size_and_mixing_it_with_the_table(tmp_path, tokenizer):
-    dm = M3DataModule(bucket_edges=[10, 20], batch_size=4)
+    dm = M3DataModule.from_config(bucket_edges=[10, 20], batch_size=4)
     assert dm.bucket_batch_sizes == {"labelled": [4, 4, 4], "pairs": [4, 4, 4]}
     with pytest.raises(
         ValueError, match=r"needs len\(data.bucket_edges\) \+ 1 = 3 entries.*data.batch_size=4"
     ):
-        M3DataModule(bucket_edges=[10, 20], bucket_batch_sizes=[4])
+        M3DataModule.from_config(bucket_edges=[10, 20], bucket_batch_sizes=[4])
     corpus = tiny_corpus(tmp_path / "corpus", tokenizer)
     base = [o for o in tiny_run_overrides(corpus, tmp_path / "run") if "bucket_batch_sizes" not in o]
     with pytest.raises(ConfigError, match=r"data.batch_size=3 and data.bucket_batch_sizes=\[3,3\] both set"):
