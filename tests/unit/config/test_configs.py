@@ -33,6 +33,7 @@ def test_expected_experiments_and_presets_exist():
         "paths",
         "debug",
         "experiment",
+        "corpus",
     } <= groups
 
 
@@ -147,7 +148,7 @@ def test_schedule_override_replaces_the_mapping(tmp_path):
     assert dict(cfg.callbacks.stage_switch.schedule) == {0: "unified", 7: "unified_self_distill"}
 
 
-OWN_GROUPS = ["train.yaml", "model", "loss", "callbacks", "logger", "trainer", "paths", "debug", "experiment"]
+OWN_GROUPS = ["train.yaml", "model", "loss", "callbacks", "logger", "trainer", "paths", "debug", "experiment", "corpus"]
 _KEY = re.compile(r"^\s*[\w.+~-]+:")
 
 

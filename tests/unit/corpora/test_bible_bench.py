@@ -11,7 +11,8 @@ from collections import Counter
 
 import pytest
 
-from m3lit.corpora.bible.build import COMPACT, BibleBenchSpec, build_bible_bench
+from m3lit.corpora.bible.build import build_bible_bench
+from m3lit.corpora.bible.spec import COMPACT, BibleBenchSpec
 from m3lit.corpora.bible.mining import mine_bible_negatives
 from m3lit.data.schema import read_jsonl
 from m3lit.retrieval.beir import load_beir
