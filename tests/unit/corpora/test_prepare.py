@@ -85,20 +85,6 @@ def test_a_corpus_checks_its_own_options(tmp_path, demo_dir):
         prepare_corpus(compose([*bible, "corpus.mine=yes"]))
 
 
-@pytest.mark.parametrize(
-    ("override", "needle"),
-    [
-        ("bench.spec=full", "bench was removed; use a corpus block: corpus=bible"),
-        ("+bench={spec:full}", "bench was removed"),
-        ("data.demo=true", "data.demo was removed; use corpus=demo"),
-        ("data.demo_dir=/x", "data.demo_dir was removed; use corpus.dir"),
-    ],
-)
-def test_a_retired_key_on_the_command_line_names_the_new_way(tmp_path, override, needle):
-    with pytest.raises(ConfigError, match=re.escape(needle)):
-        compose([f"hydra.run.dir={tmp_path}", override])
-
-
 def test_a_retired_key_in_a_yaml_file_names_the_new_way(tmp_path):
     extra = tmp_path / "extra" / "experiment"
     extra.mkdir(parents=True)
