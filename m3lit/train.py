@@ -2,13 +2,16 @@
 
 Run commands::
 
-    make train                                               # = python -m m3lit.train (experiment=bible_compact)
-    python -m m3lit.train experiment=demo trainer.max_steps=50 hydra.run.dir=/tmp/run
+    make train                                               # = python -m m3lit.train (the default experiment)
+    python -m m3lit.train experiment=<name> trainer.max_steps=50 hydra.run.dir=/tmp/run
     python -m m3lit.train experiment=bge_m3_stage1 data.pairs_data=pairs/ trainer=ddp
     python -m m3lit.train experiment=bge_m3_stage2 data.train_data=labelled/ \\
         model.net.name_or_path=logs/bge_m3_stage1/runs/<time>/export trainer=ddp
     python -m m3lit.train resume=<run dir>                   # resume: the run's own config (m3lit/config/resume.py)
     python -m m3lit.train resume=<run dir> trainer.devices=2 # + overrides that do not change the training
+
+A ``corpus`` (``configs/corpus/<name>.yaml``) builds its data and fills the unset data, tokenizer and
+evaluation paths before anything is instantiated (:mod:`m3lit.config.corpus`).
 
 A run writes to its folder (``hydra.run.dir``, default ``logs/<task_name>/runs/<time>``): ``config.yaml``
 (resolved), ``checkpoints/`` (``last.ckpt`` + step files), the logger's files, ``export/`` (FlagEmbedding
