@@ -252,15 +252,14 @@ def _write_training(
 
 def _write_eval(eval_dir: Path, records: Sequence[dict], test_ids: Sequence[int]) -> None:
     """The held-out split in BEIR layout: every document in the corpus, the ``test_ids`` queries and their qrels."""
-    (eval_dir / "qrels").mkdir(parents=True)
-    write_jsonl(
-        eval_dir / "corpus.jsonl",
-        ({"_id": f"d{i}", "title": "", "text": r["pos"]} for i, r in enumerate(records)),
+    from m3lit.retrieval.beir import write_beir  # loads torch: only when building
+
+    write_beir(
+        eval_dir,
+        {f"d{i}": r["pos"] for i, r in enumerate(records)},
+        {f"q{i}": records[i]["query"] for i in test_ids},
+        {f"q{i}": {f"d{i}": 1} for i in test_ids},
     )
-    write_jsonl(eval_dir / "queries.jsonl", ({"_id": f"q{i}", "text": records[i]["query"]} for i in test_ids))
-    with open(eval_dir / "qrels" / "test.tsv", "w", encoding="utf-8", newline="\n") as handle:
-        handle.write("query-id\tcorpus-id\tscore\n")
-        handle.writelines(f"q{i}\td{i}\t1\n" for i in test_ids)
 
 
 def main(argv: list[str] | None = None) -> int:
