@@ -2,13 +2,16 @@
 
 Run commands::
 
-    make train                                               # = python -m m3lit.train (offline demo)
-    python -m m3lit.train experiment=demo trainer.max_steps=50 hydra.run.dir=/tmp/run
+    make train                                               # = python -m m3lit.train (the default experiment)
+    python -m m3lit.train experiment=<name> trainer.max_steps=50 hydra.run.dir=/tmp/run
     python -m m3lit.train experiment=bge_m3_stage1 data.pairs_data=pairs/ trainer=ddp
     python -m m3lit.train experiment=bge_m3_stage2 data.train_data=labelled/ \\
         model.net.name_or_path=logs/bge_m3_stage1/runs/<time>/export trainer=ddp
     python -m m3lit.train resume=<run dir>                   # resume: the run's own config (m3lit/config/resume.py)
     python -m m3lit.train resume=<run dir> trainer.devices=2 # + overrides that do not change the training
+
+A ``corpus`` (``configs/corpus/<name>.yaml``) builds its data and fills the unset data, tokenizer and
+evaluation paths before anything is instantiated (:mod:`m3lit.config.corpus`).
 
 A run writes to its folder (``hydra.run.dir``, default ``logs/<task_name>/runs/<time>``): ``config.yaml``
 (resolved), ``checkpoints/`` (``last.ckpt`` + step files), the logger's files, ``export/`` (FlagEmbedding
@@ -43,13 +46,12 @@ import lightning as L  # noqa: E402
 import torch  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 from lightning.pytorch.utilities import rank_zero_only  # noqa: E402
-from omegaconf import DictConfig, OmegaConf, open_dict  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from m3lit.config.checks import ConfigError  # noqa: E402
 from m3lit.config.compose import CONFIG_DIR, compose, finalize, rewrite_overrides, save_config  # noqa: E402
+from m3lit.config.corpus import prepare_corpus  # noqa: E402
 from m3lit.config.paths import check_paths  # noqa: E402
 from m3lit.config.resume import keep_csv_rows, parse_resume_args, resume_config, wandb_kwargs  # noqa: E402
-from m3lit.corpora.bible.prepare import prepare_bench_run  # noqa: E402
 from m3lit.files.errors import debug_requested, run_command  # noqa: E402
 from m3lit.model.training_checkpoint import checkpoint_step  # noqa: E402
 
@@ -74,12 +76,11 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    prepare_bench_run(cfg)  # a `bench` block: build the benchmark, mine negatives, fill data/eval paths
+    prepare_corpus(cfg)  # a `corpus` block: its hook builds the corpus and fills the unset data/eval paths
     # Seeded after the preparation, whose first run does work (mining) that a later run skips.
     L.seed_everything(cfg.seed, workers=True)
     # _convert_="all": plain containers, so checkpoints load with torch.load(weights_only=True)
     datamodule = instantiate(cfg.data, _convert_="all")
-    _fill_demo_tokenizer(cfg, datamodule)
     _rank_zero_save_config(cfg, out_dir)
     module = instantiate(cfg.model)
     if getattr(datamodule, "tokenizer", None) is None:  # a pretrained model brings its tokenizer
@@ -106,7 +107,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     }  # fmt: skip
     metrics: dict[str, Any] = {}
 
-    eval_dir = _eval_dataset(cfg, datamodule)
+    eval_dir = _eval_dataset(cfg)
     suite = cfg.evaluate.get("suite") if cfg.evaluate.enabled else None
     initial = (cfg.model.get("net") or {}).get("name_or_path") or "random init (model.net)"
     if cfg.evaluate.baseline and cfg.ckpt_path is None and trainer.is_global_zero:
@@ -161,19 +162,6 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 # ---------------------------------------------------------------------------------------------- pieces
-def _fill_demo_tokenizer(cfg: DictConfig, datamodule: Any) -> None:
-    """A random encoder without a tokenizer folder uses the demo's tokenizer (data.demo)."""
-    net = cfg.model.get("net") or {}
-    if net.get("name_or_path") or net.get("tokenizer"):
-        return
-    if not getattr(datamodule, "demo", False):
-        raise ConfigError(
-            "model.net: a random encoder (name_or_path null) needs model.net.tokenizer, or data.demo=true"
-        )
-    with open_dict(cfg):
-        cfg.model.net.tokenizer = str(datamodule.demo_paths.tokenizer_dir)
-
-
 @rank_zero_only
 def _rank_zero_save_config(cfg: DictConfig, out_dir: Path) -> None:
     path = save_config(cfg, out_dir)
@@ -182,15 +170,14 @@ def _rank_zero_save_config(cfg: DictConfig, out_dir: Path) -> None:
     log.info("resolved config saved to %s", path)
 
 
-def _eval_dataset(cfg: DictConfig, datamodule: Any) -> str | None:
+def _eval_dataset(cfg: DictConfig) -> str | None:
+    """The BEIR folder evaluated after training (``evaluate.dataset_dir``, which a corpus may have filled)."""
     if not cfg.evaluate.enabled or cfg.evaluate.get("suite"):
         return None
     if cfg.evaluate.dataset_dir:
         return str(cfg.evaluate.dataset_dir)
-    if getattr(datamodule, "demo", False):
-        return str(datamodule.demo_paths.eval_dir)
     log.warning(
-        "evaluate.enabled but no evaluate.dataset_dir (and not the demo): skipping retrieval evaluation"
+        "evaluate.enabled but neither evaluate.dataset_dir nor evaluate.suite: skipping retrieval evaluation"
     )
     return None
 

@@ -83,7 +83,7 @@ def tiny_run_overrides(corpus: dict[str, str], run_dir: Path, *extra: str) -> li
         f"hydra.run.dir={run_dir}",
         "~logger",
         "print_config=false",
-        "data.demo=false",
+        "~corpus",  # no corpus: its paths are given below
         *tiny_data_overrides(corpus),
         f"data.tokenizer={corpus['tokenizer']}",
         "data.sub_batch_size=null",

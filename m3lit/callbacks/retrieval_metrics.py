@@ -67,8 +67,8 @@ class RetrievalMetrics(Callback):
     """Periodic retrieval evaluation of the model being trained.
 
     Args:
-        data_dir: BEIR-layout folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv); None = the
-            datamodule's demo held-out split (``trainer.datamodule.demo_paths.eval_dir`` when ``demo`` is on).
+        data_dir: BEIR-layout folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv); in a training run's
+            config ``${evaluate.dataset_dir}``, also when a corpus fills it (:mod:`m3lit.config.corpus`).
         split: qrels split to evaluate.
         every_n_steps: evaluate when ``global_step`` is a positive multiple of this; None or 0 = only at the end.
         at_train_end: evaluate once more when training ends (unless that step was just evaluated).
@@ -131,7 +131,11 @@ class RetrievalMetrics(Callback):
         error = None
         if trainer.is_global_zero:
             try:
-                self.data_dir = self.data_dir or _demo_eval_dir(trainer)
+                if self.data_dir is None:
+                    raise ValueError(
+                        "data_dir is not set: pass data_dir=<BEIR folder> (callbacks.retrieval_metrics.data_dir, "
+                        "or evaluate.dataset_dir)"
+                    )
                 self._dataset = load_beir(self.data_dir, self.split, unknown_qrels=self.unknown_qrels)
             except (OSError, ValueError) as err:
                 error = f"{type(err).__name__}: {err}"
@@ -230,16 +234,6 @@ def reusable_results(
             if found:
                 return found
     return None
-
-
-def _demo_eval_dir(trainer: L.Trainer) -> str:
-    """The held-out BEIR split of the demo datamodule (``data_dir=None``)."""
-    datamodule = getattr(trainer, "datamodule", None)
-    if not getattr(datamodule, "demo", False):
-        raise ValueError(
-            "data_dir=None needs the demo datamodule (data.demo=true); pass data_dir=<BEIR folder>"
-        )
-    return str(datamodule.demo_paths.eval_dir)
 
 
 def _training_ends(trainer: L.Trainer) -> bool:

@@ -6,7 +6,8 @@ A typo or a wrong type stops the run with a message naming the key, before anyth
 * every node with a ``_target_`` is checked against the signature of what it instantiates: unknown
   keywords, and values whose type contradicts the annotation (``trainer.max_steps=abc``), are errors;
 * ``loss`` is checked against :func:`m3lit.losses.m3_loss`, ``callbacks.stage_switch.schedule`` against
-  :func:`m3lit.training.stages.parse_schedule`, and every data source the schedule switches to must be set.
+  :func:`m3lit.training.stages.parse_schedule`, and every data source the schedule switches to must be set
+  (unless a ``corpus`` fills the data paths at start-up: :mod:`m3lit.config.corpus`).
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ class ConfigError(UsageError):
 
 
 # ---------------------------------------------------------------------------------------------- schemas
-# ---------------------------------------------------------------------------------------------- schemas
 @dataclasses.dataclass
 class PathsSchema:
     root_dir: str = "."  # repository root (relative paths below are resolved against the cwd)
@@ -47,7 +47,7 @@ class PathsSchema:
 class EvaluateSchema:
     enabled: bool = True  # evaluate the final model on a held-out BEIR split after training
     baseline: bool = True  # also evaluate the model before training (step 0) into <run>/baseline/
-    dataset_dir: str | None = None  # BEIR folder; None: the demo's held-out split when data.demo is true
+    dataset_dir: str | None = None  # BEIR folder (corpus.jsonl, queries.jsonl, qrels/); a corpus may fill it
     split: str = "test"  # qrels split
     modes: list[str] = dataclasses.field(default_factory=list)  # retrieval modes
     ignore_identical_ids: bool = True  # BEIR: drop a retrieved document whose id equals the query's id
@@ -62,13 +62,6 @@ class EvaluateSchema:
 
 
 @dataclasses.dataclass
-class BenchSchema:
-    spec: str = "compact"  # m3lit.corpora.bible.build preset: compact | full
-    mine: bool = True  # mine stage-2 hard negatives with the starting model
-    stage2: list[str] = dataclasses.field(default_factory=list)  # stage-2 files (names) to train on
-
-
-@dataclasses.dataclass
 class RootSchema:
     task_name: str = "train"  # names the run folder logs/<task_name>/runs/<time>
     tags: list[str] = dataclasses.field(default_factory=list)  # W&B tags
@@ -78,7 +71,8 @@ class RootSchema:
     export: bool = True  # write <run>/export at the end
     print_config: bool = True  # print the resolved config at start-up
     evaluate: EvaluateSchema = dataclasses.field(default_factory=EvaluateSchema)
-    bench: BenchSchema | None = None  # a built-in benchmark prepared before training (m3lit.corpora.bible.prepare)
+    # a corpus: {prepare: <hook's dotted path>, its own options (checked by the hook)} (m3lit.config.corpus)
+    corpus: dict[str, Any] | None = None
     paths: PathsSchema = dataclasses.field(default_factory=PathsSchema)
 
 
@@ -132,7 +126,7 @@ def validate(cfg: DictConfig | Mapping) -> None:
             entries = parse_schedule(schedule)
         except ValueError as error:
             raise ConfigError(f"callbacks.stage_switch.schedule: {error}") from error
-        if not data.get("bench"):  # a benchmark fills data.* at start-up (m3lit.corpora.bible.prepare)
+        if not data.get("corpus"):  # a corpus fills data.* at start-up (m3lit.config.corpus)
             _check_sources(entries, data.get("data") or {})
 
 
@@ -162,14 +156,12 @@ def check_batch_size_overrides(overrides) -> None:
                 )
 
 
-#: Data source name -> the ``data`` key that must be set for it (unless ``data.demo`` fills it).
+#: Data source name -> the ``data`` key that must be set for it (unless a corpus fills it).
 SOURCE_KEYS = {"pairs": "pairs_data", "labelled": "train_data"}
 
 
 def _check_sources(entries, data: Mapping) -> None:
     """Every data source the stage schedule switches to must be configured (fail now, not at that step)."""
-    if data.get("demo"):
-        return
     for entry in entries:
         key = SOURCE_KEYS.get(entry.source or "")
         if key and data.get(key) in (None, "", []):

@@ -3,7 +3,7 @@
 ``python -m m3lit.train`` goes through ``@hydra.main`` (:mod:`m3lit.train`); tests and notebooks call
 :func:`compose` with the same override strings::
 
-    cfg = compose(["experiment=demo", "trainer.max_steps=20", "hydra.run.dir=/tmp/run"])
+    cfg = compose(["experiment=bge_m3_finetune", "data.train_data=my.jsonl", "hydra.run.dir=/tmp/run"])
 
 Hydra itself rejects command-line overrides of keys that do not exist (``+key=value`` adds one); the
 strict schema and signature checks of :mod:`m3lit.config.checks` catch the rest (typos in YAML files,
@@ -23,6 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from m3lit.config.checks import ConfigError, check_batch_size_overrides, validate
+from m3lit.config.corpus import check_retired_keys, check_retired_overrides, corpus_hook
 
 __all__ = [
     "CONFIG_DIR",
@@ -49,6 +50,7 @@ def rewrite_overrides(overrides: Sequence[str]) -> list[str]:
     ['~callbacks.stage_switch.schedule', '+callbacks.stage_switch.schedule={0:dense,10:unified}', 'seed=1']
     """
     check_batch_size_overrides(overrides)
+    check_retired_overrides(overrides)
     out: list[str] = []
     for item in overrides:
         key, sep, value = item.partition("=")
@@ -86,12 +88,16 @@ def compose(
 
 
 def finalize(cfg: DictConfig) -> DictConfig:
-    """Resolve every interpolation (needs HydraConfig for ``${hydra:...}``) and :func:`validate`."""
+    """Resolve every interpolation (needs HydraConfig for ``${hydra:...}``), :func:`validate`, and check that
+    a ``corpus`` names an importable preparation hook (:func:`m3lit.config.corpus.corpus_hook`)."""
     try:
         OmegaConf.resolve(cfg)
     except Exception as error:
         raise ConfigError(f"config error while resolving interpolations: {error}") from error
+    check_retired_keys(cfg)
     validate(cfg)
+    if cfg.get("corpus"):
+        corpus_hook(cfg.corpus.get("prepare"))
     return cfg
 
 

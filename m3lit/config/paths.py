@@ -19,8 +19,8 @@ key                            must be
 ``evaluate.reference``         its ``name_or_path``, as ``model.net.name_or_path``
 =============================  =============================================================================
 
-A key that a ``bench`` block fills in at start-up (:mod:`m3lit.corpora.bible.prepare`: the data and suite paths of
-a benchmark it builds) is only checked when it is set.
+A key that a corpus fills in at start-up (:mod:`m3lit.config.corpus`: the data, tokenizer and evaluation
+paths of the corpus it builds) is only checked when it is set.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from m3lit.data.schema import Example, read_jsonl
 from m3lit.files.errors import PathError, UsageError, run_command
-from m3lit.files.jsonl import DataError, read_records
+from m3lit.files.jsonl import DataError, read_records, write_jsonl
 from m3lit.files.options import command_help, parse_key_values
 from m3lit.retrieval.config import LENGTH_ALIASES
 
@@ -164,17 +164,16 @@ def mine_hard_negatives(
     index.add(p)
     ranking = index.search(q, k=min(rank_range[1], len(pool)))
     rng = random.Random(seed)
-    filled = 0
+    filled, rows = 0, []
+    for row, ex in enumerate(tqdm(examples, desc="select negatives", unit="line", disable=not progress)):
+        negatives, was_filled = select_negatives(
+            ranking.indices[row].tolist(), pool, ex, rank_range, negative_number, rng
+        )
+        filled += was_filled
+        kept = {k: v for k, v in raw[ex.line].items() if k not in ("pos_scores", "neg_scores")}
+        rows.append({**kept, "neg": negatives})
     Path(output_file).parent.mkdir(parents=True, exist_ok=True)
-    with open(output_file, "w", encoding="utf-8", newline="\n") as handle:
-        for row, ex in enumerate(tqdm(examples, desc="select negatives", unit="line", disable=not progress)):
-            negatives, was_filled = select_negatives(
-                ranking.indices[row].tolist(), pool, ex, rank_range, negative_number, rng
-            )
-            filled += was_filled
-            obj = {k: v for k, v in raw[ex.line].items() if k not in ("pos_scores", "neg_scores")}
-            obj["neg"] = negatives
-            handle.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    write_jsonl(output_file, rows)
     if filled:
         log.warning(
             "%d of %d lines had fewer than %d candidates in ranks %s; filled up with random pool texts",

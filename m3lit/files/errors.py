@@ -1,7 +1,7 @@
 """Errors a user can act on, and how every command reports them: one ``error:`` line and an exit status.
 
-Every m3lit command (``python -m m3lit.train|evaluate|export|encode``, hard-negative mining, the demo corpus
-and the two builders: the ``[project.scripts]`` of pyproject.toml) runs through :func:`run_command`. A
+Every m3lit command (``python -m m3lit.train|evaluate|export|encode``, hard-negative mining, the corpus and
+model builders: the ``[project.scripts]`` of pyproject.toml) runs through :func:`run_command`. A
 mistake of the user's (a bad option or config key, a missing or malformed input file, a model reference
 that cannot be loaded, a corrupt checkpoint, a missing wheel) ends the command with ONE line on stderr::
 

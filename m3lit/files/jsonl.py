@@ -1,4 +1,4 @@
-"""The one JSON-lines reader of m3lit, and :class:`DataError`, the one error for bad input files.
+"""The one JSON-lines reader and writer of m3lit, and :class:`DataError`, the one error for bad input files.
 
 Training data (:mod:`m3lit.data.schema`), BEIR corpora and queries (:mod:`m3lit.retrieval.beir`), the
 passages of ``python -m m3lit.encode`` and mining's candidate pool are all read by :func:`read_records`:
@@ -10,6 +10,9 @@ passages of ``python -m m3lit.encode`` and mining's candidate pool are all read 
   ``<file>:line <N>: field '<field>': <problem>``;
 * with ``skip=`` a bad line goes to that callback (which counts or reports it) instead of being raised.
 
+Every JSON-lines file m3lit writes (corpora, mined negatives) goes through :func:`write_jsonl`: UTF-8,
+``\n`` line ends, one object per line, non-ASCII text kept as it is.
+
 >>> err = DataError("must be a string, got int", field="text").at("corpus.jsonl", 3)
 >>> str(err)
 "corpus.jsonl:line 3: field 'text': must be a string, got int"
@@ -20,13 +23,13 @@ passages of ``python -m m3lit.encode`` and mining's candidate pool are all read 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 from m3lit.files.errors import UserError
 
-__all__ = ["DataError", "read_records"]
+__all__ = ["DataError", "read_records", "write_jsonl"]
 
 T = TypeVar("T")
 
@@ -110,3 +113,14 @@ def _decode(raw: bytes) -> dict[str, Any] | None:
     if not isinstance(record, dict):
         raise DataError(f"expected a JSON object, got {type(record).__name__}")
     return record
+
+
+def write_jsonl(path: str | Path, rows: Iterable[Any]) -> None:
+    """Write each of ``rows`` (JSON-serialisable objects) as one line of ``path`` (UTF-8, ``\\n`` line ends).
+
+    The bytes are those of ``json.dumps(row, ensure_ascii=False)`` per line: a corpus rebuilt from the same
+    rows has the same sha256.
+    """
+    with open(path, "w", encoding="utf-8", newline="\n") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")

@@ -6,7 +6,7 @@ does``); :func:`parse_key_values` checks names and types against it, and :func:`
 keys with their defaults and those comments.
 
 >>> parse_key_values(["n=3", "flag=true", "path=a b", "maybe=null"],
-...                  {"n": 1, "flag": False, "path": None, "maybe": "x"}, "demo")
+...                  {"n": 1, "flag": False, "path": None, "maybe": "x"}, "build")
 {'n': 3, 'flag': True, 'path': 'a b', 'maybe': None}
 """
 

@@ -119,6 +119,14 @@ def _train_cases(files) -> list[tuple[str, list[str], int, list[str], dict]]:
          ["evaluate.dataset_dir=", "dataset folder not found"], {}),
         ("malformed data", [*_without(base, "data.train_data"), f"data.train_data={root / 'bad_train.jsonl'}"], 1,
          ["bad_train.jsonl:line 2: field 'pos'"], {}),
+        ("retired bench key", [*base, "bench.spec=full"], 2, ["bench was removed", "corpus=bible"], {}),
+        ("retired data key", [*base, "data.demo=true"], 2, ["data.demo was removed", "corpus=demo"], {}),
+        ("unknown corpus hook", [*_without(base, "corpus"), "corpus=demo", "corpus.prepare=m3lit.corpora.nope.run"],
+         2, ["corpus.prepare='m3lit.corpora.nope.run'", "cannot import"], {}),
+        ("bad corpus option", [*_without(base, "corpus"), "corpus=bible", "corpus.spec=huge"], 2,
+         ["corpus.spec='huge'", "choose one of"], {}),
+        ("unknown corpus option", [*_without(base, "corpus"), "corpus=demo", "+corpus.dri=x"], 2,
+         ["corpus.dri: unknown option"], {}),
     ]  # fmt: skip
 
 
@@ -171,7 +179,12 @@ HELP = {
     "m3lit.evaluate": ["model: ???", "split: test", "# qrels/<split>.tsv to evaluate"],
     "m3lit.export": ["model=null", "fp16=false", "format=flag", "# store the encoder and both head files"],
     "m3lit.encode": ["input=null", "batch_size=256", "skip_invalid=false"],
-    "m3lit.corpora.mining": ["range=10-210", "negative_number=15", "query_max_len=512", "# negatives per line"],
+    "m3lit.corpora.mining": [
+        "range=10-210",
+        "negative_number=15",
+        "query_max_len=512",
+        "# negatives per line",
+    ],
     "m3lit.corpora.demo.build": ["out=null", "force=false", "num_test=300", "# held-out queries"],
     "m3lit.sources.e5_small": ["out=null", "download=true"],
     "m3lit.corpora.bible.build": ["spec=compact", "download=true", "# size preset: compact | full"],

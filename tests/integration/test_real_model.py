@@ -24,15 +24,15 @@ def test_bible_compact_fine_tunes_the_real_model_and_the_export_loads(tmp_path):
     run = tmp_path / "run"
     cfg = compose([
         "experiment=bible_compact", f"hydra.run.dir={run}", "logger=csv", "print_config=false",
-        "bench.mine=false", "data.train_group_size=1",  # unmined stage-2 lines: in-batch negatives only
+        "corpus.mine=false", "data.train_group_size=1",  # unmined stage-2 lines: in-batch negatives only
         "data.pairs_bucket_batch_sizes=[16,8,4,2]", "data.bucket_batch_sizes=[8,4,2,1]",
         "trainer.max_steps=6", "trainer.log_every_n_steps=1", "evaluate.enabled=false",
-        "model.net.sparse_init_uniform=null", "model.net.sparse_init_idf={sample:64}",  # texts: the bench's pairs
+        "model.net.sparse_init_uniform=null", "model.net.sparse_init_idf={sample:64}",  # texts: the corpus's pairs
         "callbacks.stage_switch.schedule={0:{stage:dense,source:pairs},4:{stage:unified_self_distill,source:labelled}}",
     ])  # fmt: skip
     metrics, objects = train(cfg)
     assert cfg.model.net.name_or_path == "m3lit:multilingual-e5-small-q4"
-    assert cfg.data.pairs_data.endswith("train/stage1/pairs.jsonl")  # filled in by the bench block
+    assert cfg.data.pairs_data.endswith("train/stage1/pairs.jsonl")  # filled in by the corpus hook
     assert cfg.model.net.sparse_init_idf.texts == cfg.data.pairs_data  # so is the lexical head's idf corpus
 
     with open(run / "csv" / "metrics.csv", newline="") as handle:

@@ -45,7 +45,7 @@ def _real_recipe_overrides(experiment, corpus, model_dir, run_dir):
         "debug=fdr",
         "print_config=false",
         f"model.net.name_or_path={model_dir}",
-        "bench=null",  # the bible experiments' benchmark preparation is tested in test_real_model.py
+        "~corpus",  # the bible experiments' corpus preparation is tested in test_real_model.py
         "trainer=cpu",
         "trainer.precision=32-true",
         "trainer.enable_model_summary=false",

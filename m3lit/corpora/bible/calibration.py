@@ -29,12 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from m3lit.corpora.bible.build import SUITE_TASKS, read_bench_text
-from m3lit.corpora.bible.tasks import GOSPELS, REST_OF_NT, gospel_task
-from m3lit.files.cache import atomic_build, cache_root, sha256_file
+from m3lit.corpora.bible.source import PRIMARY
+from m3lit.corpora.bible.spec import GOSPELS, REST_OF_NT
+from m3lit.corpora.bible.tasks import gospel_task
+from m3lit.files.cache import cache_root, cached_build, read_manifest
 from m3lit.files.errors import run_command
 from m3lit.files.options import command_help, parse_key_values
 from m3lit.retrieval.beir import write_beir
-from m3lit.corpora.bible.source import PRIMARY
 
 __all__ = ["build_calibration", "main"]
 
@@ -60,37 +61,32 @@ def build_calibration(
     """
     name = f"bible-calibration-v{CALIBRATION_VERSION}-{queries}q-s{seed}"
     out = Path(out) if out is not None else cache_root() / name
-    if not force and (out / "manifest.json").exists():
-        built = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
-        if (built["seed"], built["sizes"]["queries"]) == (seed, queries):
-            return out
-        force = True  # another draw: rebuilt, and the old folder replaced only once the new one is done
-    code = PRIMARY["en"]
-    bible, source = read_bench_text([code], db=db, download=download)
-    corpus, query_texts, qrels, _ = gospel_task(bible, queries, random.Random(seed), code)
-    suite = {
-        "name": "bible-calibration",
-        "tasks": [{**SUITE_TASKS["miracl"], "name": "Gospels->NT", "datasets": {"en": "gospels/en"}}],
-    }
-    with atomic_build(out, force=force) as tmp:
+
+    def build(tmp: Path) -> dict:
+        code = PRIMARY["en"]
+        bible, source = read_bench_text([code], db=db, download=download)
+        corpus, query_texts, qrels, _ = gospel_task(bible, queries, random.Random(seed), code)
+        suite = {
+            "name": "bible-calibration",
+            "tasks": [{**SUITE_TASKS["miracl"], "name": "Gospels->NT", "datasets": {"en": "gospels/en"}}],
+        }
         write_beir(tmp / "gospels" / "en", corpus, query_texts, qrels)
         (tmp / "suite.json").write_text(json.dumps(suite, indent=2) + "\n", encoding="utf-8")
-        files = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
-        manifest = {
-            "version": CALIBRATION_VERSION,
+        return {
             "query_books": list(GOSPELS),
             "corpus_books": list(REST_OF_NT),
             "translation": code,
-            "seed": seed,
             "source": source,
             "sizes": {
                 "queries": len(query_texts),
                 "corpus": len(corpus),
                 "qrels": sum(map(len, qrels.values())),
             },
-            "sha256": {f: sha256_file(tmp / f) for f in files},
         }
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+
+    # another draw (queries, seed) is rebuilt, and the old folder replaced only once the new one is done
+    settings = {"version": CALIBRATION_VERSION, "seed": seed, "sizes": {"queries": queries}}
+    cached_build(out, settings, build, force=force)
     return out
 
 
@@ -119,7 +115,7 @@ def _run(args: list[str]) -> int:
         force=options["force"],
         download=options["download"],
     )
-    sizes = json.loads((out / "manifest.json").read_text(encoding="utf-8"))["sizes"]
+    sizes = read_manifest(out)["sizes"]
     print(out if options["path_only"] else json.dumps({"root": str(out), **sizes}))
     return 0
 

@@ -10,13 +10,12 @@ English version) as a "negative". Output lines keep the input order.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import tempfile
 from pathlib import Path
 
-from m3lit.corpora.demo.build import write_jsonl
-from m3lit.files.cache import atomic_build, sha256_file
+from m3lit.files.cache import cached_build
+from m3lit.files.jsonl import read_records, write_jsonl
 
 __all__ = ["mine_bible_negatives", "mined_dir"]
 
@@ -58,8 +57,6 @@ def mine_bible_negatives(
         passage_max_len: passage truncation for verse files; ``long_passage_max_len`` for ``long.jsonl``.
         model: an already loaded :class:`~m3lit.model.M3Model` to use instead of loading the path.
     """
-    from m3lit.corpora.mining import mine_hard_negatives
-
     source = Path(build_dir) / "train" / "stage2"
     files = sorted(source.glob("*.jsonl"))
     if not files:
@@ -70,48 +67,49 @@ def mine_bible_negatives(
     settings = {"rank_range": list(rank_range), "negative_number": negative_number, "seed": seed,
                 "query_max_len": query_max_len, "passage_max_len": passage_max_len,
                 "long_passage_max_len": long_passage_max_len}  # fmt: skip
-    if not force and (out / "manifest.json").exists():
-        if json.loads((out / "manifest.json").read_text(encoding="utf-8")).get("settings") == settings:
-            return out
-        force = True  # mined with other settings: mine again (replaced only once finished)
-    import torch
+    encoding = {"batch_size": batch_size, "device": device}
 
-    # A starting model without heads gets fresh ones, drawn from the global generator: fork it, so that a
-    # run which mines first trains the same model as a run which reuses the mined files.
-    with (
-        torch.random.fork_rng(devices=[]),
-        atomic_build(out, force=force) as tmp,
-        tempfile.TemporaryDirectory(dir=tmp) as scratch,
-    ):
-        if model is None:
-            from m3lit.model import M3Model
+    def build(tmp: Path) -> dict:
+        import torch
 
-            model = M3Model.from_pretrained(model_name_or_path)
-        for path in files:
-            rows = [
-                json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
-            ]
-            groups: dict[str, list[int]] = {}
-            for i, row in enumerate(rows):
-                groups.setdefault(row["pos_translation"], []).append(i)
-            for code, members in sorted(groups.items()):
-                raw, mined = Path(scratch) / f"{code}.in.jsonl", Path(scratch) / f"{code}.out.jsonl"
-                write_jsonl(raw, (rows[i] for i in members))
-                mine_hard_negatives(
-                    model, raw, mined, rank_range=rank_range, negative_number=negative_number,
-                    batch_size=batch_size, query_max_len=query_max_len, seed=seed, device=device,
-                    passage_max_len=long_passage_max_len if path.stem == "long" else passage_max_len,
-                )  # fmt: skip
-                for i, line in zip(members, mined.read_text(encoding="utf-8").splitlines(), strict=True):
-                    rows[i] = json.loads(line)
-            write_jsonl(tmp / path.name, rows)
-        digests = {p.name: sha256_file(tmp / p.name) for p in files}
-        manifest = {
-            "model": str(model_name_or_path),
-            "source": "train/stage2",
-            "settings": settings,
-            "sha256": digests,
-            "hash": hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest(),
-        }
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        # A starting model without heads gets fresh ones, drawn from the global generator: fork it, so that a
+        # run which mines first trains the same model as a run which reuses the mined files.
+        with torch.random.fork_rng(devices=[]), tempfile.TemporaryDirectory(dir=tmp) as scratch:
+            loaded = model
+            if loaded is None:
+                from m3lit.model import M3Model
+
+                loaded = M3Model.from_pretrained(model_name_or_path)
+            for path in files:
+                passage_len = long_passage_max_len if path.stem == "long" else passage_max_len
+                rows = _mine_file(loaded, path, Path(scratch), settings, encoding, passage_len)
+                write_jsonl(tmp / path.name, rows)
+        return {"model": str(model_name_or_path), "source": "train/stage2"}
+
+    # mined with other settings: mined again (the old folder replaced only once finished)
+    cached_build(out, {"settings": settings}, build, force=force, files=[p.name for p in files])
     return out
+
+
+def _mine_file(
+    model, path: Path, scratch: Path, settings: dict, encoding: dict, passage_max_len: int
+) -> list[dict]:
+    """The lines of one stage-2 file with mined ``neg``, in input order; each ``pos_translation`` group is
+    mined against its own passages (module docstring)."""
+    from m3lit.corpora.mining import mine_hard_negatives
+
+    rows = [row for _, row in read_records(path)]
+    groups: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        groups.setdefault(row["pos_translation"], []).append(i)
+    for code, members in sorted(groups.items()):
+        raw, mined = scratch / f"{code}.in.jsonl", scratch / f"{code}.out.jsonl"
+        write_jsonl(raw, (rows[i] for i in members))
+        mine_hard_negatives(
+            model, raw, mined, rank_range=tuple(settings["rank_range"]), negative_number=settings["negative_number"],
+            seed=settings["seed"], query_max_len=settings["query_max_len"], passage_max_len=passage_max_len,
+            **encoding,
+        )  # fmt: skip
+        for i, (_, row) in zip(members, read_records(mined), strict=True):
+            rows[i] = row
+    return rows

@@ -15,18 +15,12 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 from m3lit.corpora.bible.source import PRIMARY, SECOND, TRANSLATIONS, BibleText, Key
-
-if TYPE_CHECKING:
-    from m3lit.corpora.bible.build import BibleBenchSpec
+from m3lit.corpora.bible.spec import GOSPELS, REST_OF_NT, TRAIN_BOOKS, BibleBenchSpec
 
 __all__ = [
-    "GOSPELS",
-    "REST_OF_NT",
-    "TRAIN_BOOKS",
-    "TEST_BOOKS",
     "Task",
     "chapter_tasks",
     "gospel_task",
@@ -35,12 +29,6 @@ __all__ = [
     "verse_tasks",
 ]
 
-#: Inclusive book ranges: Old Testament for training, New Testament for evaluation.
-TRAIN_BOOKS: tuple[int, int] = (1, 39)
-TEST_BOOKS: tuple[int, int] = (40, 66)
-#: The calibration case (:mod:`m3lit.corpora.bible.calibration`): Gospel queries, Acts-Revelation corpus.
-GOSPELS: tuple[int, int] = (40, 43)
-REST_OF_NT: tuple[int, int] = (44, 66)
 
 Qrels = dict[str, dict[str, int]]  # query id -> {doc id: grade}
 

@@ -40,8 +40,9 @@ from pathlib import Path
 from typing import Any
 
 from m3lit.corpora.demo.stdlib_docs import collect_in_subprocess
-from m3lit.files.cache import atomic_build, cache_root, sha256_file
+from m3lit.files.cache import cache_root, cached_build
 from m3lit.files.errors import run_command
+from m3lit.files.jsonl import write_jsonl
 from m3lit.files.options import command_help, parse_key_values
 
 __all__ = ["DEMO_VERSION", "OPTIONS", "DemoPaths", "build_demo", "default_demo_dir", "main", "make_pairs"]
@@ -58,6 +59,15 @@ DEMO_VERSION = 2
 _SIGNATURE_LINE = re.compile(r"^[\w.]+\(.*\)(\s*->.*)?$")
 _SENTENCE = re.compile(r"(.+?[.!?])(?=\s|$)")
 _WORD = re.compile(r"\w+")
+#: The files whose sha256 the manifest records (their overall ``hash`` identifies a build).
+HASHED_FILES = (
+    "train.jsonl",
+    "pairs.jsonl",
+    "eval/corpus.jsonl",
+    "eval/queries.jsonl",
+    "eval/qrels/test.tsv",
+    "tokenizer/tokenizer.json",
+)
 
 
 @dataclass(frozen=True)
@@ -173,7 +183,7 @@ def build_demo(
     """Build (or return the cached) demo corpus.
 
     Args:
-        out_dir: output folder (None: :func:`default_demo_dir`). Reused when its manifest exists.
+        out_dir: output folder (None: :func:`default_demo_dir`). Reused when its manifest has this version.
         force: rebuild even when cached.
         modules: restrict the walk to these top-level modules (tests); None walks the whole stdlib.
         num_test: held-out queries.
@@ -183,59 +193,25 @@ def build_demo(
         vocab_size: demo tokenizer size.
     """
     out = Path(out_dir) if out_dir is not None else default_demo_dir()
-    if not force and (out / "manifest.json").exists():
-        return _paths(out)
-    start = time.perf_counter()
-    records = make_pairs(collect_in_subprocess(modules))
-    if len(records) < num_test * 2:
-        raise RuntimeError(f"only {len(records)} usable docstrings; too few for {num_test} held-out queries")
-    test_ids = _held_out(records, num_test, min_rest_chars)
-    train_ids = [i for i in range(len(records)) if i not in test_ids]
-    negatives = _hard_negatives(records, train_ids, num_negatives, bm25_depth)
-    with atomic_build(out, force=force) as tmp:
-        write_jsonl(
-            tmp / "train.jsonl",
-            (
-                {
-                    "query": records[i]["query"],
-                    "pos": [records[i]["pos"]],
-                    "neg": [records[j]["pos"] for j in negatives[i]],
-                }
-                for i in train_ids
-            ),
-        )
-        write_jsonl(
-            tmp / "pairs.jsonl",
-            ({"query": records[i]["query"], "pos": [records[i]["pos"]], "neg": []} for i in train_ids),
-        )
-        eval_dir = tmp / "eval"
-        (eval_dir / "qrels").mkdir(parents=True)
-        write_jsonl(
-            eval_dir / "corpus.jsonl",
-            ({"_id": f"d{i}", "title": "", "text": r["pos"]} for i, r in enumerate(records)),
-        )
-        ordered_test = sorted(test_ids)
-        write_jsonl(
-            eval_dir / "queries.jsonl", ({"_id": f"q{i}", "text": records[i]["query"]} for i in ordered_test)
-        )
-        with open(eval_dir / "qrels" / "test.tsv", "w", encoding="utf-8", newline="\n") as handle:
-            handle.write("query-id\tcorpus-id\tscore\n")
-            handle.writelines(f"q{i}\td{i}\t1\n" for i in ordered_test)
+
+    def build(tmp: Path) -> dict:
+        start = time.perf_counter()
+        records = make_pairs(collect_in_subprocess(modules))
+        if len(records) < num_test * 2:
+            raise RuntimeError(
+                f"only {len(records)} usable docstrings; too few for {num_test} held-out queries"
+            )
+        held_out = _held_out(records, num_test, min_rest_chars)
+        test_ids = sorted(held_out)
+        train_ids = [i for i in range(len(records)) if i not in held_out]
+        negatives = _hard_negatives(records, train_ids, num_negatives, bm25_depth)
+        _write_training(tmp, records, train_ids, negatives)
+        _write_eval(tmp / "eval", records, test_ids)
         from m3lit.model.tiny_tokenizer import build_tokenizer
 
         texts = [r["query"] for r in records] + [r["pos"] for r in records]
         build_tokenizer(texts, vocab_size=vocab_size).save_pretrained(str(tmp / "tokenizer"))
-        files = [
-            "train.jsonl",
-            "pairs.jsonl",
-            "eval/corpus.jsonl",
-            "eval/queries.jsonl",
-            "eval/qrels/test.tsv",
-            "tokenizer/tokenizer.json",
-        ]
-        digests = {name: sha256_file(tmp / name) for name in files}
-        manifest = {
-            "version": DEMO_VERSION,
+        return {
             "python": sys.version.split()[0],
             "modules": list(modules) if modules else "stdlib",
             "sizes": {
@@ -243,26 +219,47 @@ def build_demo(
                 "train_pairs": len(train_ids),
                 "train_negatives_per_query": num_negatives,
                 "train_lines_with_full_negatives": sum(len(negatives[i]) == num_negatives for i in train_ids),
-                "eval_queries": len(ordered_test),
+                "eval_queries": len(test_ids),
                 "eval_corpus": len(records),
             },
-            "sha256": digests,
-            "hash": hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest(),
             "build_seconds": round(time.perf_counter() - start, 2),
         }
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    return _paths(out)
 
-
-def _paths(out: Path) -> DemoPaths:
-    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    manifest = cached_build(out, {"version": DEMO_VERSION}, build, force=force, files=HASHED_FILES)
     return DemoPaths(out, out / "pairs.jsonl", out / "train.jsonl", out / "eval", out / "tokenizer", manifest)
 
 
-def write_jsonl(path: Path, rows) -> None:
-    with open(path, "w", encoding="utf-8", newline="\n") as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+def _write_training(
+    out: Path, records: Sequence[dict], train_ids: Sequence[int], negatives: dict[int, list[int]]
+) -> None:
+    """``train.jsonl`` (query, positive, BM25 hard negatives: stage 2) and ``pairs.jsonl`` (no negatives: stage 1)."""
+    write_jsonl(
+        out / "train.jsonl",
+        (
+            {
+                "query": records[i]["query"],
+                "pos": [records[i]["pos"]],
+                "neg": [records[j]["pos"] for j in negatives[i]],
+            }
+            for i in train_ids
+        ),
+    )
+    write_jsonl(
+        out / "pairs.jsonl",
+        ({"query": records[i]["query"], "pos": [records[i]["pos"]], "neg": []} for i in train_ids),
+    )
+
+
+def _write_eval(eval_dir: Path, records: Sequence[dict], test_ids: Sequence[int]) -> None:
+    """The held-out split in BEIR layout: every document in the corpus, the ``test_ids`` queries and their qrels."""
+    from m3lit.retrieval.beir import write_beir  # loads torch: only when building
+
+    write_beir(
+        eval_dir,
+        {f"d{i}": r["pos"] for i, r in enumerate(records)},
+        {f"q{i}": records[i]["query"] for i in test_ids},
+        {f"q{i}": {f"d{i}": 1} for i in test_ids},
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

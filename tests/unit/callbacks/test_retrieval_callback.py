@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import lightning as L
 import pytest
@@ -141,18 +140,6 @@ def test_logs_every_mode_every_n_steps_and_at_the_end(tiny_config, tokenizer, ti
     assert callback.state_dict()["last_step"] == 3
 
 
-class DemoLikeData(L.LightningDataModule):
-    """A datamodule exposing a held-out split the way the demo's M3DataModule does (``demo_paths.eval_dir``)."""
-
-    def __init__(self, tokenizer, beir_dir: Path) -> None:
-        super().__init__()
-        self.tokenizer, self.demo = tokenizer, True
-        self.demo_paths = SimpleNamespace(eval_dir=beir_dir)
-
-    def train_dataloader(self):
-        return loader(self.tokenizer, self.demo_paths.eval_dir)
-
-
 def fast_dev_trainer(callback: RetrievalMetrics) -> L.Trainer:
     """A quiet one-step CPU trainer (``fast_dev_run=1``) carrying ``callback``."""
     return L.Trainer(
@@ -166,9 +153,10 @@ def fast_dev_trainer(callback: RetrievalMetrics) -> L.Trainer:
 
 def test_fast_dev_run_evaluates_once_at_the_end(tiny_config, tokenizer, tiny_beir_dir):
     module = make_module(tiny_config, tokenizer)
-    callback = RetrievalMetrics(None, every_n_steps=None, bm25=False, retrieval=FAST)  # the demo split
+    # the folder comes through the config (data_dir: ${evaluate.dataset_dir}, filled by a corpus if unset)
+    callback = RetrievalMetrics(tiny_beir_dir, every_n_steps=None, bm25=False, retrieval=FAST)
     trainer = fast_dev_trainer(callback)
-    trainer.fit(module, datamodule=DemoLikeData(tokenizer, tiny_beir_dir))
+    trainer.fit(module, loader(tokenizer, tiny_beir_dir))
     assert callback.data_dir == str(tiny_beir_dir)
     assert [step for step, _ in callback.history] == [1]
     assert {k for k in trainer.callback_metrics if k.startswith("val/")} == keys(MODEL_MODES)
@@ -181,6 +169,13 @@ def test_a_broken_dataset_fails_at_setup(tiny_config, tokenizer, tiny_beir_dir, 
     with pytest.raises(
         RuntimeError, match="RetrievalMetrics could not load .*missing.*dataset folder not found"
     ):
+        trainer.fit(module, loader(tokenizer, tiny_beir_dir))
+
+
+def test_an_unset_folder_fails_at_setup_saying_which_key(tiny_config, tokenizer, tiny_beir_dir):
+    module = make_module(tiny_config, tokenizer)
+    trainer = fast_dev_trainer(RetrievalMetrics(None, retrieval=FAST))
+    with pytest.raises(RuntimeError, match=r"data_dir is not set: .*callbacks\.retrieval_metrics\.data_dir"):
         trainer.fit(module, loader(tokenizer, tiny_beir_dir))
 
 

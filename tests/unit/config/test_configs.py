@@ -33,6 +33,7 @@ def test_expected_experiments_and_presets_exist():
         "paths",
         "debug",
         "experiment",
+        "corpus",
     } <= groups
 
 
@@ -115,6 +116,11 @@ def test_resolved_config_has_no_interpolations(tmp_path):
         ("callbacks.stage_switch.schedule={0:dense,10:unifed}", "unifed"),
         ("callbacks.stage_switch.schedule={5:dense}", "step 0"),
         ("seed=forty", "seed"),
+        # keys a corpus replaced (m3lit.corpora.RETIRED_KEYS): the message names the new way
+        ("bench.spec=full", "bench was removed; use a corpus block: corpus=bible"),
+        ("+bench={spec:full}", "bench was removed"),
+        ("data.demo=true", "data.demo was removed; use corpus=demo"),
+        ("data.demo_dir=/x", "data.demo_dir was removed; use corpus.dir"),
     ],
 )
 def test_typos_and_wrong_types_fail_naming_the_key(tmp_path, override, needle):
@@ -147,7 +153,8 @@ def test_schedule_override_replaces_the_mapping(tmp_path):
     assert dict(cfg.callbacks.stage_switch.schedule) == {0: "unified", 7: "unified_self_distill"}
 
 
-OWN_GROUPS = ["train.yaml", "model", "loss", "callbacks", "logger", "trainer", "paths", "debug", "experiment"]
+OWN_GROUPS = ["train.yaml", "model", "loss", "callbacks", "logger", "trainer", "paths", "debug", "experiment",
+              "corpus"]  # fmt: skip
 _KEY = re.compile(r"^\s*[\w.+~-]+:")
 
 

@@ -11,11 +11,12 @@ from collections import Counter
 
 import pytest
 
-from m3lit.corpora.bible.build import COMPACT, BibleBenchSpec, build_bible_bench
+from m3lit.corpora.bible.build import build_bible_bench
 from m3lit.corpora.bible.mining import mine_bible_negatives
+from m3lit.corpora.bible.source import EXCLUDED, TRANSLATIONS, BibleDbError
+from m3lit.corpora.bible.spec import COMPACT, BibleBenchSpec
 from m3lit.data.schema import read_jsonl
 from m3lit.retrieval.beir import load_beir
-from m3lit.corpora.bible.source import EXCLUDED, TRANSLATIONS, BibleDbError
 
 OT, NT = (1, 2, 38, 39), (40, 41, 43, 44)
 VERSES = 8  # per chapter: a chapter gives at most 8 // 4 = 2 query verses

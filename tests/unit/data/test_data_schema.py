@@ -192,7 +192,7 @@ def test_train_command_exits_before_training_on_bad_input(tmp_path, tokenizer):
         tmp_path / "bad.jsonl", [GOOD, {"query": "q", "pos": ["p"], "neg": ["n"], "pos_scores": [1, 2]}]
     )
     args = [
-        "experiment=demo", f"data.train_data={bad}", f"data.pairs_data={good}",
+        "experiment=demo", "~corpus", f"data.train_data={bad}", f"data.pairs_data={good}",
         f"model.net.tokenizer={tmp_path / 'tok'}", f"data.cache_dir={tmp_path / 'cache'}", "evaluate.enabled=false",
         "export=false", "logger=csv", "print_config=false", f"hydra.run.dir={tmp_path / 'run'}", "trainer.max_steps=2",
     ]  # fmt: skip
