@@ -156,12 +156,12 @@ def check_batch_size_overrides(overrides) -> None:
                 )
 
 
-#: Data source name -> the ``data`` key that must be set for it (unless a corpus fills it).
-SOURCE_KEYS = {"pairs": "pairs_data", "labelled": "train_data"}
 
 
 def _check_sources(entries, data: Mapping) -> None:
     """Every data source the stage schedule switches to must be configured (fail now, not at that step)."""
+    from m3lit.data.streams import SOURCE_KEYS
+
     for entry in entries:
         key = SOURCE_KEYS.get(entry.source or "")
         if key and data.get(key) in (None, "", []):
@@ -228,6 +228,12 @@ def _check_loss(loss: Mapping) -> None:
 
 
 def _signature(target: Any) -> tuple[dict[str, inspect.Parameter], dict[str, Any], bool]:
+    """(named parameters, type hints, takes ``**kwargs``) of a ``_target_``.
+
+    A factory that takes ``**keys`` for an options dataclass names it as ``options_type``
+    (``M3DataModule.from_config``, ``net_from_config``): its fields are the accepted keys, so a typo is
+    still an unknown option.
+    """
     fn = target.__init__ if inspect.isclass(target) else target
     sig = inspect.signature(fn)
     params = {
@@ -236,10 +242,18 @@ def _signature(target: Any) -> tuple[dict[str, inspect.Parameter], dict[str, Any
         if n != "self" and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
     }
     open_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
+    options_type = getattr(target, "options_type", None)
     try:
         hints = typing.get_type_hints(fn)
+        if dataclasses.is_dataclass(options_type):
+            hints.update(typing.get_type_hints(options_type))
     except Exception:  # unresolvable forward references: check names only
         hints = {}
+    if dataclasses.is_dataclass(options_type):
+        keyword = inspect.Parameter.KEYWORD_ONLY
+        for field in dataclasses.fields(options_type):
+            params.setdefault(field.name, inspect.Parameter(field.name, keyword, default=None))
+        open_kwargs = False
     return params, hints, open_kwargs
 
 
