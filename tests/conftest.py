@@ -34,7 +34,8 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 
 TESTS = Path(__file__).resolve().parent
 INTEGRATION = TESTS / "integration"
-sys.path[1:1] = [str(d) for d in sorted(TESTS.rglob("*")) if d.is_dir() and d.name != "__pycache__"]
+# the folders pytest itself puts on sys.path when it imports their test modules, all of them up front
+sys.path[1:1] = sorted({str(module.parent) for module in TESTS.rglob("test_*.py")})
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest's own hook deselects by -m
@@ -53,7 +54,8 @@ def pytest_collection_modifyitems(config, items):
 def isolated_folders(tmp_path_factory):
     """Point ``$M3LIT_CACHE``, ``$M3LIT_ROOT`` (run logs) and ``$WANDB_DIR`` at this worker's tmp dir.
 
-    Subprocesses inherit them. Builds (the demo corpus, the E5 folder, the Bible benchmark) are made once per
+    Subprocesses inherit them; m3lit reads them when it builds or writes, never at import, so setting them
+    here (before the first test, after collection) is early enough. Builds (the demo corpus, the E5 folder, the Bible benchmark) are made once per
     worker. Pinned wheels stay shared (``$M3LIT_WHEELS``, default ``<your cache>/wheels``): each is a file
     named by its exact version and checked against its sha256 on every use, and a download is renamed into
     place only when complete, so workers cannot see a partial or different file, and the suite does not
