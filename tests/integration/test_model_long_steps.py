@@ -1,6 +1,7 @@
-"""Long documents (issue 14), stage-2 steps at 1k-8192 tokens: with gradient checkpointing and the gradient cache
-a step gives the loss and every parameter gradient of the plain step (no checkpointing, no cache) at a length
-both fit, and runs at 8192 tokens with finite loss and gradients. The corpus checks: tests/unit/model/test_long_docs.py.
+"""Long documents (issue 14), stage-2 steps at 1k-8192 tokens: with gradient checkpointing and the gradient
+cache a step gives the loss and every parameter gradient of the plain step (no checkpointing, no cache) at a
+length both fit, and runs at 8192 tokens with finite loss and gradients. The corpus checks:
+tests/unit/model/test_long_docs.py.
 """
 
 from __future__ import annotations

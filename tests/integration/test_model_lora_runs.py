@@ -1,5 +1,5 @@
-"""LoRA training runs: a killed run resumes bit for bit, and 2 CPU processes from the command line (the rest of
-LoRA: tests/unit/model/test_lora.py).
+"""LoRA training runs: a killed run resumes bit for bit, and 2 CPU processes from the command line (the rest
+of LoRA: tests/unit/model/test_lora.py).
 """
 
 from __future__ import annotations

