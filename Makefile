@@ -27,11 +27,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv with m3lit (editable), CPU torch and the test/dev extras
 
-test: $(STAMP) ## Run the whole offline test suite (what CI runs)
-	$(BIN)/python -m pytest -q -m "not gpu" $(ARGS)
+# pytest-xdist: one worker per core, each with its own cache and output folders (tests/conftest.py). worksteal
+# balances the minute-long integration tests: an idle worker takes queued tests from a busy one.
+PARALLEL ?= -n auto --dist worksteal
+test: $(STAMP) ## Run the whole offline test suite in parallel on every core (what CI runs)
+	$(BIN)/python -m pytest -q $(PARALLEL) -m "not gpu" $(ARGS)
 
-test-fast: $(STAMP) ## Skip the slow tests (multi-process DDP, resume, full recipe)
-	$(BIN)/python -m pytest -q -m "not gpu and not slow" $(ARGS)
+test-fast: $(STAMP) ## Skip tests/integration (multi-process DDP, resume, full recipe, training CLI runs, docs site)
+	$(BIN)/python -m pytest -q $(PARALLEL) -m "not gpu and not slow" $(ARGS)
 
 train: $(STAMP) ## Fine-tune multilingual-e5-small on the compact Bible benchmark and print its tables (~10 min on 2 cores)
 	$(BIN)/python -m m3lit.train $(ARGS)

@@ -64,7 +64,6 @@ class DDPRecorder(L.Callback):
         torch.save(pl_module.model.state_dict(), self.out / f"rank{trainer.global_rank}_final.pt")
 
 
-@pytest.mark.slow
 def test_ddp_cross_device_negatives_gradients_and_weights(tmp_path, tokenizer):
     corpus = tiny_corpus(tmp_path / "corpus", tokenizer)
     record = tmp_path / "record"
@@ -131,7 +130,6 @@ def test_ddp_cross_device_negatives_gradients_and_weights(tmp_path, tokenizer):
     )
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_ddp_cpu_with_gradient_checkpointing_from_the_command_line(tmp_path, tokenizer):
     """`python -m m3lit.train trainer=ddp_cpu model.net.gradient_checkpointing=true`: 2 processes, 2 steps.

@@ -10,9 +10,6 @@ from __future__ import annotations
 import csv
 
 import numpy as np
-import pytest
-
-pytestmark = pytest.mark.slow
 
 
 def test_bible_compact_fine_tunes_the_real_model_and_the_export_loads(tmp_path):

@@ -56,7 +56,12 @@ class BarProbe(L.Callback):
 
 
 def _train(*args: str, crash_at: int | None = None, probe: Path | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", "HF_HUB_OFFLINE": "1"}
+    here = Path(__file__).resolve().parent  # the hydra target test_resume_cli.CrashFromEnv
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(map(str, (ROOT, ROOT / "tests", here))),
+        "HF_HUB_OFFLINE": "1",
+    }
     env.pop("M3LIT_TEST_CRASH_AT", None)
     if crash_at is not None:
         env["M3LIT_TEST_CRASH_AT"] = str(crash_at)

@@ -6,9 +6,7 @@ import json
 import os
 from pathlib import Path
 
-import lightning as L
 import pytest
-import torch
 
 from m3lit.data.datamodule import M3DataModule
 
@@ -93,39 +91,3 @@ def test_every_example_file_loads_with_the_reference_semantics(tokenizer, tmp_pa
             else:
                 assert batch.teacher_scores is None
     assert seen == set(EXPECTED)  # every file contributes batches
-
-
-@pytest.mark.slow
-def test_the_example_files_train_a_few_steps(tokenizer, tmp_path, tiny_config):
-    lit_module = pytest.importorskip("m3lit.training.lit_module", reason="training module not available")
-    from m3lit.model import M3Model
-
-    torch.manual_seed(0)
-    net = M3Model.from_config(tiny_config, tokenizer, colbert_dim=16)
-    module = lit_module.M3LitModule(net, stage="unified_self_distill", optimizer={"lr": 1e-3})
-    # one step per file: each file's 10 lines form one kept tail batch (drop_last=False)
-    dm = _module(tokenizer, tmp_path, bucket_batch_sizes=[20], drop_last=False, passage_max_len=32)
-    dm.setup("fit")
-    steps = len(dm.sources["labelled"].sampler)
-    assert steps == len(EXPECTED)
-
-    class Record(L.Callback):
-        def __init__(self) -> None:
-            self.rows: list[tuple[str, float]] = []
-
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-            self.rows.append((batch.dataset, float(loss)))
-
-    record = Record()
-    trainer = L.Trainer(
-        max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-        enable_model_summary=False, enable_checkpointing=False, use_distributed_sampler=False,
-        callbacks=[record], default_root_dir=str(tmp_path), num_sanity_val_steps=0,
-    )  # fmt: skip
-    before = [p.detach().clone() for p in net.parameters()]
-    trainer.fit(module, datamodule=dm)
-    assert trainer.global_step == steps == len(record.rows)
-    assert {name for name, _ in record.rows} == set(EXPECTED)  # one epoch visits every file
-    assert all(torch.isfinite(torch.tensor(loss)) and loss > 0 for _, loss in record.rows)
-    assert any(not torch.equal(a, b.detach()) for a, b in zip(before, net.parameters(), strict=True))

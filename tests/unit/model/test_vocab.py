@@ -1,5 +1,6 @@
 """One vocabulary across commands: the same model reference kinds everywhere (folder, .ckpt, hub id, with
-one immediate error offline), the same length keys (old spellings warn), a scalar ``data.batch_size``."""
+one immediate error offline) and the same length keys (old spellings warn). A scalar ``data.batch_size``:
+tests/integration/test_data_batch_size_run.py."""
 
 from __future__ import annotations
 
@@ -12,9 +13,8 @@ import pytest
 import torch
 from train_utils import tiny_corpus, tiny_run_overrides
 
-from m3lit.config.compose import ConfigError, compose
+from m3lit.config.compose import compose
 from m3lit.corpora.mining import main as mine
-from m3lit.data.datamodule import M3DataModule
 from m3lit.encode import main as encode
 from m3lit.evaluate import load_config
 from m3lit.evaluate import main as evaluate
@@ -124,20 +124,3 @@ def test_length_keys_have_one_spelling_and_old_ones_warn(caplog):
     assert cfg.retrieval.passage_max_len == 99
     assert "retrieval.passage_max_length is deprecated, use retrieval.passage_max_len" in caplog.text
     assert RetrievalConfig.from_mapping({"query_max_length": 7, "passage_max_len": 9}).query_max_len == 7
-
-
-def test_scalar_batch_size_and_mixing_it_with_the_table(tmp_path, tokenizer):
-    dm = M3DataModule.from_config(bucket_edges=[10, 20], batch_size=4)
-    assert dm.bucket_batch_sizes == {"labelled": [4, 4, 4], "pairs": [4, 4, 4]}
-    with pytest.raises(
-        ValueError, match=r"needs len\(data.bucket_edges\) \+ 1 = 3 entries.*data.batch_size=4"
-    ):
-        M3DataModule.from_config(bucket_edges=[10, 20], bucket_batch_sizes=[4])
-    corpus = tiny_corpus(tmp_path / "corpus", tokenizer)
-    base = [o for o in tiny_run_overrides(corpus, tmp_path / "run") if "bucket_batch_sizes" not in o]
-    with pytest.raises(ConfigError, match=r"data.batch_size=3 and data.bucket_batch_sizes=\[3,3\] both set"):
-        compose([*base, "data.batch_size=3", "data.bucket_batch_sizes=[3,3]"])
-    _, objects = train(compose([*base, "data.batch_size=3", "trainer.max_steps=2", "export=false"]))
-    assert objects["trainer"].global_step == 2
-    batch = next(objects["datamodule"].iter_batches(1))
-    assert len(batch.meta["indices"]) == 3

