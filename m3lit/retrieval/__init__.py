@@ -7,12 +7,14 @@ of its tables), Dense+MCLS (App. B.2, Table 5). Entry point: :func:`evaluate_ret
 from __future__ import annotations
 
 from m3lit.retrieval.beir import RetrievalDataset, load_beir, write_beir
+from m3lit.retrieval.config import RetrievalConfig
 from m3lit.retrieval.index.bm25 import BM25Index, bm25_tokenize
 from m3lit.retrieval.index.colbert import ColbertStore
-from m3lit.retrieval.config import RetrievalConfig
 from m3lit.retrieval.index.corpus import CorpusIndex, encode_passages, index_corpus
 from m3lit.retrieval.index.dense import DenseIndex
 from m3lit.retrieval.index.hybrid import fuse, union_candidates
+from m3lit.retrieval.index.ranking import Ranking
+from m3lit.retrieval.index.sparse import SparseIndex, sparse_matrix
 from m3lit.retrieval.metrics import DEFAULT_METRICS, MetricResult, evaluate_ranking, parse_metric
 from m3lit.retrieval.pipeline import (
     DEFAULT_MODES,
@@ -24,9 +26,7 @@ from m3lit.retrieval.pipeline import (
     retrieve,
     usable_modes,
 )
-from m3lit.retrieval.index.ranking import Ranking
 from m3lit.retrieval.report.provenance import dataset_hash, evaluation_settings, read_results
-from m3lit.retrieval.index.sparse import SparseIndex, sparse_matrix
 from m3lit.retrieval.trec import write_trec_run, write_trec_runs
 
 __all__ = [

@@ -41,13 +41,22 @@ import numpy as np
 from m3lit.inference.encoding import encode_texts
 from m3lit.model import M3Model, special_token_ids
 from m3lit.retrieval.beir import RetrievalDataset, load_beir
-from m3lit.retrieval.index.bm25 import BM25Index, bm25_tokenize
 from m3lit.retrieval.config import RetrievalConfig
-from m3lit.retrieval.index.corpus import index_corpus, store_candidates, trim_heap
+from m3lit.retrieval.index.bm25 import BM25Index, bm25_tokenize
+from m3lit.retrieval.index.corpus import CorpusIndex, index_corpus, store_candidates, trim_heap
 from m3lit.retrieval.index.hybrid import FusionTerms, fuse, union_candidates
-from m3lit.retrieval.metrics import DEFAULT_METRICS, evaluate_ranking, parse_metric
 from m3lit.retrieval.index.ranking import Ranking
 from m3lit.retrieval.index.sparse import sparse_matrix
+from m3lit.retrieval.metrics import DEFAULT_METRICS, evaluate_ranking, parse_metric
+from m3lit.retrieval.modes import (
+    DEFAULT_MODES,
+    MODEL_MODES,
+    MODES,
+    NO_HEADS,
+    RetrievalPlan,
+    plan_retrieval,
+    usable_modes,
+)
 from m3lit.retrieval.trec import write_trec_runs
 
 __all__ = [
@@ -64,27 +73,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-#: Every mode, in the paper's column order, then Dense+MCLS (Table 5) and the BM25 reference.
-MODES = ("dense", "sparse", "colbert", "dense+sparse", "all", "dense+mcls", "bm25")
-#: The five modes that use the model's heads (what the training callback evaluates by default).
-MODEL_MODES = MODES[:5]
-#: What an evaluation runs unless told otherwise: the five modes and BM25 (Dense+MCLS is opt-in).
-DEFAULT_MODES = (*MODEL_MODES, "bm25")
-#: The representations each mode needs ("mcls": dense vectors of MCLS-encoded passages).
-NEEDS = {
-    "dense": {"dense"},
-    "sparse": {"sparse"},
-    "colbert": {"dense", "colbert"},
-    "dense+sparse": {"dense", "sparse"},
-    "all": {"dense", "sparse", "colbert"},
-    "dense+mcls": {"mcls"},
-    "bm25": set(),
-}
-#: Representations that need no trained head (the encoder's CLS state).
-_NO_HEADS = {"dense", "mcls"}
-#: Modes that mean pooling allows (the others need CLS-based heads or MCLS).
-MEAN_POOLING_MODES = ("dense", "bm25")
 
 
 @dataclass
@@ -105,35 +93,38 @@ class RetrievalRun:
     fusion: dict[str, FusionTerms] = field(default_factory=dict)
 
 
-def _check_modes(modes: Sequence[str], cfg: RetrievalConfig) -> None:
-    unknown = [m for m in modes if m not in NEEDS]
-    if unknown:
-        raise ValueError(f"unknown retrieval mode(s) {unknown}; choose from {list(MODES)}")
-    if cfg.pooling == "mean":
-        wrong = [m for m in modes if m not in MEAN_POOLING_MODES]
-        if wrong:
-            raise ValueError(
-                f"retrieval modes {wrong} need CLS pooling (sparse/ColBERT heads, MCLS); with pooling=mean "
-                f"evaluate modes={list(MEAN_POOLING_MODES)}"
-            )
+@dataclass
+class _Search:
+    """One :func:`retrieve` call's inputs and what its stages computed so far (a mode function reads it).
 
+    ``queries``: the encoded queries; ``q_sparse``: (Q, V) their lexical weights; ``dense`` / ``sparse``: the
+    first-stage lists (``plan.dense_k`` / ``plan.sparse_k`` long); ``rerank`` / ``maxsim``: (Q, colbert_k)
+    the dense top candidates and their MaxSim scores; ``all_candidates``: (Q, M) All's hybrid candidates.
+    """
 
-def usable_modes(model: M3Model, modes: Sequence[str]) -> list[str]:
-    """``modes`` validated; without trained heads only ``dense``, ``dense+mcls`` and ``bm25`` remain, with a
-    loud warning."""
-    unknown = [m for m in modes if m not in NEEDS]
-    if unknown:
-        raise ValueError(f"unknown retrieval mode(s) {unknown}; choose from {list(MODES)}")
-    if getattr(model, "heads_loaded", True):
-        return list(modes)
-    dropped = [m for m in modes if NEEDS[m] - _NO_HEADS]
-    if dropped:
-        log.warning(
-            "!!! The model has NO TRAINED sparse/ColBERT heads (sparse_linear.pt / colbert_linear.pt missing): "
-            "evaluating DENSE ONLY. Modes %s are NOT reported (they would be random, not zero). !!!",
-            dropped,
-        )
-    return [m for m in modes if m not in dropped]
+    model: M3Model
+    dataset: RetrievalDataset
+    cfg: RetrievalConfig
+    plan: RetrievalPlan
+    device: object
+    vocab: int
+    run: RetrievalRun
+    queries: object = None
+    q_sparse: object = None
+    corpus: CorpusIndex | None = None
+    dense: Ranking | None = None
+    sparse: Ranking | None = None
+    rerank: np.ndarray | None = None
+    maxsim: np.ndarray | None = None
+    all_candidates: np.ndarray | None = None
+
+    def timed(self, name: str):
+        return _timed(self.run.timings, name)
+
+    @property
+    def score_device(self):
+        """Where MaxSim is computed: the encoding device (the GPU if any)."""
+        return self.device if self.device is not None else next(self.model.parameters()).device
 
 
 @contextmanager
@@ -165,6 +156,9 @@ def retrieve(
 ) -> RetrievalRun:
     """Rank the corpus for every query of ``dataset`` in each mode (see the module docstring).
 
+    Plan (:func:`plan_retrieval`), encode the queries, index the corpus, search the first-stage lists, score
+    the ColBERT candidates, then rank each mode (one function per mode, :data:`RANKERS`).
+
     Args:
         model: the M3 model (its training flag is restored afterwards by ``encode_texts``).
         dataset: a loaded BEIR-style dataset.
@@ -176,159 +170,212 @@ def retrieve(
         progress: progress bars.
         corpus_cache: a dict kept by the caller across calls with the SAME model: the encoded corpus is
             reused when the next dataset has the same corpus texts and passage settings (e.g. every
-            MKQA-like language searches one English corpus). It holds one corpus at a time.
+            language of a task that searches one shared corpus). It holds one corpus at a time.
     """
     cfg = config or RetrievalConfig()
-    modes = list(modes)
-    _check_modes(modes, cfg)
-    needs = set().union(*(NEEDS[m] for m in modes)) if modes else set()
-    timings: dict[str, float] = {}
-    info: dict = {"num_docs": len(dataset.corpus_texts), "num_queries": len(dataset.query_texts)}
-    n_docs = len(dataset.corpus_texts)
+    plan = plan_retrieval(modes, cfg, depth)
     vocab = max(int(model.encoder.config.vocab_size), len(model.tokenizer))
+    info = {"num_docs": len(dataset.corpus_texts), "num_queries": len(dataset.query_texts)}
+    search = _Search(model, dataset, cfg, plan, device, vocab, RetrievalRun({}, info=info))
+    if plan.needs:
+        _encode_queries(search)
+        _index_corpus(search, progress, corpus_cache)
+        _first_stage(search)
+        _colbert_candidates(search, progress)
+    run = search.run
+    for mode in plan.modes:
+        ranked = RANKERS[mode](search)
+        if isinstance(ranked, FusionTerms):
+            run.fusion[mode] = ranked
+            ranked = ranked.rank(cfg.hybrid_weights if mode == "dense+sparse" else cfg.all_weights, depth)
+        run.rankings[mode] = ranked
+    run.info.update(_index_sizes(search.corpus))
+    return run
 
-    dense_k = max(
-        [depth] * ("dense" in modes)
-        + [cfg.colbert_rerank_k] * ("colbert" in modes)
-        + [cfg.hybrid_k] * ("dense+sparse" in modes)
-        + [cfg.all_rerank_k] * ("all" in modes)
-        + [0]
-    )
-    hybrid_all = "all" in modes and cfg.all_candidates == "hybrid"  # All re-ranks dense + sparse candidates
-    sparse_k = max(
-        [depth] * ("sparse" in modes)
-        + [cfg.hybrid_k] * ("dense+sparse" in modes)
-        + [cfg.all_rerank_k] * hybrid_all
-        + [0]
-    )
 
-    # ---- queries
-    queries = None
-    if needs:
-        with _timed(timings, "encode_queries"):
-            queries = encode_texts(
-                model,
-                dataset.query_texts,
-                max_length=cfg.query_max_len,
-                progress=False,
-                dense=bool(needs & _NO_HEADS),
-                sparse="sparse" in needs,
-                colbert="colbert" in needs,
-                batch_size=cfg.batch_size,
-                device=device,
-                pooling=cfg.pooling,
-                prefix=cfg.query_prefix,
-            )
-    q_sparse = sparse_matrix(queries.sparse, vocab) if "sparse" in needs else None
-    if q_sparse is not None and q_sparse.nnz == 0:
-        log.warning(
-            "every query's lexical weights are 0 (untrained or collapsed sparse head): the sparse "
-            "mode finds nothing and scores 0, and adds nothing to dense+sparse / all"
+# ------------------------------------------------------------------------------------------------ stages
+def _encode_queries(search: _Search) -> None:
+    needs, cfg = search.plan.needs, search.cfg
+    with search.timed("encode_queries"):
+        search.queries = encode_texts(
+            search.model,
+            search.dataset.query_texts,
+            max_length=cfg.query_max_len,
+            progress=False,
+            dense=bool(needs & NO_HEADS),
+            sparse="sparse" in needs,
+            colbert="colbert" in needs,
+            batch_size=cfg.batch_size,
+            device=search.device,
+            pooling=cfg.pooling,
+            prefix=cfg.query_prefix,
         )
-
-    # ---- corpus, shard by shard
-    corpus = None
-    if needs:
-        key = _corpus_key(dataset.corpus_texts, needs, cfg)
-        if corpus_cache is not None and corpus_cache.get("key") == key:
-            corpus = corpus_cache["index"]
-            log.info(
-                "%s: corpus encoding reused from the previous dataset (same texts and settings)", dataset.name
+    if "sparse" in needs:
+        search.q_sparse = sparse_matrix(search.queries.sparse, search.vocab)
+        if search.q_sparse.nnz == 0:
+            log.warning(
+                "every query's lexical weights are 0 (untrained or collapsed sparse head): the sparse "
+                "mode finds nothing and scores 0, and adds nothing to dense+sparse / all"
             )
-        else:
-            with _timed(timings, "encode_corpus"):
-                corpus = index_corpus(
-                    model, dataset.corpus_texts, needs, cfg, vocab=vocab, device=device, progress=progress
-                )
-            if corpus_cache is not None:
-                corpus_cache.clear()
-                if corpus.info.get("colbert_store") != "reencode":  # a re-encode store fills per query set
-                    corpus_cache.update(key=key, index=corpus)
-        info.update(corpus.info)
-    dense_index = corpus.dense if corpus else None
-    sparse_index = corpus.sparse if corpus else None
-    store = corpus.colbert if corpus else None
 
-    rankings: dict[str, Ranking] = {}
-    fusion: dict[str, FusionTerms] = {}
-    dense_rank = sparse_rank = None
-    if dense_index is not None:
-        with _timed(timings, "search/dense"):
-            dense_rank = dense_index.search(queries.dense, dense_k)
-        rankings["dense"] = dense_rank.truncate(depth)
-    if sparse_index is not None:
-        with _timed(timings, "search/sparse"):
-            sparse_rank = sparse_index.search(q_sparse, sparse_k)
-        rankings["sparse"] = sparse_rank.truncate(depth)
-    if corpus is not None and corpus.mcls is not None:
-        with _timed(timings, "search/dense+mcls"):
-            rankings["dense+mcls"] = corpus.mcls.search(queries.dense, depth)
 
-    # MaxSim of the dense top candidates, once for both re-ranking modes (prefixes of one sorted list)
-    colbert_k = max(
-        [cfg.colbert_rerank_k] * ("colbert" in modes)
-        + [cfg.all_rerank_k] * ("all" in modes and not hybrid_all)
-        + [0]
-    )
-    all_cand = None  # (Q, M) All's candidates when they are not a prefix of the dense list
-    if hybrid_all:
-        all_cand = union_candidates(
-            dense_rank.truncate(cfg.all_rerank_k), sparse_rank.truncate(cfg.all_rerank_k)
+def _index_corpus(search: _Search, progress: bool, corpus_cache: dict | None) -> None:
+    """Encode the corpus shard by shard into the indices, or reuse the cached one (same texts, settings)."""
+    texts, needs = search.dataset.corpus_texts, set(search.plan.needs)
+    key = _corpus_key(texts, needs, search.cfg)
+    if corpus_cache is not None and corpus_cache.get("key") == key:
+        search.corpus = corpus_cache["index"]
+        log.info(
+            "%s: corpus encoding reused from the previous dataset (same texts and settings)",
+            search.dataset.name,
         )
-    if (colbert_k or hybrid_all) and info.get("colbert_store") == "reencode":
-        with _timed(timings, "colbert_reencode"):
-            rows = [dense_rank.truncate(colbert_k).indices] + [all_cand] * hybrid_all
+    else:
+        with search.timed("encode_corpus"):
+            search.corpus = index_corpus(
+                search.model,
+                texts,
+                needs,
+                search.cfg,
+                vocab=search.vocab,
+                device=search.device,
+                progress=progress,
+            )
+        if corpus_cache is not None:
+            corpus_cache.clear()
+            if search.corpus.info.get("colbert_store") != "reencode":  # a re-encode store fills per query set
+                corpus_cache.update(key=key, index=search.corpus)
+    search.run.info.update(search.corpus.info)
+
+
+def _first_stage(search: _Search) -> None:
+    """The dense and sparse top lists that every mode but BM25 and Dense+MCLS starts from."""
+    corpus = search.corpus
+    if corpus.dense is not None:
+        with search.timed("search/dense"):
+            search.dense = corpus.dense.search(search.queries.dense, search.plan.dense_k)
+    if corpus.sparse is not None:
+        with search.timed("search/sparse"):
+            search.sparse = corpus.sparse.search(search.q_sparse, search.plan.sparse_k)
+
+
+def _colbert_candidates(search: _Search, progress: bool) -> None:
+    """All's hybrid candidates, the ColBERT vectors of the candidates (a re-encode store), and the MaxSim of
+    the dense top-``colbert_k`` once for both re-ranking modes (prefixes of one sorted list)."""
+    plan, cfg, store = search.plan, search.cfg, search.corpus.colbert
+    if plan.hybrid_all:
+        search.all_candidates = union_candidates(
+            search.dense.truncate(cfg.all_rerank_k), search.sparse.truncate(cfg.all_rerank_k)
+        )
+    if (plan.colbert_k or plan.hybrid_all) and search.run.info.get("colbert_store") == "reencode":
+        with search.timed("colbert_reencode"):
+            rows = [search.dense.truncate(plan.colbert_k).indices] + [search.all_candidates] * plan.hybrid_all
             rows = np.concatenate(rows, axis=1)
-            store_candidates(model, dataset.corpus_texts, store, rows, cfg, device=device, progress=progress)
+            store_candidates(
+                search.model,
+                search.dataset.corpus_texts,
+                store,
+                rows,
+                cfg,
+                device=search.device,
+                progress=progress,
+            )
     if store is not None:
-        info["colbert_store_bytes"] = store.nbytes
-        info["colbert_stored_docs"] = len(store)
-    score_device = device if device is not None else next(model.parameters()).device  # MaxSim: GPU if any
-    if colbert_k:
-        with _timed(timings, "search/colbert"):
-            rerank = dense_rank.truncate(colbert_k).indices  # (Q, k) dense top-k, best first
-            maxsim = store.score(queries.colbert, rerank, device=score_device)  # (Q, k)
-    if "colbert" in modes:
-        with _timed(timings, "search/colbert"):
-            k = cfg.colbert_rerank_k
-            rankings["colbert"] = fuse(rerank[:, :k], None, None, maxsim[:, :k], (0.0, 0.0, 1.0), depth)
-    if "dense+sparse" in modes:
-        with _timed(timings, "search/dense+sparse"):
-            cand = union_candidates(dense_rank.truncate(cfg.hybrid_k), sparse_rank.truncate(cfg.hybrid_k))
-            d = dense_index.score(queries.dense, cand)
-            s = sparse_index.score(q_sparse, cand)
-            fusion["dense+sparse"] = FusionTerms(cand, d, s)
-            rankings["dense+sparse"] = fusion["dense+sparse"].rank(cfg.hybrid_weights, depth)
-    if "all" in modes:
-        with _timed(timings, "search/all"):
-            if hybrid_all:
-                cand = all_cand
-                c = store.score(queries.colbert, cand, device=score_device)
-            else:
-                cand, c = rerank[:, : cfg.all_rerank_k], maxsim[:, : cfg.all_rerank_k]
-            d = dense_index.score(queries.dense, cand)
-            s = sparse_index.score(q_sparse, cand)
-            fusion["all"] = FusionTerms(cand, d, s, c)
-            rankings["all"] = fusion["all"].rank(cfg.all_weights, depth)
-    if "bm25" in modes:
-        drop = special_token_ids(model.tokenizer)
-        bm25 = BM25Index(vocab, k1=cfg.bm25_k1, b=cfg.bm25_b)
-        with _timed(timings, "bm25_index"):
-            for start in range(0, n_docs, cfg.shard_size):
-                bm25.add(
-                    bm25_tokenize(model.tokenizer, dataset.corpus_texts[start : start + cfg.shard_size], drop)
-                )
-            bm25.weights()
-        with _timed(timings, "search/bm25"):
-            rankings["bm25"] = bm25.search(bm25_tokenize(model.tokenizer, dataset.query_texts, drop), depth)
-    if dense_index is not None:
-        info["dense_index_bytes"] = dense_index.vectors.nbytes
-    if corpus is not None and corpus.mcls is not None:
-        info["mcls_index_bytes"] = corpus.mcls.vectors.nbytes
-    if sparse_index is not None:
-        docs = sparse_index.documents
-        info["sparse_index_bytes"] = 2 * (docs.data.nbytes + docs.indices.nbytes + docs.indptr.nbytes)
-    return RetrievalRun(rankings={m: rankings[m] for m in modes}, timings=timings, info=info, fusion=fusion)
+        search.run.info["colbert_store_bytes"] = store.nbytes
+        search.run.info["colbert_stored_docs"] = len(store)
+    if plan.colbert_k:
+        with search.timed("search/colbert"):
+            search.rerank = search.dense.truncate(plan.colbert_k).indices  # (Q, k) dense top-k, best first
+            search.maxsim = store.score(search.queries.colbert, search.rerank, device=search.score_device)
+
+
+def _index_sizes(corpus: CorpusIndex | None) -> dict:
+    """Memory of each index in bytes."""
+    if corpus is None:
+        return {}
+    sizes = {}
+    if corpus.dense is not None:
+        sizes["dense_index_bytes"] = corpus.dense.vectors.nbytes
+    if corpus.mcls is not None:
+        sizes["mcls_index_bytes"] = corpus.mcls.vectors.nbytes
+    if corpus.sparse is not None:
+        docs = corpus.sparse.documents
+        sizes["sparse_index_bytes"] = 2 * (docs.data.nbytes + docs.indices.nbytes + docs.indptr.nbytes)
+    return sizes
+
+
+# ------------------------------------------------------------------------------------- one function per mode
+def _rank_dense(search: _Search) -> Ranking:
+    """Exact top-k by s_dense (§3.2, Eq. 1)."""
+    return search.dense.truncate(search.plan.depth)
+
+
+def _rank_sparse(search: _Search) -> Ranking:
+    """Exact top-k by s_lex (§3.2, Eq. 2) over the inverted index."""
+    return search.sparse.truncate(search.plan.depth)
+
+
+def _rank_dense_mcls(search: _Search) -> Ranking:
+    """Exact dense top-k over the passages encoded with a CLS every ``mcls_interval`` tokens (App. B.2)."""
+    with search.timed("search/dense+mcls"):
+        return search.corpus.mcls.search(search.queries.dense, search.plan.depth)
+
+
+def _rank_colbert(search: _Search) -> Ranking:
+    """Multi-vec: the dense top-``colbert_rerank_k`` re-ranked by MaxSim (§3.2, Eq. 3)."""
+    k = search.cfg.colbert_rerank_k
+    with search.timed("search/colbert"):
+        return fuse(
+            search.rerank[:, :k], None, None, search.maxsim[:, :k], (0.0, 0.0, 1.0), search.plan.depth
+        )
+
+
+def _rank_dense_sparse(search: _Search) -> FusionTerms:
+    """Dense+Sparse: the union of both top-``hybrid_k`` lists, with both scores (weighted by the caller)."""
+    k = search.cfg.hybrid_k
+    with search.timed("search/dense+sparse"):
+        cand = union_candidates(search.dense.truncate(k), search.sparse.truncate(k))
+        dense = search.corpus.dense.score(search.queries.dense, cand)
+        sparse = search.corpus.sparse.score(search.q_sparse, cand)
+        return FusionTerms(cand, dense, sparse)
+
+
+def _rank_all(search: _Search) -> FusionTerms:
+    """All (§3.2, Eq. 4): the dense top-``all_rerank_k`` (or the hybrid candidates) with the three scores."""
+    k, queries = search.cfg.all_rerank_k, search.queries
+    with search.timed("search/all"):
+        if search.plan.hybrid_all:
+            cand = search.all_candidates
+            colbert = search.corpus.colbert.score(queries.colbert, cand, device=search.score_device)
+        else:
+            cand, colbert = search.rerank[:, :k], search.maxsim[:, :k]
+        dense = search.corpus.dense.score(queries.dense, cand)
+        sparse = search.corpus.sparse.score(search.q_sparse, cand)
+        return FusionTerms(cand, dense, sparse, colbert)
+
+
+def _rank_bm25(search: _Search) -> Ranking:
+    """BM25 over the model's tokens (the reference row; no trained weights, no prefixes)."""
+    tokenizer, cfg, texts = search.model.tokenizer, search.cfg, search.dataset.corpus_texts
+    drop = special_token_ids(tokenizer)
+    bm25 = BM25Index(search.vocab, k1=cfg.bm25_k1, b=cfg.bm25_b)
+    with search.timed("bm25_index"):
+        for start in range(0, len(texts), cfg.shard_size):
+            bm25.add(bm25_tokenize(tokenizer, texts[start : start + cfg.shard_size], drop))
+        bm25.weights()
+    with search.timed("search/bm25"):
+        return bm25.search(bm25_tokenize(tokenizer, search.dataset.query_texts, drop), search.plan.depth)
+
+
+#: Mode -> the function that ranks it from a :class:`_Search` (a fused mode returns its :class:`FusionTerms`).
+RANKERS = {
+    "dense": _rank_dense,
+    "sparse": _rank_sparse,
+    "colbert": _rank_colbert,
+    "dense+sparse": _rank_dense_sparse,
+    "all": _rank_all,
+    "dense+mcls": _rank_dense_mcls,
+    "bm25": _rank_bm25,
+}
 
 
 def evaluate_retrieval(

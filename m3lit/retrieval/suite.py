@@ -41,7 +41,6 @@ from typing import Any
 from m3lit.files.errors import PathError
 from m3lit.files.jsonl import DataError
 from m3lit.retrieval.beir import RetrievalDataset, load_beir
-from m3lit.retrieval.report.chart import write_chart
 from m3lit.retrieval.config import RetrievalConfig
 from m3lit.retrieval.fusion_tuning import FUSED_MODES, WEIGHT_FIELDS, choose_weights, fusion_note
 from m3lit.retrieval.pipeline import (
@@ -51,9 +50,17 @@ from m3lit.retrieval.pipeline import (
     score_rankings,
     usable_modes,
 )
+from m3lit.retrieval.report.chart import write_chart
 from m3lit.retrieval.report.provenance import read_json_object
 from m3lit.retrieval.report.significance import headline_tests
-from m3lit.retrieval.report.tables import MODE_NAMES, fmt_score, mean_of, metric_label, reference_label, row_label
+from m3lit.retrieval.report.tables import (
+    MODE_NAMES,
+    fmt_score,
+    mean_of,
+    metric_label,
+    reference_label,
+    row_label,
+)
 
 __all__ = [
     "SuiteTask",
