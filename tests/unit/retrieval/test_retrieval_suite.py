@@ -8,6 +8,7 @@ import shutil
 import pytest
 
 from m3lit.retrieval import evaluate_retrieval
+from m3lit.retrieval.options import EvaluationOptions
 from m3lit.retrieval.report.chart import write_chart
 from m3lit.retrieval.report.provenance import read_results
 from m3lit.retrieval.suite import SuiteSystem, evaluate_suite, load_suite, write_suite_reports
@@ -124,10 +125,11 @@ def test_a_suite_table_is_reproduced_from_its_results_json(suite_dir, tiny_model
         "label": "released",
         "retrieval": {"pooling": "mean", "query_prefix": "q: "},
     }
-    first = run_suite(
-        tiny_model, model_ref=str(folder), suite_dir=suite_dir, output_dir=tmp_path / "first", reference=reference,
-        modes=["dense", "sparse", "all", "bm25"], base={"batch_size": 7, "all_weights": [1.0, 0.5, 2.0]},
+    options = EvaluationOptions(
+        suite=str(suite_dir), reference=reference, modes=("dense", "sparse", "all", "bm25"),
+        retrieval={"batch_size": 7, "all_weights": [1.0, 0.5, 2.0]},
     )  # fmt: skip
+    first = run_suite(tiny_model, options, tmp_path / "first", model_ref=str(folder))
     again = main(
         [
             f"settings={tmp_path / 'first' / 'results.json'}",
@@ -183,10 +185,8 @@ def test_tuned_fusion_weights_are_the_dev_best_and_rank_the_test_queries(dev_sui
 
     tiny_model.heads_loaded = True
     modes = ["dense", "sparse", "dense+sparse", "all", "bm25"]
-    results = run_suite(
-        tiny_model, model_ref="tiny", suite_dir=dev_suite_dir, output_dir=tmp_path / "tuned", modes=modes,
-        tune_fusion=True,
-    )  # fmt: skip
+    options = EvaluationOptions(suite=str(dev_suite_dir), modes=tuple(modes), tune_fusion=True)
+    results = run_suite(tiny_model, options, tmp_path / "tuned", model_ref="tiny")
     fixed = evaluate_suite([SuiteSystem("", tiny_model, tuple(modes[:-1]))], load_suite(dev_suite_dir))
     block, fusion = results["Toy-task"], results["Toy-task"]["fusion"]
     assert set(fusion) == {"dense+sparse", "all"}
@@ -242,10 +242,10 @@ def test_a_tuned_suite_is_reproduced_from_its_results_json_and_needs_its_dev_fil
 
     tiny_model.heads_loaded = True
     folder = tiny_model.save_pretrained(tmp_path / "model")
-    first = run_suite(
-        tiny_model, model_ref=str(folder), suite_dir=dev_suite_dir, output_dir=tmp_path / "first",
-        modes=["dense", "sparse", "all", "bm25"], tune_fusion=True,
-    )  # fmt: skip
+    options = EvaluationOptions(
+        suite=str(dev_suite_dir), modes=("dense", "sparse", "all", "bm25"), tune_fusion=True
+    )
+    first = run_suite(tiny_model, options, tmp_path / "first", model_ref=str(folder))
     again = main([f"settings={tmp_path / 'first' / 'results.json'}", f"output_dir={tmp_path / 'again'}",
                   "progress=false"])  # fmt: skip
     assert again == first and "fusion" in again["Toy-task"]
