@@ -26,7 +26,8 @@ import numpy as np
 
 from m3lit.retrieval.beir import RetrievalDataset
 from m3lit.retrieval.index.hybrid import FusionTerms
-from m3lit.retrieval.pipeline import retrieval_depth, score_rankings
+from m3lit.retrieval.modes import retrieval_depth
+from m3lit.retrieval.pipeline import score_rankings
 from m3lit.retrieval.report.tables import fusion_note
 
 __all__ = ["FUSED_MODES", "COLBERT_WEIGHTS", "SPARSE_WEIGHTS", "WEIGHT_FIELDS", "FusionChoice", "choose_weights",

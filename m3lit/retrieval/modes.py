@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from m3lit.retrieval.config import RetrievalConfig
+from m3lit.retrieval.metrics import parse_metric
 
 __all__ = [
     "DEFAULT_MODES",
@@ -22,6 +23,7 @@ __all__ = [
     "RetrievalPlan",
     "check_modes",
     "plan_retrieval",
+    "retrieval_depth",
     "usable_modes",
 ]
 
@@ -83,11 +85,19 @@ def usable_modes(model, modes: Sequence[str]) -> list[str]:
     return [m for m in modes if m not in dropped]
 
 
+def retrieval_depth(metrics: Sequence[str], ignore_identical_ids: bool = True) -> int:
+    """How many documents to retrieve per query for ``metrics``: the largest cut-off, plus one when the
+    query's own id is dropped (so each list still holds that many after
+    :func:`m3lit.retrieval.pipeline.drop_identical_ids`)."""
+    return max(parse_metric(m)[1] for m in metrics) + (1 if ignore_identical_ids else 0)
+
+
 @dataclass(frozen=True)
 class RetrievalPlan:
     """What one retrieval computes, decided from the modes and settings before anything is encoded.
 
     Attributes:
+        config: the retrieval settings.
         modes: the modes to rank, in the caller's order.
         depth: length of every returned list.
         needs: representations to encode (``dense``, ``sparse``, ``colbert``, ``mcls``).
@@ -97,6 +107,7 @@ class RetrievalPlan:
         hybrid_all: ``all`` re-ranks the union of the dense and sparse top-``all_rerank_k``.
     """
 
+    config: RetrievalConfig
     modes: tuple[str, ...]
     depth: int
     needs: frozenset[str]
@@ -116,6 +127,7 @@ def plan_retrieval(modes: Sequence[str], cfg: RetrievalConfig, depth: int) -> Re
         return max([k for on, k in wanted if on] + [0])
 
     return RetrievalPlan(
+        config=cfg,
         modes=modes,
         depth=depth,
         needs=frozenset().union(*(NEEDS[m] for m in modes)),

@@ -222,11 +222,14 @@ def _evaluate_task(
     )
     if options.tune_fusion and tuned is None:
         log.warning("%s names no dev_split: its fused modes keep the task's fixed weights", task.name)
+    plans = [  # per system: its modes and retrieval settings on this task
+        (system, _system_modes(task, system, bm25=index == 0 and "bm25" in options.modes),
+         RetrievalConfig.from_mapping({**options.retrieval, **task.retrieval, **system.retrieval}))
+        for index, system in enumerate(systems)
+    ]  # fmt: skip
     for lang, folder in task.datasets.items():
-        dataset = load_beir(folder, options.split, name=f"{task.name}/{lang}")
-        for index, system in enumerate(systems):
-            modes = _system_modes(task, system, bm25=index == 0 and "bm25" in options.modes)
-            config = RetrievalConfig.from_mapping({**options.retrieval, **task.retrieval, **system.retrieval})
+        dataset = load_beir(folder, options.split, name=f"{task.name}/{lang}")  # once for every system
+        for index, (system, modes, config) in enumerate(plans):
             log.info("%s %s: %s in %s", task.name, lang, system.label or "model", modes)
             keywords = {"device": options.device, "progress": options.progress, "corpus_cache": caches[index]}
             runs = None if runs_dir is None else Path(runs_dir) / task.name / lang / (system.label or "model")

@@ -93,7 +93,7 @@ def test_corpus_cache_reuses_only_an_identical_corpus_encoding(suite_dir, tiny_m
     modes, cfg = ["dense", "sparse", "colbert", "all"], {"passage_max_len": 64}
     fresh = evaluate_retrieval(tiny_model, suite_dir / "task" / "yy", modes=modes, config=cfg)
     cache: dict = {}
-    with caplog.at_level(logging.INFO, logger="m3lit.retrieval.pipeline"):
+    with caplog.at_level(logging.INFO, logger="m3lit.retrieval.index.search"):
         evaluate_retrieval(tiny_model, suite_dir / "task" / "xx", modes=modes, config=cfg, corpus_cache=cache)
         assert "reused" not in caplog.text
         again = evaluate_retrieval(
@@ -102,7 +102,7 @@ def test_corpus_cache_reuses_only_an_identical_corpus_encoding(suite_dir, tiny_m
         assert "corpus encoding reused" in caplog.text
     assert again == fresh  # same corpus texts and settings: identical numbers
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="m3lit.retrieval.pipeline"):
+    with caplog.at_level(logging.INFO, logger="m3lit.retrieval.index.search"):
         evaluate_retrieval(
             tiny_model,
             suite_dir / "task" / "yy",
