@@ -282,11 +282,10 @@ def _evaluate_datasets(model, options: EvaluationOptions, output_dir: Path, done
     dataset name -> that (several). Modes in ``done`` are taken from it instead of being evaluated."""
     names, runs = dataset_names(options.data), output_dir / "runs"
     todo = [mode for mode in options.modes if mode not in done]
-    if done:
-        log.info(
-            "final evaluation: modes %s of this step reused from RetrievalMetrics (no run files)",
-            sorted(done),
-        )
+    keywords = {
+        "metrics": options.metrics, "config": options.config, "device": options.device,
+        "progress": options.progress, "ignore_identical_ids": options.ignore_identical_ids,
+    }  # fmt: skip
     per_dataset = {}
     for name, folder in zip(names, options.data, strict=True):
         scores = dict(done)
@@ -296,19 +295,8 @@ def _evaluate_datasets(model, options: EvaluationOptions, output_dir: Path, done
                 "%s: %d documents, %d queries (%d with a relevant document)",
                 name, len(dataset.corpus_ids), len(dataset.query_ids), dataset.num_relevant_queries,
             )  # fmt: skip
-            scores.update(
-                evaluate_retrieval(
-                    model,
-                    dataset,
-                    modes=todo,
-                    metrics=options.metrics,
-                    config=options.config,
-                    device=options.device,
-                    progress=options.progress,
-                    ignore_identical_ids=options.ignore_identical_ids,
-                    runs_dir=runs if len(names) == 1 else runs / name,
-                )
-            )
+            runs_dir = runs if len(names) == 1 else runs / name
+            scores.update(evaluate_retrieval(model, dataset, modes=todo, runs_dir=runs_dir, **keywords))
         per_dataset[name] = {mode: scores[mode] for mode in options.modes if mode in scores}
     return per_dataset[names[0]] if len(names) == 1 else per_dataset
 

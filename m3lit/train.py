@@ -210,7 +210,13 @@ def _reused_results(callbacks: list, step: int, options: EvaluationOptions) -> d
         "config": options.retrieval,
         "unknown_qrels": options.unknown_qrels,
     }
-    return reusable_results(callbacks, step, options.data[0], options.split, same)
+    done = reusable_results(callbacks, step, options.data[0], options.split, same)
+    if done:
+        log.info(
+            "final evaluation: modes %s of this step reused from RetrievalMetrics (no run files)",
+            sorted(done),
+        )
+    return done
 
 
 def _export(module, trainer: L.Trainer, callbacks: list, export_dir: Path) -> Path:
