@@ -29,6 +29,10 @@ everything that made the table, :mod:`m3lit.retrieval.report.provenance`), ``res
 per method, a column per language and the average), optionally beside a released ``reference`` model (its
 bars stand beside the model's in ``results.png``).
 
+The work is :func:`run_evaluation`, the one evaluation function: this command and ``train()`` both turn their
+config into :class:`~m3lit.retrieval.options.EvaluationOptions` (:func:`evaluation_options`,
+:func:`training_evaluation_options`) and call it.
+
 ``settings=<results.json>`` starts from that file's recorded settings (model, data, split, modes, metrics,
 dtype, unknown_qrels, ignore_identical_ids, retrieval) instead of the defaults; explicit ``key=value``
 overrides still win. Re-running on the same device reproduces the table exactly; a dataset whose hash

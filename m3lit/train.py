@@ -180,7 +180,7 @@ def _evaluation_options(cfg: DictConfig) -> EvaluationOptions | None:
     options = training_evaluation_options(cfg.evaluate)
     if not options.suite and not options.data:
         log.warning(
-            "evaluate.enabled but no evaluate.dataset_dir or evaluate.suite: skipping retrieval evaluation"
+            "evaluate.enabled but neither evaluate.dataset_dir nor evaluate.suite: skipping retrieval evaluation"
         )
         return None
     return options
