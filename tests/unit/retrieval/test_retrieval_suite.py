@@ -252,3 +252,38 @@ def test_a_tuned_suite_is_reproduced_from_its_results_json_and_needs_its_dev_fil
     (dev_suite_dir / "task" / "yy" / "qrels" / "dev.tsv").unlink()
     with pytest.raises(FileNotFoundError, match=r"tasks\[0\] \(Toy-task\) yy: no qrels/dev.tsv"):
         load_suite(dev_suite_dir)
+
+
+def test_run_evaluation_sends_suite_tables_to_table_loggers_and_keeps_the_training_flag(
+    suite_dir, tiny_model, tmp_path
+):
+    """train() and the evaluate command share run_evaluation: a suite's tables reach every logger that takes
+    tables (W&B's log_text), one per task and metric named <prefix>/<task>/<metric>, rows x100; a model in
+    training mode is evaluated in eval mode and handed back in training mode."""
+    from m3lit.evaluate import run_evaluation
+
+    class TableLogger:  # the part of a W&B logger that run_evaluation uses
+        def __init__(self) -> None:
+            self.tables: dict[str, tuple] = {}
+
+        def log_text(self, key: str, columns: list[str], data: list[list]) -> None:
+            self.tables[key] = (columns, data)
+
+    tiny_model.heads_loaded = True
+    tiny_model.train()
+    logger = TableLogger()
+    options = EvaluationOptions(suite=str(suite_dir), modes=("dense", "sparse", "bm25"))
+    results = run_evaluation(
+        tiny_model, options, tmp_path / "out", model_ref="tiny", label="m", loggers=[logger, object()],
+        log_prefix="baseline",
+    )  # fmt: skip
+    assert tiny_model.training
+    assert set(logger.tables) == {"baseline/Toy-task/ndcg@10", "baseline/Toy-task/recall@20"}
+    columns, rows = logger.tables["baseline/Toy-task/ndcg@10"]
+    assert columns == ["method", "xx", "yy"]
+    block = results["Toy-task"]["rows"]
+    assert list(block) == ["BM25", "Dense", "Sparse"]
+    assert rows == [
+        [label, *(round(100 * block[label][lang]["ndcg@10"], 1) for lang in ("xx", "yy"))] for label in block
+    ]
+    assert read_results(tmp_path / "out")[0]["tasks"] == results
