@@ -53,7 +53,7 @@ class RetrievalRun:
 
 @dataclass
 class _Search:
-    """One :func:`retrieve` call's inputs and what its stages computed so far (a mode function reads it).
+    """One :func:`run_plan` call's inputs and what its stages computed so far (a mode function reads it).
 
     ``queries``: the encoded queries; ``q_sparse``: (Q, V) their lexical weights; ``dense`` / ``sparse``: the
     first-stage lists (``plan.dense_k`` / ``plan.sparse_k`` long); ``rerank`` / ``maxsim``: (Q, colbert_k)
@@ -62,7 +62,6 @@ class _Search:
 
     model: M3Model
     dataset: RetrievalDataset
-    cfg: RetrievalConfig
     plan: RetrievalPlan
     device: object
     vocab: int
@@ -75,6 +74,10 @@ class _Search:
     rerank: np.ndarray | None = None
     maxsim: np.ndarray | None = None
     all_candidates: np.ndarray | None = None
+
+    @property
+    def cfg(self) -> RetrievalConfig:
+        return self.plan.config
 
     def timed(self, name: str):
         return _timed(self.run.timings, name)
@@ -115,7 +118,7 @@ def run_plan(
     cfg = plan.config
     vocab = max(int(model.encoder.config.vocab_size), len(model.tokenizer))
     info = {"num_docs": len(dataset.corpus_texts), "num_queries": len(dataset.query_texts)}
-    search = _Search(model, dataset, cfg, plan, device, vocab, RetrievalRun({}, info=info))
+    search = _Search(model, dataset, plan, device, vocab, RetrievalRun({}, info=info))
     if plan.needs:
         _encode_queries(search)
         _index_corpus(search, progress, corpus_cache)
