@@ -24,7 +24,9 @@ __all__ = ["EvaluationOptions"]
 
 @dataclass(frozen=True)
 class EvaluationOptions:
-    """One evaluation's options (defaults: ``configs/evaluate.yaml``'s, where each is documented).
+    """One evaluation's options. The commands fill every field from their configs (``configs/evaluate.yaml``,
+    the ``evaluate`` block of ``configs/train.yaml``, where each option is documented); the defaults are a
+    library call's: the paper's retrieval settings, every mode but Dense+MCLS, no progress bars.
 
     Attributes:
         data: BEIR folders (``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``); empty with a suite.
