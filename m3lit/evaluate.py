@@ -29,6 +29,10 @@ everything that made the table, :mod:`m3lit.retrieval.report.provenance`), ``res
 per method, a column per language and the average), optionally beside a released ``reference`` model (its
 bars stand beside the model's in ``results.png``).
 
+The work is :func:`run_evaluation`, the one evaluation function: this command and ``train()`` both turn their
+config into :class:`~m3lit.retrieval.options.EvaluationOptions` (:func:`evaluation_options`,
+:func:`training_evaluation_options`) and call it.
+
 ``settings=<results.json>`` starts from that file's recorded settings (model, data, split, modes, metrics,
 dtype, unknown_qrels, ignore_identical_ids, retrieval) instead of the defaults; explicit ``key=value``
 overrides still win. Re-running on the same device reproduces the table exactly; a dataset whose hash
@@ -42,11 +46,12 @@ the command with one ``error: ...`` line, exit status 2 for a bad option and 1 f
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -54,11 +59,12 @@ from m3lit.config.checks import ConfigError
 from m3lit.files.errors import run_command
 from m3lit.files.jsonl import DataError
 from m3lit.files.options import canonical_key
+from m3lit.model.device import resolve_dtype
 from m3lit.model.reference import check_model_reference
-from m3lit.retrieval import RetrievalConfig, evaluate_retrieval, load_beir
+from m3lit.retrieval import DEFAULT_METRICS, RetrievalConfig, evaluate_retrieval, load_beir
 from m3lit.retrieval.beir import check_beir_folder
 from m3lit.retrieval.config import LENGTH_ALIASES
-from m3lit.retrieval.report.write import write_reports
+from m3lit.retrieval.options import EvaluationOptions
 from m3lit.retrieval.report.provenance import (
     OPTIONAL_RESTORED_KEYS,
     RESTORED_KEYS,
@@ -66,9 +72,23 @@ from m3lit.retrieval.report.provenance import (
     evaluation_settings,
     read_results,
 )
+from m3lit.retrieval.report.write import write_reports
 from m3lit.retrieval.suite import check_suite_folder
 
-__all__ = ["CONFIG_PATH", "check_inputs", "cli", "load_config", "evaluate", "main", "write_reports"]
+__all__ = [
+    "CONFIG_PATH",
+    "EvaluationOptions",
+    "check_inputs",
+    "cli",
+    "dataset_names",
+    "evaluate",
+    "evaluation_options",
+    "load_config",
+    "main",
+    "run_evaluation",
+    "training_evaluation_options",
+    "write_reports",
+]
 
 log = logging.getLogger("m3lit.evaluate")
 
@@ -116,6 +136,7 @@ def recorded_settings(path: str) -> DictConfig:
 
 
 def _dataset_dirs(data) -> list[str]:
+    """``data=DIR``, ``data=a,b`` or ``data=[a,b]`` as a list of folders."""
     if isinstance(data, ListConfig | list | tuple):
         dirs = [str(d) for d in data]
     else:
@@ -125,7 +146,7 @@ def _dataset_dirs(data) -> list[str]:
     return dirs
 
 
-def _names(dirs: list[str]) -> list[str]:
+def dataset_names(dirs: Sequence[str]) -> list[str]:
     """Folder names, disambiguated with their parents when two datasets share one."""
     names = [Path(d).resolve().name for d in dirs]
     for i, name in enumerate(names):
@@ -136,10 +157,58 @@ def _names(dirs: list[str]) -> list[str]:
     return names
 
 
-def _device(spec: str) -> torch.device:
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(spec)
+def evaluation_options(cfg: DictConfig) -> EvaluationOptions:
+    """The evaluate command's config (``configs/evaluate.yaml`` + overrides) as :class:`EvaluationOptions`."""
+    container = functools.partial(OmegaConf.to_container, resolve=True)
+    return EvaluationOptions(
+        data=() if cfg.suite else tuple(_dataset_dirs(cfg.data)),
+        suite=str(cfg.suite) if cfg.suite else None,
+        split=str(cfg.split),
+        modes=tuple(cfg.modes),
+        metrics=tuple(cfg.metrics),
+        retrieval=RetrievalConfig.from_mapping(container(cfg.retrieval)).to_dict(),
+        ignore_identical_ids=bool(cfg.ignore_identical_ids),
+        unknown_qrels=str(cfg.unknown_qrels),
+        device=None if str(cfg.device) == "auto" else str(cfg.device),
+        progress=bool(cfg.progress),
+        reference=container(cfg.reference) if cfg.reference else None,
+        tune_fusion=bool(cfg.tune_fusion),
+    )
+
+
+#: The keys of ``train.yaml``'s ``evaluate.options`` (the rest of an evaluation's options).
+TRAIN_OPTION_KEYS = ("metrics", "config", "device", "progress", "unknown_qrels")
+
+
+def training_evaluation_options(block: DictConfig) -> EvaluationOptions:
+    """``train.yaml``'s ``evaluate`` block as :class:`EvaluationOptions` (``options`` holds metrics, config,
+    device, progress and unknown_qrels; progress bars are off unless asked).
+
+    Raises:
+        ConfigError: an unknown key in ``evaluate.options``.
+    """
+    extra = OmegaConf.to_container(block.options, resolve=True) if block.options else {}
+    unknown = sorted(set(extra) - set(TRAIN_OPTION_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"evaluate.options.{unknown[0]}: unknown option; valid options: {sorted(TRAIN_OPTION_KEYS)}"
+        )
+    suite = block.get("suite")
+    reference = block.get("reference")
+    return EvaluationOptions(
+        data=(str(block.dataset_dir),) if block.dataset_dir and not suite else (),
+        suite=str(suite) if suite else None,
+        split=str(block.split),
+        modes=tuple(block.modes),
+        metrics=tuple(extra.get("metrics", DEFAULT_METRICS)),
+        retrieval=RetrievalConfig.from_mapping(extra.get("config")).to_dict(),
+        ignore_identical_ids=bool(block.get("ignore_identical_ids", True)),
+        unknown_qrels=str(extra.get("unknown_qrels", "error")),
+        device=extra.get("device"),
+        progress=bool(extra.get("progress", False)),
+        reference=OmegaConf.to_container(reference, resolve=True) if reference else None,
+        tune_fusion=bool(block.get("tune_fusion", False)),
+    )
 
 
 def evaluate(cfg: DictConfig) -> dict:
@@ -147,58 +216,127 @@ def evaluate(cfg: DictConfig) -> dict:
     from m3lit.model.training_checkpoint import load_model
 
     check_inputs(cfg)
-    if cfg.suite:
-        return _evaluate_suite(cfg)
-    dirs = _dataset_dirs(cfg.data)
-    names = _names(dirs)
-    retrieval = RetrievalConfig.from_mapping(OmegaConf.to_container(cfg.retrieval, resolve=True))
-    if cfg.settings:
-        _check_hashes(str(cfg.settings), names, dirs, str(cfg.split))
-    device = _device(str(cfg.device))
+    options = evaluation_options(cfg)
+    if cfg.settings and not options.suite:
+        _check_hashes(str(cfg.settings), dataset_names(options.data), list(options.data), options.split)
     model = load_model(str(cfg.model), key="model")
-    dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[str(cfg.dtype)]
-    model = model.to(device=device, dtype=dtype).eval()
-    modes, metrics = list(cfg.modes), list(cfg.metrics)
-    runs = Path(cfg.output_dir) / "runs"
-    per_dataset = {}
-    for name, folder in zip(names, dirs, strict=True):
-        dataset = load_beir(folder, str(cfg.split), unknown_qrels=str(cfg.unknown_qrels), name=name)
-        log.info(
-            "%s: %d documents, %d queries (%d with a relevant document)",
-            name,
-            len(dataset.corpus_ids),
-            len(dataset.query_ids),
-            dataset.num_relevant_queries,
-        )
-        per_dataset[name] = evaluate_retrieval(
-            model,
-            dataset,
-            modes=modes,
-            metrics=metrics,
-            config=retrieval,
-            device=device,
-            progress=bool(cfg.progress),
-            ignore_identical_ids=bool(cfg.ignore_identical_ids),
-            runs_dir=runs if len(names) == 1 else runs / name,
-        )
-    results = per_dataset[names[0]] if len(names) == 1 else per_dataset
-    settings = evaluation_settings(
-        model=str(cfg.model),
-        data=dirs[0] if len(dirs) == 1 else dirs,
-        names=names,
-        split=str(cfg.split),
-        modes=modes,
-        metrics=metrics,
-        retrieval=retrieval.to_dict(),
-        ignore_identical_ids=bool(cfg.ignore_identical_ids),
-        unknown_qrels=str(cfg.unknown_qrels),
-        dtype=str(cfg.dtype),
-        device=str(device),
+    model = model.to(device=options.torch_device, dtype=resolve_dtype(str(cfg.dtype))).eval()
+    return run_evaluation(
+        model, options, cfg.output_dir, model_ref=str(cfg.model), label=_label(str(cfg.model))
     )
-    table = write_reports(results, cfg.output_dir, settings, label=_label(str(cfg.model)))
-    print(table)
-    print(f"wrote {Path(cfg.output_dir) / 'results.json'}, results.md, results.png, {runs}/")
+
+
+def run_evaluation(
+    model,
+    options: EvaluationOptions,
+    output_dir: str | Path,
+    *,
+    model_ref: str,
+    label: str,
+    baselines: Mapping[str, Mapping] | None = None,
+    done: Mapping[str, Mapping[str, float]] | None = None,
+    loggers: Sequence = (),
+    log_prefix: str = "results",
+) -> dict:
+    """Evaluate ``model`` as ``options`` say and write the reports: the one evaluation of m3lit, called by
+    ``python -m m3lit.evaluate`` and by ``train()`` (for the untrained and the trained model).
+
+    One or several BEIR folders (``options.data``) give ``results.json`` (results + the settings that made
+    them), ``results.md``, ``results.png`` and ``runs/<mode>.trec`` (``runs/<dataset>/<mode>.trec`` for
+    several); a suite (``options.suite``) gives its tables per task, with the reference model's rows
+    (:func:`m3lit.retrieval.suite.run_suite`), also sent to every logger that takes tables (W&B).
+
+    Args:
+        model: an :class:`~m3lit.model.M3Model`; evaluated in eval mode, its training flag restored after.
+        options: what to evaluate and how; an unset ``device`` is the GPU when there is one.
+        output_dir: where the reports go (created).
+        model_ref: how to load ``model`` again (recorded in the settings).
+        label: the model's name in the printout and the chart, beside ``baselines`` ({label: results}).
+        done: one dataset only: mode -> metrics already computed for this model (the training callback's
+            evaluation of the final step); only the other modes are evaluated, and only they get a run file.
+        loggers: suite only: loggers with ``log_text`` get one table per task and metric, named
+            ``<log_prefix>/<task>/<metric>``.
+
+    Returns:
+        mode -> metric -> value (one dataset), dataset -> mode -> metric -> value (several), or a suite's
+        task -> table.
+    """
+    options = replace(options, device=str(options.torch_device))
+    was_training = model.training
+    model.eval()
+    if options.suite:
+        from m3lit.retrieval.suite import run_suite
+
+        results = run_suite(model, options, output_dir, model_ref=model_ref, label=label, baselines=baselines)
+        _log_tables(loggers, results, log_prefix)
+    else:
+        results = _evaluate_datasets(model, options, Path(output_dir), done or {})
+        settings = _dataset_settings(model, options, model_ref)
+        table = write_reports(results, str(output_dir), settings, label=label, baselines=baselines)
+        print(f"\nRetrieval on {', '.join(options.data)} ({options.split}), {label}:\n{table}\n", flush=True)
+        print(
+            f"wrote {Path(output_dir) / 'results.json'}, results.md, results.png, {Path(output_dir) / 'runs'}/"
+        )
+    model.train(was_training)
     return results
+
+
+def _evaluate_datasets(model, options: EvaluationOptions, output_dir: Path, done: Mapping) -> dict:
+    """Load each BEIR folder of ``options.data`` and score it: mode -> metric -> value (one folder), or
+    dataset name -> that (several). Modes in ``done`` are taken from it instead of being evaluated."""
+    names, runs = dataset_names(options.data), output_dir / "runs"
+    todo = [mode for mode in options.modes if mode not in done]
+    keywords = {
+        "metrics": options.metrics, "config": options.config, "device": options.device,
+        "progress": options.progress, "ignore_identical_ids": options.ignore_identical_ids,
+    }  # fmt: skip
+    per_dataset = {}
+    for name, folder in zip(names, options.data, strict=True):
+        scores = dict(done)
+        if todo:
+            dataset = load_beir(folder, options.split, unknown_qrels=options.unknown_qrels, name=name)
+            log.info(
+                "%s: %d documents, %d queries (%d with a relevant document)",
+                name, len(dataset.corpus_ids), len(dataset.query_ids), dataset.num_relevant_queries,
+            )  # fmt: skip
+            runs_dir = runs if len(names) == 1 else runs / name
+            scores.update(evaluate_retrieval(model, dataset, modes=todo, runs_dir=runs_dir, **keywords))
+        per_dataset[name] = {mode: scores[mode] for mode in options.modes if mode in scores}
+    return per_dataset[names[0]] if len(names) == 1 else per_dataset
+
+
+def _dataset_settings(model, options: EvaluationOptions, model_ref: str) -> dict:
+    """The ``settings`` block of a BEIR evaluation (:func:`m3lit.retrieval.report.provenance.evaluation_settings`)."""
+    return evaluation_settings(
+        model=model_ref,
+        data=options.data[0] if len(options.data) == 1 else list(options.data),
+        names=dataset_names(options.data),
+        split=options.split,
+        modes=options.modes,
+        metrics=options.metrics,
+        retrieval=options.config.to_dict(),
+        ignore_identical_ids=options.ignore_identical_ids,
+        unknown_qrels=options.unknown_qrels,
+        dtype=str(next(model.parameters()).dtype).removeprefix("torch."),
+        device=str(options.device),
+    )
+
+
+def _log_tables(loggers: Sequence, results: Mapping[str, Mapping], prefix: str) -> None:
+    """A suite's tables to every logger that takes tables (W&B): one per task and metric, a row per method
+    and a column per language (x100)."""
+    for logger in loggers:
+        if not hasattr(logger, "log_text"):
+            continue
+        for task, block in results.items():
+            langs = block["languages"]
+            for metric in block["metrics"]:
+                rows = [
+                    [label]
+                    + [round(100 * per_lang.get(lang, {}).get(metric, float("nan")), 1) for lang in langs]
+                    for label, per_lang in block["rows"].items()
+                ]
+                logger.log_text(f"{prefix}/{task}/{metric}", columns=["method", *langs], data=rows)
 
 
 def check_inputs(cfg: DictConfig) -> None:
@@ -232,33 +370,6 @@ def check_inputs(cfg: DictConfig) -> None:
     check_model_reference(str(cfg.model), "model")
     if cfg.get("reference") and cfg.reference.get("name_or_path"):
         check_model_reference(str(cfg.reference.name_or_path), "reference.name_or_path")
-
-
-def _evaluate_suite(cfg: DictConfig) -> dict:
-    """``suite=DIR``: paper-shaped tables per task (:func:`m3lit.retrieval.suite.run_suite`)."""
-    from m3lit.model.training_checkpoint import load_model
-    from m3lit.retrieval.suite import run_suite
-
-    device = _device(str(cfg.device))
-    dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[str(cfg.dtype)]
-    model = load_model(str(cfg.model), key="model").to(device=device, dtype=dtype).eval()
-    base = RetrievalConfig.from_mapping(OmegaConf.to_container(cfg.retrieval, resolve=True)).to_dict()
-    reference = OmegaConf.to_container(cfg.reference, resolve=True) if cfg.reference else None
-    return run_suite(
-        model,
-        model_ref=str(cfg.model),
-        suite_dir=str(cfg.suite),
-        output_dir=str(cfg.output_dir),
-        reference=reference,
-        modes=list(cfg.modes),
-        split=str(cfg.split),
-        base=base,
-        ignore_identical_ids=bool(cfg.ignore_identical_ids),
-        device=device,
-        progress=bool(cfg.progress),
-        label=_label(str(cfg.model)),
-        tune_fusion=bool(cfg.tune_fusion),
-    )
 
 
 def _label(model: str) -> str:

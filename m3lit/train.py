@@ -34,6 +34,7 @@ import logging
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import hydra  # noqa: E402
 import lightning as L  # noqa: E402
-import torch  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 from lightning.pytorch.utilities import rank_zero_only  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
@@ -52,8 +52,10 @@ from m3lit.config.compose import CONFIG_DIR, compose, finalize, rewrite_override
 from m3lit.config.corpus import prepare_corpus  # noqa: E402
 from m3lit.config.paths import check_paths  # noqa: E402
 from m3lit.config.resume import keep_csv_rows, parse_resume_args, resume_config, wandb_kwargs  # noqa: E402
+from m3lit.evaluate import run_evaluation, training_evaluation_options  # noqa: E402
 from m3lit.files.errors import debug_requested, run_command  # noqa: E402
 from m3lit.model.training_checkpoint import checkpoint_step  # noqa: E402
+from m3lit.retrieval.options import EvaluationOptions  # noqa: E402
 
 __all__ = ["train", "main"]
 
@@ -107,18 +109,13 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     }  # fmt: skip
     metrics: dict[str, Any] = {}
 
-    eval_dir = _eval_dataset(cfg)
-    suite = cfg.evaluate.get("suite") if cfg.evaluate.enabled else None
-    initial = (cfg.model.get("net") or {}).get("name_or_path") or "random init (model.net)"
-    if cfg.evaluate.baseline and cfg.ckpt_path is None and trainer.is_global_zero:
-        if suite:
-            metrics["baseline"] = _evaluate_suite(
-                module.model, cfg, out_dir / "baseline", str(initial), loggers, label=BASELINE
-            )
-        elif eval_dir:
-            metrics["baseline"] = _evaluate(
-                module.model, eval_dir, cfg, out_dir / "baseline", BASELINE, str(initial)
-            )
+    options = _evaluation_options(cfg)  # None: not evaluated
+    if options is not None and cfg.evaluate.baseline and cfg.ckpt_path is None and trainer.is_global_zero:
+        initial = (cfg.model.get("net") or {}).get("name_or_path") or "random init (model.net)"
+        metrics["baseline"] = run_evaluation(
+            module.model, replace(options, reference=None), out_dir / "baseline", model_ref=str(initial),
+            label=BASELINE, loggers=loggers, log_prefix="baseline",
+        )  # fmt: skip
 
     if cfg.train:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
@@ -135,28 +132,12 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
                 M3Model.from_pretrained(export_dir),
                 str(export_dir),
             )  # evaluate what was exported
-        title = f"trained model (step {trainer.global_step})"
-        baselines = _baselines(metrics, out_dir, suite=bool(suite))
-        if suite:
-            metrics["results"] = _evaluate_suite(
-                target, cfg, out_dir, reference, loggers, released=True, label=title, baselines=baselines
-            )
-        elif eval_dir:
-            from m3lit.callbacks.retrieval_metrics import reusable_results
-
-            done = reusable_results(
-                callbacks, trainer.global_step, eval_dir, cfg.evaluate.split, _evaluation_options(cfg)
-            )
-            metrics["results"] = _evaluate(
-                target,
-                eval_dir,
-                cfg,
-                out_dir,
-                title,
-                reference,
-                done=done,
-                baselines=baselines,
-            )
+        if options is not None:
+            metrics["results"] = run_evaluation(
+                target, options, out_dir, model_ref=reference, label=f"trained model (step {trainer.global_step})",
+                baselines=_baselines(metrics, out_dir, suite=bool(options.suite)),
+                done=_reused_results(callbacks, trainer.global_step, options), loggers=loggers,
+            )  # fmt: skip
         log.info("run folder: %s (%.1f s)", out_dir, time.perf_counter() - start)
     return metrics, objects
 
@@ -170,16 +151,18 @@ def _rank_zero_save_config(cfg: DictConfig, out_dir: Path) -> None:
     log.info("resolved config saved to %s", path)
 
 
-def _eval_dataset(cfg: DictConfig) -> str | None:
-    """The BEIR folder evaluated after training (``evaluate.dataset_dir``, which a corpus may have filled)."""
-    if not cfg.evaluate.enabled or cfg.evaluate.get("suite"):
+def _evaluation_options(cfg: DictConfig) -> EvaluationOptions | None:
+    """The ``evaluate`` block as :class:`~m3lit.retrieval.options.EvaluationOptions`; None when evaluation is
+    off, or on without a dataset or suite (a corpus's preparation fills ``evaluate.dataset_dir``)."""
+    if not cfg.evaluate.enabled:
         return None
-    if cfg.evaluate.dataset_dir:
-        return str(cfg.evaluate.dataset_dir)
-    log.warning(
-        "evaluate.enabled but neither evaluate.dataset_dir nor evaluate.suite: skipping retrieval evaluation"
-    )
-    return None
+    options = training_evaluation_options(cfg.evaluate)
+    if not options.suite and not options.data:
+        log.warning(
+            "evaluate.enabled but neither evaluate.dataset_dir nor evaluate.suite: skipping retrieval evaluation"
+        )
+        return None
+    return options
 
 
 def _baselines(metrics: dict, out_dir: Path, suite: bool) -> dict[str, dict]:
@@ -194,128 +177,25 @@ def _baselines(metrics: dict, out_dir: Path, suite: bool) -> dict[str, dict]:
     return {} if results is None else {BASELINE: results}
 
 
-def _evaluation_options(cfg: DictConfig) -> dict:
-    """``cfg.evaluate.options`` as a plain dict (evaluate_retrieval keywords)."""
-    return OmegaConf.to_container(cfg.evaluate.options, resolve=True) if cfg.evaluate.options else {}
+def _reused_results(callbacks: list, step: int, options: EvaluationOptions) -> dict | None:
+    """The RetrievalMetrics callback's results of the final ``step`` when they are what the final evaluation
+    of the one dataset would compute (:func:`m3lit.callbacks.retrieval_metrics.reusable_results`)."""
+    if options.suite:
+        return None
+    from m3lit.callbacks.retrieval_metrics import reusable_results
 
-
-def _evaluate(
-    model,
-    dataset_dir: str,
-    cfg: DictConfig,
-    out_dir: Path,
-    title: str,
-    reference: str,
-    done: dict | None = None,
-    baselines: dict | None = None,
-) -> dict:
-    """Retrieval evaluation of ``model`` on ``dataset_dir``; writes results.json (with its settings;
-    ``reference`` names the model there), results.md/.png and runs/<mode>.trec, and prints the table.
-    ``title`` names the model in the printout and the chart, beside ``baselines`` ({label: results}).
-
-    ``done``: mode -> metrics already computed for this model and step (RetrievalMetrics' evaluation of the
-    final step); only the other modes of ``cfg.evaluate.modes`` are evaluated, and only they get a run file.
-    """
-    from m3lit.evaluate import write_reports
-    from m3lit.retrieval import DEFAULT_METRICS, RetrievalConfig, evaluate_retrieval, evaluation_settings
-
-    done = done or {}
-    modes = tuple(cfg.evaluate.modes)
-    todo = [mode for mode in modes if mode not in done]
+    same = {
+        "metrics": list(options.metrics),
+        "config": options.retrieval,
+        "unknown_qrels": options.unknown_qrels,
+    }
+    done = reusable_results(callbacks, step, options.data[0], options.split, same)
     if done:
         log.info(
             "final evaluation: modes %s of this step reused from RetrievalMetrics (no run files)",
             sorted(done),
         )
-    options = _evaluation_options(cfg)
-    if "device" not in options and torch.cuda.is_available():
-        options["device"] = "cuda"  # encode on the GPU even when the model was loaded on the CPU
-    ignore = bool(cfg.evaluate.get("ignore_identical_ids", True))
-    results = dict(done)
-    if todo:
-        was_training = model.training
-        model.eval()
-        results.update(
-            evaluate_retrieval(
-                model,
-                dataset_dir,
-                split=cfg.evaluate.split,
-                modes=tuple(todo),
-                ignore_identical_ids=ignore,
-                runs_dir=out_dir / "runs",
-                **options,
-            )
-        )
-        model.train(was_training)
-    results = {mode: results[mode] for mode in modes if mode in results}
-    settings = evaluation_settings(
-        model=reference,
-        data=str(dataset_dir),
-        names=[Path(dataset_dir).resolve().name],
-        split=str(cfg.evaluate.split),
-        modes=modes,
-        metrics=options.get("metrics", DEFAULT_METRICS),
-        retrieval=RetrievalConfig.from_mapping(options.get("config")).to_dict(),
-        ignore_identical_ids=ignore,
-        unknown_qrels=options.get("unknown_qrels", "error"),
-        dtype=str(next(model.parameters()).dtype).removeprefix("torch."),
-        device=str(options.get("device", next(model.parameters()).device)),
-    )
-    table = write_reports(results, str(out_dir), settings, label=title, baselines=baselines)
-    print(f"\nRetrieval on {dataset_dir} ({cfg.evaluate.split}), {title}:\n{table}\n", flush=True)
-    return results
-
-
-def _evaluate_suite(
-    model,
-    cfg: DictConfig,
-    out_dir: Path,
-    model_ref: str,
-    loggers: list,
-    released=False,
-    label: str = "model",
-    baselines: dict | None = None,
-) -> dict:
-    """Benchmark-suite evaluation (``evaluate.suite``, :func:`m3lit.retrieval.suite.run_suite`): a table per
-    task with a column per language; with ``released`` also the ``evaluate.reference`` model's rows. The
-    tables go to results.json/.md/.png, runs/ and every logger that takes tables (W&B); ``label`` and
-    ``baselines`` are the chart's (:func:`m3lit.retrieval.suite.write_suite_reports`)."""
-    from m3lit.retrieval import RetrievalConfig
-    from m3lit.retrieval.suite import run_suite
-
-    options = _evaluation_options(cfg)
-    reference = cfg.evaluate.get("reference") if released else None
-    was_training = model.training
-    results = run_suite(
-        model.eval(),
-        model_ref=model_ref,
-        suite_dir=str(cfg.evaluate.suite),
-        output_dir=out_dir,
-        reference=OmegaConf.to_container(reference, resolve=True) if reference else None,
-        modes=list(cfg.evaluate.modes),
-        split=str(cfg.evaluate.split),
-        base=RetrievalConfig.from_mapping(options.get("config")).to_dict(),
-        ignore_identical_ids=bool(cfg.evaluate.get("ignore_identical_ids", True)),
-        device=options.get("device", "cuda" if torch.cuda.is_available() else None),
-        progress=bool(options.get("progress", False)),
-        label=label,
-        baselines=baselines,
-        tune_fusion=bool(cfg.evaluate.get("tune_fusion", False)),
-    )
-    model.train(was_training)
-    for logger in loggers:
-        if hasattr(logger, "log_text"):  # W&B: one table per task and metric
-            for task, block in results.items():
-                for metric in block["metrics"]:
-                    langs = block["languages"]
-                    rows = [
-                        [label]
-                        + [round(100 * per_lang.get(lang, {}).get(metric, float("nan")), 1) for lang in langs]
-                        for label, per_lang in block["rows"].items()
-                    ]
-                    prefix = "baseline" if not released else "results"
-                    logger.log_text(f"{prefix}/{task}/{metric}", columns=["method", *langs], data=rows)
-    return results
+    return done
 
 
 def _export(module, trainer: L.Trainer, callbacks: list, export_dir: Path) -> Path:

@@ -2,31 +2,37 @@
 
 BGE-M3, arXiv:2402.03216 §3.2 (scores) and §4 (the Dense / Sparse / Multi-vec / Dense+Sparse / All rows
 of its tables), Dense+MCLS (App. B.2, Table 5). Entry point: :func:`evaluate_retrieval`; see :mod:`m3lit.retrieval.pipeline`.
+
+One evaluation reads plan -> load -> index -> score -> report: :mod:`~m3lit.retrieval.options` (what is asked),
+:mod:`~m3lit.retrieval.modes` (the plan), :mod:`~m3lit.retrieval.beir` (load), :mod:`~m3lit.retrieval.index`
+(encode, index, search), :mod:`~m3lit.retrieval.pipeline` (rank each mode, score), :mod:`~m3lit.retrieval.report`
+(results.json/.md/.png, provenance, significance); :mod:`~m3lit.retrieval.suite` runs it per task and language.
 """
 
 from __future__ import annotations
 
 from m3lit.retrieval.beir import RetrievalDataset, load_beir, write_beir
+from m3lit.retrieval.config import RetrievalConfig
 from m3lit.retrieval.index.bm25 import BM25Index, bm25_tokenize
 from m3lit.retrieval.index.colbert import ColbertStore
-from m3lit.retrieval.config import RetrievalConfig
 from m3lit.retrieval.index.corpus import CorpusIndex, encode_passages, index_corpus
 from m3lit.retrieval.index.dense import DenseIndex
 from m3lit.retrieval.index.hybrid import fuse, union_candidates
+from m3lit.retrieval.index.ranking import Ranking
+from m3lit.retrieval.index.sparse import SparseIndex, sparse_matrix
 from m3lit.retrieval.metrics import DEFAULT_METRICS, MetricResult, evaluate_ranking, parse_metric
-from m3lit.retrieval.pipeline import (
+from m3lit.retrieval.modes import (
     DEFAULT_MODES,
     MODEL_MODES,
     MODES,
-    RetrievalRun,
-    drop_identical_ids,
-    evaluate_retrieval,
-    retrieve,
+    RetrievalPlan,
+    plan_retrieval,
+    retrieval_depth,
     usable_modes,
 )
-from m3lit.retrieval.index.ranking import Ranking
+from m3lit.retrieval.options import EvaluationOptions
+from m3lit.retrieval.pipeline import RetrievalRun, drop_identical_ids, evaluate_retrieval, retrieve, run_plan
 from m3lit.retrieval.report.provenance import dataset_hash, evaluation_settings, read_results
-from m3lit.retrieval.index.sparse import SparseIndex, sparse_matrix
 from m3lit.retrieval.trec import write_trec_run, write_trec_runs
 
 __all__ = [
@@ -36,12 +42,14 @@ __all__ = [
     "DEFAULT_METRICS",
     "DEFAULT_MODES",
     "DenseIndex",
+    "EvaluationOptions",
     "MODEL_MODES",
     "MODES",
     "MetricResult",
     "Ranking",
     "RetrievalConfig",
     "RetrievalDataset",
+    "RetrievalPlan",
     "RetrievalRun",
     "SparseIndex",
     "bm25_tokenize",
@@ -55,8 +63,11 @@ __all__ = [
     "index_corpus",
     "load_beir",
     "parse_metric",
+    "plan_retrieval",
     "read_results",
+    "retrieval_depth",
     "retrieve",
+    "run_plan",
     "sparse_matrix",
     "union_candidates",
     "usable_modes",

@@ -26,8 +26,9 @@ import numpy as np
 
 from m3lit.retrieval.beir import RetrievalDataset
 from m3lit.retrieval.index.hybrid import FusionTerms
-from m3lit.retrieval.pipeline import retrieval_depth, score_rankings
-from m3lit.retrieval.report.tables import MODE_NAMES, fmt_score, metric_label
+from m3lit.retrieval.modes import retrieval_depth
+from m3lit.retrieval.pipeline import score_rankings
+from m3lit.retrieval.report.tables import fusion_note
 
 __all__ = ["FUSED_MODES", "COLBERT_WEIGHTS", "SPARSE_WEIGHTS", "WEIGHT_FIELDS", "FusionChoice", "choose_weights",
            "fusion_note", "weight_grid"]  # fmt: skip
@@ -129,27 +130,3 @@ def choose_weights(
         dev_default=scores[0],
         queries={lang: dataset.num_relevant_queries for lang, dataset, _ in dev},
     )
-
-
-def fusion_note(choices: dict[str, dict]) -> str:
-    """One markdown line per mode for a task's report: the weights chosen on dev, what they and the task's own
-    weights scored there, and (when given, ``test_default``: language -> value) what the task's own weights
-    score on the test queries, i.e. the row the table would show without the choice. ``choices`` as stored
-    in the results: mode -> :meth:`FusionChoice.to_dict` (+ ``test_default``)."""
-    lines = []
-    for mode, c in choices.items():
-        n = sorted(set(c["queries"].values()))
-        per_lang = "/".join(map(str, n))
-        line = (
-            f"- {MODE_NAMES[mode]} weights chosen on the dev queries ({per_lang} per language, "
-            f"{metric_label(c['metric'])}): {_weights(c['weights'])} (dev {fmt_score(c['dev'])}); the task's "
-            f"own {_weights(c['default'])} scored {fmt_score(c['dev_default'])} there"
-        )
-        if c.get("test_default"):
-            line += f" and {fmt_score(float(np.mean(list(c['test_default'].values()))))} on the test queries"
-        lines.append(line)
-    return "\n".join(lines)
-
-
-def _weights(weights: Sequence[float]) -> str:
-    return " / ".join(f"{w:g}" for w in weights)

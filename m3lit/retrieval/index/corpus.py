@@ -27,8 +27,8 @@ import numpy as np
 
 from m3lit.inference.encoding import EncodedTexts, encode_texts, tokenize_texts
 from m3lit.model import M3Model
-from m3lit.retrieval.index.colbert import ColbertStore
 from m3lit.retrieval.config import RetrievalConfig
+from m3lit.retrieval.index.colbert import ColbertStore
 from m3lit.retrieval.index.dense import DenseIndex
 from m3lit.retrieval.index.sparse import SparseIndex
 

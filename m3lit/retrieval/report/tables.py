@@ -12,12 +12,15 @@ for another system evaluated beside it (a released reference model).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+
+import numpy as np
 
 __all__ = [
     "MODE_NAMES",
     "as_table",
     "fmt_score",
+    "fusion_note",
     "is_multi_dataset",
     "mean_of",
     "metric_label",
@@ -111,3 +114,27 @@ def ordered_modes(keys) -> list[str]:
 def fmt_score(value: float | None) -> str:
     """A value in [0, 1] as the tables print it: x100, one decimal; ``-`` for a missing one."""
     return "-" if value is None else f"{100 * value:.1f}"
+
+
+def fusion_note(choices: dict[str, dict]) -> str:
+    """One markdown line per mode for a task's report: the weights chosen on dev, what they and the task's own
+    weights scored there, and (when given, ``test_default``: language -> value) what the task's own weights
+    score on the test queries, i.e. the row the table would show without the choice. ``choices`` as stored
+    in the results: mode -> :meth:`m3lit.retrieval.fusion_tuning.FusionChoice.to_dict` (+ ``test_default``)."""
+    lines = []
+    for mode, c in choices.items():
+        n = sorted(set(c["queries"].values()))
+        per_lang = "/".join(map(str, n))
+        line = (
+            f"- {MODE_NAMES[mode]} weights chosen on the dev queries ({per_lang} per language, "
+            f"{metric_label(c['metric'])}): {_weights(c['weights'])} (dev {fmt_score(c['dev'])}); the task's "
+            f"own {_weights(c['default'])} scored {fmt_score(c['dev_default'])} there"
+        )
+        if c.get("test_default"):
+            line += f" and {fmt_score(float(np.mean(list(c['test_default'].values()))))} on the test queries"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _weights(weights: Sequence[float]) -> str:
+    return " / ".join(f"{w:g}" for w in weights)

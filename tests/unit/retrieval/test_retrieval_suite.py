@@ -8,6 +8,7 @@ import shutil
 import pytest
 
 from m3lit.retrieval import evaluate_retrieval
+from m3lit.retrieval.options import EvaluationOptions
 from m3lit.retrieval.report.chart import write_chart
 from m3lit.retrieval.report.provenance import read_results
 from m3lit.retrieval.suite import SuiteSystem, evaluate_suite, load_suite, write_suite_reports
@@ -92,7 +93,7 @@ def test_corpus_cache_reuses_only_an_identical_corpus_encoding(suite_dir, tiny_m
     modes, cfg = ["dense", "sparse", "colbert", "all"], {"passage_max_len": 64}
     fresh = evaluate_retrieval(tiny_model, suite_dir / "task" / "yy", modes=modes, config=cfg)
     cache: dict = {}
-    with caplog.at_level(logging.INFO, logger="m3lit.retrieval.pipeline"):
+    with caplog.at_level(logging.INFO, logger="m3lit.retrieval.index.search"):
         evaluate_retrieval(tiny_model, suite_dir / "task" / "xx", modes=modes, config=cfg, corpus_cache=cache)
         assert "reused" not in caplog.text
         again = evaluate_retrieval(
@@ -101,7 +102,7 @@ def test_corpus_cache_reuses_only_an_identical_corpus_encoding(suite_dir, tiny_m
         assert "corpus encoding reused" in caplog.text
     assert again == fresh  # same corpus texts and settings: identical numbers
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="m3lit.retrieval.pipeline"):
+    with caplog.at_level(logging.INFO, logger="m3lit.retrieval.index.search"):
         evaluate_retrieval(
             tiny_model,
             suite_dir / "task" / "yy",
@@ -124,10 +125,11 @@ def test_a_suite_table_is_reproduced_from_its_results_json(suite_dir, tiny_model
         "label": "released",
         "retrieval": {"pooling": "mean", "query_prefix": "q: "},
     }
-    first = run_suite(
-        tiny_model, model_ref=str(folder), suite_dir=suite_dir, output_dir=tmp_path / "first", reference=reference,
-        modes=["dense", "sparse", "all", "bm25"], base={"batch_size": 7, "all_weights": [1.0, 0.5, 2.0]},
+    options = EvaluationOptions(
+        suite=str(suite_dir), reference=reference, modes=("dense", "sparse", "all", "bm25"),
+        retrieval={"batch_size": 7, "all_weights": [1.0, 0.5, 2.0]},
     )  # fmt: skip
+    first = run_suite(tiny_model, options, tmp_path / "first", model_ref=str(folder))
     again = main(
         [
             f"settings={tmp_path / 'first' / 'results.json'}",
@@ -183,10 +185,8 @@ def test_tuned_fusion_weights_are_the_dev_best_and_rank_the_test_queries(dev_sui
 
     tiny_model.heads_loaded = True
     modes = ["dense", "sparse", "dense+sparse", "all", "bm25"]
-    results = run_suite(
-        tiny_model, model_ref="tiny", suite_dir=dev_suite_dir, output_dir=tmp_path / "tuned", modes=modes,
-        tune_fusion=True,
-    )  # fmt: skip
+    options = EvaluationOptions(suite=str(dev_suite_dir), modes=tuple(modes), tune_fusion=True)
+    results = run_suite(tiny_model, options, tmp_path / "tuned", model_ref="tiny")
     fixed = evaluate_suite([SuiteSystem("", tiny_model, tuple(modes[:-1]))], load_suite(dev_suite_dir))
     block, fusion = results["Toy-task"], results["Toy-task"]["fusion"]
     assert set(fusion) == {"dense+sparse", "all"}
@@ -242,13 +242,48 @@ def test_a_tuned_suite_is_reproduced_from_its_results_json_and_needs_its_dev_fil
 
     tiny_model.heads_loaded = True
     folder = tiny_model.save_pretrained(tmp_path / "model")
-    first = run_suite(
-        tiny_model, model_ref=str(folder), suite_dir=dev_suite_dir, output_dir=tmp_path / "first",
-        modes=["dense", "sparse", "all", "bm25"], tune_fusion=True,
-    )  # fmt: skip
+    options = EvaluationOptions(
+        suite=str(dev_suite_dir), modes=("dense", "sparse", "all", "bm25"), tune_fusion=True
+    )
+    first = run_suite(tiny_model, options, tmp_path / "first", model_ref=str(folder))
     again = main([f"settings={tmp_path / 'first' / 'results.json'}", f"output_dir={tmp_path / 'again'}",
                   "progress=false"])  # fmt: skip
     assert again == first and "fusion" in again["Toy-task"]
     (dev_suite_dir / "task" / "yy" / "qrels" / "dev.tsv").unlink()
     with pytest.raises(FileNotFoundError, match=r"tasks\[0\] \(Toy-task\) yy: no qrels/dev.tsv"):
         load_suite(dev_suite_dir)
+
+
+def test_run_evaluation_sends_suite_tables_to_table_loggers_and_keeps_the_training_flag(
+    suite_dir, tiny_model, tmp_path
+):
+    """train() and the evaluate command share run_evaluation: a suite's tables reach every logger that takes
+    tables (W&B's log_text), one per task and metric named <prefix>/<task>/<metric>, rows x100; a model in
+    training mode is evaluated in eval mode and handed back in training mode."""
+    from m3lit.evaluate import run_evaluation
+
+    class TableLogger:  # the part of a W&B logger that run_evaluation uses
+        def __init__(self) -> None:
+            self.tables: dict[str, tuple] = {}
+
+        def log_text(self, key: str, columns: list[str], data: list[list]) -> None:
+            self.tables[key] = (columns, data)
+
+    tiny_model.heads_loaded = True
+    tiny_model.train()
+    logger = TableLogger()
+    options = EvaluationOptions(suite=str(suite_dir), modes=("dense", "sparse", "bm25"))
+    results = run_evaluation(
+        tiny_model, options, tmp_path / "out", model_ref="tiny", label="m", loggers=[logger, object()],
+        log_prefix="baseline",
+    )  # fmt: skip
+    assert tiny_model.training
+    assert set(logger.tables) == {"baseline/Toy-task/ndcg@10", "baseline/Toy-task/recall@20"}
+    columns, rows = logger.tables["baseline/Toy-task/ndcg@10"]
+    assert columns == ["method", "xx", "yy"]
+    block = results["Toy-task"]["rows"]
+    assert list(block) == ["BM25", "Dense", "Sparse"]
+    assert rows == [
+        [label, *(round(100 * block[label][lang]["ndcg@10"], 1) for lang in ("xx", "yy"))] for label in block
+    ]
+    assert read_results(tmp_path / "out")[0]["tasks"] == results
