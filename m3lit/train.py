@@ -77,10 +77,44 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     check_paths(cfg)  # before any model load, logger run or data building
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-
     prepare_corpus(cfg)  # a `corpus` block: its hook builds the corpus and fills the unset data/eval paths
     # Seeded after the preparation, whose first run does work (mining) that a later run skips.
     L.seed_everything(cfg.seed, workers=True)
+    objects = _instantiate(cfg, out_dir)
+    module, trainer, loggers = objects["model"], objects["trainer"], objects["loggers"]
+    metrics: dict[str, Any] = {}
+
+    options = _evaluation_options(cfg)  # None: not evaluated
+    if options is not None and cfg.evaluate.baseline and cfg.ckpt_path is None and trainer.is_global_zero:
+        initial = (cfg.model.get("net") or {}).get("name_or_path") or "random init (model.net)"
+        metrics["baseline"] = run_evaluation(
+            module.model, replace(options, reference=None), out_dir / "baseline", model_ref=str(initial),
+            label=BASELINE, loggers=loggers, log_prefix="baseline",
+        )  # fmt: skip
+
+    if cfg.train:
+        trainer.fit(module, datamodule=objects["datamodule"], ckpt_path=cfg.ckpt_path)
+    metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+    if not trainer.is_global_zero:
+        return metrics, objects
+
+    target, reference = module.model, f"{out_dir} (in-memory model, export=false)"
+    if cfg.export:
+        objects["export_dir"] = _export(module, trainer, objects["callbacks"], out_dir / "export")
+        target, reference = _load_export(objects["export_dir"]), str(objects["export_dir"])
+    if options is not None:
+        metrics["results"] = run_evaluation(
+            target, options, out_dir, model_ref=reference, label=f"trained model (step {trainer.global_step})",
+            baselines=_baselines(metrics, out_dir, suite=bool(options.suite)),
+            done=_reused_results(objects["callbacks"], trainer.global_step, options), loggers=loggers,
+        )  # fmt: skip
+    log.info("run folder: %s (%.1f s)", out_dir, time.perf_counter() - start)
+    return metrics, objects
+
+
+# ---------------------------------------------------------------------------------------------- pieces
+def _instantiate(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
+    """The datamodule, LightningModule, callbacks, loggers and Trainer of ``cfg``, and ``cfg`` itself."""
     # _convert_="all": plain containers, so checkpoints load with torch.load(weights_only=True)
     datamodule = instantiate(cfg.data, _convert_="all")
     _rank_zero_save_config(cfg, out_dir)
@@ -104,45 +138,19 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     )
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-    objects: dict[str, Any] = {
+    return {
         "cfg": cfg, "datamodule": datamodule, "model": module, "trainer": trainer, "callbacks": callbacks,
+        "loggers": loggers,
     }  # fmt: skip
-    metrics: dict[str, Any] = {}
-
-    options = _evaluation_options(cfg)  # None: not evaluated
-    if options is not None and cfg.evaluate.baseline and cfg.ckpt_path is None and trainer.is_global_zero:
-        initial = (cfg.model.get("net") or {}).get("name_or_path") or "random init (model.net)"
-        metrics["baseline"] = run_evaluation(
-            module.model, replace(options, reference=None), out_dir / "baseline", model_ref=str(initial),
-            label=BASELINE, loggers=loggers, log_prefix="baseline",
-        )  # fmt: skip
-
-    if cfg.train:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
-    metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
-
-    if trainer.is_global_zero:
-        target, reference = module.model, f"{out_dir} (in-memory model, export=false)"
-        if cfg.export:
-            export_dir = _export(module, trainer, callbacks, out_dir / "export")
-            objects["export_dir"] = export_dir
-            from m3lit.model import M3Model
-
-            target, reference = (
-                M3Model.from_pretrained(export_dir),
-                str(export_dir),
-            )  # evaluate what was exported
-        if options is not None:
-            metrics["results"] = run_evaluation(
-                target, options, out_dir, model_ref=reference, label=f"trained model (step {trainer.global_step})",
-                baselines=_baselines(metrics, out_dir, suite=bool(options.suite)),
-                done=_reused_results(callbacks, trainer.global_step, options), loggers=loggers,
-            )  # fmt: skip
-        log.info("run folder: %s (%.1f s)", out_dir, time.perf_counter() - start)
-    return metrics, objects
 
 
-# ---------------------------------------------------------------------------------------------- pieces
+def _load_export(export_dir: Path):
+    """The exported model, read back from disk: the final evaluation scores what was released."""
+    from m3lit.model import M3Model
+
+    return M3Model.from_pretrained(export_dir)
+
+
 @rank_zero_only
 def _rank_zero_save_config(cfg: DictConfig, out_dir: Path) -> None:
     path = save_config(cfg, out_dir)

@@ -156,9 +156,9 @@ def test_retrieval_metrics_callback_is_wired(corpus, tmp_path):
 
 def test_pretrained_model_is_built_in_training_mode(tiny_model_dir):
     """from_pretrained returns eval mode; Lightning would keep it, silently training without dropout."""
-    from m3lit.training.build import build_m3_model
+    from m3lit.training.build import NetOptions, build_m3_model
 
-    model = build_m3_model(str(tiny_model_dir))
+    model = build_m3_model(NetOptions(str(tiny_model_dir)))
     assert model.training and all(m.training for m in model.modules())
 
 
