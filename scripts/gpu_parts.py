@@ -232,7 +232,7 @@ def _run_and_resume(dry_run: bool, out_dir: str, preset: str, *extra: str) -> di
     """Train a few steps under ``preset`` (checkpoint at the end), resume for more steps, export."""
     run_dir = Path(out_dir) / preset
     steps = ["trainer.max_steps=4"] if not dry_run else []
-    common = ["evaluate.enabled=false", "data.demo=true", *extra]
+    common = ["evaluate.enabled=false", "corpus=demo", *extra]
     rc, tail = _cli(_train_args(run_dir, dry_run, preset, *steps, *common), Path(out_dir) / f"{preset}.log")
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     info: dict = {"run_dir": str(run_dir), "train_tail": tail}

@@ -221,11 +221,10 @@ def _run(args: list[str]) -> int:
     for key in ("input", "candidate_pool"):
         if options[key] is not None and not Path(options[key]).is_file():
             raise PathError(key, options[key], "no such file")
-    import torch
-
+    from m3lit.model.device import default_device
     from m3lit.model.training_checkpoint import load_model
 
-    device = options["device"] or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = options["device"] or default_device()
     log.info("loading %s", options["model"])
     model = load_model(options["model"], key="model")  # checks the reference first
     result = mine_hard_negatives(
