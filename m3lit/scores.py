@@ -13,7 +13,7 @@ vocabulary of size U <= min(Bq*Lq, Bp*Lp, V). Each text is max-pooled into a (U,
 ``scatter_reduce(amax)`` (tokens of the other side that are not in it go to a discarded slot) and the
 scores are one (Bq, U) @ (U, Bp) product. That equals the dot product of the (B, V) max-pooled vectors
 exactly (ids absent from one side contribute 0), in value and in gradient, at O((Bq + Bp) * U) memory
-instead of the reference's O(B * L * V) (``benchmarks/sparse_memory.py`` measures both).
+instead of the reference's O(B * L * V) (``python -m benchmarks.sparse_memory`` at ae443f8 measured both: docs/performance.md).
 
 >>> import torch
 >>> q_w, q_ids = torch.tensor([[0.5, 0.2, 0.4]]), torch.tensor([[7, 9, 7]])   # token 7 twice: max 0.5

@@ -176,7 +176,7 @@ def _evaluation_options(cfg: DictConfig) -> EvaluationOptions | None:
 def _baselines(metrics: dict, out_dir: Path, suite: bool) -> dict[str, dict]:
     """The untrained model's results, drawn beside the trained model's in results.png: this launch's, or on
     a resume the first launch's ``<run dir>/baseline/results.json``; ``{}`` when it was not evaluated."""
-    from m3lit.retrieval import read_results
+    from m3lit.retrieval.report.provenance import read_results
 
     results, saved = metrics.get("baseline"), out_dir / "baseline" / "results.json"
     if results is None and saved.is_file():

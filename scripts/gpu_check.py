@@ -8,7 +8,7 @@ at its timeout), so one failure or hang loses nothing else. The parts (``part_<n
 :mod:`scripts.gpu_parts`), in order:
 
 * ``gpu_tests``: ``pytest -m gpu`` (the retrieval/score CUDA tests, CUDA dropout and re-rank cap branches);
-* ``train``: ``make train``'s command (``python -m m3lit.train``, the offline demo: stage 1 -> stage 2,
+* ``train``: ``python -m m3lit.train experiment=demo`` (the tiny offline demo: stage 1 -> stage 2,
   evaluation, export) with ``trainer=gpu``; checks ``results.json`` and ``export/``;
 * ``real_model``: ``python -m m3lit.train experiment=bible_full trainer=gpu trainer.precision=bf16-mixed
   model.sub_batch_mode=gradcache trainer.max_steps=300``: the real multilingual model's fine-tuning and its

@@ -122,10 +122,10 @@ def part_gpu_tests(dry_run: bool, out_dir: str) -> dict:
 
 
 def part_train(dry_run: bool, out_dir: str) -> dict:
-    """``make train`` on CUDA: the demo end to end; evaluation results and the export must exist."""
+    """``python -m m3lit.train experiment=demo`` on CUDA: the demo end to end; evaluation results and the export must exist."""
     run_dir = Path(out_dir) / "train"
     extra = ["evaluate.enabled=false"] if dry_run else []
-    rc, tail = _cli(_train_args(run_dir, dry_run, "gpu", *extra), Path(out_dir) / "train.log")
+    rc, tail = _cli(_train_args(run_dir, dry_run, "gpu", "experiment=demo", *extra), Path(out_dir) / "train.log")
     info = {
         "run_dir": str(run_dir),
         "tail": tail,
@@ -232,7 +232,7 @@ def _run_and_resume(dry_run: bool, out_dir: str, preset: str, *extra: str) -> di
     """Train a few steps under ``preset`` (checkpoint at the end), resume for more steps, export."""
     run_dir = Path(out_dir) / preset
     steps = ["trainer.max_steps=4"] if not dry_run else []
-    common = ["evaluate.enabled=false", "corpus=demo", *extra]
+    common = ["evaluate.enabled=false", "experiment=demo", *extra]
     rc, tail = _cli(_train_args(run_dir, dry_run, preset, *steps, *common), Path(out_dir) / f"{preset}.log")
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     info: dict = {"run_dir": str(run_dir), "train_tail": tail}

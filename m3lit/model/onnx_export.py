@@ -19,7 +19,7 @@ name                shape, dtype           meaning
 ``quantize_int8`` (``onnx_int8=true`` on the command line) also writes ``model.int8.onnx`` beside it: ONNX
 Runtime's dynamic quantisation (weights int8 per tensor, activations quantised per batch at run time) of
 every MatMul and Gather (the embedding table), same inputs and outputs. It is about 4x smaller and faster
-on CPU; its quality cost (dense cosine to fp32, retrieval nDCG@10) is measured in ``tests/test_onnx.py``
+on CPU; its quality cost (dense cosine to fp32, retrieval nDCG@10) is measured in ``tests/integration/test_model_onnx.py``
 and ``benchmarks/onnx_encode.py`` (README, performance section).
 
 The per-text post-processing (max per token id, dropping zero weights, keeping real ColBERT rows) is the

@@ -1,7 +1,7 @@
 """Model references, as every command takes them, and the offline check made once before loading.
 
 Every command (``train``'s ``model.net.name_or_path``, ``evaluate``/``encode``/``export``'s ``model=``,
-mining's ``model=``) accepts the same four kinds of reference:
+mining's ``model=``) accepts the same five kinds of reference:
 
 * an m3lit export folder or a FlagEmbedding output folder (encoder + ``sparse_linear.pt``/``colbert_linear.pt``);
 * a plain Hugging Face encoder folder (the heads start untrained);

@@ -7,6 +7,9 @@ One evaluation reads plan -> load -> index -> score -> report: :mod:`~m3lit.retr
 :mod:`~m3lit.retrieval.modes` (the plan), :mod:`~m3lit.retrieval.beir` (load), :mod:`~m3lit.retrieval.index`
 (encode, index, search), :mod:`~m3lit.retrieval.pipeline` (rank each mode, score), :mod:`~m3lit.retrieval.report`
 (results.json/.md/.png, provenance, significance); :mod:`~m3lit.retrieval.suite` runs it per task and language.
+
+The package namespace holds what evaluating needs; the reports are imported from :mod:`m3lit.retrieval.report`
+itself, so that the training callbacks, which evaluate through this package, never load them.
 """
 
 from __future__ import annotations
@@ -32,7 +35,6 @@ from m3lit.retrieval.modes import (
 )
 from m3lit.retrieval.options import EvaluationOptions
 from m3lit.retrieval.pipeline import RetrievalRun, drop_identical_ids, evaluate_retrieval, retrieve, run_plan
-from m3lit.retrieval.report.provenance import dataset_hash, evaluation_settings, read_results
 from m3lit.retrieval.trec import write_trec_run, write_trec_runs
 
 __all__ = [
@@ -53,10 +55,8 @@ __all__ = [
     "RetrievalRun",
     "SparseIndex",
     "bm25_tokenize",
-    "dataset_hash",
     "drop_identical_ids",
     "encode_passages",
-    "evaluation_settings",
     "evaluate_ranking",
     "evaluate_retrieval",
     "fuse",
@@ -64,7 +64,6 @@ __all__ = [
     "load_beir",
     "parse_metric",
     "plan_retrieval",
-    "read_results",
     "retrieval_depth",
     "retrieve",
     "run_plan",

@@ -1,7 +1,7 @@
 """Retrieval metrics (nDCG@k, Recall@k, MRR@k) computed with ``torchmetrics.retrieval``.
 
 Conventions (those of trec_eval / pytrec_eval and BEIR, cross-checked against pytrec_eval in
-``tests/test_metrics.py``):
+``tests/unit/retrieval/test_metrics.py``):
 
 - Graded relevance: nDCG uses the qrels grade as a linear gain (trec_eval's ``ndcg_cut``, ranx's
   ``ndcg``); the ideal ranking is built from ALL judged documents, retrieved or not. A grade <= 0 is

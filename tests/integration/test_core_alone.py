@@ -38,6 +38,10 @@ import lightning as L
 import torch
 
 import m3lit
+import m3lit.callbacks.checkpoint
+import m3lit.callbacks.progress
+import m3lit.callbacks.retrieval_metrics
+import m3lit.callbacks.stage_switch
 from m3lit.data.datamodule import M3DataModule
 from m3lit.data.options import DataOptions
 from m3lit.model.reference import ModelReferenceError, check_model_reference

@@ -104,7 +104,7 @@ def test_long_stage2_step_with_checkpointing_and_gradcache_equals_the_plain_step
 
 def test_8192_token_stage2_step_runs_with_checkpointing_and_gradcache(tokenizer):
     """Hidden-state dropout on; attention dropout off, so CPU SDPA runs its flash kernel (with attention
-    dropout, CPU attention builds the (8192 x 8192) scores per head: 4x the time; benchmarks.long_docs)."""
+    dropout, CPU attention builds the (8192 x 8192) scores per head: 4x the time: ``python -m benchmarks.long_docs`` at df23c1b, docs/long-documents.md)."""
     model = _long_model(tokenizer, 8192, dropout=0.1, attention_dropout=0.0)
     model.gradient_checkpointing(True)
     assert model.max_length == 8192

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from test_evaluate import FAST, METRICS, assert_png
 
-from m3lit.retrieval import DEFAULT_MODES, read_results
+from m3lit.retrieval import DEFAULT_MODES
+from m3lit.retrieval.report.provenance import read_results
 
 
 def test_cli_writes_the_three_files(export_dir, tiny_beir_dir, tmp_path):

@@ -15,8 +15,8 @@ from train_utils import run_train_cli, tiny_corpus, tiny_data_overrides, tiny_ru
 from m3lit.callbacks.retrieval_metrics import RetrievalMetrics
 from m3lit.config.compose import CONFIG_DIR, compose
 from m3lit.model import M3Model
-from m3lit.retrieval import read_results
 from m3lit.retrieval.report.chart import write_chart
+from m3lit.retrieval.report.provenance import read_results
 from m3lit.retrieval.report.tables import as_table
 from m3lit.train import train
 

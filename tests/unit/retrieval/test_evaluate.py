@@ -12,7 +12,7 @@ import torch
 
 from m3lit.config.checks import ConfigError
 from m3lit.evaluate import load_config, main, write_reports
-from m3lit.retrieval import read_results
+from m3lit.retrieval.report.provenance import read_results
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 FAST = [

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from m3lit.retrieval.report.chart import results_figure, write_chart
-from m3lit.retrieval.report.write import write_reports
 from m3lit.retrieval.report.tables import as_table, row_label, split_row_label
+from m3lit.retrieval.report.write import write_reports
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -17,8 +17,8 @@ import pytest
 from m3lit.compare import main as compare_main
 from m3lit.files.jsonl import DataError
 from m3lit.retrieval import load_beir
-from m3lit.retrieval.metrics import evaluate_ranking, per_query_metric
 from m3lit.retrieval.index.ranking import Ranking
+from m3lit.retrieval.metrics import evaluate_ranking, per_query_metric
 from m3lit.retrieval.report.significance import compare_runs, paired_randomization_test
 from m3lit.retrieval.trec import read_trec_run, write_trec_run
 
