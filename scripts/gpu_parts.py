@@ -125,7 +125,9 @@ def part_train(dry_run: bool, out_dir: str) -> dict:
     """``python -m m3lit.train experiment=demo`` on CUDA: the demo end to end; evaluation results and the export must exist."""
     run_dir = Path(out_dir) / "train"
     extra = ["evaluate.enabled=false"] if dry_run else []
-    rc, tail = _cli(_train_args(run_dir, dry_run, "gpu", "experiment=demo", *extra), Path(out_dir) / "train.log")
+    rc, tail = _cli(
+        _train_args(run_dir, dry_run, "gpu", "experiment=demo", *extra), Path(out_dir) / "train.log"
+    )
     info = {
         "run_dir": str(run_dir),
         "tail": tail,

@@ -156,8 +156,6 @@ def check_batch_size_overrides(overrides) -> None:
                 )
 
 
-
-
 def _check_sources(entries, data: Mapping) -> None:
     """Every data source the stage schedule switches to must be configured (fail now, not at that step)."""
     from m3lit.data.streams import SOURCE_KEYS

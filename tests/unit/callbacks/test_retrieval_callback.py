@@ -160,4 +160,3 @@ def test_an_unset_folder_fails_at_setup_saying_which_key(tiny_config, tokenizer,
     trainer = fast_dev_trainer(RetrievalMetrics(None, retrieval=FAST))
     with pytest.raises(RuntimeError, match=r"data_dir is not set: .*callbacks\.retrieval_metrics\.data_dir"):
         trainer.fit(module, loader(tokenizer, tiny_beir_dir))
-
