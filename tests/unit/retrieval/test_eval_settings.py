@@ -21,14 +21,13 @@ from m3lit.model import M3Model
 from m3lit.retrieval import (
     DEFAULT_MODES,
     RetrievalConfig,
-    dataset_hash,
     evaluate_retrieval,
     index_corpus,
     load_beir,
-    read_results,
     retrieve,
     write_beir,
 )
+from m3lit.retrieval.report.provenance import dataset_hash, read_results
 
 MAX_LEN = 64
 METRICS = ["ndcg@10", "recall@5", "mrr@10"]
