@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from m3lit.files.errors import UsageError
 
-__all__ = ["ConfigError", "validate", "check_target", "check_batch_size_overrides"]
+__all__ = ["ConfigError", "validate", "check_target", "check_batch_size_overrides", "import_object"]
 
 
 class ConfigError(UsageError):
@@ -176,7 +176,7 @@ def check_target(node: Any, where: str) -> None:
     if "_target_" not in node:
         raise ConfigError(f"{where}: missing _target_")
     try:
-        target = _import(node["_target_"])
+        target = import_object(node["_target_"])
     except Exception as error:
         raise ConfigError(f"{where}._target_: cannot import {node['_target_']!r}: {error}") from error
     params, hints, open_kwargs = _signature(target)
@@ -325,7 +325,7 @@ def _first_line(error: Exception) -> str:
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
-def _import(path: str) -> Any:
+def import_object(path: str) -> Any:
     """``package.module.attr`` (possibly nested attributes) -> the object, like Hydra's ``_target_``."""
     parts = path.split(".")
     for cut in range(len(parts) - 1, 0, -1):

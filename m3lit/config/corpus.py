@@ -22,7 +22,7 @@ from typing import Any
 
 from omegaconf import DictConfig, open_dict
 
-from m3lit.config.checks import ConfigError
+from m3lit.config.checks import ConfigError, import_object
 
 __all__ = ["check_retired_keys", "check_retired_overrides", "corpus_hook", "prepare_corpus"]
 
@@ -38,9 +38,8 @@ def corpus_hook(path: Any) -> Callable[[DictConfig], Any]:
             f"corpus.prepare={path!r}: name the corpus's preparation hook as package.module.function "
             "(configs/corpus/<name>.yaml)"
         )
-    module_name, _, name = path.rpartition(".")
     try:
-        hook = getattr(importlib.import_module(module_name), name)
+        hook = import_object(path)
     except (ImportError, AttributeError) as error:
         raise ConfigError(f"corpus.prepare={path!r}: cannot import it ({error})") from None
     if not callable(hook):
