@@ -28,10 +28,9 @@ from m3lit.retrieval.beir import RetrievalDataset
 from m3lit.retrieval.index.hybrid import FusionTerms
 from m3lit.retrieval.modes import retrieval_depth
 from m3lit.retrieval.pipeline import score_rankings
-from m3lit.retrieval.report.tables import fusion_note
 
 __all__ = ["FUSED_MODES", "COLBERT_WEIGHTS", "SPARSE_WEIGHTS", "WEIGHT_FIELDS", "FusionChoice", "choose_weights",
-           "fusion_note", "weight_grid"]  # fmt: skip
+           "weight_grid"]  # fmt: skip
 
 #: The modes whose ranking is a weighted sum of scores -> the RetrievalConfig field holding their weights.
 WEIGHT_FIELDS = {"dense+sparse": "hybrid_weights", "all": "all_weights"}

@@ -57,13 +57,12 @@ from m3lit.retrieval.pipeline import (
 )
 from m3lit.retrieval.report.provenance import dataset_hash, read_json_object
 from m3lit.retrieval.report.tables import MODE_NAMES, reference_label, row_label
-from m3lit.retrieval.report.write import averages_table, suite_tables, write_suite_reports
+from m3lit.retrieval.report.write import write_suite_reports
 
 __all__ = [
     "Suite",
     "SuiteTask",
     "SuiteSystem",
-    "averages_table",
     "check_suite_folder",
     "evaluate_suite",
     "load_suite",
@@ -71,8 +70,6 @@ __all__ = [
     "run_suite",
     "suite_settings",
     "suite_systems",
-    "suite_tables",
-    "write_suite_reports",
 ]
 
 log = logging.getLogger(__name__)

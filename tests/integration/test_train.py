@@ -225,8 +225,7 @@ def test_log_interval_longer_than_the_run_is_clamped(corpus, tmp_path):
 
 def test_a_resumed_run_draws_the_first_launchs_baseline(tmp_path):
     """On a resume the untrained model is not evaluated again: its baseline/results.json is drawn instead."""
-    from m3lit.retrieval.report.write import write_reports
-    from m3lit.retrieval.suite import write_suite_reports
+    from m3lit.retrieval.report.write import write_reports, write_suite_reports
     from m3lit.train import BASELINE, _baselines
 
     single = {"dense": {"ndcg@10": 0.25}}

@@ -13,10 +13,10 @@ from m3lit.retrieval.fusion_tuning import (
     COLBERT_WEIGHTS,
     SPARSE_WEIGHTS,
     choose_weights,
-    fusion_note,
     weight_grid,
 )
 from m3lit.retrieval.index.hybrid import FusionTerms, fuse
+from m3lit.retrieval.report.tables import fusion_note
 
 
 def naive_ndcg10(ranked: list[int], grades: dict[int, int]) -> float:

@@ -11,7 +11,8 @@ from m3lit.retrieval import evaluate_retrieval
 from m3lit.retrieval.options import EvaluationOptions
 from m3lit.retrieval.report.chart import write_chart
 from m3lit.retrieval.report.provenance import read_results
-from m3lit.retrieval.suite import SuiteSystem, evaluate_suite, load_suite, write_suite_reports
+from m3lit.retrieval.report.write import write_suite_reports
+from m3lit.retrieval.suite import SuiteSystem, evaluate_suite, load_suite
 
 
 @pytest.fixture
