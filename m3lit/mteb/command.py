@@ -32,18 +32,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
 from m3lit.config.checks import ConfigError
 from m3lit.evaluate import CONFIG_PATH as EVALUATE_CONFIG
+from m3lit.evaluate import load_config as evaluate_config
 from m3lit.files.errors import UserError, run_command
-from m3lit.files.options import canonical_key
 from m3lit.model.reference import check_model_reference, hub_offline
 from m3lit.retrieval.beir import check_beir_folder
-from m3lit.retrieval.config import LENGTH_ALIASES, RetrievalConfig
+from m3lit.retrieval.config import RetrievalConfig
 from m3lit.retrieval.modes import MODEL_MODES
 
-__all__ = ["CONFIG_PATH", "cli", "load_config", "main", "run"]
+__all__ = ["CONFIG_PATH", "load_config", "main", "run"]
 
 log = logging.getLogger("m3lit.mteb")
 
@@ -58,24 +57,14 @@ class TaskDataError(UserError):
 
 def load_config(overrides: Sequence[str] = ()) -> DictConfig:
     """``configs/mteb.yaml`` (its ``retrieval`` block filled from ``configs/evaluate.yaml``), then the
-    ``key=value`` overrides.
+    ``key=value`` overrides, parsed as ``python -m m3lit.evaluate`` parses them.
 
     Raises:
         ConfigError: a misspelt key, a malformed override or a value of the wrong type (naming the key).
     """
     base = OmegaConf.load(CONFIG_PATH)
     base.retrieval = OmegaConf.load(EVALUATE_CONFIG).retrieval
-    OmegaConf.set_struct(base, True)  # a misspelt key raises instead of being ignored
-    dotlist = []
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"override {item!r} is not key=value (see --help)")
-        dotlist.append(f"{canonical_key(key, LENGTH_ALIASES, 'mteb')}={value}")
-    try:
-        return OmegaConf.merge(base, OmegaConf.from_dotlist(dotlist))
-    except OmegaConfBaseException as error:
-        raise ConfigError(f"config error: {error}") from error
+    return evaluate_config(overrides, base=base)
 
 
 def _as_list(value) -> list[str]:
@@ -199,23 +188,12 @@ def _run(args: list[str]) -> dict:
     return run(load_config(args))
 
 
-def _help() -> str:
-    """This module's docstring, then ``configs/mteb.yaml`` as written: every key, default and comment."""
-    return f"{__doc__.strip()}\n\nOptions (key=value; configs/mteb.yaml):\n\n{CONFIG_PATH.read_text(encoding='utf-8')}"
-
-
 def main(argv: Sequence[str] | None = None) -> dict:
-    """Command-line entry point (``python -m m3lit.mteb``): task -> mode -> metric -> value, or ``{}`` after
-    ``--help``; a user error prints one ``error:`` line and raises ``SystemExit``."""
-    results = run_command(_run, argv, help=_help)
+    """Command-line entry point (``python -m m3lit.mteb``): task -> mode -> metric -> value (``{}`` after
+    ``--help``: this docstring and ``configs/mteb.yaml`` as written); a user error prints one ``error:`` line
+    and raises ``SystemExit``."""
+    config = CONFIG_PATH.read_text(encoding="utf-8")
+    results = run_command(
+        _run, argv, help=lambda: f"{__doc__.strip()}\n\nOptions (key=value; configs/mteb.yaml):\n\n{config}"
+    )
     return results if isinstance(results, dict) else {}
-
-
-def cli() -> int:
-    """The ``m3lit-mteb`` script: :func:`main`, with exit status 0 on success."""
-    main()
-    return 0
-
-
-if __name__ == "__main__":
-    main()

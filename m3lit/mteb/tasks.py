@@ -100,14 +100,6 @@ def beir_task(
         eval_splits=[split],
         eval_langs=[language],
         main_score="ndcg_at_10",
-        reference=None,
-        date=None,
-        domains=None,
-        task_subtypes=None,
-        license=None,
-        annotations_creators=None,
-        dialect=None,
-        sample_creation=None,
         bibtex_citation="",
     )
     task_class = type(f"BeirFolderTask[{name}]", (BeirFolderTask,), {"metadata": metadata})

@@ -22,14 +22,6 @@ from m3lit.retrieval.index.ranking import Ranking
 from m3lit.retrieval.metrics import evaluate_ranking
 from m3lit.retrieval.modes import MODEL_MODES
 
-FAST = [
-    "progress=false",
-    "retrieval.batch_size=16",
-    "retrieval.query_max_len=64",
-    "retrieval.passage_max_len=64",
-]
-FUSION = ["retrieval.hybrid_weights=[1.0,0.7]", "retrieval.all_weights=[0.5,0.4,1.2]"]
-
 
 def test_ties_keep_m3lit_order_under_pytrec_eval():
     """pytrec_eval breaks score ties by document id (descending, in single precision); the run given to mteb
