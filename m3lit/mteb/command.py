@@ -97,10 +97,28 @@ def check_options(cfg: DictConfig) -> RetrievalConfig:
         retrieval = RetrievalConfig.from_mapping(OmegaConf.to_container(cfg.retrieval, resolve=True))
     except (TypeError, ValueError) as error:
         raise ConfigError(f"retrieval: {error}") from error
+    _check_languages(cfg)
     for folder in _as_list(cfg.data):
         check_beir_folder(folder, str(cfg.split), "data")
     check_model_reference(str(cfg.model), "model")
     return retrieval
+
+
+def _check_languages(cfg: DictConfig) -> None:
+    """``data_language``, ``languages`` and ``task_languages`` are mteb language codes (``eng-Latn``, ``eng``).
+
+    Raises:
+        ConfigError: naming the key and the code mteb does not know.
+    """
+    from mteb.languages.check_language_code import check_language_code
+
+    keys = {"data_language": [str(cfg.data_language)], "languages": _as_list(cfg.languages)}
+    for key, codes in {**keys, "task_languages": _as_list(cfg.task_languages)}.items():
+        for code in codes:
+            try:
+                check_language_code(code)
+            except ValueError as error:
+                raise ConfigError(f"{key}: {str(error).splitlines()[0]} (e.g. eng-Latn or eng)") from error
 
 
 def load_tasks(cfg: DictConfig) -> list:
@@ -121,6 +139,8 @@ def load_tasks(cfg: DictConfig) -> list:
             tasks = list(mteb.get_tasks(tasks=names, languages=languages))
         except KeyError as error:
             raise ConfigError(f"tasks: {error.args[0] if error.args else error}") from error
+        if not tasks:
+            raise ConfigError(f"tasks={names}: none has a subset in task_languages={languages}")
     for task in tasks:
         try:
             task.load_data()

@@ -116,6 +116,8 @@ def test_hub_task_offline_is_one_line(export_dir, tmp_path, command_error, monke
         (["colour=red"], "error: config error: Key 'colour' is not in struct"),
         (["retrieval.hybrid_k=-1"], "error: retrieval: "),
         ([], "error: nothing to evaluate"),
+        (["data_language=english"], "error: data_language: Invalid language code: english"),
+        (["tasks=[SciFact]", "task_languages=[fra]"], "error: tasks=['SciFact']: none has a subset in"),
     ],
 )
 def test_bad_options_exit_2(export_dir, tiny_beir_dir, tmp_path, command_error, args, start):
@@ -130,3 +132,28 @@ def test_bad_options_exit_2(export_dir, tiny_beir_dir, tmp_path, command_error, 
 def test_missing_folder_exit_1(export_dir, tmp_path, command_error):
     code, line = command_error(mteb_main, [f"model={export_dir}", f"data={tmp_path / 'nope'}"])
     assert code == 1 and "nope" in line
+
+
+def test_reranking_task_reranks_its_candidates_by_the_dense_vectors(tiny_model, tmp_path):
+    """A reranking task (a retrieval task with candidate lists) runs once, dense: each query's candidates in
+    order of the cosine of the dense vectors (documents as mteb joins them: title + " " + text)."""
+    from mteb.mocks.mock_tasks.reranking import MockRerankingTask
+
+    task = MockRerankingTask()
+    task.load_data()
+    split = task.dataset["default"]["test"]
+    models = mteb_models(tiny_model, ["dense", "all"], name="tiny/m3", device="cpu")
+    results = evaluate_tasks(models, ["dense", "all"], [task], tmp_path, progress=False)
+    assert list(results["MockRerankingTask"]) == ["dense"]
+    docs = {row["id"]: f"{row['title']} {row['text']}".strip() for row in split["corpus"]}
+    ndcgs = []
+    for row in split["queries"]:
+        candidates = list(split["top_ranked"][row["id"]])
+        q = encode_texts(tiny_model, [row["text"]]).dense[0]
+        d = encode_texts(tiny_model, [docs[c] for c in candidates]).dense
+        ranked = [candidates[i] for i in np.argsort(-(d @ q), kind="stable")]
+        rank = 1 + min(
+            ranked.index(doc) for doc, grade in split["relevant_docs"][row["id"]].items() if grade > 0
+        )
+        ndcgs.append(1 / np.log2(rank + 1))
+    assert results["MockRerankingTask"]["dense"]["ndcg@10"] == pytest.approx(np.mean(ndcgs), abs=1e-5)
