@@ -96,16 +96,16 @@ log = logging.getLogger("m3lit.evaluate")
 CONFIG_PATH = Path(__file__).resolve().parent.parent / "configs" / "evaluate.yaml"
 
 
-def load_config(overrides: Sequence[str] = ()) -> DictConfig:
-    """``configs/evaluate.yaml``, then a ``settings=`` file's recorded settings, then the ``key=value``
-    overrides.
+def load_config(overrides: Sequence[str] = (), base: DictConfig | None = None) -> DictConfig:
+    """``configs/evaluate.yaml`` (or ``base``, another command's defaults: ``python -m m3lit.mteb``), then a
+    ``settings=`` file's recorded settings, then the ``key=value`` overrides.
 
     Raises:
         ConfigError: a misspelt key, a malformed override or a value of the wrong type (naming the key).
     """
-    if not CONFIG_PATH.is_file():
+    if base is None and not CONFIG_PATH.is_file():
         raise FileNotFoundError(f"{CONFIG_PATH}: evaluation defaults not found (run from an m3lit checkout)")
-    base = OmegaConf.load(CONFIG_PATH)
+    base = OmegaConf.load(CONFIG_PATH) if base is None else base
     OmegaConf.set_struct(base, True)  # a misspelt key raises instead of being ignored
     dotlist = []
     for item in overrides:

@@ -35,7 +35,7 @@ LAYERS: list[tuple[tuple[str, ...], bool]] = [
     (("callbacks",), False),  # stage switch, checkpoints, progress bar, retrieval metrics
     (("corpora",), False),  # corpora a run may plug in (a preparation hook each), hard-negative mining
     (("config",), False),  # compose + check the Hydra config, key=value options, resume
-    (("__init__", "train", "evaluate", "export", "encode", "compare"), True),  # public API and entry points
+    (("__init__", "train", "evaluate", "export", "encode", "compare", "mteb"), True),  # API, entry points
 ]
 
 #: The training core: runs with none of :data:`NOT_IN_CORE` present.
@@ -55,7 +55,9 @@ NO_THIRD_PARTY: dict[str, frozenset[str]] = {
 }
 
 #: `python -m m3lit.<name>` commands users run (README, Makefile).
-ENTRY_MODULES = ("m3lit.train", "m3lit.evaluate", "m3lit.export", "m3lit.encode", "m3lit.compare")
+ENTRY_MODULES = (
+    "m3lit.train", "m3lit.evaluate", "m3lit.export", "m3lit.encode", "m3lit.compare", "m3lit.mteb.__main__"
+)  # fmt: skip
 
 LAYER_OF = {component: i for i, (components, _) in enumerate(LAYERS) for component in components}
 PEERS_ALLOWED = {component for components, peers in LAYERS if peers for component in components}
