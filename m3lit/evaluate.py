@@ -28,7 +28,7 @@ everything that made the table, :mod:`m3lit.retrieval.report.provenance`), ``res
 
 ``suite=DIR`` evaluates a benchmark suite instead (:mod:`m3lit.retrieval.suite`: a table per task, a row
 per method, a column per language and the average), optionally beside a released ``reference`` model (its
-bars stand beside the model's in ``results.png``). ``suite=miracl``, ``suite=mldr`` or ``suite=beir:<name>``
+bars stand beside the model's in ``results.png``). ``suite=miracl``, ``suite=mkqa``, ``suite=mldr`` or ``suite=beir:<name>``
 (with ``languages=[...]``) first builds that paper benchmark from its pinned Hub dataset into the cache
 (:mod:`m3lit.corpora.paper`; needs ``m3lit[mteb]``).
 
@@ -344,7 +344,7 @@ def _log_tables(loggers: Sequence, results: Mapping[str, Mapping], prefix: str) 
 
 
 def resolve_paper_suite(cfg: DictConfig) -> None:
-    """``suite=miracl|mldr|beir:<name>``: build that benchmark from the Hub into the cache
+    """``suite=miracl|mkqa|mldr|beir:<name>``: build that benchmark from the Hub into the cache
     (:func:`m3lit.corpora.paper.build_paper_suite`, before any model loads) and point ``cfg.suite`` at the
     built folder. A ``suite`` that is a folder, and no suite at all, pass through unchanged.
 

@@ -37,3 +37,22 @@ def retrieval_configs(prefix: str, corpus: list[dict], splits: dict[str, tuple[l
         f"{prefix}queries": {split: queries for split, (queries, _) in splits.items()},
         f"{prefix}qrels" if prefix else "default": {split: qrels for split, (_, qrels) in splits.items()},
     }
+
+
+def write_mkqa_copy(root: Path, corpus: list[dict], questions: dict[str, list[dict]]) -> Path:
+    """Local copies of ``mteb/nq`` (``corpus`` plus one test question) and of ``Shitao/bge-m3-data``'s
+    ``MKQA_test-data.zip`` holding ``<lang>.jsonl`` per language (lines ``{"id", "question", "answers"}``)."""
+    import json
+    import zipfile
+
+    nq = (
+        [{"_id": "nq-q0", "text": "a question"}],
+        [{"query-id": "nq-q0", "corpus-id": corpus[0]["_id"], "score": 1}],
+    )
+    write_repo(root / "mteb" / "nq", retrieval_configs("", corpus, {"test": nq}))
+    archive = root / "Shitao" / "bge-m3-data" / "MKQA_test-data.zip"
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(archive, "w") as bundle:
+        for lang, rows in questions.items():
+            bundle.writestr(f"{lang}.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return root

@@ -53,3 +53,23 @@ def test_suite_mldr_equals_the_built_folder_evaluated_directly(export_dir, tmp_p
     direct = main([*common, f"data={built}", *lengths, *weights, f"output_dir={tmp_path / 'direct'}"])
     for mode in ("dense", "sparse", "colbert", "dense+sparse", "all"):
         assert task["rows"][MODE_NAMES[mode]]["en"]["ndcg@10"] == direct[mode]["ndcg@10"], mode
+
+
+def test_suite_mkqa_scores_answer_recall_as_the_built_folder_does(export_dir, tmp_path):
+    from hub_fixtures import write_mkqa_copy
+
+    corpus = [{"_id": f"doc{i}", "title": "", "text": text} for i, text in enumerate(DOCS)]
+    questions = {"de": [{"id": str(i), "question": f"wo {DOCS[i].split()[1]}", "answers": [DOCS[i].split()[-1]]}
+                        for i in range(len(DOCS))]}  # fmt: skip
+    hub = write_mkqa_copy(tmp_path / "hub", corpus, questions)
+    common = [f"model={export_dir}", "device=cpu", "progress=false", "modes=[dense,sparse,bm25]"]
+    main([*common, "suite=mkqa", "languages=[de]", f"hub_dir={hub}", f"output_dir={tmp_path / 'suite'}"])
+    recorded = json.loads((tmp_path / "suite" / "results.json").read_text())
+    task = recorded["results"]["tasks"]["MKQA"]
+    built = recorded["settings"]["suite"].rsplit("/suites/", 1)[0] + "/de"
+    direct = main(
+        [*common, f"data={built}", "metrics=[qa_recall@100,qa_recall@20]", f"output_dir={tmp_path / 'd'}"]
+    )
+    for mode in ("dense", "sparse", "bm25"):
+        assert task["rows"][MODE_NAMES[mode]]["de"] == direct[mode], mode
+    assert direct["bm25"]["qa_recall@100"] == 1.0  # every answer is in some passage, and 6 < 100

@@ -26,19 +26,17 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from m3lit.corpora.paper import mkqa
 from m3lit.corpora.paper.catalog import BENCHMARKS, PaperBenchmark, paper_benchmark
+from m3lit.corpora.paper.hub import HubReadError, corpus_rows, has_split, loader, reading
 from m3lit.files.cache import atomic_build, cache_root, cached_build
-from m3lit.files.errors import PathError, UsageError, UserError
+from m3lit.files.errors import PathError, UsageError
 from m3lit.files.jsonl import write_jsonl
 
 __all__ = ["HubReadError", "build_paper_suite", "is_paper_benchmark"]
 
 #: Bumped when the folder layout written here changes (it is part of every cached folder's key).
 LAYOUT_VERSION = 1
-
-
-class HubReadError(UserError):
-    """A benchmark's Hub dataset could not be read (offline, no access, or a local copy in another layout)."""
 
 
 def is_paper_benchmark(suite: str) -> bool:
@@ -74,19 +72,24 @@ def build_paper_suite(
     except KeyError as error:
         raise UsageError(f"suite={error.args[0]}") from None
     subsets = _subsets(bench, languages)
-    repo = _repository(bench, hub_dir)
+    repo = _repository(bench.repo, hub_dir)
     root = cache_root() / "paper" / bench.name.replace(":", "-")
+    settings = {"repo": bench.repo, "revision": bench.revision, "layout": LAYOUT_VERSION}
+    write = functools.partial(_write_language, bench, repo)
+    if bench.corpus:  # one corpus for every language (MKQA): built once, linked into each language
+        corpus = root / "corpus"
+        corpus_repo = _repository(bench.corpus[0], hub_dir)
+        shared = cached_build(
+            corpus, {"repo": bench.corpus[0], "revision": bench.corpus[1], "layout": LAYOUT_VERSION},
+            functools.partial(mkqa.write_corpus, bench, corpus_repo), force=force,
+        )  # fmt: skip
+        settings["corpus"] = shared["hash"]
+        write = functools.partial(mkqa.write_language, bench, repo, corpus / "corpus.jsonl")
     datasets, tunable = {}, True
     for subset in subsets or [""]:
         folder = root / (subset or "default")
-        settings = {
-            "repo": bench.repo,
-            "revision": bench.revision,
-            "subset": subset,
-            "layout": LAYOUT_VERSION,
-        }
         manifest = cached_build(
-            folder, settings, functools.partial(_write_language, bench, repo, subset), force=force
+            folder, {**settings, "subset": subset}, functools.partial(write, subset), force=force
         )
         datasets[subset or "en"] = f"../../{folder.name}"
         tunable = tunable and manifest["splits"]["dev"] is not None  # a task tunes on all languages or none
@@ -101,60 +104,33 @@ def _subsets(bench: PaperBenchmark, languages: Sequence[str] | None) -> list[str
         return []
     if not languages:
         return list(bench.languages)
-    unknown = [lang for lang in languages if lang not in bench.languages]
+    known = bench.languages + bench.extra_languages
+    unknown = [lang for lang in languages if lang not in known]
     if unknown:
         raise UsageError(
-            f"languages: {', '.join(map(repr, unknown))} not in {bench.name}; "
-            f"its languages: {', '.join(bench.languages)}"
+            f"languages: {', '.join(map(repr, unknown))} not in {bench.name}; its languages: {', '.join(known)}"
         )
     return list(dict.fromkeys(languages))
 
 
-def _repository(bench: PaperBenchmark, hub_dir: str | Path | None) -> str:
-    """What mteb's loader reads: the Hub id, or the local copy under ``hub_dir``."""
+def _repository(repo: str, hub_dir: str | Path | None) -> str:
+    """What is read: the Hub id ``repo``, or its local copy under ``hub_dir``."""
     if hub_dir is None:
-        return bench.repo
-    local = Path(hub_dir) / bench.repo
+        return repo
+    local = Path(hub_dir) / repo
     if not local.is_dir():
-        raise PathError("hub_dir", hub_dir, f"no local copy of {bench.repo} (expected the folder {local})")
+        raise PathError("hub_dir", hub_dir, f"no local copy of {repo} (expected the folder {local})")
     return str(local.resolve())
-
-
-def _loader(repo: str, revision: str, split: str, subset: str):
-    """mteb's retrieval loader for one split of one subset (reads the Hub, or the local copy)."""
-    try:
-        from mteb.abstasks.retrieval_dataset_loaders import RetrievalDatasetLoader
-    except ImportError:
-        raise UsageError("suite=<benchmark> reads the Hub through mteb: pip install 'm3lit[mteb]'") from None
-    return RetrievalDatasetLoader(hf_repo=repo, revision=revision, split=split, config=subset or None)
-
-
-def _has_split(repo: str, revision: str, subset: str, split: str) -> bool:
-    """Whether the qrels config of ``subset`` publishes ``split`` (mteb's loader would silently fall back
-    to the only split there is, so a missing dev split must be detected here, not by loading it)."""
-    from datasets import get_dataset_split_names
-
-    config = f"{subset}-qrels" if subset else "default"
-    return split in get_dataset_split_names(repo, config_name=config, revision=revision)
 
 
 def _write_language(bench: PaperBenchmark, repo: str, subset: str, out: Path) -> dict[str, Any]:
     """Write one language's BEIR folder into ``out``; the manifest entries (sizes, splits)."""
-    try:
-        test = _loader(repo, bench.revision, bench.test_split, subset).load()
+    with reading(bench, bench.repo, bench.revision, subset):
+        test = loader(repo, bench.revision, bench.test_split, subset).load()
         dev = None
-        if bench.dev_split and _has_split(repo, bench.revision, subset, bench.dev_split):
-            dev = _loader(repo, bench.revision, bench.dev_split, subset).load()
-    except UserError:
-        raise
-    except Exception as error:  # network, access, layout: the datasets/huggingface_hub error types vary
-        first = (str(error).strip().splitlines() or [""])[0]
-        raise HubReadError(
-            f"suite={bench.name}: cannot read {bench.repo}@{bench.revision[:12]}"
-            f"{f' ({subset})' if subset else ''}: {type(error).__name__}: {first} "
-            f"(offline, pass hub_dir=DIR with a local copy at DIR/{bench.repo})"
-        ) from error
-    write_jsonl(out / "corpus.jsonl", _corpus_rows(test["corpus"]))
+        if bench.dev_split and has_split(repo, bench.revision, subset, bench.dev_split):
+            dev = loader(repo, bench.revision, bench.dev_split, subset).load()
+    write_jsonl(out / "corpus.jsonl", corpus_rows(test["corpus"]))
     splits = {"test": test, **({"dev": dev} if dev is not None else {})}
     write_jsonl(out / "queries.jsonl", _query_rows(data["queries"] for data in splits.values()))
     (out / "qrels").mkdir()
@@ -168,13 +144,6 @@ def _write_language(bench: PaperBenchmark, repo: str, subset: str, out: Path) ->
             **{f"{split}_queries": len(data["relevant_docs"]) for split, data in splits.items()},
         },
     }
-
-
-def _corpus_rows(corpus) -> Iterable[dict[str, str]]:
-    """BEIR corpus lines from mteb's corpus Dataset (columns id, text, optional title), streamed."""
-    titles = "title" in corpus.column_names
-    for row in corpus:
-        yield {"_id": str(row["id"]), "title": (row["title"] or "") if titles else "", "text": row["text"]}
 
 
 def _query_rows(query_sets: Iterable) -> Iterable[dict[str, str]]:

@@ -12,6 +12,12 @@ How each maps onto BGE-M3 (arXiv:2402.03216, §4; spec §6):
   evaluated queries.
 - ``mldr``: MLDR test, 13 languages, nDCG@10 (paper Table 4), passages up to 8192 tokens (the paper's MLDR
   setting: queries 512, passages 8192); its dev split tunes the fusion weights.
+- ``mkqa``: MKQA as the paper uses it (Table 2; Table 13 for Recall@20): the 25 non-English query
+  languages (English on request) against the English NQ passages of BEIR (``mteb/nq``'s corpus), a hit
+  when a retrieved passage contains an answer string (``qa_recall@100``, ``qa_recall@20``:
+  :mod:`m3lit.retrieval.answers`). The questions and answers are FlagEmbedding's evaluation file
+  ``MKQA_test-data.zip`` in ``Shitao/bge-m3-data``; that repository is read at ``main`` (the commit the
+  file arrived in is not known here) and the commit actually read is recorded in each language's manifest.
 - ``beir:<name>``: one BEIR set in English, nDCG@10 and Recall@100 (MSMARCO on its dev split, as BEIR
   reports it); a set that publishes dev qrels tunes the fusion weights on them.
 """
@@ -39,6 +45,8 @@ class PaperBenchmark:
         dev_split: the split that tunes the fusion weights (``tune_fusion``), or None.
         metrics: the task's metrics, the primary one first.
         retrieval: RetrievalConfig overrides for the task (lengths).
+        extra_languages: subsets that may be asked for but are not built by default (MKQA's English).
+        corpus: (Hub id, revision) of a corpus shared by every language (MKQA), or None.
     """
 
     name: str
@@ -50,12 +58,18 @@ class PaperBenchmark:
     dev_split: str | None
     metrics: tuple[str, ...]
     retrieval: dict[str, Any] = field(default_factory=dict)
+    extra_languages: tuple[str, ...] = ()
+    corpus: tuple[str, str] | None = None
 
 
 _MIRACL_LANGUAGES = (
     "ar", "bn", "de", "en", "es", "fa", "fi", "fr", "hi", "id", "ja", "ko", "ru", "sw", "te", "th", "yo", "zh",
 )  # fmt: skip
 _MLDR_LANGUAGES = ("ar", "de", "en", "es", "fr", "hi", "it", "ja", "ko", "pt", "ru", "th", "zh")
+_MKQA_LANGUAGES = (
+    "ar", "da", "de", "es", "fi", "fr", "he", "hu", "it", "ja", "km", "ko", "ms", "nl", "no", "pl", "pt", "ru",
+    "sv", "th", "tr", "vi", "zh_cn", "zh_hk", "zh_tw",
+)  # fmt: skip
 
 #: The multilingual benchmarks, by ``suite=`` name.
 BENCHMARKS: dict[str, PaperBenchmark] = {
@@ -79,6 +93,18 @@ BENCHMARKS: dict[str, PaperBenchmark] = {
         dev_split="dev",
         metrics=("ndcg@10",),
         retrieval={"query_max_len": 512, "passage_max_len": 8192},
+    ),
+    "mkqa": PaperBenchmark(
+        name="mkqa",
+        task="MKQA",
+        repo="Shitao/bge-m3-data",
+        revision="main",
+        languages=_MKQA_LANGUAGES,
+        test_split="test",
+        dev_split=None,
+        metrics=("qa_recall@100", "qa_recall@20"),
+        extra_languages=("en",),
+        corpus=("mteb/nq", "b774495ed302d8c44a3a7ea25c90dbce03968f31"),
     ),
 }
 

@@ -101,7 +101,7 @@ def test_a_built_language_is_reused_and_a_forced_build_is_identical(hub_dir):
 @pytest.mark.parametrize(
     ("name", "languages", "message"),
     [
-        ("miracle", None, "suite=unknown benchmark 'miracle'; known: miracl, mldr, beir:arguana"),
+        ("miracle", None, "suite=unknown benchmark 'miracle'; known: miracl, mldr, mkqa, beir:arguana"),
         ("miracl", ["en", "xx"], "languages: 'xx' not in miracl; its languages: ar, bn, de"),
         ("beir:scifact", ["en"], "languages: beir:scifact has one language (English); drop languages="),
     ],
@@ -127,3 +127,36 @@ def test_offline_without_a_copy_is_one_line_naming_the_dataset(monkeypatch, tmp_
     assert "\n" not in message
     assert message.startswith("suite=beir:nfcorpus: cannot read mteb/nfcorpus@ec0fa4fe99da")
     assert message.endswith("(offline, pass hub_dir=DIR with a local copy at DIR/mteb/nfcorpus)")
+
+
+NQ = [{"_id": f"doc{i}", "title": t, "text": x} for i, (t, x) in enumerate([
+    ("Eiffel Tower", "The tower stands in Paris."),
+    ("Everest", "Everest is 8,849 metres high."),
+    ("Nile", "The Nile flows into the Mediterranean."),
+])]  # fmt: skip
+MKQA_QUESTIONS = {
+    "de": [
+        {"id": "1", "question": "Wo steht der Eiffelturm?", "answers": ["Paris"]},
+        {"id": "2", "question": "Wie hoch ist der Everest?", "answers": ["8,849 metres", "8849 m"]},
+        {"id": "3", "question": "Wer schrieb das Buch?", "answers": []},  # unanswerable
+    ],
+    "ja": [{"id": "1", "question": "エッフェル塔はどこ？", "answers": ["Paris"]}],
+}
+
+
+def test_mkqa_links_one_nq_corpus_into_every_language_and_keeps_answers(tmp_path):
+    from hub_fixtures import write_mkqa_copy
+
+    hub = write_mkqa_copy(tmp_path / "hub", NQ, MKQA_QUESTIONS)
+    (task,) = read_suite(build_paper_suite("mkqa", ["de", "ja"], hub_dir=hub)).tasks
+    assert (
+        task.name == "MKQA" and task.metrics == ("qa_recall@100", "qa_recall@20") and task.dev_split is None
+    )
+    de, ja = (load_beir(task.datasets[lang]) for lang in ("de", "ja"))
+    assert de.corpus_ids == ja.corpus_ids == ["doc0", "doc1", "doc2"]
+    assert de.corpus_texts[1] == "Everest Everest is 8,849 metres high."
+    assert (task.datasets["de"] / "corpus.jsonl").samefile(task.datasets["ja"] / "corpus.jsonl")
+    assert de.query_ids == ["1", "2"] and de.answers == [["Paris"], ["8,849 metres", "8849 m"]]
+    assert ja.query_texts == ["エッフェル塔はどこ？"]
+    manifest = json.loads((task.datasets["de"] / "manifest.json").read_text())
+    assert manifest["left_out"] == {"unanswerable": 1} and manifest["sizes"]["test_queries"] == 2
