@@ -8,6 +8,7 @@ Run::
     python -m m3lit.evaluate model=e5 data=DIR modes=[dense,bm25] retrieval.pooling=mean \
         retrieval.query_prefix="'query: '" retrieval.passage_prefix="'passage: '"
     python -m m3lit.evaluate settings=OLD/results.json output_dir=OUT      # re-run a recorded evaluation
+    python -m m3lit.evaluate model=BAAI/bge-m3 suite=mldr languages=[en,de] tune_fusion=true output_dir=OUT
     python -m m3lit.evaluate model=RUN/export suite=BENCH/eval output_dir=OUT \
         reference="{name_or_path: m3lit:multilingual-e5-small-q4, label: multilingual-e5-small, \
         retrieval: {pooling: mean, query_prefix: 'query: ', passage_prefix: 'passage: '}}"
@@ -27,7 +28,9 @@ everything that made the table, :mod:`m3lit.retrieval.report.provenance`), ``res
 
 ``suite=DIR`` evaluates a benchmark suite instead (:mod:`m3lit.retrieval.suite`: a table per task, a row
 per method, a column per language and the average), optionally beside a released ``reference`` model (its
-bars stand beside the model's in ``results.png``).
+bars stand beside the model's in ``results.png``). ``suite=miracl``, ``suite=mkqa``, ``suite=mldr`` or ``suite=beir:<name>``
+(with ``languages=[...]``) first builds that paper benchmark from its pinned Hub dataset into the cache
+(:mod:`m3lit.corpora.paper`; needs ``m3lit[mteb]``).
 
 The work is :func:`run_evaluation`, the one evaluation function: this command and ``train()`` both turn their
 config into :class:`~m3lit.retrieval.options.EvaluationOptions` (:func:`evaluation_options`,
@@ -215,6 +218,7 @@ def evaluate(cfg: DictConfig) -> dict:
     """Load the model and datasets of ``cfg``, evaluate, write the reports; return the results dict."""
     from m3lit.model.training_checkpoint import load_model
 
+    resolve_paper_suite(cfg)
     check_inputs(cfg)
     options = evaluation_options(cfg)
     if cfg.settings and not options.suite:
@@ -337,6 +341,29 @@ def _log_tables(loggers: Sequence, results: Mapping[str, Mapping], prefix: str) 
                     for label, per_lang in block["rows"].items()
                 ]
                 logger.log_text(f"{prefix}/{task}/{metric}", columns=["method", *langs], data=rows)
+
+
+def resolve_paper_suite(cfg: DictConfig) -> None:
+    """``suite=miracl|mkqa|mldr|beir:<name>``: build that benchmark from the Hub into the cache
+    (:func:`m3lit.corpora.paper.build_paper_suite`, before any model loads) and point ``cfg.suite`` at the
+    built folder. A ``suite`` that is a folder, and no suite at all, pass through unchanged.
+
+    Raises:
+        ConfigError: ``languages`` or ``hub_dir`` without a paper benchmark.
+    """
+    suite = cfg.get("suite")
+    if suite and not Path(str(suite)).is_dir():
+        from m3lit.corpora.paper import build_paper_suite, is_paper_benchmark
+
+        if is_paper_benchmark(str(suite)):
+            languages = list(cfg.languages) if cfg.get("languages") else None
+            cfg.suite = str(build_paper_suite(str(suite), languages, hub_dir=cfg.get("hub_dir")))
+            return
+    for key in ("languages", "hub_dir"):
+        if cfg.get(key):
+            raise ConfigError(
+                f"{key}: only for suite=miracl|mldr|beir:<name> (a paper benchmark built from the Hub)"
+            )
 
 
 def check_inputs(cfg: DictConfig) -> None:

@@ -5,11 +5,17 @@
     DIR/corpus.jsonl        {"_id": "d1", "title": "...", "text": "..."}   one document per line
     DIR/queries.jsonl       {"_id": "q1", "text": "..."}                   one query per line
     DIR/qrels/<split>.tsv   query-id <TAB> corpus-id <TAB> score           optional header line
+    DIR/answers/<split>.jsonl  {"_id": "q1", "answers": ["..."]}           instead of qrels (see below)
 
 A document's text is ``title + " " + text`` (title optional), as BEIR's own dense-model wrappers join
 them. The evaluated queries are those named in the split's qrels (BEIR convention: queries.jsonl may hold
 the queries of every split), in the order they first appear there. Relevance grades are integers; a
 grade <= 0 means "judged non-relevant".
+
+A split judged by answer strings instead (the paper's MKQA: a passage is relevant when it contains an
+answer) has ``answers/<split>.jsonl`` and no qrels file: its queries are those of the answers file, in its
+order, each with a non-empty list of answers (:attr:`RetrievalDataset.answers`), scored with
+``qa_recall@K`` (:mod:`m3lit.retrieval.answers`).
 
 Every problem is a :class:`~m3lit.files.jsonl.DataError` naming the file, the line and the field: invalid
 JSON, a missing or non-string field, a duplicate id, an empty corpus, a malformed qrels row, a duplicate
@@ -42,8 +48,10 @@ class RetrievalDataset:
         corpus_texts: (N,) document texts (title + text).
         query_ids: (Q,) ids of the evaluated queries.
         query_texts: (Q,) their texts.
-        qrels: (Q,) per query, {document row: grade} for every judged document.
+        qrels: (Q,) per query, {document row: grade} for every judged document (empty dicts when the
+            split is judged by answers).
         skipped_qrels: qrels rows skipped under ``unknown_qrels="skip"``.
+        answers: (Q,) per query, its answer strings; None for a split judged by qrels.
     """
 
     name: str
@@ -54,10 +62,14 @@ class RetrievalDataset:
     qrels: list[dict[int, int]]
     skipped_qrels: int = 0
     meta: dict = field(default_factory=dict)
+    answers: list[list[str]] | None = None
 
     @property
     def num_relevant_queries(self) -> int:
-        """Queries with at least one document of grade > 0 (the ones metrics average over)."""
+        """Queries the metrics average over: those with a document of grade > 0, or every query of a split
+        judged by answers (a query no passage answers counts 0, RocketQA's recall)."""
+        if self.answers is not None:
+            return len(self.answers)
         return sum(any(g > 0 for g in judged.values()) for judged in self.qrels)
 
 
@@ -148,8 +160,33 @@ def _read_qrels(
     return qrels, skipped
 
 
+def _read_answers(path: Path, query_rows: dict[str, int]) -> dict[int, list[str]]:
+    """{query row: answer strings} of an answers file, in its order, validated line by line."""
+
+    def parse(record: dict) -> tuple[str, list[str]]:
+        query_id = record.get("_id")
+        if not isinstance(query_id, str) or query_id not in query_rows:
+            raise DataError(f"unknown query id {query_id!r} (not in queries.jsonl)", field="_id")
+        answers = record.get("answers")
+        if not isinstance(answers, list) or not answers or not all(isinstance(a, str) and a for a in answers):
+            raise DataError(
+                f"must be a non-empty list of non-empty strings (id {query_id!r})", field="answers"
+            )
+        return query_id, answers
+
+    rows: dict[int, list[str]] = {}
+    for line_no, (query_id, answers) in read_records(path, parse):
+        if query_rows[query_id] in rows:
+            raise DataError(f"duplicate id {query_id!r}", path=path, line=line_no, field="_id")
+        rows[query_rows[query_id]] = answers
+    if not rows:
+        raise DataError("no queries (empty answers file)", path=path)
+    return rows
+
+
 def check_beir_folder(dataset_dir: str | Path, split: str = "test", key: str = "dataset_dir") -> Path:
-    """``dataset_dir`` as a Path, if it holds ``corpus.jsonl``, ``queries.jsonl`` and ``qrels/<split>.tsv``.
+    """``dataset_dir`` as a Path, if it holds ``corpus.jsonl``, ``queries.jsonl`` and ``qrels/<split>.tsv``
+    (or ``answers/<split>.jsonl``).
 
     A cheap start-up check (nothing is read): commands call it before they load a model.
 
@@ -159,11 +196,10 @@ def check_beir_folder(dataset_dir: str | Path, split: str = "test", key: str = "
     root = Path(dataset_dir)
     if not root.is_dir():
         raise PathError(key, dataset_dir, "dataset folder not found")
-    missing = [
-        name
-        for name in ("corpus.jsonl", "queries.jsonl", f"qrels/{split}.tsv")
-        if not (root / name).is_file()
-    ]
+    judgements = (
+        f"answers/{split}.jsonl" if (root / f"answers/{split}.jsonl").is_file() else f"qrels/{split}.tsv"
+    )
+    missing = [name for name in ("corpus.jsonl", "queries.jsonl", judgements) if not (root / name).is_file()]
     if missing:
         raise PathError(key, dataset_dir, f"not a BEIR dataset folder: no {', '.join(missing)}")
     return root
@@ -188,8 +224,21 @@ def load_beir(
     if not corpus_ids:
         raise DataError("empty corpus (no documents)", path=corpus_path)
     all_query_ids, all_query_texts = _read_jsonl(root / "queries.jsonl", "queries")
-    qrels_path = root / "qrels" / f"{split}.tsv"
     query_rows = {qid: i for i, qid in enumerate(all_query_ids)}
+    answers_path = root / "answers" / f"{split}.jsonl"
+    if answers_path.is_file():
+        answers = _read_answers(answers_path, query_rows)
+        return RetrievalDataset(
+            name=name or root.resolve().name,
+            corpus_ids=corpus_ids,
+            corpus_texts=corpus_texts,
+            query_ids=[all_query_ids[q] for q in answers],
+            query_texts=[all_query_texts[q] for q in answers],
+            qrels=[{} for _ in answers],
+            meta={"path": str(root), "split": split},
+            answers=list(answers.values()),
+        )
+    qrels_path = root / "qrels" / f"{split}.tsv"
     doc_rows = {did: i for i, did in enumerate(corpus_ids)}
     judged, skipped = _read_qrels(qrels_path, query_rows, doc_rows, unknown_qrels)
     if skipped:

@@ -44,14 +44,17 @@ __all__ = ["DEFAULT_METRICS", "MetricResult", "evaluate_ranking", "parse_metric"
 DEFAULT_METRICS = ("ndcg@10", "recall@100", "mrr@10")
 
 _METRICS = {"ndcg": RetrievalNormalizedDCG, "recall": RetrievalRecall, "mrr": RetrievalMRR}
-_NAME = re.compile(r"^(ndcg|recall|mrr)@([1-9][0-9]*)$")
+_NAME = re.compile(r"^(ndcg|recall|mrr|qa_recall)@([1-9][0-9]*)$")
 
 
 def parse_metric(name: str) -> tuple[str, int]:
-    """``"ndcg@10"`` -> ``("ndcg", 10)``; raises ValueError for anything else."""
+    """``"ndcg@10"`` -> ``("ndcg", 10)``; raises ValueError for anything else. ``qa_recall@K`` (answer-string
+    recall, :mod:`m3lit.retrieval.answers`) parses here but is scored only on datasets with answers."""
     match = _NAME.match(name)
     if not match:
-        raise ValueError(f"unknown metric {name!r}: expected ndcg@K, recall@K or mrr@K with K >= 1")
+        raise ValueError(
+            f"unknown metric {name!r}: expected ndcg@K, recall@K, mrr@K or qa_recall@K with K >= 1"
+        )
     return match.group(1), int(match.group(2))
 
 
@@ -80,7 +83,7 @@ def evaluate_ranking(
         qrels: (Q,) per query, {document row: grade}.
         metrics: names like ``"ndcg@10"``, ``"recall@100"``, ``"mrr@10"``.
     """
-    parsed = [parse_metric(m) for m in metrics]
+    parsed = [_qrels_metric(m) for m in metrics]
     p, g, idx, evaluated = _metric_inputs(ranking, qrels, max(k for _, k in parsed))
     values = {
         name: float(_compute(kind, k, p, g, idx, "mean"))
@@ -98,9 +101,19 @@ def per_query_metric(
         rows: (E,) int64 query rows that have a relevant document, ascending.
         values: (E,) float64 metric of each, in [0, 1].
     """
-    kind, k = parse_metric(metric)
+    kind, k = _qrels_metric(metric)
     p, g, idx, evaluated = _metric_inputs(ranking, qrels, k)
     return evaluated, _compute(kind, k, p, g, idx, lambda values, dim: values).double().numpy()
+
+
+def _qrels_metric(name: str) -> tuple[str, int]:
+    """:func:`parse_metric` for the metrics qrels give (nDCG, recall, MRR)."""
+    kind, k = parse_metric(name)
+    if kind == "qa_recall":
+        raise ValueError(
+            f"metric {name!r} needs answer strings (an answers/<split>.jsonl dataset), not qrels"
+        )
+    return kind, k
 
 
 def _metric_inputs(

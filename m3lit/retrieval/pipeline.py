@@ -37,11 +37,12 @@ from pathlib import Path
 import numpy as np
 
 from m3lit.model import M3Model
+from m3lit.retrieval.answers import score_dataset
 from m3lit.retrieval.beir import RetrievalDataset, load_beir
 from m3lit.retrieval.config import RetrievalConfig
 from m3lit.retrieval.index.ranking import Ranking
 from m3lit.retrieval.index.search import RetrievalRun, run_plan
-from m3lit.retrieval.metrics import DEFAULT_METRICS, evaluate_ranking, parse_metric
+from m3lit.retrieval.metrics import DEFAULT_METRICS, parse_metric
 from m3lit.retrieval.modes import (
     DEFAULT_MODES,
     MODEL_MODES,
@@ -170,7 +171,7 @@ def score_rankings(
         write_trec_runs(runs_dir, rankings, dataset)
     results = {}
     for mode, ranking in rankings.items():
-        scored = evaluate_ranking(ranking, dataset.qrels, metrics)
+        scored = score_dataset(ranking, dataset, metrics)
         results[mode] = scored.values
     excluded = len(dataset.qrels) - dataset.num_relevant_queries
     if excluded:

@@ -60,14 +60,14 @@ def dataset_hash(dataset_dir: str | Path, split: str = "test") -> dict[str, Any]
     """Fingerprint of a BEIR folder: ``{"sha256": hex, "hashed": [files]}``.
 
     The sha256 of ``manifest.json`` when the folder has one (the data builders record every file's hash
-    there); otherwise one sha256 over ``corpus.jsonl``, ``queries.jsonl`` and ``qrels/<split>.tsv``, each
+    there); otherwise one sha256 over ``corpus.jsonl``, ``queries.jsonl`` and ``qrels/<split>.tsv`` (or
+    ``answers/<split>.jsonl``), each
     fed as its relative path, a NUL byte, its size in bytes, a NUL byte, then its bytes.
     """
     root = Path(dataset_dir)
     manifest = root / "manifest.json"
-    files = (
-        ["manifest.json"] if manifest.is_file() else ["corpus.jsonl", "queries.jsonl", f"qrels/{split}.tsv"]
-    )
+    judged = f"answers/{split}.jsonl" if (root / f"answers/{split}.jsonl").is_file() else f"qrels/{split}.tsv"
+    files = ["manifest.json"] if manifest.is_file() else ["corpus.jsonl", "queries.jsonl", judged]
     digest = hashlib.sha256()
     for name in files:
         path = root / name

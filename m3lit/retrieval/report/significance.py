@@ -12,7 +12,7 @@ difference d_i is as likely to have the opposite sign. With the table's weights 
 with s_ri independent random signs (two-sided; the +1 keeps p > 0, an exact Monte-Carlo p-value).
 
 Per-query values are those :func:`m3lit.retrieval.metrics.evaluate_ranking` averages
-(:func:`~m3lit.retrieval.metrics.per_query_metric`), read back from the ``runs/`` files every evaluation
+(:func:`~m3lit.retrieval.answers.per_query_values`: qrels metrics, or answer-string recall), read back from the ``runs/`` files every evaluation
 writes (:func:`~m3lit.retrieval.trec.read_trec_run`) against the qrels recorded in its ``results.json``; the
 dataset files must still hash as recorded. ``python -m m3lit.compare`` is the command line.
 """
@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from m3lit.files.errors import UsageError, UserError
+from m3lit.retrieval.answers import per_query_values
 from m3lit.retrieval.beir import RetrievalDataset, load_beir
-from m3lit.retrieval.metrics import per_query_metric
 from m3lit.retrieval.report.provenance import dataset_hash, read_results
 from m3lit.retrieval.report.tables import reference_label, row_label
 from m3lit.retrieval.trec import read_trec_run
@@ -232,7 +232,7 @@ class _RunLayout:
         """(E,) ``metric`` of each evaluated query of dataset ``key`` for row ``spec``, from its TREC file."""
         if (key, spec, metric) not in self._values:
             ranking = read_trec_run(self.trec_path(key, spec), dataset)
-            self._values[key, spec, metric] = per_query_metric(ranking, dataset.qrels, metric)[1]
+            self._values[key, spec, metric] = per_query_values(ranking, dataset, metric)
         return self._values[key, spec, metric]
 
     def groups(self, tasks: Sequence[str] | None) -> dict[str, list[str]]:
