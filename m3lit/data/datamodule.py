@@ -198,6 +198,7 @@ class M3DataModule(L.LightningDataModule):
                 report=self.skip_report,
                 use_teacher_scores=self.options.use_teacher_scores,
                 key=f"data.{SOURCE_KEYS[name]}",
+                columns=self.options.columns,
             )
             for name, data in configured.items()
             if data is not None
