@@ -2,8 +2,8 @@
 
 Each source is opened as a ``datasets.Dataset``, whose rows live in Arrow files that are memory-mapped,
 never copied into Python: a Hub split in the ``datasets`` cache, the ``data-*.arrow`` files of a
-save_to_disk folder, an ``.arrow`` file where it lies, and a parquet file once converted into
-``<cache root>/datasets`` (parquet cannot be memory-mapped). Only the columns that rows are read from
+save_to_disk folder, an ``.arrow`` file where it lies, and a parquet file once converted into the
+``datasets`` cache (``HF_DATASETS_CACHE``; parquet cannot be memory-mapped). Only the columns that rows are read from
 (:func:`~m3lit.data.columns.table_columns`) are decoded.
 
 :func:`read_table` validates every row once, chunk by chunk, with the JSONL schema's checks
@@ -26,7 +26,6 @@ import numpy as np
 from m3lit.data.columns import table_columns
 from m3lit.data.entries import DataEntry
 from m3lit.data.schema import Example, SkipReport, example_fields
-from m3lit.files.cache import cache_root
 from m3lit.files.errors import one_line
 from m3lit.files.jsonl import DataError
 
@@ -96,7 +95,7 @@ def open_table(entry: DataEntry) -> tuple[Any, tuple[Path, ...]]:
         elif entry.kind == "disk":
             table = _from_disk(datasets, entry)
         elif entry.kind == "parquet":
-            table = datasets.Dataset.from_parquet(str(entry.path), cache_dir=str(cache_root() / "datasets"))
+            table = datasets.Dataset.from_parquet(str(entry.path))
         else:
             table = datasets.Dataset.from_file(str(entry.path))
     except (OSError, ValueError) as error:

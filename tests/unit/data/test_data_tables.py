@@ -54,9 +54,8 @@ def _parquet(path: Path, rows: list[dict]) -> str:
 
 @pytest.fixture
 def hf_cache(tmp_path, monkeypatch):
-    """``datasets`` writes its Arrow cache (Hub-layout loads) under tmp_path, not the user's home."""
+    """``datasets`` writes its Arrow cache (Hub-layout loads, parquet conversions) under tmp_path, not home."""
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
-    monkeypatch.setenv("M3LIT_CACHE", str(tmp_path / "m3lit-cache"))  # parquet conversions
 
 
 def _forms(tmp_path: Path, rows: list[dict]) -> dict:
