@@ -125,8 +125,14 @@ def test_a_table_gives_the_batches_of_the_same_jsonl_rows(tmp_path, tokenizer, h
     assert [ex.query for ex in examples] == [r["query"] for r in rows]
 
 
-def test_resume_from_the_state_continues_the_same_batches(tmp_path, tokenizer, hf_cache):
-    path = _forms(tmp_path, _rows())["parquet"]
+def test_ranks_and_resume_see_the_jsonl_batches(tmp_path, tokenizer, hf_cache):
+    rows = _rows()
+    path, jsonl = _forms(tmp_path, rows)["parquet"], _jsonl(tmp_path / "set.jsonl", rows)
+    for rank in (0, 1):  # the shared seed: each rank of two draws the rows the JSONL rank draws
+        ranked = {"rank": rank, "world_size": 2, "bucket_batch_sizes": [2, 2, 1]}
+        assert _steps(_module(tmp_path, tokenizer, path, **ranked), 5) == _steps(
+            _module(tmp_path, tokenizer, jsonl, **ranked), 5
+        )
     whole = _module(tmp_path, tokenizer, path)
     first = _steps(whole, 3)
     state = whole.state_dict()
@@ -160,6 +166,12 @@ def test_a_column_mapping_trains_sentence_transformers_columns_unchanged(tmp_pat
     listed = {"query": "anchor", "pos": ["positive"], "neg": ["negative_1", "negative_2"]}
     st_jsonl = _jsonl(tmp_path / "st.jsonl", st_rows)  # the mapping reads JSONL alike (data.columns)
     assert _steps(_module(tmp_path, tokenizer, st_jsonl, columns=listed), 8) == reference
+    cached = sorted(p.name.split("-")[0] for p in (tmp_path / "lengths").glob("*.npz"))
+    assert cached == ["flag", "st", "st"]  # one token-length cache per file and mapping
+    again = _module(tmp_path, tokenizer, st_jsonl, columns={**listed, "neg": ["negative_2"]})
+    assert (
+        len(list((tmp_path / "lengths").glob("*.npz"))) == 4 and len(again.sources["labelled"].datasets) == 1
+    )
 
 
 def test_a_bad_row_is_named_by_dataset_split_row_and_field(tmp_path, tokenizer, hf_cache):
