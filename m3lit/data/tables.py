@@ -126,6 +126,8 @@ def read_table(
     Raises:
         DataError: a bad row (``on_bad_line="error"``), a missing column, an empty table, or no valid row.
     """
+    if on_bad_line == "skip" and report is None:
+        raise ValueError("read_table(on_bad_line='skip') needs a SkipReport to record the skipped rows")
     table, files = open_table(entry)
     table = table.select_columns(table_columns(entry.columns, table.column_names, entry.name))
     parse = entry.columns.fields if entry.columns is not None else example_fields
