@@ -110,3 +110,14 @@ def test_a_bad_row_or_an_unreachable_hub_id_stops_with_one_line(tmp_path, tokeni
     assert (
         line.startswith("error: hf:org/missing-set::train: cannot load: ") and "org/missing-set" in line[40:]
     )
+
+
+def test_the_memory_benchmark_runs_at_toy_size(tmp_path, capsys):
+    from benchmarks.data_memory import main
+
+    results = main(["--rows", "300", "--out", str(tmp_path / "sets")])
+    assert {name: (r["rows"], r["memory_mapped"]) for name, r in results.items()} == {
+        "JSONL": (300, False),
+        "save_to_disk": (300, True),
+    }
+    assert "| save_to_disk | 300 |" in capsys.readouterr().out
