@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from m3lit.config.paths import check_paths
 from m3lit.data.datamodule import M3DataModule
 from m3lit.data.entries import expand_train_data
 from m3lit.files.errors import UsageError
@@ -229,6 +230,10 @@ def test_unknown_split_config_or_column_mapping_is_one_clear_error(tmp_path, tok
         expand_train_data(forms["parquet"], columns={"question": "anchor"})
     with pytest.raises(UsageError, match=r"data.columns.query: holds one value"):
         expand_train_data(forms["parquet"], columns={"query": ["a", "b"]})
+    with pytest.raises(
+        UsageError, match=r"data.columns.question: unknown field"
+    ):  # at start-up, by the CLI check
+        check_paths({"data": {"train_data": forms["parquet"], "columns": {"question": "anchor"}}})
 
 
 def test_hub_spelling_names_repository_config_split_and_revision():
