@@ -8,8 +8,8 @@ the file system (and, for a hub id, at the hub's reachability: :func:`m3lit.mode
 =============================  =============================================================================
 key                            must be
 =============================  =============================================================================
-``data.train_data``,           a JSONL file, a folder holding some, ``{path, no_in_batch_neg}`` or a list
-``data.pairs_data``            (:func:`m3lit.data.dataset.expand_train_data`)
+``data.train_data``,           a JSONL/parquet/Arrow file, a folder, an ``hf:`` id, a mapping or a list
+``data.pairs_data``            (:func:`m3lit.data.entries.expand_train_data`)
 ``data.tokenizer``             a tokenizer folder (when a path is given)
 ``model.net.name_or_path``     a model folder with ``config.json``, a ``.ckpt`` file, a hub id or ``m3lit:NAME``
 ``model.net.tokenizer``        a tokenizer folder
@@ -44,7 +44,7 @@ def check_paths(cfg: DictConfig | Mapping) -> None:
         ModelReferenceError: a model reference that cannot be loaded.
         PathError: any other missing or wrong path.
     """
-    from m3lit.data.dataset import expand_train_data
+    from m3lit.data.entries import expand_train_data
     from m3lit.model.reference import check_model_reference
     from m3lit.retrieval.beir import check_beir_folder
     from m3lit.retrieval.suite import check_suite_folder
@@ -53,7 +53,7 @@ def check_paths(cfg: DictConfig | Mapping) -> None:
     data = plain.get("data") or {}
     for key in ("train_data", "pairs_data"):
         if data.get(key) not in (None, "", []):
-            expand_train_data(data[key], f"data.{key}")
+            expand_train_data(data[key], f"data.{key}", data.get("columns"))
     if isinstance(data.get("tokenizer"), str):
         _folder("data.tokenizer", data["tokenizer"])
     net = (plain.get("model") or {}).get("net") or {}

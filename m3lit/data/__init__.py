@@ -1,6 +1,8 @@
-"""Data pipeline: JSONL training data -> length-grouped, rank-sharded ``M3Batch`` steps.
+"""Data pipeline: JSONL or ``datasets`` training data -> length-grouped, rank-sharded ``M3Batch`` steps.
 
-Modules: :mod:`~m3lit.data.schema` (validation), :mod:`~m3lit.data.dataset` (files, group sampling),
+Modules: :mod:`~m3lit.data.schema` (validation), :mod:`~m3lit.data.entries` (what a data key names),
+:mod:`~m3lit.data.columns` (column mapping), :mod:`~m3lit.data.tables` (memory-mapped ``datasets`` rows),
+:mod:`~m3lit.data.dataset` (loading, group sampling),
 :mod:`~m3lit.data.lengths` (token-length cache), :mod:`~m3lit.data.merge` (small files merged),
 :mod:`~m3lit.data.sampler` (length-grouped shared-seed batch sampler), :mod:`~m3lit.data.collate`
 (tokenise + sub-batch), :mod:`~m3lit.data.streams` (a source's datasets and sampler),

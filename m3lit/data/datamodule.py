@@ -1,4 +1,6 @@
-"""``M3DataModule``: JSONL files -> length-grouped, rank-sharded :class:`~m3lit.data.batch.M3Batch` steps.
+"""``M3DataModule``: training data -> length-grouped, rank-sharded :class:`~m3lit.data.batch.M3Batch` steps.
+
+Data: JSONL files or ``datasets`` tables (:mod:`m3lit.data.entries` lists the forms each data key takes).
 
 Sources. The module holds up to two named training sources: ``"labelled"`` (``train_data``, G =
 ``train_group_size``, default 8) and ``"pairs"`` (``pairs_data``, G = ``pairs_group_size``, default 1),
@@ -198,6 +200,7 @@ class M3DataModule(L.LightningDataModule):
                 report=self.skip_report,
                 use_teacher_scores=self.options.use_teacher_scores,
                 key=f"data.{SOURCE_KEYS[name]}",
+                columns=self.options.columns,
             )
             for name, data in configured.items()
             if data is not None

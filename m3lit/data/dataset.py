@@ -1,10 +1,10 @@
-"""Training datasets: expand ``train_data`` into files, load each file as one dataset, sample query groups.
+"""Training datasets: load each dataset of a source, then sample query groups from its examples.
 
-Spec §4.2-4.3. One JSONL file is one dataset; a folder holds many (its ``*.jsonl``/``*.json`` files,
-not recursive, in name order); ``train_data`` may be a path or a list of paths, each optionally a mapping
-``{path: ..., no_in_batch_neg: true}``. A folder whose name ends in ``no_in_batch_neg`` (or a file whose
-stem does) marks its datasets no-in-batch-negatives (the loss then scores a query only against its own
-group, spec §3.1).
+Spec §4.2-4.3. :func:`~m3lit.data.entries.expand_train_data` names the datasets of ``train_data`` (one JSONL,
+parquet or Arrow file, one save_to_disk folder or one Hub split each); :func:`load_dataset` reads and
+validates one (JSONL through :mod:`m3lit.data.schema`, the others through :mod:`m3lit.data.tables`, memory-
+mapped) and fixes its group size. A dataset marked no-in-batch-negatives has the loss score a query only
+against its own group (spec §3.1).
 
 Per query, :func:`sample_group` draws one positive uniformly and ``G - 1`` negatives without replacement,
 repeating the negative list when it is too short; teacher scores follow the sampled passages, optionally
@@ -19,13 +19,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from m3lit.data.columns import ColumnMap
+from m3lit.data.entries import DataEntry
 from m3lit.data.schema import Example, SkipReport, read_jsonl
+from m3lit.data.tables import TableRows, read_table
 from m3lit.files.jsonl import DataError
 
-__all__ = ["SamplingOptions", "TrainDataset", "expand_train_data", "load_dataset", "sample_group"]
-
-NO_IN_BATCH_SUFFIX = "no_in_batch_neg"
-DATA_SUFFIXES = (".jsonl", ".json")
+__all__ = ["SamplingOptions", "TrainDataset", "load_dataset", "sample_group"]
 
 
 @dataclass
@@ -35,22 +35,26 @@ class TrainDataset:
     Attributes:
         name: display name (``folder/file.jsonl``) used in logs and ``M3Batch.dataset``.
         path: the file.
-        examples: its validated lines.
+        examples: its validated lines: a list (JSONL) or :class:`~m3lit.data.tables.TableRows` (read on access).
         group_size: G used for every batch of this dataset (spec §4.2 type/column rules).
         batch_size: per-rank batch size from the file's ``batch_size`` column (first line), or None.
         no_in_batch_neg: the no-in-batch-negatives flag (folder/file name suffix or explicit).
         type: the ``type`` of the first line, or None.
         has_scores: True when teacher scores are emitted for this dataset.
+        files: the files its rows are read from (their bytes key the token-length cache); empty: not cached.
+        columns: the column mapping it was read through, or None.
     """
 
     name: str
     path: Path
-    examples: list[Example]
+    examples: Sequence[Example]
     group_size: int
     batch_size: int | None
     no_in_batch_neg: bool
     type: str | None
     has_scores: bool
+    files: tuple[Path, ...] = ()
+    columns: ColumnMap | None = None
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -77,67 +81,31 @@ class SamplingOptions:
     use_prompt: bool = False
 
 
-def expand_train_data(
-    train_data: str | Path | dict | Sequence, key: str = "data.train_data"
-) -> list[tuple[Path, bool, str]]:
-    """Expand ``train_data`` (the value of config key ``key``) into ``(file, no_in_batch_neg, display_name)``
-    triples, in order. Nothing is read, so it doubles as the start-up check of the paths.
-
-    Raises:
-        DataError: a path that does not exist, or a folder without any ``.jsonl``/``.json`` file.
-    """
-    if train_data is None:
-        raise DataError(f"{key} is not set: give a JSONL file, a folder of them, or a list")
-    entries = [train_data] if isinstance(train_data, str | Path | dict) else list(train_data)
-    if not entries:
-        raise DataError(f"{key} is an empty list")
-    out: list[tuple[Path, bool, str]] = []
-    for entry in entries:
-        flag = False
-        if isinstance(entry, dict) or hasattr(entry, "keys"):
-            unknown = set(entry) - {"path", "no_in_batch_neg"}
-            if "path" not in entry or unknown:
-                raise DataError(
-                    f"{key} entry {dict(entry)!r}: expected keys 'path' and optional 'no_in_batch_neg'"
-                )
-            flag, entry = bool(entry.get("no_in_batch_neg", False)), entry["path"]
-        path = Path(str(entry)).expanduser()
-        if path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in DATA_SUFFIXES)
-            if not files:
-                raise DataError("folder has no .jsonl/.json files", path=path)
-            folder_flag = flag or path.name.endswith(NO_IN_BATCH_SUFFIX)
-            out += [
-                (f, folder_flag or f.stem.endswith(NO_IN_BATCH_SUFFIX), f"{path.name}/{f.name}")
-                for f in files
-            ]
-        elif path.is_file():
-            out.append(
-                (path, flag or path.stem.endswith(NO_IN_BATCH_SUFFIX), f"{path.parent.name}/{path.name}")
-            )
-        else:
-            raise DataError(f"no such file or folder ({key})", path=path)
-    return out
-
-
 def load_dataset(
-    path: Path,
+    source: DataEntry | str | Path,
     *,
-    name: str,
-    no_in_batch_neg: bool,
+    name: str | None = None,
+    no_in_batch_neg: bool = False,
     train_group_size: int,
     on_bad_line: str = "error",
     report: SkipReport | None = None,
     use_teacher_scores: bool = True,
 ) -> TrainDataset:
-    """Read one file and fix its group size, batch size and teacher-score use.
+    """Read one dataset and fix its group size, batch size and teacher-score use.
+
+    Args:
+        source: an entry of :func:`~m3lit.data.entries.expand_train_data`, or a JSONL file (then ``name``
+            and ``no_in_batch_neg`` describe it).
 
     Group size (spec §4.2; the first line decides): its ``train_group_size`` column if set; else 2 for
     type ``only_1neg``; else for ``symmetric_class`` ``min(G, 1 + fewest negatives of any line)``; else
     ``train_group_size``. With G > 1 every line needs at least one negative. Teacher scores are used
     when the first line has them; then every line must have them (a file mixing both is an error).
     """
-    examples = read_jsonl(path, on_bad_line=on_bad_line, report=report)
+    if not isinstance(source, DataEntry):
+        source = DataEntry("jsonl", Path(source), name or str(source), no_in_batch_neg)
+    entry = source
+    examples, files = _read(entry, on_bad_line, report)
     first = examples[0]
     if first.train_group_size:
         group = first.train_group_size
@@ -148,33 +116,50 @@ def load_dataset(
     else:
         group = train_group_size
     has_scores = first.pos_scores is not None
-    kept = []
-    for ex in examples:
+    unit = "line" if entry.kind == "jsonl" else "row"
+    keep = []
+    for index, ex in enumerate(examples):
         error = None
         if group > 1 and not ex.neg:
             error = DataError(f"no negatives, but train_group_size is {group} for this file", field="neg")
         elif (ex.pos_scores is not None) != has_scores:
             state = "lacks" if has_scores else "has"
-            problem = f"line {state} teacher scores while line {first.line} does not agree"
+            problem = f"{unit} {state} teacher scores while {unit} {first.line} does not agree"
             error = DataError(problem, field="pos_scores")
         if error is None:
-            kept.append(ex)
+            keep.append(index)
             continue
+        located = error.at(entry.path, ex.line) if unit == "line" else error.at(entry.name, row=ex.line)
         if on_bad_line == "error":
-            raise error.at(path, ex.line)
-        report.add(str(path), str(error.at(path, ex.line)))
-    if not kept:
-        raise DataError("every line was skipped; nothing left to train on", path=path)
+            raise located
+        report.add(str(entry.path) if unit == "line" else entry.name, str(located))
+    if not keep:
+        raise DataError("every line was skipped; nothing left to train on", path=entry.path)
+    if len(keep) < len(examples):
+        examples = examples.take(keep) if isinstance(examples, TableRows) else [examples[i] for i in keep]
     return TrainDataset(
-        name=name,
-        path=path,
-        examples=kept,
+        name=entry.name,
+        path=entry.path,
+        examples=examples,
         group_size=max(1, group),
         batch_size=first.batch_size,
-        no_in_batch_neg=no_in_batch_neg,
+        no_in_batch_neg=entry.no_in_batch_neg,
         type=first.type,
         has_scores=has_scores and use_teacher_scores,
+        files=files,
+        columns=entry.columns,
     )
+
+
+def _read(
+    entry: DataEntry, on_bad_line: str, report: SkipReport | None
+) -> tuple[Sequence[Example], tuple[Path, ...]]:
+    """The validated examples of ``entry`` and the files they are read from."""
+    if entry.kind == "jsonl":
+        return read_jsonl(
+            entry.path, on_bad_line, report, entry.columns.fields if entry.columns is not None else None
+        ), (entry.path,)
+    return read_table(entry, on_bad_line=on_bad_line, report=report)
 
 
 def sample_group(

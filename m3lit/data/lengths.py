@@ -5,7 +5,8 @@ max length: ``max(min(len(query), query_max_len), max over pos + neg of min(len(
 (negatives left out when the group size is 1, since they are never sampled then),
 as FlagEmbedding's ``split_data_by_length.py`` does but with the truncation the collator applies.
 Counting 8192-token passages is slow, so the result is cached in ``cache_dir`` as a small ``.npz``
-keyed by the file's content hash, the tokenizer's fingerprint and both max lengths.
+keyed by the file's content hash (a table's: the hashes of its Arrow or parquet files), the tokenizer's
+fingerprint, both max lengths and the column mapping.
 """
 
 from __future__ import annotations
@@ -62,47 +63,57 @@ def token_counts(tokenizer, texts: Sequence[str], max_length: int) -> np.ndarray
 
 
 def example_lengths(
-    path: str | Path,
+    path: str | Path | Sequence[str | Path],
     examples: Sequence[Example],
     tokenizer,
     query_max_len: int,
     passage_max_len: int,
     cache_dir: str | Path | None = None,
     negatives: bool = True,
+    salt: str = "",
 ) -> np.ndarray:
     """Bucket key of every example (see the module docstring): (N,) int32, cached per file.
 
     Args:
-        path: the file the examples came from (its content hash keys the cache).
-        examples: its validated lines (possibly a subset after skipped lines).
+        path: the file the examples came from, or the files of a table (their content hashes key the cache).
+        examples: its validated lines (possibly a subset after skipped lines); read in chunks of
+            :data:`CHUNK`, so a memory-mapped table (:class:`~m3lit.data.tables.TableRows`) stays on disk.
         tokenizer: the training tokenizer.
         query_max_len: query truncation length.
         passage_max_len: passage truncation length.
         cache_dir: folder for the cache files; None disables caching.
         negatives: count the negatives too (False for G = 1, where they are never sampled).
+        salt: anything else the texts depend on (the column mapping), part of the cache key.
     """
-    lines = np.array([ex.line for ex in examples], dtype=np.int64)
+    known_lines = getattr(examples, "lines", None)  # a table's row indices, without reading its rows
+    lines = np.asarray([ex.line for ex in examples] if known_lines is None else known_lines, dtype=np.int64)
     cache_file = None
     if cache_dir is not None:
-        key = f"{file_digest(path)}-{tokenizer_fingerprint(tokenizer)}-{query_max_len}-{passage_max_len}-{negatives}"
+        files = [path] if isinstance(path, str | Path) else list(path)
+        digest = "+".join(file_digest(f) for f in files)
+        key = f"{digest}-{tokenizer_fingerprint(tokenizer)}-{query_max_len}-{passage_max_len}-{negatives}"
+        key += f"-{salt}" if salt else ""
         cache_file = (
-            Path(cache_dir) / f"{Path(path).stem[:40]}-{hashlib.sha256(key.encode()).hexdigest()[:20]}.npz"
+            Path(cache_dir)
+            / f"{Path(files[0]).stem[:40]}-{hashlib.sha256(key.encode()).hexdigest()[:20]}.npz"
         )
         if cache_file.exists():
             with np.load(cache_file) as cached:
                 known = dict(zip(cached["lines"].tolist(), cached["lengths"].tolist(), strict=True))
             if all(line in known for line in lines.tolist()):
                 return np.array([known[line] for line in lines.tolist()], dtype=np.int32)
-    queries = token_counts(tokenizer, [ex.query for ex in examples], query_max_len)
-    texts = [(*ex.pos, *ex.neg) if negatives else ex.pos for ex in examples]
-    passages = [p for group in texts for p in group]
-    passage_counts = token_counts(tokenizer, passages, passage_max_len)
-    lengths = np.empty(len(examples), dtype=np.int32)
-    offset = 0
-    for i, group in enumerate(texts):
-        n = len(group)
-        lengths[i] = max(int(queries[i]), int(passage_counts[offset : offset + n].max()))
-        offset += n
+    lengths = np.empty(len(lines), dtype=np.int32)
+    chunk: list[Example] = []
+    done = 0
+    for ex in examples:
+        chunk.append(ex)
+        if len(chunk) == CHUNK:
+            lengths[done : done + CHUNK] = _chunk_lengths(
+                chunk, tokenizer, query_max_len, passage_max_len, negatives
+            )
+            done, chunk = done + CHUNK, []
+    if chunk:
+        lengths[done:] = _chunk_lengths(chunk, tokenizer, query_max_len, passage_max_len, negatives)
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         # write-then-rename so that concurrent readers never see a half-written file
@@ -110,4 +121,19 @@ def example_lengths(
         with os.fdopen(fd, "wb") as handle:
             np.savez(handle, lines=lines, lengths=lengths)
         os.replace(tmp, cache_file)
+    return lengths
+
+
+def _chunk_lengths(
+    examples: Sequence[Example], tokenizer, query_max_len: int, passage_max_len: int, negatives: bool
+) -> np.ndarray:
+    """Bucket keys of a few examples: (n,) int32."""
+    queries = token_counts(tokenizer, [ex.query for ex in examples], query_max_len)
+    texts = [(*ex.pos, *ex.neg) if negatives else ex.pos for ex in examples]
+    passage_counts = token_counts(tokenizer, [p for group in texts for p in group], passage_max_len)
+    lengths = np.empty(len(examples), dtype=np.int32)
+    offset = 0
+    for i, group in enumerate(texts):
+        lengths[i] = max(int(queries[i]), int(passage_counts[offset : offset + len(group)].max()))
+        offset += len(group)
     return lengths

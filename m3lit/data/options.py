@@ -26,8 +26,12 @@ class DataOptions:
     """The options of a :class:`~m3lit.data.datamodule.M3DataModule`; each field is a ``data.*`` config key.
 
     Attributes:
-        train_data: labelled source: JSONL file, folder, ``{path, no_in_batch_neg}`` or a list of them.
+        train_data: labelled source: a JSONL, parquet or Arrow file, a folder, a save_to_disk folder, an
+            ``hf:ID[@REVISION][:CONFIG[:SPLIT]]`` Hub dataset, a mapping ``{path, no_in_batch_neg, columns,
+            split, config, revision}`` or a list of them (:mod:`m3lit.data.entries`).
         pairs_data: optional stage-1 pairs source, same forms.
+        columns: ``{field: column or [columns]}`` read for every dataset without its own ``columns``
+            (:mod:`m3lit.data.columns`), or None.
         source: the active source at start (``"pairs"``/``"labelled"``); None: ``pairs`` when
             ``pairs_data`` is set, else ``labelled``.
         train_group_size: G of the labelled source (1 positive + G-1 negatives).
@@ -58,6 +62,7 @@ class DataOptions:
 
     train_data: Any = None
     pairs_data: Any = None
+    columns: dict[str, Any] | None = None
     source: str | None = None
     train_group_size: int = 8
     pairs_group_size: int = 1

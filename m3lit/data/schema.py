@@ -1,4 +1,4 @@
-"""Reading and validating training JSONL in the FlagEmbedding schema (spec §4.1).
+"""Reading and validating training JSONL in the FlagEmbedding schema (spec §4.1); tables reuse the checks.
 
 One JSON object per line::
 
@@ -17,6 +17,7 @@ first examples per file), which the caller logs. Nothing is dropped silently.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,7 +45,8 @@ class Example:
         neg_scores: teacher scores aligned with ``neg`` (floats), or None.
         prompt: per-example query instruction, or None (``null`` in the file is None, never "None").
         type: one of :data:`KNOWN_TYPES`, or None.
-        line: 1-based line number in the file, for messages.
+        line: 1-based line number in the file, or 0-based row index in a table (:mod:`m3lit.data.tables`),
+            for messages and the token-length cache.
     """
 
     query: str
@@ -92,7 +94,10 @@ def check_on_bad_line(value: str) -> str:
 
 
 def read_jsonl(
-    path: str | Path, on_bad_line: str = "error", report: SkipReport | None = None
+    path: str | Path,
+    on_bad_line: str = "error",
+    report: SkipReport | None = None,
+    fields: Callable[[dict], dict] | None = None,
 ) -> list[Example]:
     """Read and validate one JSONL file (with :func:`m3lit.files.jsonl.read_records`).
 
@@ -101,6 +106,8 @@ def read_jsonl(
         on_bad_line: ``"error"`` raises :class:`DataError` at the first bad line; ``"skip"`` skips it
             and records it in ``report``.
         report: where skips are recorded (required for ``"skip"`` so that they are reported).
+        fields: checks one decoded line into :class:`Example` keywords; None: :func:`example_fields`
+            (a column mapping passes :meth:`~m3lit.data.columns.ColumnMap.fields`).
 
     Returns:
         The valid examples in file order.
@@ -116,6 +123,7 @@ def read_jsonl(
     if not path.is_file():
         raise DataError("no such file", path=path)
     skipped: list[DataError] = []
+    parse = fields or example_fields
 
     def skip(error: DataError) -> None:
         skipped.append(error)
@@ -123,7 +131,7 @@ def read_jsonl(
 
     examples = [
         Example(**fields, line=number)
-        for number, fields in read_records(path, example_fields, skip=skip if on_bad_line == "skip" else None)
+        for number, fields in read_records(path, parse, skip=skip if on_bad_line == "skip" else None)
     ]
     if not examples and not skipped:
         raise DataError("the file is empty (no JSON lines)", path=path)

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from m3lit.data.dataset import TrainDataset, expand_train_data, load_dataset
+from m3lit.data.dataset import TrainDataset, load_dataset
+from m3lit.data.entries import expand_train_data
 from m3lit.data.lengths import example_lengths
 from m3lit.data.merge import merge_small_datasets
 from m3lit.data.sampler import LengthGroupedBatchSampler, build_groups
@@ -45,20 +46,19 @@ def load_datasets(
     report: SkipReport,
     use_teacher_scores: bool,
     key: str = "data.train_data",
+    columns: Any = None,
 ) -> list[TrainDataset]:
-    """Expand ``data`` (file, folder, mapping or list; the value of config key ``key``) and read + validate
-    every file."""
+    """Expand ``data`` (the value of config key ``key``: :mod:`m3lit.data.entries`) and read + validate every
+    dataset; ``columns`` is ``data.columns``, the default column mapping."""
     return [
         load_dataset(
-            path,
-            name=display,
-            no_in_batch_neg=flag,
+            entry,
             train_group_size=group_size,
             on_bad_line=on_bad_line,
             report=report,
             use_teacher_scores=use_teacher_scores,
         )
-        for path, flag, display in expand_train_data(data, key)
+        for entry in expand_train_data(data, key, columns)
     ]
 
 
@@ -89,13 +89,14 @@ def build_source(
     """
     lengths = [
         example_lengths(
-            ds.path,
+            ds.files,
             ds.examples,
             tokenizer,
             query_max_len,
             passage_max_len,
-            cache_dir,
+            cache_dir if ds.files else None,  # a table held in memory has no files to key the cache
             negatives=ds.group_size > 1,
+            salt=ds.columns.key() if ds.columns is not None else "",
         )
         for ds in datasets
     ]

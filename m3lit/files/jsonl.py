@@ -42,9 +42,13 @@ class DataError(UserError, ValueError):
         path: the file (None when the problem is not about one file, e.g. an unset config key).
         line: 1-based line number in ``path``.
         field: the JSON field (``"pos[2]"`` for an item of a list).
+        row: 0-based row index in a table (a ``datasets`` split, a parquet file), in place of ``line``.
 
-    ``str(error)`` is ``"<path>:line <line>: field '<field>': <problem>"``, leaving out the parts that
-    are None; the parts stay available as attributes.
+    ``str(error)`` is ``"<path>:line <line>: field '<field>': <problem>"`` (``"<path>:row <row>: ..."`` for
+    a table row), leaving out the parts that are None; the parts stay available as attributes.
+
+    >>> str(DataError("empty passage", field="pos[0]").at("hf:org/set::train", row=7))
+    "hf:org/set::train:row 7: field 'pos[0]': empty passage"
     """
 
     def __init__(
@@ -54,15 +58,18 @@ class DataError(UserError, ValueError):
         path: str | Path | None = None,
         line: int | None = None,
         field: str | None = None,
+        row: int | None = None,
     ) -> None:
-        self.problem, self.path, self.line, self.field = problem, path, line, field
-        parts = [] if path is None else [f"{path}:" if line is None else f"{path}:line {line}:"]
+        self.problem, self.path, self.line, self.field, self.row = problem, path, line, field, row
+        where = "" if line is None else f"line {line}:"
+        where = where if row is None else f"row {row}:"
+        parts = [] if path is None else [f"{path}:{where}"]
         parts += [] if field is None else [f"field '{field}':"]
         super().__init__(" ".join([*parts, problem]))
 
-    def at(self, path: str | Path, line: int | None = None) -> DataError:
-        """The same problem (and field), located in ``path`` at ``line``."""
-        return DataError(self.problem, path=path, line=line, field=self.field)
+    def at(self, path: str | Path, line: int | None = None, *, row: int | None = None) -> DataError:
+        """The same problem (and field), located in ``path`` at ``line`` (a file) or ``row`` (a table)."""
+        return DataError(self.problem, path=path, line=line, field=self.field, row=row)
 
 
 def read_records(

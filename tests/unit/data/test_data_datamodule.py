@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from m3lit.data.datamodule import M3DataModule
-from m3lit.data.dataset import SamplingOptions, expand_train_data, load_dataset, sample_group
+from m3lit.data.dataset import SamplingOptions, load_dataset, sample_group
+from m3lit.data.entries import expand_train_data
 from m3lit.data.lengths import example_lengths
 from m3lit.data.schema import Example
 
@@ -139,7 +140,7 @@ def test_type_and_column_rules(tmp_path):
     entries = expand_train_data(
         [str(tmp_path / "a"), str(tmp_path / "b_no_in_batch_neg"), {"path": col, "no_in_batch_neg": True}]
     )
-    assert [(p.name, flag, name) for p, flag, name in entries] == [
+    assert [(e.path.name, e.no_in_batch_neg, e.name) for e in entries] == [
         ("nli.jsonl", False, "a/nli.jsonl"),
         ("cls.jsonl", True, "b_no_in_batch_neg/cls.jsonl"),
         ("cols.jsonl", True, "c/cols.jsonl"),

@@ -8,7 +8,8 @@ import logging
 import pytest
 
 from m3lit.data.datamodule import M3DataModule
-from m3lit.data.dataset import expand_train_data, load_dataset
+from m3lit.data.dataset import load_dataset
+from m3lit.data.entries import expand_train_data
 from m3lit.data.schema import SkipReport, read_jsonl
 from m3lit.files.jsonl import DataError
 
@@ -108,7 +109,7 @@ def test_empty_files_and_folders(tmp_path):
     folder = tmp_path / "nothing"
     folder.mkdir()
     (folder / "notes.txt").write_text("not data")
-    with pytest.raises(DataError, match=r"nothing: folder has no .jsonl/.json files"):
+    with pytest.raises(DataError, match=r"nothing: folder has no .jsonl/.json/.parquet/.arrow files"):
         expand_train_data(str(folder))
     with pytest.raises(DataError, match="no such file or folder"):
         expand_train_data(str(tmp_path / "missing.jsonl"))
