@@ -12,6 +12,7 @@ from m3lit.retrieval.beir import load_beir, write_beir
 from m3lit.retrieval.report.provenance import read_results
 from m3lit.retrieval.trec import from_trec_id, read_trec_run, trec_id
 
+FAST = ["progress=false", "retrieval.batch_size=16", "modes=[dense,sparse,bm25]", "retrieval.passage_max_len=64"]  # fmt: skip
 ODD = ["getting started", "50% off", "tab\there", "a\u00a0b", "%20 literal", "naïve ok", "x"]
 
 
@@ -57,14 +58,8 @@ def test_a_beir_folder_with_spaced_ids_evaluates_end_to_end(export_dir, tiny_bei
     """Issue 30 item 5: no crash after the encoding; the metrics equal those of the same folder with plain
     ids, and every run file reads back into the ranking of the plain-id run."""
     spaced, doc, query = spaced_beir
-    fast = [
-        "progress=false",
-        "retrieval.batch_size=16",
-        "modes=[dense,sparse,bm25]",
-        "retrieval.passage_max_len=64",
-    ]
-    plain = main([f"model={export_dir}", f"data={tiny_beir_dir}", f"output_dir={tmp_path / 'a'}", *fast])
-    odd = main([f"model={export_dir}", f"data={spaced}", f"output_dir={tmp_path / 'b'}", *fast])
+    plain = main([f"model={export_dir}", f"data={tiny_beir_dir}", f"output_dir={tmp_path / 'a'}", *FAST])
+    odd = main([f"model={export_dir}", f"data={spaced}", f"output_dir={tmp_path / 'b'}", *FAST])
     assert odd == plain and read_results(tmp_path / "b" / "results.json")[0] == plain
     plain_data, odd_data = load_beir(tiny_beir_dir), load_beir(spaced)
     for mode in ("dense", "sparse", "bm25"):
