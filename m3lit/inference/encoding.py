@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from m3lit.files.errors import UsageError
 from m3lit.inference.mcls import insert_cls_tokens, mcls_forward
 from m3lit.inference.sparse_pool import sparse_rows
 from m3lit.inference.windows import merge_windows, split_windows
@@ -44,6 +45,7 @@ from m3lit.model.heads import mean_pool
 __all__ = [
     "EncodedTexts",
     "MCLS_AND_WINDOW",
+    "WindowError",
     "check_window",
     "encode_texts",
     "forward_batches",
@@ -194,16 +196,20 @@ MCLS_AND_WINDOW = (
 )
 
 
-def check_window(window: int | None, positions: int | None = None) -> None:
+class WindowError(UsageError, ValueError):
+    """A ``window`` that cannot work: a usage error (one ``error:`` line, exit status 2) and a ValueError."""
+
+
+def check_window(window: int | None, positions: int | None = None, key: str = "window") -> None:
     """A window must hold ``<s>``, a token and ``</s>`` and fit the encoder's ``positions`` (``model.max_length``;
-    None: not checked yet)."""
+    None: not checked yet). ``key`` names the option in the message. Raises :class:`WindowError`."""
     if window is None:
         return
     if window < 3:
-        raise ValueError(f"window must be >= 3 (<s>, a token, </s>), got {window}")
+        raise WindowError(f"{key} must be >= 3 (<s>, a token, </s>), got {window}")
     if positions is not None and window > positions:
-        raise ValueError(
-            f"window={window} exceeds the model's {positions} positions; use window <= {positions}"
+        raise WindowError(
+            f"{key}={window} exceeds the model's {positions} positions; use {key} <= {positions}"
         )
 
 

@@ -203,3 +203,21 @@ def test_mcls_with_windows_is_refused_everywhere(tiny_model, tmp_path, command_e
     status, last = command_error(main, [*argv, "window=129"])
     assert status == 2 and "window=129 exceeds the model's 128 positions" in last
     assert not out.exists()
+
+
+def test_evaluate_refuses_a_window_beyond_the_models_positions(
+    short_model, tiny_beir_dir, tmp_path, command_error
+):
+    """A window the encoder cannot hold is one ``error:`` line naming the key, before any output folder (it
+    used to pass silently: every text was cut to the positions first)."""
+    from m3lit.evaluate import main
+
+    short_model.save_pretrained(tmp_path / "m")
+    out = tmp_path / "out"
+    argv = [f"model={tmp_path / 'm'}", f"data={tiny_beir_dir}", f"output_dir={out}", "progress=false"]
+    status, last = command_error(main, [*argv, "modes=[dense]", "retrieval.passage_window=65"])
+    assert (status, last) == (
+        2,
+        "error: retrieval.passage_window=65 exceeds the model's 64 positions; use retrieval.passage_window <= 64",
+    )
+    assert not out.exists()
