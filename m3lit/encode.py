@@ -45,7 +45,7 @@ import torch
 from m3lit.files.errors import PathError, UsageError, run_command
 from m3lit.files.jsonl import DataError, read_records
 from m3lit.files.options import command_help, parse_key_values
-from m3lit.inference.encoding import encode_texts
+from m3lit.inference.encoding import MCLS_AND_WINDOW, encode_texts
 from m3lit.inference.mcls import DEFAULT_INTERVAL
 from m3lit.model.device import default_device
 from m3lit.model.reference import ModelReferenceError, check_model_reference
@@ -66,13 +66,13 @@ OPTIONS: dict[str, Any] = {
     "colbert": False,  # write colbert.npy + colbert_offsets.npy (large: one vector per token)
     "colbert_fp16": False,  # store ColBERT vectors in float16 (half the disk)
     "batch_size": 256,  # texts per forward pass (shrinks x3/4 on out-of-memory)
-    "max_length": 512,  # truncation in tokens (capped at the model's limit)
+    "max_length": 512,  # most tokens read per text (capped at the model's positions unless window is set)
     "chunk_size": 8192,  # texts per encode call (bounds host memory)
     "device": None,  # cpu | cuda | cuda:1 ...; null: cuda when available, else cpu
     "fp16": True,  # float16 weights on GPU (CPU always runs float32)
     "mcls": False,  # multiple-CLS pooling for long passages (paper App. B.2)
     "mcls_interval": DEFAULT_INTERVAL,  # tokens per CLS when mcls=true
-    "window": 0,  # encode longer passages as windows of this many tokens, merged (m3lit.inference.windows); 0 = off
+    "window": 0,  # encode longer passages as windows of this many tokens (<= the model's positions), merged; 0 = off
     "skip_invalid": False,  # skip (and count) invalid lines instead of stopping
     "progress": True,  # show a progress bar
 }
@@ -121,6 +121,8 @@ def _check_sizes(opts: dict[str, Any]) -> None:
         if int(opts[name]) < smallest:
             hint = " (0 = off)" if name == "window" else ""
             raise UsageError(f"encode: {name} must be >= {smallest}{hint}, got {opts[name]}")
+    if opts["mcls"] and opts["window"]:
+        raise UsageError(f"encode: mcls=true with window={opts['window']}: {MCLS_AND_WINDOW}")
 
 
 def encode_file(**options: Any) -> dict[str, Any]:
@@ -145,6 +147,11 @@ def encode_file(**options: Any) -> dict[str, Any]:
     if (opts["sparse"] or opts["colbert"]) and not model.heads_loaded:
         raise ModelReferenceError(
             f"model={opts['model']}: no trained sparse/ColBERT heads: use sparse=false colbert=false"
+        )
+    if opts["window"] and opts["window"] > model.max_length:
+        raise UsageError(
+            f"encode: window={opts['window']} exceeds the model's {model.max_length} positions; "
+            f"use window <= {model.max_length} (max_length={opts['max_length']} caps the tokens read)"
         )
     if device.type != "cpu" and opts["fp16"]:
         model.half()

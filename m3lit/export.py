@@ -19,7 +19,10 @@ LoRA runs (``model.net.lora``) are exported with the adapters merged into the en
 model that loads without peft. ``adapter_only=true`` writes the adapter alone instead (peft's
 ``adapter_config.json`` + ``adapter_model.safetensors``, the two head files and ``m3lit.json``)::
 
-    python -m m3lit.export model=CKPT output_dir=DIR adapter_only=true base_model=BAAI/bge-m3
+    python -m m3lit.export model=CKPT output_dir=DIR adapter_only=true
+
+Its ``adapter_config.json`` names the model the run started from (``base_model_name_or_path``, recorded in the
+checkpoint); ``base_model=`` names another (e.g. a hub id instead of a local folder).
 
 ``format=onnx`` writes one ONNX graph (``model.onnx``, all three outputs, dynamic batch and length) and the
 tokenizer, for ONNX Runtime (:mod:`m3lit.model.onnx_export`; loader: :class:`m3lit.inference.onnx_runtime.OnnxM3Embedder`)::
@@ -74,7 +77,7 @@ OPTIONS: dict[str, Any] = {
     "base_model": None,  # folder/hub id with the encoder config + tokenizer, for a .ckpt without m3lit metadata
     "overwrite": False,  # allow writing into a non-empty output_dir (files of the same name are replaced)
     "format": "flag",  # flag = FlagEmbedding + sentence-transformers folder; onnx = model.onnx + tokenizer
-    "adapter_only": False,  # LoRA runs: write the peft adapter + head files only (base_model= is recorded)
+    "adapter_only": False,  # LoRA runs: write the peft adapter + head files only (base: base_model=, else the run's)
     "onnx_int8": False,  # format=onnx: also write model.int8.onnx (int8 dynamic quantisation, ONNX Runtime)
 }
 #: Values of the ``format`` option.
@@ -110,7 +113,9 @@ def export(
         base_model: encoder config + tokenizer source for checkpoints that lack m3lit's metadata.
         overwrite: allow a non-empty ``output_dir``.
         format: ``flag`` (the folder above, LoRA adapters merged) or ``onnx`` (:mod:`m3lit.model.onnx_export`).
-        adapter_only: write only the LoRA adapter and the heads (:func:`m3lit.model.lora.save_adapter`).
+        adapter_only: write only the LoRA adapter and the heads (:func:`m3lit.model.lora.save_adapter`); its
+            ``base_model_name_or_path`` is ``base_model``, else the model the run started from (recorded in the
+            checkpoint).
         onnx_int8: with ``format=onnx``, also write ``model.int8.onnx`` (:func:`m3lit.model.onnx_export.quantize_int8`).
 
     Raises:
@@ -142,7 +147,8 @@ def export(
             raise UsageError(
                 f"adapter_only=true: {ckpt_path} has no LoRA adapters (trained without model.net.lora)"
             )
-        save_adapter(model, folder, base_model=None if base_model is None else str(base_model))
+        recorded = model.encoder.config.name_or_path or None  # what the run loaded (checkpoint metadata)
+        save_adapter(model, folder, base_model=recorded if base_model is None else str(base_model))
     elif format == "onnx":
         export_onnx(model, folder)
         if onnx_int8:

@@ -25,19 +25,28 @@ Disk policy (one file per step, never two copies of it):
 Size per checkpoint (fp32 training): weights take 4 bytes per parameter and AdamW's two moments 8 more,
 so a full checkpoint is about 12 bytes/parameter and a weights-only one 4: ``BAAI/bge-m3`` (568M
 parameters) ~6.8 GB full, ~2.3 GB weights-only.
+
+A run stopped by SIGTERM (a cluster's time limit, ``kill``) or Ctrl+C ends with one line that says which
+checkpoint holds the run and how to continue it: ``python -m m3lit.train resume=<run dir>`` (the folder
+above ``checkpoints/``), or that no checkpoint was written yet.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 __all__ = ["StepCheckpoint"]
+
+log = logging.getLogger(__name__)
 
 
 class StepCheckpoint(ModelCheckpoint):
@@ -78,6 +87,32 @@ class StepCheckpoint(ModelCheckpoint):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self._should_skip_saving_checkpoint(trainer) and trainer.global_step > 0:
             self._save_step(trainer)
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        super().on_exception(trainer, pl_module, exception)  # saves when save_on_exception is set
+        if isinstance(exception, (SIGTERMException, KeyboardInterrupt)) and trainer.is_global_zero:
+            log.warning(
+                self.resume_hint(trainer, "SIGTERM" if isinstance(exception, SIGTERMException) else "Ctrl+C")
+            )
+
+    def resume_hint(self, trainer: L.Trainer, cause: str) -> str:
+        """What a stopped run should do next: the checkpoint that holds it and the command that continues it."""
+        stopped = f"training stopped by {cause} at global step {trainer.global_step}"
+        last = self.last_model_path
+        if not last or not os.path.isfile(last):
+            return f"{stopped} before any checkpoint was written: nothing to resume; start the run again"
+        folder = Path(last).parent
+        how = (
+            f"python -m m3lit.train resume={folder.parent}"
+            if folder.name == "checkpoints"
+            else f"ckpt_path={last} with the run's own overrides"
+        )
+        return (
+            f"{stopped}; the last checkpoint, {last}, holds step {self._last_global_step_saved} (later steps "
+            f"run again). Continue with: {how}"
+        )
 
     def _save_step(self, trainer: L.Trainer) -> None:
         candidates = self._monitor_candidates(trainer)

@@ -11,7 +11,8 @@ or, with head sets (:mod:`m3lit.training.stages`)::
 
 is validated when the callback is built (:func:`~m3lit.training.stages.parse_schedule`). The stage of
 global step k is that of the last entry with step <= k; it is written to ``pl_module.stage`` before step
-k's training step. A source is switched through ``datamodule.set_source`` at the end of step k-1, i.e.
+k's training step, together with the index of that entry (``pl_module.stage_index``, logged as
+``train/stage``). A source is switched through ``datamodule.set_source`` at the end of step k-1, i.e.
 before step k's batch is built, so step k already draws from the new source. On resume the stage and
 source are recomputed from the restored global step (the checkpointed state says where the run was;
 a changed schedule is reported).
@@ -51,9 +52,13 @@ class StageSwitch(Callback):
         self._restored: dict | None = None
 
     # ------------------------------------------------------------------ schedule lookup
+    def index_at(self, step: int) -> int:
+        """Index (0-based, in step order) of the schedule entry that is active at global step ``step``."""
+        return [i for i, e in enumerate(self.entries) if e.step <= step][-1]
+
     def stage_at(self, step: int) -> str:
         """Stage of global step ``step``."""
-        return [e for e in self.entries if e.step <= step][-1].stage
+        return self.entries[self.index_at(step)].stage
 
     def source_at(self, step: int) -> str | None:
         """Data source of global step ``step`` (the last one named at or before it), or None."""
@@ -88,7 +93,7 @@ class StageSwitch(Callback):
                 )
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._apply(trainer, pl_module, trainer.global_step)
+        self._apply(trainer, pl_module, trainer.global_step, start=True)
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
@@ -108,25 +113,42 @@ class StageSwitch(Callback):
         *,
         stage: bool = True,
         source: bool = True,
+        start: bool = False,
     ) -> None:
+        """Set the stage (and schedule index) and the source of ``step``; report what changed.
+
+        At the start of training (``start``) the module's stage is the configured default, not one that ran,
+        so the message names only the stage and source the run starts in.
+        """
         new_stage, new_source = self.stage_at(step), self.source_at(step)
+        old_source = getattr(trainer.datamodule, "source", None)
+        switched = (stage and pl_module.stage != new_stage) or (
+            source and new_source is not None and old_source != new_source
+        )
         changed = []
-        if stage and pl_module.stage != new_stage:
-            changed.append(f"stage {pl_module.stage} -> {new_stage}")
+        if stage and (start or pl_module.stage != new_stage):
+            changed.append(f"stage {new_stage}" if start else f"stage {pl_module.stage} -> {new_stage}")
             pl_module.stage = new_stage
         if stage:
             self.stage = new_stage
+            if hasattr(pl_module, "stage_index"):
+                pl_module.stage_index = self.index_at(step)
         datamodule = trainer.datamodule
-        if source and new_source is not None and getattr(datamodule, "source", None) != new_source:
-            changed.append(f"data source {getattr(datamodule, 'source', None)} -> {new_source}")
-            datamodule.set_source(new_source)
+        if source and new_source is not None and (start or old_source != new_source):
+            changed.append(
+                f"data source {new_source}" if start else f"data source {old_source} -> {new_source}"
+            )
+            if old_source != new_source:
+                datamodule.set_source(new_source)
         if source and new_source is not None:
             self.source = new_source
-        if changed:
+        if switched or (start and not self.history):
             row = (step, self.stage_at(step), new_source)
             if not self.history or self.history[-1] != row:  # a switch changes source and stage: one row
                 self.history.append(row)
-            rank_zero_info(f"StageSwitch at global step {step}: {'; '.join(changed)}")
+        if changed:
+            where = "starts at" if start else "at"
+            rank_zero_info(f"StageSwitch {where} global step {step}: {'; '.join(changed)}")
 
     # ------------------------------------------------------------------ checkpoint
     def _schedule_state(self) -> list[list]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import logging
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -199,7 +200,8 @@ def keep_csv_rows(loggers: Sequence[Any], resumed_step: int) -> None:
 
     Lightning's CSV writer deletes an existing ``metrics.csv`` when it starts; this reads the rows first,
     lets the writer start, and writes them back (rows of steps after the checkpoint are dropped: those
-    steps run again). The writer then appends, widening the header if new metrics appear.
+    steps run again). The writer then appends, widening the header if new metrics appear. Lightning's warning
+    that previous log files "will be deleted" is silenced here: the kept rows are written back at once.
     """
     from lightning.pytorch.loggers import CSVLogger
 
@@ -213,13 +215,20 @@ def keep_csv_rows(loggers: Sequence[Any], resumed_step: int) -> None:
             reader = csv.DictReader(handle)
             fields, rows = list(reader.fieldnames or []), list(reader)
         rows = [r for r in rows if not r.get("step") or int(float(r["step"])) <= resumed_step]
-        writer = logger.experiment  # deletes metrics.csv
+        with warnings.catch_warnings():  # "Previous log files ... will be deleted": the rows are written back
+            warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
+            writer = logger.experiment  # deletes metrics.csv
         with open(path, "w", newline="", encoding="utf-8") as handle:
             out = csv.DictWriter(handle, fieldnames=fields)
             out.writeheader()
             out.writerows(rows)
         writer.metrics_keys = sorted(fields)
-        log.info("resume: kept %d rows of %s (steps <= %d)", len(rows), path, resumed_step)
+        log.info(
+            "resume: kept %d rows of %s (steps <= %d); the rows of later steps are dropped, as those steps run again",
+            len(rows),
+            path,
+            resumed_step,
+        )
 
 
 def wandb_kwargs(node: Mapping, out_dir: Path) -> dict[str, Any]:

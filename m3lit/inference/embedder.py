@@ -45,7 +45,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from m3lit.inference.encoding import EncodedTexts, encode_texts, sparse_to_dict
+from m3lit.inference.encoding import (
+    MCLS_AND_WINDOW,
+    EncodedTexts,
+    check_window,
+    encode_texts,
+    sparse_to_dict,
+)
 from m3lit.inference.scoring import InferenceScoresMixin
 from m3lit.model.training_checkpoint import load_model
 
@@ -85,6 +91,8 @@ class M3Embedder(InferenceScoresMixin):
         mcls_interval: m3lit extension: insert a CLS token every this many tokens (None = off).
         window: m3lit extension: encode a text of more than this many tokens as windows of at most this many,
             merged into one output (None = one pass; for encoders that learnt fewer positions than the text).
+            At most the model's positions; ``query_max_length`` / ``passage_max_length`` then cap the tokens
+            read of a text, and may exceed the positions. Not with ``mcls_interval`` (``ValueError``).
         **kwargs: stored as attributes, as FlagEmbedding does (``passage_instruction_for_retrieval`` and
             ``passage_instruction_format`` are used by ``encode_corpus``).
     """
@@ -117,6 +125,9 @@ class M3Embedder(InferenceScoresMixin):
     ) -> None:
         if pooling_method != "cls":
             raise ValueError(f"pooling_method={pooling_method!r}: BGE-M3 models use 'cls' pooling only")
+        if window is not None and mcls_interval is not None:
+            raise ValueError(f"M3Embedder: {MCLS_AND_WINDOW}")
+        check_window(window)  # its size now, the model's positions once loaded
         self.model_name_or_path = model_name_or_path
         self.normalize_embeddings = normalize_embeddings
         self.use_fp16, self.use_bf16 = use_fp16, use_bf16
@@ -142,6 +153,7 @@ class M3Embedder(InferenceScoresMixin):
             cache_dir=cache_dir,
         ).eval()
         self.model.float()
+        check_window(window, self.model.max_length)
         self.tokenizer = self.model.tokenizer
         self._replicas: dict[str, torch.nn.Module] = {}
 

@@ -4,7 +4,8 @@
 It follows FlagEmbedding's inference procedure (``M3Embedder.encode_single_device``), so results agree with
 ``BGEM3FlagModel`` on the same checkpoint:
 
-1. tokenise every text without padding, truncated to ``max_length`` (special tokens included);
+1. tokenise every text without padding, truncated to ``max_length`` (special tokens included; capped at the
+   model's positions unless ``window`` cuts the text into windows that fit them);
 2. sort by token count, longest first, and cut batches of at most ``batch_size`` texts, ended early once
    padding would exceed ``MAX_PADDING`` (5%) of a batch's real tokens (at least 8 texts a batch);
 3. encode batch by batch with right padding under ``torch.inference_mode`` in eval mode (under SDPA the
@@ -33,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from m3lit.files.errors import UsageError
 from m3lit.inference.mcls import insert_cls_tokens, mcls_forward
 from m3lit.inference.sparse_pool import sparse_rows
 from m3lit.inference.windows import merge_windows, split_windows
@@ -42,6 +44,9 @@ from m3lit.model.heads import mean_pool
 
 __all__ = [
     "EncodedTexts",
+    "MCLS_AND_WINDOW",
+    "WindowError",
+    "check_window",
     "encode_texts",
     "forward_batches",
     "encoder_mask",
@@ -117,7 +122,9 @@ def encode_texts(
         texts: the strings to encode.
         batch_size: at most this many texts per forward pass (the starting value of the out-of-memory
             back-off); batches end earlier when padding would exceed ``MAX_PADDING``.
-        max_length: truncation length in tokens, special tokens included; capped at ``model.max_length``.
+        max_length: truncation length in tokens, special tokens included: the most tokens read of a text.
+            Capped at ``model.max_length`` in one pass; with ``window`` it may exceed it (the whole text up to
+            ``max_length`` tokens is read and cut into windows).
         dense / sparse / colbert: which outputs to compute.
         device: where to run; None = where the model's parameters are. The model is moved there.
         progress: True for a tqdm progress bar over texts, or an existing bar (anything with ``update(n)``)
@@ -127,14 +134,15 @@ def encode_texts(
             normalised as the dense head does); only the dense output changes. Not with ``mcls_interval``.
         prefix: prepended to every text before tokenisation (e.g. ``"query: "`` for multilingual-e5).
         window: encode a text of more than this many tokens as consecutive windows of at most this many
-            (:mod:`m3lit.inference.windows`); None = one pass of up to ``max_length`` tokens. Not with
-            ``mcls_interval``.
+            (:mod:`m3lit.inference.windows`); at most ``model.max_length``. None = one pass of up to
+            ``max_length`` tokens. Not with ``mcls_interval``.
 
     Returns:
         :class:`EncodedTexts` in the order of ``texts``.
     """
     _check_request(batch_size, dense, sparse, colbert, pooling, mcls_interval, window)
-    if max_length > model.max_length:
+    check_window(window, model.max_length)
+    if window is None and max_length > model.max_length:
         _warn_once(
             "max_length=%d exceeds the model's limit; truncating to %d tokens", max_length, model.max_length
         )
@@ -179,7 +187,30 @@ def _check_request(
             "encode_texts: MCLS (mcls_interval) averages CLS tokens; it cannot use pooling='mean'"
         )
     if window is not None and mcls_interval is not None:
-        raise ValueError("encode_texts: choose MCLS (mcls_interval) or windowed encoding (window), not both")
+        raise ValueError(MCLS_AND_WINDOW)
+
+
+#: Why MCLS and windows do not go together (every entry point says it the same way).
+MCLS_AND_WINDOW = (
+    "choose MCLS (mcls_interval: extra CLS tokens in one pass) or windowed encoding (window), not both"
+)
+
+
+class WindowError(UsageError, ValueError):
+    """A ``window`` that cannot work: a usage error (one ``error:`` line, exit status 2) and a ValueError."""
+
+
+def check_window(window: int | None, positions: int | None = None, key: str = "window") -> None:
+    """A window must hold ``<s>``, a token and ``</s>`` and fit the encoder's ``positions`` (``model.max_length``;
+    None: not checked yet). ``key`` names the option in the message. Raises :class:`WindowError`."""
+    if window is None:
+        return
+    if window < 3:
+        raise WindowError(f"{key} must be >= 3 (<s>, a token, </s>), got {window}")
+    if positions is not None and window > positions:
+        raise WindowError(
+            f"{key}={window} exceeds the model's {positions} positions; use {key} <= {positions}"
+        )
 
 
 def _items(

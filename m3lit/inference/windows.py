@@ -10,7 +10,10 @@ tokens as consecutive windows instead, each a sequence of its own that stays wit
 
 Exact choices
 -------------
-* **Cutting.** The tokenised text ``<s> t_1 .. t_n </s>`` (already truncated to ``max_length``) becomes
+* **Reading.** The whole text is tokenised, up to ``max_length`` tokens: ``max_length`` caps the tokens read
+  and may exceed the encoder's positions; only ``window`` must fit them (``window <= model.max_length``).
+  Windows and MCLS (:mod:`m3lit.inference.mcls`) do not combine: every entry point refuses the pair.
+* **Cutting.** The tokenised text ``<s> t_1 .. t_n </s>`` (truncated to ``max_length``) becomes
   ``<s> t_1 .. t_M </s>``, ``<s> t_M+1 .. t_2M </s>``, ... with ``M = window - 2`` content tokens per
   window (the last may hold fewer). Windows do not overlap. A text of at most ``window`` tokens is one
   window, encoded as without windowing, except that its dense vector is L2-normalised once more (which

@@ -103,12 +103,16 @@ def save_head_state(linear: torch.nn.Linear, path: str | os.PathLike, fp16: bool
 
 
 def write_sentence_transformers_files(
-    folder: str | os.PathLike, hidden_size: int, max_seq_length: int
+    folder: str | os.PathLike, hidden_size: int, max_seq_length: int, model_args: dict | None = None
 ) -> None:
     """Write the sentence-transformers pipeline files: Transformer -> CLS Pooling -> Normalize.
 
     Without them sentence-transformers falls back to mean pooling, which silently gives different
-    embeddings (FlagEmbedding issue #1326).
+    embeddings (FlagEmbedding issue #1326). ``model_args`` go to ``sentence_bert_config.json``, which
+    sentence-transformers (2.x on) passes to the encoder's ``from_pretrained``: M3Model gives
+    ``{"add_pooling_layer": False}`` to encoders that accept it, since the folder holds no BERT pooler (M3 never
+    uses it: CLS pooling reads the last hidden state), so none is built and none is reported missing
+    (``pooler.dense.weight | MISSING``).
     """
     folder = Path(folder)
     modules = [
@@ -131,7 +135,12 @@ def write_sentence_transformers_files(
     _write_json(folder / "modules.json", modules)
     _write_json(folder / "1_Pooling" / "config.json", pooling)
     _write_json(
-        folder / "sentence_bert_config.json", {"max_seq_length": max_seq_length, "do_lower_case": False}
+        folder / "sentence_bert_config.json",
+        {
+            "max_seq_length": max_seq_length,
+            "do_lower_case": False,
+            **({"model_args": model_args} if model_args else {}),
+        },
     )
     _write_json(
         folder / "config_sentence_transformers.json",

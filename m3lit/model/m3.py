@@ -335,7 +335,8 @@ class M3Model(nn.Module):
         save_head_state(self.sparse_head.linear, folder / HEAD_FILES["sparse"], fp16=fp16)
         save_head_state(self.colbert_head.linear, folder / HEAD_FILES["colbert"], fp16=fp16)
         if sentence_transformers:
-            write_sentence_transformers_files(folder, self.hidden_size, self.max_length)
+            no_pooler = _no_pooler_kwargs(self.encoder.config)  # nothing reported missing on load
+            write_sentence_transformers_files(folder, self.hidden_size, self.max_length, model_args=no_pooler)
         return folder
 
     @property

@@ -98,7 +98,8 @@ def checkpoint_metadata(
 
     Returns:
         A dict of str/int/bool/bytes only (safe under ``weights_only=True``): encoder config JSON, every
-        tokenizer file, ColBERT width, normalisation flag, state-dict prefix and stage.
+        tokenizer file, ColBERT width, normalisation flag, state-dict prefix, stage, LoRA settings and the
+        base model (the encoder's ``name_or_path``: the hub id or folder it was loaded from, or None).
     """
     with tempfile.TemporaryDirectory() as tmp:
         model.tokenizer.save_pretrained(tmp)
@@ -112,6 +113,9 @@ def checkpoint_metadata(
         "prefix": prefix,
         "stage": stage,
         "lora": None if (lora := lora_settings(model.encoder)) is None else lora.to_dict(),
+        # where the encoder was loaded from (hub id or folder; None for a random encoder): the base of a
+        # LoRA adapter-only export
+        "base_model": model.encoder.config.name_or_path or None,
     }
 
 
@@ -247,6 +251,7 @@ def _model_from_metadata(meta: dict, own: dict[str, torch.Tensor]) -> M3Model:
             Path(tmp, name).write_bytes(payload)
         config = AutoConfig.from_pretrained(tmp)
         tokenizer = AutoTokenizer.from_pretrained(tmp)
+    config.name_or_path = meta.get("base_model") or ""  # not the temporary folder
     colbert_dim = own["colbert_head.linear.weight"].shape[0]
     model = M3Model.from_config(
         config, tokenizer, colbert_dim=colbert_dim, normalize=meta.get("normalize", True)

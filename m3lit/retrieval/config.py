@@ -94,7 +94,8 @@ class RetrievalConfig:
     mcls_interval: int = 256
     #: encode a passage of more than this many tokens as consecutive windows of at most this many, merged into
     #: one output (m3lit.inference.windows), for encoders whose learnt positions end before passage_max_len
-    #: (multilingual-e5-small: 512); None = one pass (the paper). Dense+MCLS always encodes in one pass
+    #: (multilingual-e5-small: 512); at most the model's positions, while passage_max_len (the tokens read) may
+    #: exceed them; None = one pass (the paper). Dense+MCLS always encodes in one pass
     passage_window: int | None = None
 
     def __post_init__(self) -> None:

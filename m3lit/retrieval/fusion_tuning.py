@@ -11,7 +11,9 @@ are read:
    ColBERT scores (:class:`~m3lit.retrieval.index.hybrid.FusionTerms`);
 2. each weight vector of a fixed grid re-ranks them, and the task's primary metric is averaged over the
    task's languages (each language weighs the same, as in the table's average column);
-3. the best vector wins; a tie keeps the task's own weights, then the earlier grid entry.
+3. the best vector wins; a tie keeps the task's own weights, then the earlier grid entry. Dev averages
+   within :data:`DEV_TIE_TOLERANCE` of the best count as tied: two weight vectors whose dev scores differ only
+   by float noise (another CPU, BLAS or thread count) would otherwise swap places between machines.
 
 Only ratios matter to a ranking, so the grid fixes w_dense = 1. It includes the task's own weights, so the
 choice never scores below them on dev. The test queries are then ranked once with the winner.
@@ -29,8 +31,8 @@ from m3lit.retrieval.index.hybrid import FusionTerms
 from m3lit.retrieval.modes import retrieval_depth
 from m3lit.retrieval.pipeline import score_rankings
 
-__all__ = ["FUSED_MODES", "COLBERT_WEIGHTS", "SPARSE_WEIGHTS", "WEIGHT_FIELDS", "FusionChoice", "choose_weights",
-           "weight_grid"]  # fmt: skip
+__all__ = ["FUSED_MODES", "COLBERT_WEIGHTS", "DEV_TIE_TOLERANCE", "SPARSE_WEIGHTS", "WEIGHT_FIELDS", "FusionChoice",
+           "choose_weights", "first_best", "weight_grid"]  # fmt: skip
 
 #: The modes whose ranking is a weighted sum of scores -> the RetrievalConfig field holding their weights.
 WEIGHT_FIELDS = {"dense+sparse": "hybrid_weights", "all": "all_weights"}
@@ -39,6 +41,14 @@ FUSED_MODES = tuple(WEIGHT_FIELDS)
 SPARSE_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 3.0, 5.0)
 #: w_colbert / w_dense candidates for All.
 COLBERT_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0)
+#: Dev averages (in [0, 1]) at most this far below the best are ties (0.01 points in the x100 tables).
+DEV_TIE_TOLERANCE = 1e-4
+
+
+def first_best(scores: Sequence[float], tolerance: float = DEV_TIE_TOLERANCE) -> int:
+    """Index of the first score within ``tolerance`` of the maximum (the fixed candidate order breaks ties)."""
+    top = max(scores)
+    return next(i for i, score in enumerate(scores) if score >= top - tolerance)
 
 
 def weight_grid(mode: str) -> list[tuple[float, ...]]:
@@ -119,7 +129,7 @@ def choose_weights(
     default = tuple(float(w) for w in default)
     candidates = [default, *(w for w in weight_grid(mode) if w != default)]
     scores = [dev_average(w) for w in candidates]
-    best = int(np.argmax(scores))  # the first maximum: the default on a tie, then grid order
+    best = first_best(scores)  # the default on a (near-)tie, then grid order
     return FusionChoice(
         mode=mode,
         metric=metric,

@@ -13,6 +13,13 @@ m3lit's order and so reproduce its metrics. Scores are written with 9 significan
 
 A ranking's padding (index -1, after a short sparse/BM25 list) is not written.
 
+Ids. BEIR allows any string as a query or document id, but a TREC line is split at whitespace, so ids are
+written escaped (:func:`trec_id`): every whitespace character and every ``%`` becomes ``%XX`` per UTF-8
+byte (``"getting started"`` -> ``getting%20started``, ``"50%"`` -> ``50%25``), the percent-encoding of
+URLs; every other character is kept, so ids without whitespace or ``%`` are written as they are. The
+escaping is reversible (:func:`from_trec_id`, ``urllib.parse.unquote``); :func:`read_trec_run` undoes it.
+trec_eval matches ids as strings, so qrels given to it must hold the escaped ids too.
+
 :func:`read_trec_run` reads such a file (or any TREC run over the same dataset) back into a
 :class:`Ranking`, ordered as trec_eval orders it: score descending, ties by docid descending.
 """
@@ -20,6 +27,7 @@ A ranking's padding (index -1, after a short sparse/BM25 list) is not written.
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import unquote
 
 import numpy as np
 
@@ -27,7 +35,32 @@ from m3lit.files.jsonl import DataError
 from m3lit.retrieval.beir import RetrievalDataset
 from m3lit.retrieval.index.ranking import Ranking
 
-__all__ = ["read_trec_run", "strictly_decreasing", "write_trec_run", "write_trec_runs"]
+__all__ = [
+    "from_trec_id",
+    "read_trec_run",
+    "strictly_decreasing",
+    "trec_id",
+    "write_trec_run",
+    "write_trec_runs",
+]
+
+
+def trec_id(value: str) -> str:
+    """``value`` with whitespace and ``%`` percent-encoded (module docstring): one TREC column, reversibly.
+
+    >>> trec_id("getting started"), trec_id("50%"), trec_id("d1")
+    ('getting%20started', '50%25', 'd1')
+    """
+    return "".join(_percent(c) if c.isspace() or c == "%" else c for c in value)
+
+
+def from_trec_id(text: str) -> str:
+    """The id :func:`trec_id` escaped into ``text``: ``from_trec_id(trec_id(x)) == x`` for every string."""
+    return unquote(text, errors="strict")
+
+
+def _percent(char: str) -> str:
+    return "".join(f"%{byte:02X}" for byte in char.encode("utf-8"))
 
 
 def write_trec_run(path: str | Path, ranking: Ranking, dataset: RetrievalDataset, run_tag: str) -> Path:
@@ -43,19 +76,13 @@ def write_trec_run(path: str | Path, ranking: Ranking, dataset: RetrievalDataset
         raise ValueError(f"write_trec_run: {ranking.num_queries} lists for {len(dataset.query_ids)} queries")
     if not run_tag or any(c.isspace() for c in run_tag):
         raise ValueError(f"write_trec_run: run_tag must be one word, got {run_tag!r}")
-    for kind, ids in (("query", dataset.query_ids), ("document", dataset.corpus_ids)):
-        bad = next((i for i in ids if any(c.isspace() for c in i)), None)
-        if bad is not None:
-            raise ValueError(
-                f"write_trec_run: {kind} id {bad!r} contains whitespace (not representable in TREC)"
-            )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = []
-    for q, qid in enumerate(dataset.query_ids):
+    for q, qid in enumerate(map(trec_id, dataset.query_ids)):
         docs, scores = ranking.row(q)
         for rank, (doc, score) in enumerate(zip(docs.tolist(), strictly_decreasing(scores), strict=True), 1):
-            lines.append(f"{qid} Q0 {dataset.corpus_ids[doc]} {rank} {score:.9g} {run_tag}\n")
+            lines.append(f"{qid} Q0 {trec_id(dataset.corpus_ids[doc])} {rank} {score:.9g} {run_tag}\n")
     path.write_text("".join(lines), encoding="utf-8")
     return path
 
@@ -79,8 +106,8 @@ def write_trec_runs(
 def read_trec_run(path: str | Path, dataset: RetrievalDataset) -> Ranking:
     """Read a TREC run over ``dataset`` -> (Q, k) Ranking, rows = ``dataset.query_ids``.
 
-    Each query's documents are ordered as trec_eval orders them (score descending, ties by docid
-    descending); a query absent from the file gets an empty list. A malformed line, an id the dataset does
+    Each query's documents are ordered as trec_eval orders them (score descending, ties by docid as written,
+    descending); a query absent from the file gets an empty list. Ids are unescaped (:func:`from_trec_id`). A malformed line, an id the dataset does
     not have or a document listed twice for one query is a :class:`DataError` naming the file and line.
     """
     path = Path(path)
@@ -106,6 +133,8 @@ def read_trec_run(path: str | Path, dataset: RetrievalDataset) -> Ranking:
                 score = float(score_text)
             except ValueError:
                 raise DataError(f"score {score_text!r} is not a number", path=path, line=line_no) from None
+            written = did
+            qid, did = _unescaped(qid, path, line_no), _unescaped(did, path, line_no)
             for kind, value, rows in (("query", qid, query_rows), ("document", did, doc_rows)):
                 if value not in rows:
                     raise DataError(
@@ -114,12 +143,19 @@ def read_trec_run(path: str | Path, dataset: RetrievalDataset) -> Ranking:
             if (query_rows[qid], did) in seen:
                 raise DataError(f"document {did!r} listed twice for query {qid!r}", path=path, line=line_no)
             seen.add((query_rows[qid], did))
-            lists[query_rows[qid]].append((score, did))
+            lists[query_rows[qid]].append((score, written, did))
     width = max((len(docs) for docs in lists), default=0)
     indices = np.full((len(lists), width), -1, np.int64)
     scores = np.full((len(lists), width), -np.inf, np.float32)
     for q, docs in enumerate(lists):
-        docs.sort(reverse=True)  # score descending, then docid descending (trec_eval)
-        indices[q, : len(docs)] = [doc_rows[did] for _, did in docs]
-        scores[q, : len(docs)] = [score for score, _ in docs]
+        docs.sort(reverse=True)  # score descending, then docid as written descending (trec_eval)
+        indices[q, : len(docs)] = [doc_rows[did] for _, _, did in docs]
+        scores[q, : len(docs)] = [score for score, _, _ in docs]
     return Ranking(indices, scores)
+
+
+def _unescaped(text: str, path: Path, line_no: int) -> str:
+    try:
+        return from_trec_id(text)
+    except UnicodeDecodeError:
+        raise DataError(f"id {text!r} holds a %-escape that is not UTF-8", path=path, line=line_no) from None

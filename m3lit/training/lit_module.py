@@ -53,7 +53,7 @@ from m3lit.training.optim import (
     param_groups,
     warmup_steps_for,
 )
-from m3lit.training.stages import STAGES, stage_name, stage_spec
+from m3lit.training.stages import HEADS, stage_name, stage_spec
 
 __all__ = ["M3LitModule", "SUB_BATCH_MODES", "clamp_log_interval", "split_encoded"]
 
@@ -135,6 +135,10 @@ class M3LitModule(L.LightningModule):
         self.seed = seed
         self._pending_rng: dict | None = None
         self._step_started = 0.0
+        #: index of the active entry of the stage schedule (StageSwitch sets it; 0 without a schedule),
+        #: logged as ``train/stage``.
+        self.stage_index = 0
+        self._parts_logged: set[str] = set()  # loss parts logged so far by this process (see _log_step)
 
     # ------------------------------------------------------------------ stage
     @property
@@ -264,7 +268,16 @@ class M3LitModule(L.LightningModule):
         log("train/loss", out.loss.detach(), prog_bar=True)
         for name, value in out.parts.items():
             log(f"train/loss/{name}", value.detach())
-        log("train/stage", float(list(STAGES).index(self.stage)) if self.stage in STAGES else -1.0)
+        # Lightning re-sends a key's last value at every step until the epoch ends, so a part that an earlier
+        # stage logged and this stage does not compute is overwritten with NaN instead of repeating.
+        for name in sorted(self._parts_logged - set(out.parts)):
+            log(f"train/loss/{name}", float("nan"))
+        self._parts_logged |= set(out.parts)
+        spec = stage_spec(self.stage)
+        log("train/stage", float(self.stage_index))
+        for head in HEADS:
+            log(f"train/head/{head}", float(head in spec.heads))
+        log("train/self_distill", float(spec.self_distill))
         log("train/lr", float(self.optimizers().param_groups[0]["lr"]))
         log("train/negatives_per_query", float(self.negatives_per_query(batch)))
         elapsed = max(time.perf_counter() - self._step_started, 1e-9)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from m3lit.inference.encoding import EncodedTexts, encode_texts, tokenize_texts
+from m3lit.inference.encoding import EncodedTexts, check_window, encode_texts, tokenize_texts
 from m3lit.model import M3Model
 from m3lit.retrieval.config import RetrievalConfig
 from m3lit.retrieval.index.colbert import ColbertStore
@@ -150,6 +150,7 @@ def encode_passages(
     ``mcls=True``: dense vectors only, with a CLS token every ``cfg.mcls_interval`` tokens (App. B.2), in one
     pass; otherwise passages longer than ``cfg.passage_window`` are encoded in windows.
     """
+    check_window(None if mcls else cfg.passage_window, model.max_length, key="retrieval.passage_window")
     return encode_texts(
         model,
         texts,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch.nn.functional as F
+from conftest import builtin_docstrings
 from m3_reference import assert_lexical_close, colbert_rows, hidden_states, lexical_dict
 
 from m3lit import M3Embedder
@@ -138,3 +139,85 @@ def test_encode_command_stops_on_a_bad_size_before_writing(
     status, last = command_error(main, argv)
     assert status != 0 and message in last
     assert not out.exists()  # nothing half-written
+
+
+@pytest.fixture(scope="module")
+def short_model(tokenizer):
+    """A tiny model that learnt 64 positions only: a long text is far beyond them."""
+    import torch
+
+    from m3lit.model import M3Model
+    from m3lit.model.tiny import tiny_xlmr_config
+
+    config = tiny_xlmr_config(
+        len(tokenizer), hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_length=64
+    )
+    torch.manual_seed(0)
+    return M3Model.from_config(config, tokenizer, colbert_dim=16).eval()
+
+
+def test_windows_read_past_the_models_positions(short_model, tmp_path):
+    """Issue 30 item 2: ``window`` reads the whole text (up to ``max_length``), not its first 64 tokens."""
+    assert short_model.max_length == 64
+    long_text = " ".join(builtin_docstrings()[:40])
+    n_tokens = len(short_model.tokenizer(long_text)["input_ids"])
+    assert n_tokens > 4 * 64
+    out = encode_texts(short_model, [long_text], max_length=4096, sparse=True, colbert=True, window=64)
+    dense, lexical, colbert, n_windows = naive_windowed(short_model, long_text, 64, 4096)
+    assert n_windows == -(-(n_tokens - 2) // 62)  # every token is read
+    np.testing.assert_allclose(out.dense[0], dense, atol=1e-5)
+    assert_lexical_close(
+        dict(zip(map(str, out.sparse[0][0]), out.sparse[0][1].tolist(), strict=True)), lexical
+    )
+    np.testing.assert_allclose(out.colbert[0], colbert, atol=1e-5)
+    assert len(out.colbert[0]) == n_tokens - 1
+    first = encode_texts(
+        short_model, [long_text], max_length=64, sparse=True
+    )  # one pass: the first 64 tokens
+    assert np.abs(first.dense[0] - out.dense[0]).max() > 1e-4  # (a random model's CLS vectors are all alike)
+    assert set(out.sparse[0][0]) > set(first.sparse[0][0])  # tokens beyond the 64th are read
+    # the embedder and the corpus index read as far
+    short_model.save_pretrained(tmp_path / "m")
+    emb = M3Embedder(str(tmp_path / "m"), use_fp16=False, devices="cpu", passage_max_length=4096, window=64)
+    np.testing.assert_allclose(emb.encode(long_text)["dense_vecs"], dense, atol=1e-5)
+    cfg = RetrievalConfig(batch_size=2, passage_max_len=4096, passage_window=64)
+    index = index_corpus(short_model, [long_text], {"dense"}, cfg, vocab=len(short_model.tokenizer))
+    np.testing.assert_allclose(index.dense.vectors[0], dense, atol=1e-5)
+    with pytest.raises(ValueError, match="window=65 exceeds the model's 64 positions"):
+        encode_texts(short_model, [long_text], max_length=4096, window=65)
+
+
+def test_mcls_with_windows_is_refused_everywhere(tiny_model, tmp_path, command_error):
+    """Issue 30 item 3: one error, before any output: encode leaves no file, M3Embedder refuses the pair."""
+    from m3lit.encode import main
+
+    tiny_model.eval().save_pretrained(tmp_path / "m")
+    with pytest.raises(ValueError, match="not both"):
+        M3Embedder(str(tmp_path / "m"), devices="cpu", window=64, mcls_interval=64)
+    (tmp_path / "p.txt").write_text("a passage\n", encoding="utf-8")
+    out = tmp_path / "out"
+    argv = [f"model={tmp_path / 'm'}", f"input={tmp_path / 'p.txt'}", f"output_dir={out}"]
+    status, last = command_error(main, [*argv, "mcls=true", "window=64"])
+    assert status == 2 and last.startswith("error: encode: mcls=true with window=64: choose MCLS")
+    assert not out.exists()
+    status, last = command_error(main, [*argv, "window=129"])
+    assert status == 2 and "window=129 exceeds the model's 128 positions" in last
+    assert not out.exists()
+
+
+def test_evaluate_refuses_a_window_beyond_the_models_positions(
+    short_model, tiny_beir_dir, tmp_path, command_error
+):
+    """A window the encoder cannot hold is one ``error:`` line naming the key, before any output folder (it
+    used to pass silently: every text was cut to the positions first)."""
+    from m3lit.evaluate import main
+
+    short_model.save_pretrained(tmp_path / "m")
+    out = tmp_path / "out"
+    argv = [f"model={tmp_path / 'm'}", f"data={tiny_beir_dir}", f"output_dir={out}", "progress=false"]
+    status, last = command_error(main, [*argv, "modes=[dense]", "retrieval.passage_window=65"])
+    assert (status, last) == (
+        2,
+        "error: retrieval.passage_window=65 exceeds the model's 64 positions; use retrieval.passage_window <= 64",
+    )
+    assert not out.exists()

@@ -67,12 +67,18 @@ def test_export_round_trip(trained, tmp_path, texts):
             np.testing.assert_array_equal(out["colbert_vecs"][i], reference.colbert[i])
 
 
-def test_sentence_transformers_embeddings_equal_dense(trained, tmp_path, texts):
+def test_sentence_transformers_embeddings_equal_dense(trained, tmp_path, texts, capfd):
+    """The export loads in sentence-transformers with nothing reported missing (issue 30 item 7: it printed
+    ``pooler.dense.weight | MISSING``) and gives the dense vectors."""
     from sentence_transformers import SentenceTransformer
 
     ckpt, model, _ = trained
     export(ckpt, tmp_path / "export")
+    capfd.readouterr()
     st = SentenceTransformer(str(tmp_path / "export"), device="cpu")
+    said = " ".join(capfd.readouterr())
+    assert "MISSING" not in said and "newly initialized" not in said, said
+    assert getattr(st[0].auto_model, "pooler", None) is None
     assert st.max_seq_length == 128
     got = st.encode(texts, batch_size=5, convert_to_numpy=True)
     want = M3Embedder(str(tmp_path / "export"), use_fp16=False, devices="cpu", passage_max_length=128).encode(

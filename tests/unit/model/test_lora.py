@@ -4,6 +4,7 @@ runs: tests/integration/test_model_lora_runs.py)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -138,3 +139,36 @@ def test_adapter_only_export_loads_with_peft_on_the_base(lora_trained, base_fold
     torch.testing.assert_close(heads["weight"], model.sparse_head.linear.weight, rtol=0, atol=0)
     with pytest.raises(ValueError, match="adapter_only=true: .* has no LoRA adapters"):
         export(base_folder, tmp_path / "x", adapter_only=True)
+
+
+def test_adapter_only_export_records_the_runs_base_and_the_documented_recipe_loads_quietly(
+    lora_trained, base_folder, tmp_path, texts, capfd
+):
+    """Issue 30 item 7: without ``base_model=`` the adapter names the model the run started from (it was
+    null), and the documented peft recipe (``add_pooling_layer=False``) loads with no missing-key warning."""
+    import warnings
+
+    from peft import PeftModel
+    from transformers import AutoModel
+
+    ckpt, model = lora_trained
+    folder = tmp_path / "adapter"
+    export(ckpt, folder, adapter_only=True)
+    base = json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
+    assert base == str(base_folder)
+    capfd.readouterr()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        encoder = PeftModel.from_pretrained(AutoModel.from_pretrained(base, add_pooling_layer=False), folder)
+    said = " ".join(str(w.message) for w in caught) + " ".join(capfd.readouterr())
+    assert "missing" not in said.lower() and "MISSING" not in said, said
+    batch = model.tokenizer(texts[:4], padding=True, truncation=True, max_length=64, return_tensors="pt")
+    with torch.no_grad():
+        hidden = encoder.eval()(**batch).last_hidden_state
+    torch.testing.assert_close(
+        hidden, model.encode_hidden(batch["input_ids"], batch["attention_mask"]), rtol=0, atol=1e-5
+    )
+    docs = (Path(__file__).parents[3] / "docs" / "inference.md").read_text()
+    assert (
+        'AutoModel.from_pretrained("BAAI/bge-m3", add_pooling_layer=False)' in docs
+    )  # the recipe tested here

@@ -3,6 +3,10 @@ a resume that lands in the right stage."""
 
 from __future__ import annotations
 
+import csv
+import logging
+import math
+
 import lightning as L
 import pytest
 from train_utils import tiny_corpus, tiny_run_overrides
@@ -121,3 +125,44 @@ def test_flips_stage_and_source_at_the_configured_steps_and_survives_resume(corp
     assert [r[:4] for r in rows2] == [r[:4] for r in rows[4:]]
     assert switch2.history[0][:2] == (0, "dense") and switch2.history[-1][:2] == (5, "unified_self_distill")
     assert objects2["model"].stage == "unified_self_distill"
+
+
+ISSUE_SCHEDULE = (
+    "callbacks.stage_switch.schedule={0:{heads:[dense,sparse],self_distill:false,source:labelled},"
+    "3:{heads:[colbert],source:labelled}}"
+)
+
+
+def test_csv_log_names_the_stage_and_never_repeats_an_untrained_heads_loss(corpus, tmp_path, caplog):
+    """Issue 30 items 1 and 7: after the switch to a ColBERT-only stage the dense/sparse/inter losses are NaN
+    (not step 2's values again), ``train/stage`` is the schedule index, the head flags say what trained, and
+    the step-0 message names only the stage the run starts in."""
+    overrides = [o for o in tiny_run_overrides(corpus, tmp_path, ISSUE_SCHEDULE) if o != "~logger"]
+    cfg = compose(
+        [*overrides, "logger=csv", "trainer.log_every_n_steps=1", "trainer.max_steps=5", "export=false"]
+    )
+    with caplog.at_level(logging.INFO):
+        train(cfg)
+    with open(tmp_path / "csv" / "metrics.csv", newline="") as handle:
+        rows = {int(r["step"]): r for r in csv.DictReader(handle) if r.get("train/loss")}
+    assert sorted(rows) == [0, 1, 2, 3, 4]
+
+    def col(key):
+        return [float(rows[s][key]) if rows[s][key] != "" else None for s in range(5)]
+
+    for part in ("dense", "sparse", "inter"):
+        values = col(f"train/loss/{part}")
+        assert all(v is not None and math.isfinite(v) for v in values[:3]), (part, values)
+        assert all(v is not None and math.isnan(v) for v in values[3:]), (part, values)
+    colbert = col("train/loss/colbert")
+    assert colbert[:3] == [None] * 3 and all(math.isfinite(v) for v in colbert[3:])
+    assert len(set(colbert[3:])) == 2  # computed at each step, not repeated
+    assert col("train/stage") == [0.0, 0.0, 0.0, 1.0, 1.0]
+    assert col("train/head/dense") == [1.0, 1.0, 1.0, 0.0, 0.0]
+    assert col("train/head/sparse") == [1.0, 1.0, 1.0, 0.0, 0.0]
+    assert col("train/head/colbert") == [0.0, 0.0, 0.0, 1.0, 1.0]
+    assert col("train/self_distill") == [0.0] * 5
+    messages = [r.getMessage() for r in caplog.records if "StageSwitch" in r.getMessage()]
+    assert messages[0] == "StageSwitch starts at global step 0: stage dense+sparse; data source labelled"
+    assert messages[1] == "StageSwitch at global step 3: stage dense+sparse -> colbert"
+    assert "unified_self_distill" not in " ".join(messages)
