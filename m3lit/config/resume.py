@@ -67,8 +67,6 @@ RESUME_SAFE_KEYS: tuple[str, ...] = (
     "callbacks.model_checkpoint.save_top_k",
 )
 
-#: Command-line keys consumed by the resume itself (never part of the run's config).
-RESUME_KEYS = ("resume", "resume.allow_schedule_change")
 #: File in the run folder holding the W&B run id (written at the first start).
 WANDB_ID_FILE = "wandb_run_id.txt"
 
