@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import collections.abc as cabc
 import dataclasses
-import difflib
 import importlib
 import inspect
 import os
@@ -26,10 +25,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from m3lit.files.errors import UsageError
+from m3lit.files.errors import UsageError, did_you_mean
 
 __all__ = [
-    "ConfigError", "validate", "check_target", "check_batch_size_overrides", "did_you_mean", "import_object",
+    "ConfigError", "validate", "check_target", "check_batch_size_overrides", "import_object",
     "target_options",
 ]  # fmt: skip
 
@@ -385,16 +384,6 @@ def _type_name(tp: Any) -> str:
     if tp is type(None):
         return "None"
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def did_you_mean(key: str, valid) -> str:
-    """`` (did you mean 'x'?)`` naming the closest valid keys (difflib), or ``""`` when none is close.
-
-    >>> did_you_mean("small_treshold", ["small_threshold", "drop_threshold", "seed"])
-    " (did you mean 'small_threshold' or 'drop_threshold'?)"
-    """
-    close = difflib.get_close_matches(str(key), [str(v) for v in valid], n=3, cutoff=0.6)
-    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
 
 
 def _first_line(error: Exception) -> str:

@@ -27,16 +27,17 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from m3lit.config.checks import (
     ConfigError,
     check_batch_size_overrides,
-    did_you_mean,
     target_options,
     validate,
 )
 from m3lit.config.corpus import check_retired_keys, check_retired_overrides, corpus_hook
+from m3lit.files.errors import did_you_mean
 
 __all__ = [
     "CONFIG_DIR",
     "ConfigError",
     "compose",
+    "dotted_keys",
     "finalize",
     "validate",
     "save_config",
@@ -91,7 +92,7 @@ def unknown_key_error(
             f"{key}: {node._target_} takes this option but the config does not set it: add it with +{key}=VALUE"
         )
     keys = [
-        *_dotted_keys(OmegaConf.to_container(cfg, resolve=False)),
+        *dotted_keys(OmegaConf.to_container(cfg, resolve=False)),
         *(RESUME_KEYS if config_name == "train" else ()),
     ]
     hint = did_you_mean(key, keys)
@@ -100,12 +101,12 @@ def unknown_key_error(
     )
 
 
-def _dotted_keys(node: Any, prefix: str = "") -> list[str]:
+def dotted_keys(node: Any, prefix: str = "") -> list[str]:
     """Every key of a plain nested mapping as a dotted path, the mappings' own keys included."""
     out = []
     for name, value in node.items() if isinstance(node, dict) else ():
         out.append(f"{prefix}{name}")
-        out += _dotted_keys(value, f"{prefix}{name}.")
+        out += dotted_keys(value, f"{prefix}{name}.")
     return out
 
 
