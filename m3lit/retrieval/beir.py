@@ -188,6 +188,8 @@ def load_beir(
     if not corpus_ids:
         raise DataError("empty corpus (no documents)", path=corpus_path)
     all_query_ids, all_query_texts = _read_jsonl(root / "queries.jsonl", "queries")
+    if not all_query_ids:
+        raise DataError("empty queries file (no queries)", path=root / "queries.jsonl")
     qrels_path = root / "qrels" / f"{split}.tsv"
     query_rows = {qid: i for i, qid in enumerate(all_query_ids)}
     doc_rows = {did: i for i, did in enumerate(corpus_ids)}
