@@ -150,3 +150,13 @@ def test_a_single_bucket_run_of_one_source_ignores_the_other_sources_table(input
         compose([*tiny_run_overrides(corpus, tmp_path / "run"), "data.bucket_edges=[]", "data.bucket_batch_sizes=[4]",
                  "data.pairs_bucket_batch_sizes=[700,600]"])  # fmt: skip
     assert not (tmp_path / "run").exists()
+
+
+def test_evaluate_help_prints_its_examples_on_their_own_lines():
+    """The module docstring's continued example lines keep their backslash and line break (item 7)."""
+    from m3lit.evaluate import _help
+
+    text = _help()
+    assert "retrieval.pooling=mean \\\n        retrieval.query_prefix" in text
+    assert "output_dir=OUT \\\n        reference=" in text
+    assert "mean         retrieval" not in text
