@@ -1,7 +1,7 @@
 """Values that can be checked from the config stop a command before any work (issue 30, items 4, 6, 7).
 
 Each case runs a command's ``main(argv)`` as its ``__main__`` guard does, all in ONE driver subprocess
-(:data:`test_cli_errors.DRIVER`: starting Python with torch costs seconds on this machine), and asserts:
+(:func:`test_cli_errors.run_driver`: starting Python with torch costs seconds on this machine), and asserts:
 the exit status (2 for a bad option or value, 1 for a missing input), exactly one ``error:`` line naming
 the problem, no traceback, and no run folder or output folder left behind. The models the cases name
 are folders whose weights cannot load (or no model at all), so a check that came after the model load
@@ -10,14 +10,11 @@ would end with another error.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from test_cli_errors import DRIVER, _env, _without
+from test_cli_errors import _without, run_driver
 from train_utils import tiny_corpus, tiny_run_overrides
 
 from m3lit.model import M3Model
@@ -95,14 +92,7 @@ def outcomes(inputs):
         cases.append(("m3lit.train", name, [*tiny_run_overrides(corpus, run), *extra], code, needles, run))
     for module, name, argv, code, needles in _other_cases(inputs):
         cases.append((module, name, argv, code, needles, root / "eval_out"))
-    spec = [{"module": m, "argv": argv, "env": {}} for m, _, argv, _, _, _ in cases]
-    (root / "cases.json").write_text(json.dumps(spec), encoding="utf-8")
-    done = subprocess.run(
-        [sys.executable, "-c", DRIVER, str(root / "cases.json"), str(root / "results.json")],
-        cwd=REPO, env=_env(root), capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    results = json.loads((root / "results.json").read_text(encoding="utf-8"))
+    results = run_driver(root, [{"module": m, "argv": argv, "env": {}} for m, _, argv, _, _, _ in cases])
     return {
         name: (code, needles, result, folder)
         for (_, name, _, code, needles, folder), result in zip(cases, results, strict=True)
