@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from m3lit.config.checks import ConfigError
@@ -267,7 +268,8 @@ def _apply_override(new: DictConfig, item: str, choices: dict[str, Any] | None) 
         raise ConfigError(f"resume: {item!r}: the run's config.yaml has no key {name!r}")
     try:
         with open_dict(new):
-            OmegaConf.update(new, name, OmegaConf.from_dotlist([f"v={value}"]).v, merge=False)
+            parsed = OverridesParser.create().parse_override(f"{name}={value}").value()  # Hydra's grammar
+            OmegaConf.update(new, name, parsed, merge=False)
     except Exception as error:
         raise ConfigError(f"resume: {item!r}: {error}") from error
 
