@@ -6,8 +6,12 @@ A typo or a wrong type stops the run with a message naming the key, before anyth
 * every node with a ``_target_`` is checked against the signature of what it instantiates: unknown
   keywords, and values whose type contradicts the annotation (``trainer.max_steps=abc``), are errors;
 * ``loss`` is checked against :func:`m3lit.losses.m3_loss`, ``callbacks.stage_switch.schedule`` against
-  :func:`m3lit.training.stages.parse_schedule`, and every data source the schedule switches to must be set
-  (unless a ``corpus`` fills the data paths at start-up: :mod:`m3lit.config.corpus`).
+  :func:`m3lit.training.stages.parse_schedule`, and every data source the schedule switches to must be a
+  known source and set (unless a ``corpus`` fills the data paths at start-up: :mod:`m3lit.config.corpus`);
+* values that need no data: ``trainer.max_steps``, the ``data`` options
+  (:meth:`m3lit.data.options.DataOptions.check`: thresholds, the batch tables of the sources the run reads)
+  and ``model.net.lora`` (:func:`m3lit.training.build.check_lora`);
+* a misspelt key or choice names the closest valid ones (:func:`m3lit.files.errors.did_you_mean`).
 """
 
 from __future__ import annotations

@@ -5,8 +5,9 @@
 
     cfg = compose(["experiment=bge_m3_finetune", "data.train_data=my.jsonl", "hydra.run.dir=/tmp/run"])
 
-Hydra itself rejects command-line overrides of keys that do not exist (``+key=value`` adds one); the
-strict schema and signature checks of :mod:`m3lit.config.checks` catch the rest (typos in YAML files,
+Hydra itself rejects command-line overrides of keys that do not exist; :func:`unknown_key_error` turns
+that into the closest valid keys, suggesting ``+key=value`` only for an option that the node's
+``_target_`` takes but the YAML leaves out. The strict schema and signature checks of :mod:`m3lit.config.checks` catch the rest (typos in YAML files,
 wrong types, invalid stage schedules) before anything is built.
 """
 

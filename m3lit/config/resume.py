@@ -5,10 +5,15 @@ continues from ``<run dir>/checkpoints/last.ckpt`` into the same folder. ``ckpt_
 dir>/checkpoints/<file>.ckpt`` (the older spelling) is recognised the same way: its run folder is the
 checkpoint folder's parent when that holds a ``config.yaml``.
 
+The run's own command plus ``ckpt_path`` resumes too: a group choice (``experiment=demo``) equal to the
+one recorded in ``<run dir>/.hydra/hydra.yaml`` and a value equal to the saved one change nothing; a
+differing group choice is refused, naming the saved and the new choice.
+
 Command-line overrides may only change keys of :data:`RESUME_SAFE_KEYS`: they change how the run is
 watched or where it runs, never the function being trained. Any other change (``trainer.max_steps``, the
 LR schedule, optimizer, data, model, loss, seed) is refused with a message naming the key, the saved and
-the new value, unless ``resume.allow_schedule_change=true`` is passed (see :func:`describe_schedule_change`
+the new value in one sentence per key with the hint for that key, unless
+``resume.allow_schedule_change=true`` is passed (see :func:`describe_schedule_change`
 for what that does). Everything is checked before anything is written, and ``config.yaml`` is replaced
 atomically; ``.hydra/`` is never touched (a resume does not go through ``@hydra.main``).
 
@@ -127,7 +132,8 @@ def resume_config(request: ResumeRequest) -> DictConfig:
     """The run's saved config with the request's overrides, validated (refusals: see the module docstring).
 
     Raises:
-        ConfigError: a group choice (``trainer=gpu``), a malformed override, an unsafe change without
+        ConfigError: a group choice that differs from the run's (``trainer=gpu``), a malformed override, an
+            unsafe change without
             ``resume.allow_schedule_change=true``, or an invalid result.
     """
     saved = OmegaConf.load(request.run_dir / "config.yaml")
