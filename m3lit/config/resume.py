@@ -133,8 +133,7 @@ def resume_config(request: ResumeRequest) -> DictConfig:
 
     Raises:
         ConfigError: a group choice that differs from the run's (``trainer=gpu``), a malformed override, an
-            unsafe change without
-            ``resume.allow_schedule_change=true``, or an invalid result.
+            unsafe change without ``resume.allow_schedule_change=true``, or an invalid result.
     """
     saved = OmegaConf.load(request.run_dir / "config.yaml")
     new = saved.copy()
