@@ -21,7 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from m3lit.files.errors import PathError, UsageError, run_command
+from m3lit.files.errors import PathError, UsageError, did_you_mean, run_command
 from m3lit.files.options import command_help, parse_key_values
 
 __all__ = ["OPTIONS", "format_comparison", "main"]
@@ -50,6 +50,14 @@ def _run(args: list[str]) -> dict:
     for key in ("run", "b_run"):
         if options[key] is not None and not (Path(options[key]) / "results.json").is_file():
             raise PathError(key, options[key], "no results.json in this folder")
+    from m3lit.retrieval.modes import MODES
+
+    for key in ("a", "b"):  # a row is a mode, or <reference label>/<mode>
+        mode = str(options[key]).rpartition("/")[2]
+        if mode not in MODES:
+            raise UsageError(
+                f"{key}={options[key]}: unknown mode {mode!r}{did_you_mean(mode, MODES)}; choose from {list(MODES)}"
+            )
     task = options["task"]
     tasks = None if task is None else [t.strip() for t in task.strip("[]").split(",") if t.strip()]
     from m3lit.retrieval.report.significance import compare_runs

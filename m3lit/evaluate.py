@@ -5,12 +5,12 @@ Run::
     python -m m3lit.evaluate model=PATH data=DIR output_dir=OUT
     python -m m3lit.evaluate model=run/last.ckpt data=[data/a,data/b] output_dir=OUT metrics=[ndcg@10,recall@20]
     python -m m3lit.evaluate model=BAAI/bge-m3 data=DIR retrieval.hybrid_weights=[0.2,0.8] retrieval.passage_max_len=8192
-    python -m m3lit.evaluate model=e5 data=DIR modes=[dense,bm25] retrieval.pooling=mean \
+    python -m m3lit.evaluate model=e5 data=DIR modes=[dense,bm25] retrieval.pooling=mean \\
         retrieval.query_prefix="'query: '" retrieval.passage_prefix="'passage: '"
     python -m m3lit.evaluate settings=OLD/results.json output_dir=OUT      # re-run a recorded evaluation
     python -m m3lit.evaluate model=BAAI/bge-m3 suite=mldr languages=[en,de] tune_fusion=true output_dir=OUT
-    python -m m3lit.evaluate model=RUN/export suite=BENCH/eval output_dir=OUT \
-        reference="{name_or_path: m3lit:multilingual-e5-small-q4, label: multilingual-e5-small, \
+    python -m m3lit.evaluate model=RUN/export suite=BENCH/eval output_dir=OUT \\
+        reference="{name_or_path: m3lit:multilingual-e5-small-q4, label: multilingual-e5-small, \\
         retrieval: {pooling: mean, query_prefix: 'query: ', passage_prefix: 'passage: '}}"
 
 ``model`` is an m3lit export or FlagEmbedding folder, a hub id, or a Lightning training checkpoint
@@ -56,10 +56,11 @@ from dataclasses import replace
 from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from m3lit.config.checks import ConfigError
-from m3lit.files.errors import run_command
+from m3lit.config.compose import dotted_keys
+from m3lit.files.errors import did_you_mean, run_command
 from m3lit.files.jsonl import DataError
 from m3lit.files.options import canonical_key
 from m3lit.model.device import resolve_dtype
@@ -67,6 +68,8 @@ from m3lit.model.reference import check_model_reference
 from m3lit.retrieval import DEFAULT_METRICS, RetrievalConfig, evaluate_retrieval, load_beir
 from m3lit.retrieval.beir import check_beir_folder
 from m3lit.retrieval.config import LENGTH_ALIASES
+from m3lit.retrieval.metrics import parse_metric
+from m3lit.retrieval.modes import check_modes
 from m3lit.retrieval.options import EvaluationOptions
 from m3lit.retrieval.report.provenance import (
     OPTIONAL_RESTORED_KEYS,
@@ -122,7 +125,14 @@ def load_config(overrides: Sequence[str] = (), base: DictConfig | None = None) -
         if explicit.get("settings"):
             layers.append(recorded_settings(str(explicit.settings)))
         return OmegaConf.merge(*layers, explicit)
-    except OmegaConfBaseException as error:  # e.g. "Key 'x' is not in struct", with the full key
+    except ConfigKeyError as error:  # a misspelt key: the closest valid ones
+        key = str(getattr(error, "full_key", "") or error.key)
+        keys = dotted_keys(OmegaConf.to_container(base, resolve=False))
+        raise ConfigError(
+            f"unknown option {key!r}{did_you_mean(key, keys) or ' (no similar option)'}; `--help` lists every "
+            "option with its default"
+        ) from None
+    except OmegaConfBaseException as error:  # a malformed value, with the full key
         raise ConfigError(f"config error: {error}") from error
 
 
@@ -389,6 +399,7 @@ def check_inputs(cfg: DictConfig) -> None:
         raise ConfigError(
             "tune_fusion=true needs suite=DIR: the weights are chosen on the dev queries of a suite's tasks"
         )
+    _check_options(cfg)
     if cfg.suite:
         check_suite_folder(str(cfg.suite))
     else:
@@ -397,6 +408,29 @@ def check_inputs(cfg: DictConfig) -> None:
     check_model_reference(str(cfg.model), "model")
     if cfg.get("reference") and cfg.reference.get("name_or_path"):
         check_model_reference(str(cfg.reference.name_or_path), "reference.name_or_path")
+
+
+def _check_options(cfg: DictConfig) -> None:
+    """The option values (modes, metrics, retrieval settings), before any path is read or model loaded.
+
+    Raises:
+        ConfigError: naming the option (exit status 2).
+    """
+    try:
+        options = evaluation_options(cfg)
+    except ValueError as error:
+        raise ConfigError(f"retrieval.{error}" if "retrieval" not in str(error) else str(error)) from None
+    try:
+        check_modes(options.modes, options.config)
+    except ValueError as error:
+        raise ConfigError(f"modes: {error}") from None
+    for metric in options.metrics:
+        try:
+            parse_metric(metric)
+        except ValueError as error:
+            cutoff = str(metric).rpartition("@")[2]
+            hint = did_you_mean(metric, [f"{name}@{cutoff}" for name in ("ndcg", "recall", "mrr")])
+            raise ConfigError(f"metrics: {error}{hint}") from None
 
 
 def _label(model: str) -> str:

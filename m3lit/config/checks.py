@@ -6,8 +6,12 @@ A typo or a wrong type stops the run with a message naming the key, before anyth
 * every node with a ``_target_`` is checked against the signature of what it instantiates: unknown
   keywords, and values whose type contradicts the annotation (``trainer.max_steps=abc``), are errors;
 * ``loss`` is checked against :func:`m3lit.losses.m3_loss`, ``callbacks.stage_switch.schedule`` against
-  :func:`m3lit.training.stages.parse_schedule`, and every data source the schedule switches to must be set
-  (unless a ``corpus`` fills the data paths at start-up: :mod:`m3lit.config.corpus`).
+  :func:`m3lit.training.stages.parse_schedule`, and every data source the schedule switches to must be a
+  known source and set (unless a ``corpus`` fills the data paths at start-up: :mod:`m3lit.config.corpus`);
+* values that need no data: ``trainer.max_steps``, the ``data`` options
+  (:meth:`m3lit.data.options.DataOptions.check`: thresholds, the batch tables of the sources the run reads)
+  and ``model.net.lora`` (:func:`m3lit.training.build.check_lora`);
+* a misspelt key or choice names the closest valid ones (:func:`m3lit.files.errors.did_you_mean`).
 """
 
 from __future__ import annotations
@@ -25,9 +29,12 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from m3lit.files.errors import UsageError
+from m3lit.files.errors import UsageError, did_you_mean
 
-__all__ = ["ConfigError", "validate", "check_target", "check_batch_size_overrides", "import_object"]
+__all__ = [
+    "ConfigError", "validate", "check_target", "check_batch_size_overrides", "import_object",
+    "target_options",
+]  # fmt: skip
 
 
 class ConfigError(UsageError):
@@ -118,7 +125,7 @@ def validate(cfg: DictConfig | Mapping) -> None:
             stage_spec(stage)
         except ValueError as error:
             raise ConfigError(f"model.stage: {error}") from error
-    schedule = ((data.get("callbacks") or {}).get("stage_switch") or {}).get("schedule")
+    schedule, entries = ((data.get("callbacks") or {}).get("stage_switch") or {}).get("schedule"), []
     if schedule is not None:
         from m3lit.training.stages import parse_schedule
 
@@ -126,8 +133,38 @@ def validate(cfg: DictConfig | Mapping) -> None:
             entries = parse_schedule(schedule)
         except ValueError as error:
             raise ConfigError(f"callbacks.stage_switch.schedule: {error}") from error
-        if not data.get("corpus"):  # a corpus fills data.* at start-up (m3lit.config.corpus)
-            _check_sources(entries, data.get("data") or {})
+        # a corpus fills data.* at start-up (m3lit.config.corpus): then only the names are checked
+        _check_sources(entries, data.get("data") or {}, paths=not data.get("corpus"))
+    _check_values(data, [e.source for e in entries])
+
+
+def _check_values(data: Mapping, scheduled: list[str | None]) -> None:
+    """Values that are wrong whatever the data: steps, the data options, LoRA (before any run folder)."""
+    trainer = data.get("trainer") or {}
+    steps = trainer.get("max_steps")
+    if data.get("train", True) and isinstance(steps, int) and (steps == 0 or steps < -1):
+        raise ConfigError(
+            f"trainer.max_steps must be a positive number of optimizer steps (or -1 with trainer.max_epochs), "
+            f"got {steps}"
+        )
+    node = data.get("data") or {}
+    options_type = (
+        getattr(import_object(node["_target_"]), "options_type", None) if "_target_" in node else None
+    )
+    if options_type is not None and hasattr(options_type, "check"):
+        names = {f.name for f in dataclasses.fields(options_type)}
+        try:
+            options_type(**{k: v for k, v in node.items() if k in names}).check(scheduled)
+        except ValueError as error:
+            raise ConfigError(str(error)) from error
+    net = (data.get("model") or {}).get("net") or {}
+    if isinstance(net, Mapping) and net.get("lora") is not None:
+        from m3lit.training.build import check_lora
+
+        try:
+            check_lora(net)
+        except ValueError as error:
+            raise ConfigError(str(error)) from error
 
 
 #: Per-bucket batch settings that the scalar ``data.batch_size`` replaces (giving both is ambiguous).
@@ -156,13 +193,19 @@ def check_batch_size_overrides(overrides) -> None:
                 )
 
 
-def _check_sources(entries, data: Mapping) -> None:
-    """Every data source the stage schedule switches to must be configured (fail now, not at that step)."""
+def _check_sources(entries, data: Mapping, paths: bool = True) -> None:
+    """Every data source the stage schedule switches to must exist and (``paths``) be configured (fail now,
+    not at that step)."""
     from m3lit.data.streams import SOURCE_KEYS
 
     for entry in entries:
+        if entry.source is not None and entry.source not in SOURCE_KEYS:
+            raise ConfigError(
+                f"callbacks.stage_switch.schedule: step {entry.step}: unknown data source {entry.source!r}"
+                f"{did_you_mean(entry.source, SOURCE_KEYS)}; choose one of {sorted(SOURCE_KEYS)}"
+            )
         key = SOURCE_KEYS.get(entry.source or "")
-        if key and data.get(key) in (None, "", []):
+        if paths and key and data.get(key) in (None, "", []):
             raise ConfigError(
                 f"callbacks.stage_switch.schedule switches to data source {entry.source!r} at step {entry.step}, "
                 f"but data.{key} is not set (e.g. data.{key}=PATH)"
@@ -188,18 +231,25 @@ def check_target(node: Any, where: str) -> None:
             if open_kwargs:
                 continue
             raise ConfigError(
-                f"{path}: unknown option for {node['_target_']}; valid options: {sorted(params)}"
+                f"{path}: unknown option for {node['_target_']}{did_you_mean(key, params)}; "
+                f"valid options: {sorted(params)}"
             )
         if isinstance(value, Mapping) and "_target_" in value:
             check_target(value, path)
             continue
         if key in hints and not _matches(value, hints[key], path):
-            raise ConfigError(
-                f"{path}: value {value!r} does not match the expected type {_type_name(hints[key])}"
-            )
+            raise ConfigError(_mismatch(path, value, hints[key]))
     missing = [n for n, p in params.items() if p.default is inspect.Parameter.empty and n not in node]
     if missing and not node.get("_partial_", False):
         raise ConfigError(f"{where}: missing required option(s) {missing} for {node['_target_']}")
+
+
+def target_options(node: Mapping) -> list[str]:
+    """The options a ``_target_`` node accepts (its target's parameters); ``[]`` when it cannot be imported."""
+    try:
+        return sorted(_signature(import_object(node["_target_"]))[0])
+    except Exception:  # reported by check_target when the config is validated
+        return []
 
 
 def _check_loss(loss: Mapping) -> None:
@@ -220,9 +270,7 @@ def _check_loss(loss: Mapping) -> None:
             except (TypeError, ValueError) as error:
                 raise ConfigError(f"loss.weights: {error}") from error
         elif key in hints and not _matches(value, hints[key], f"loss.{key}"):
-            raise ConfigError(
-                f"loss.{key}: value {value!r} does not match the expected type {_type_name(hints[key])}"
-            )
+            raise ConfigError(_mismatch(f"loss.{key}", value, hints[key]))
 
 
 def _signature(target: Any) -> tuple[dict[str, inspect.Parameter], dict[str, Any], bool]:
@@ -312,12 +360,33 @@ def _check_dataclass(value: Mapping, cls: type, where: str) -> None:
         if key not in known:
             raise ConfigError(f"{where}.{key}: unknown option; valid options: {sorted(known)}")
         if not _matches(item, hints[key], f"{where}.{key}"):
-            raise ConfigError(
-                f"{where}.{key}: value {item!r} does not match the expected type {_type_name(hints[key])}"
-            )
+            raise ConfigError(_mismatch(f"{where}.{key}", item, hints[key]))
+
+
+def _mismatch(path: str, value: Any, tp: Any) -> str:
+    """The message for a value that does not fit its annotation; a choice (Literal) lists the choices."""
+    choices = [a for a in typing.get_args(tp) if typing.get_origin(a) is typing.Literal]
+    if typing.get_origin(tp) is typing.Literal:
+        choices = [tp]
+    if choices and isinstance(value, str):
+        allowed = [c for lit in choices for c in typing.get_args(lit)]
+        optional = " or null" if type(None) in typing.get_args(tp) else ""
+        return (
+            f"{path}={value}: not a valid choice{did_you_mean(value, allowed)}; choose one of "
+            f"{', '.join(repr(c) for c in allowed)}{optional}"
+        )
+    return f"{path}: value {value!r} does not match the expected type {_type_name(tp)}"
 
 
 def _type_name(tp: Any) -> str:
+    """``int``, ``one of 'a', 'b'`` (a Literal), ``int | None``, ..."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in args)
+    if tp is type(None):
+        return "None"
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 

@@ -5,10 +5,15 @@ continues from ``<run dir>/checkpoints/last.ckpt`` into the same folder. ``ckpt_
 dir>/checkpoints/<file>.ckpt`` (the older spelling) is recognised the same way: its run folder is the
 checkpoint folder's parent when that holds a ``config.yaml``.
 
+The run's own command plus ``ckpt_path`` resumes too: a group choice (``experiment=demo``) equal to the
+one recorded in ``<run dir>/.hydra/hydra.yaml`` and a value equal to the saved one change nothing; a
+differing group choice is refused, naming the saved and the new choice.
+
 Command-line overrides may only change keys of :data:`RESUME_SAFE_KEYS`: they change how the run is
 watched or where it runs, never the function being trained. Any other change (``trainer.max_steps``, the
 LR schedule, optimizer, data, model, loss, seed) is refused with a message naming the key, the saved and
-the new value, unless ``resume.allow_schedule_change=true`` is passed (see :func:`describe_schedule_change`
+the new value in one sentence per key with the hint for that key, unless
+``resume.allow_schedule_change=true`` is passed (see :func:`describe_schedule_change`
 for what that does). Everything is checked before anything is written, and ``config.yaml`` is replaced
 atomically; ``.hydra/`` is never touched (a resume does not go through ``@hydra.main``).
 
@@ -27,10 +32,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from m3lit.config.checks import ConfigError
 from m3lit.config.compose import finalize, write_text_atomic
+from m3lit.files.errors import PathError
 
 __all__ = [
     "RESUME_SAFE_KEYS",
@@ -68,8 +75,6 @@ RESUME_SAFE_KEYS: tuple[str, ...] = (
     "callbacks.model_checkpoint.save_top_k",
 )
 
-#: Command-line keys consumed by the resume itself (never part of the run's config).
-RESUME_KEYS = ("resume", "resume.allow_schedule_change")
 #: File in the run folder holding the W&B run id (written at the first start).
 WANDB_ID_FILE = "wandb_run_id.txt"
 
@@ -86,7 +91,8 @@ def parse_resume_args(argv: Sequence[str]) -> ResumeRequest | None:
     """``resume=<run dir>`` or ``ckpt_path=<run dir>/checkpoints/*.ckpt`` -> a request; None for a new run.
 
     Raises:
-        ConfigError: the run folder has no config.yaml or checkpoint, or ``hydra.run.dir`` names another folder.
+        PathError: the run folder has no config.yaml or checkpoint (exit status 1: a missing input).
+        ConfigError: ``hydra.run.dir`` names another folder.
     """
     values = {a.partition("=")[0]: a.partition("=")[2] for a in argv if "=" in a}
     allow = values.get("resume.allow_schedule_change", "false").strip().lower() in ("true", "1", "yes")
@@ -108,9 +114,9 @@ def parse_resume_args(argv: Sequence[str]) -> ResumeRequest | None:
             raise ConfigError("resume.allow_schedule_change: only valid together with resume=<run dir>")
         return None
     if not (run_dir / "config.yaml").is_file():
-        raise ConfigError(f"resume={run_dir}: no config.yaml there (not a m3lit run folder)")
+        raise PathError("resume", run_dir, "no config.yaml there (not a m3lit run folder)")
     if not ckpt.is_file():
-        raise ConfigError(f"resume={run_dir}: no checkpoint {ckpt} (nothing to resume from)")
+        raise PathError("resume", run_dir, f"no checkpoint {ckpt} (nothing to resume from)")
     target = values.get("hydra.run.dir")
     if target and Path(target).resolve() != run_dir:
         raise ConfigError(
@@ -127,36 +133,21 @@ def resume_config(request: ResumeRequest) -> DictConfig:
     """The run's saved config with the request's overrides, validated (refusals: see the module docstring).
 
     Raises:
-        ConfigError: a group choice (``trainer=gpu``), a malformed override, an unsafe change without
-            ``resume.allow_schedule_change=true``, or an invalid result.
+        ConfigError: a group choice that differs from the run's (``trainer=gpu``), a malformed override, an
+            unsafe change without ``resume.allow_schedule_change=true``, or an invalid result.
     """
     saved = OmegaConf.load(request.run_dir / "config.yaml")
     new = saved.copy()
     moved = str(saved.paths.output_dir) != str(request.run_dir)
     if moved:  # the folder was moved or copied: its own paths follow it
         _replace_prefix(new, str(saved.paths.output_dir), str(request.run_dir))
+    choices = _saved_choices(request.run_dir)
     for item in request.overrides:
-        key, sep, value = item.partition("=")
-        if not sep or key.startswith(("~", "+")) or key in _GROUPS:
-            raise ConfigError(
-                f"resume: {item!r}: only key=value overrides of existing keys are possible on a resume "
-                f"(group choices like trainer=gpu would rebuild the config; set e.g. trainer.accelerator=gpu)"
-            )
-        if OmegaConf.select(new, key, default=_ABSENT) is _ABSENT and not _is_safe(key):
-            raise ConfigError(f"resume: {item!r}: the run's config.yaml has no key {key!r}")
-        try:
-            OmegaConf.update(new, key, OmegaConf.from_dotlist([f"v={value}"]).v, merge=False)
-        except Exception as error:
-            raise ConfigError(f"resume: {item!r}: {error}") from error
+        _apply_override(new, item, choices)
     changes = [c for c in _changes(saved, new) if not (moved and c[0] == "paths.output_dir")]
     unsafe = [c for c in changes if not _is_safe(c[0])]
     if unsafe and not request.allow_schedule_change:
-        lines = "\n".join(f"  {k}: saved {old!r}, now {value!r}" for k, old, value in unsafe)
-        raise ConfigError(
-            f"resume of {request.run_dir} refused: these overrides change what is trained:\n{lines}\n"
-            "Resume with the saved values, or pass resume.allow_schedule_change=true to accept the change "
-            "(the LR schedule is then rebuilt over the new settings from the resumed step; see m3lit/config/resume.py)."
-        )
+        raise ConfigError(_refusal(request, unsafe))
     for key, old, value in unsafe:
         log.warning("resume: %s changed from %r to %r (resume.allow_schedule_change=true)", key, old, value)
     if unsafe:
@@ -244,16 +235,86 @@ def wandb_kwargs(node: Mapping, out_dir: Path) -> dict[str, Any]:
     return {"id": run_id, "resume": "allow"}
 
 
+# ---------------------------------------------------------------------------------------------- overrides
+#: Keys (or prefixes, ending in ``.``) whose change ``resume.allow_schedule_change=true`` is meant for.
+SCHEDULE_KEYS = ("trainer.max_steps", "trainer.max_epochs", "model.scheduler.", "model.optimizer.")
+
+
+def _saved_choices(run_dir: Path) -> dict[str, Any] | None:
+    """The run's config-group choices (``experiment: demo``, ``trainer: cpu``, ...) from the
+    ``.hydra/hydra.yaml`` its first start wrote; None when there is none (a run composed in Python)."""
+    path = run_dir / ".hydra" / "hydra.yaml"
+    if not path.is_file():
+        return None
+    choices = OmegaConf.select(OmegaConf.load(path), "hydra.runtime.choices", default=None)
+    return dict(OmegaConf.to_container(choices)) if choices is not None else None
+
+
+def _apply_override(new: DictConfig, item: str, choices: dict[str, Any] | None) -> None:
+    """Apply one command-line override of a resume to ``new``: a group choice must equal the saved one,
+    ``~key`` removes, ``key=value`` / ``+key=value`` sets an existing (or a safe) key."""
+    key, sep, value = item.partition("=")
+    name = key.lstrip("~+")
+    if name in (choices or {}) or name in _GROUPS:  # a config group: it must be the run's own choice
+        saved = (choices or {}).get(name, _ABSENT)
+        same = (saved is None or saved is _ABSENT) if key.startswith("~") else str(saved) == value
+        if choices is not None and same:
+            return
+        was = (
+            "no .hydra/hydra.yaml records it"
+            if choices is None
+            else f"the run was composed with {name}={saved}"
+        )
+        raise ConfigError(
+            f"resume: {item}: a resume keeps the run's config.yaml and cannot change a config group ({was}); "
+            "set single keys instead, e.g. trainer.accelerator=gpu"
+        )
+    if key.startswith("~"):
+        if OmegaConf.select(new, name, default=None) is not None:
+            parent, _, leaf = name.rpartition(".")
+            node = OmegaConf.select(new, parent) if parent else new
+            with open_dict(node):
+                node.pop(leaf)
+        return
+    if not sep:
+        raise ConfigError(f"resume: {item!r}: not key=value")
+    if OmegaConf.select(new, name, default=_ABSENT) is _ABSENT and not _is_safe(name):
+        raise ConfigError(f"resume: {item!r}: the run's config.yaml has no key {name!r}")
+    try:
+        with open_dict(new):
+            parsed = OverridesParser.create().parse_override(f"{name}={value}").value()  # Hydra's grammar
+            OmegaConf.update(new, name, parsed, merge=False)
+    except Exception as error:
+        raise ConfigError(f"resume: {item!r}: {error}") from error
+
+
+def _refusal(request: ResumeRequest, unsafe: list[tuple[str, Any, Any]]) -> str:
+    """One sentence per refused change, each with the hint that fits its key."""
+    sentences = [f"resume of {request.run_dir} refused: {len(unsafe)} override(s) change what is trained."]
+    for key, old, value in unsafe:
+        if _matches(key, SCHEDULE_KEYS):
+            hint = "pass resume.allow_schedule_change=true to rebuild the LR schedule from the resumed step"
+        else:
+            hint = (
+                f"not a schedule setting: resume with the saved value, or start a new run from these weights "
+                f"with model.net.name_or_path={request.ckpt}"
+            )
+        sentences.append(f"{key}: saved {old!r}, now {value!r} ({hint}).")
+    return " ".join(sentences)
+
+
 # ---------------------------------------------------------------------------------------------- helpers
 _ABSENT = object()
 _GROUPS = ("model", "data", "loss", "callbacks", "logger", "trainer", "paths", "experiment", "debug")
 
 
 def _is_safe(key: str) -> bool:
-    return any(
-        key == k or (k.endswith(".") and key.startswith(k)) or key.startswith(k + ".")
-        for k in RESUME_SAFE_KEYS
-    )
+    return _matches(key, RESUME_SAFE_KEYS)
+
+
+def _matches(key: str, keys: Sequence[str]) -> bool:
+    """``key`` is one of ``keys``, below one of them, or starts with one that ends in ``.``."""
+    return any(key == k or (k.endswith(".") and key.startswith(k)) or key.startswith(k + ".") for k in keys)
 
 
 def _changes(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:

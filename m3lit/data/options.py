@@ -104,11 +104,41 @@ class DataOptions:
             raise UsageError(f"data.source must be one of {SOURCES} or null, got {self.source!r}")
         return self.source
 
-    def batch_size_tables(self) -> dict[str, list[int]]:
-        """Per-rank batch size per length bucket of each source (``batch_size`` fills both tables).
+    def used_sources(self, scheduled: Sequence[str | None] = ()) -> tuple[str, ...]:
+        """The sources this run reads: those with data (``train_data``, ``pairs_data``), ``source`` and the
+        ``scheduled`` ones (a stage schedule's); every source when none is known yet (a corpus fills the paths)."""
+        paths = {"labelled": self.train_data, "pairs": self.pairs_data}
+        used = {name for name, path in paths.items() if path not in (None, "", [])}
+        used |= {name for name in (*scheduled, self.source) if name}
+        return tuple(name for name in SOURCES if name in used) or SOURCES
+
+    def check(self, scheduled: Sequence[str | None] = ()) -> None:
+        """Check the values that need no data, before anything is built (:func:`m3lit.config.checks.validate`).
 
         Raises:
-            UsageError: ``batch_size`` < 1, or a table whose length is not ``len(bucket_edges) + 1``.
+            UsageError: a negative threshold, ``drop_threshold`` without ``small_threshold`` (it drops
+                merged sets only), a bad ``source`` or a batch table of a used source of the wrong length.
+        """
+        self.check_source()
+        for key in ("small_threshold", "drop_threshold"):
+            if int(getattr(self, key)) < 0:
+                raise UsageError(f"data.{key} must be >= 0 (0: off), got {getattr(self, key)}")
+        if self.drop_threshold and not self.small_threshold:
+            raise UsageError(
+                f"data.drop_threshold={self.drop_threshold} does nothing without data.small_threshold: it drops "
+                "sets of merged small files; set data.small_threshold too (e.g. both 200) or leave drop_threshold 0"
+            )
+        self.batch_size_tables(self.used_sources(scheduled))
+
+    def batch_size_tables(self, sources: Sequence[str] | None = None) -> dict[str, list[int]]:
+        """Per-rank batch size per length bucket of each source (``batch_size`` fills both tables).
+
+        Args:
+            sources: the sources whose table is checked (None: :meth:`used_sources`); a table of a source
+                the run does not read is returned unchecked.
+
+        Raises:
+            UsageError: ``batch_size`` < 1, or a checked table whose length is not ``len(bucket_edges) + 1``.
         """
         buckets = len(self.bucket_edges) + 1
         labelled, pairs = self.bucket_batch_sizes, self.pairs_bucket_batch_sizes
@@ -117,11 +147,15 @@ class DataOptions:
                 raise UsageError(f"data.batch_size must be >= 1, got {self.batch_size}")
             labelled = pairs = [int(self.batch_size)] * buckets
         tables = {"labelled": [int(x) for x in labelled], "pairs": [int(x) for x in (pairs or labelled)]}
-        for name, key in (("labelled", "bucket_batch_sizes"), ("pairs", "pairs_bucket_batch_sizes")):
+        keys = {
+            "labelled": "bucket_batch_sizes",
+            "pairs": "pairs_bucket_batch_sizes" if pairs else "bucket_batch_sizes",
+        }
+        for name in self.used_sources() if sources is None else sources:
             if len(tables[name]) != buckets:
                 raise UsageError(
-                    f"data.{key} needs len(data.bucket_edges) + 1 = {buckets} entries (one per "
-                    f"length bucket), got {tables[name]}; for one size in every bucket set "
+                    f"data.{keys[name]} (source {name!r}) needs len(data.bucket_edges) + 1 = {buckets} entries "
+                    f"(one per length bucket), got {tables[name]}; for one size in every bucket set "
                     f"data.batch_size={tables[name][0]} instead"
                 )
         return tables

@@ -100,7 +100,7 @@ def build_source(
         )
         for ds in datasets
     ]
-    datasets, lengths, _ = merge_small_datasets(
+    datasets, lengths, merged = merge_small_datasets(
         datasets, lengths, small_threshold=small_threshold, drop_threshold=drop_threshold, source=name
     )
     groups = build_groups(
@@ -116,20 +116,28 @@ def build_source(
         groups, world_size=world_size, rank=rank, seed=seed, drop_last=drop_last, shuffle=shuffle
     )
     examples = sum(len(ds) for ds in datasets)
+    advice = "lower data.bucket_batch_sizes or set data.drop_last=false" + (
+        "" if small_threshold else " or merge small files with data.small_threshold"
+    )
+    if not datasets and merged.dropped:
+        raise DataError(
+            f"source {name!r}: every file was merged (data.small_threshold={small_threshold}) and then dropped "
+            f"({merged.dropped_lines} lines in {len(merged.dropped)} merged set(s) < data.drop_threshold="
+            f"{drop_threshold}); lower data.drop_threshold"
+        )
     if len(sampler) == 0:
         raise DataError(
             f"source {name!r}: no dataset has a full batch ({examples} examples in {len(datasets)} file(s), "
-            f"world size {world_size}); lower data.bucket_batch_sizes, set data.drop_last=false or merge small files with "
-            "data.small_threshold"
+            f"world size {world_size}); {advice}"
         )
     used = {sampler.groups[g].dataset for g, _ in sampler.plan(0)}
     for d, ds in enumerate(datasets):
         if d not in used:
+            sizes = sorted({g.batch_size for g in groups if g.dataset == d})
             log.warning(
-                "source %r: dataset %s (%d examples) yields no full batch of batch size x world size %d; it is "
-                "not trained on (lower data.bucket_batch_sizes, set data.drop_last=false or merge small files "
-                "with data.small_threshold)",
-                name, ds.name, len(ds), world_size,
+                "source %r: dataset %s (%d examples) yields no full batch: a batch needs per-rank batch size %s "
+                "x world size %d examples of one length bucket; it is not trained on (%s)",
+                name, ds.name, len(ds), " or ".join(map(str, sizes)), world_size, advice,
             )  # fmt: skip
     log.info(
         "source %r: %d file(s), %d examples, %d (dataset, bucket) groups, %d steps per epoch",

@@ -34,9 +34,10 @@ exit status 2
 
 from __future__ import annotations
 
+import difflib
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "UsageError",
     "UserError",
     "debug_requested",
+    "did_you_mean",
     "one_line",
     "run_command",
 ]
@@ -96,6 +98,16 @@ def debug_requested(argv: Sequence[str]) -> bool:
     if value is None:
         value = os.environ.get("HYDRA_FULL_ERROR", "")
     return value.strip().lower() in _TRUE
+
+
+def did_you_mean(key: str, valid: Iterable[object]) -> str:
+    """`` (did you mean 'x'?)`` naming the closest valid keys (difflib), or ``""`` when none is close.
+
+    >>> did_you_mean("small_treshold", ["small_threshold", "drop_threshold", "seed"])
+    " (did you mean 'small_threshold' or 'drop_threshold'?)"
+    """
+    close = difflib.get_close_matches(str(key), [str(v) for v in valid], n=3, cutoff=0.6)
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
 
 
 def one_line(error: BaseException) -> str:

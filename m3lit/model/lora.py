@@ -25,6 +25,7 @@ from typing import Any
 
 from torch import nn
 
+from m3lit.files.errors import UsageError
 from m3lit.model.export_folder import HEAD_FILES, save_head_state
 
 __all__ = [
@@ -96,7 +97,7 @@ def add_lora(encoder: nn.Module, settings: LoraSettings | Mapping[str, Any], whe
     """Inject LoRA adapters into ``encoder`` in place and freeze everything else in it; returns it.
 
     Raises:
-        ValueError: ``target_modules`` matches no Linear layer of the encoder (the message names
+        UsageError: ``target_modules`` matches no Linear layer of the encoder (the message names
             ``<where>.target_modules`` and lists the encoder's Linear names).
     """
     if not isinstance(settings, LoraSettings):
@@ -117,7 +118,7 @@ def add_lora(encoder: nn.Module, settings: LoraSettings | Mapping[str, Any], whe
         if "not found in the base model" not in str(error):
             raise
         names = sorted({n.rsplit(".", 1)[-1] for n, m in encoder.named_modules() if isinstance(m, nn.Linear)})
-        raise ValueError(
+        raise UsageError(
             f"{where}.target_modules={list(settings.target_modules)} matches no layer of the encoder; "
             f"its Linear layers are named {names}"
         ) from None

@@ -224,6 +224,8 @@ def load_beir(
     if not corpus_ids:
         raise DataError("empty corpus (no documents)", path=corpus_path)
     all_query_ids, all_query_texts = _read_jsonl(root / "queries.jsonl", "queries")
+    if not all_query_ids:
+        raise DataError("empty queries file (no queries)", path=root / "queries.jsonl")
     query_rows = {qid: i for i, qid in enumerate(all_query_ids)}
     answers_path = root / "answers" / f"{split}.jsonl"
     if answers_path.is_file():

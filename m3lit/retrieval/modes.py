@@ -11,6 +11,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from m3lit.files.errors import did_you_mean
 from m3lit.retrieval.config import RetrievalConfig
 from m3lit.retrieval.metrics import parse_metric
 
@@ -54,7 +55,8 @@ MEAN_POOLING_MODES = ("dense", "bm25")
 def _check_known(modes: Sequence[str]) -> None:
     unknown = [m for m in modes if m not in NEEDS]
     if unknown:
-        raise ValueError(f"unknown retrieval mode(s) {unknown}; choose from {list(MODES)}")
+        hint = did_you_mean(unknown[0], MODES)
+        raise ValueError(f"unknown retrieval mode(s) {unknown}{hint}; choose from {list(MODES)}")
 
 
 def check_modes(modes: Sequence[str], cfg: RetrievalConfig) -> None:

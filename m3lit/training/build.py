@@ -23,13 +23,13 @@ from m3lit.model import M3Model
 from m3lit.model.cpu_dropout import use_fast_cpu_dropout
 from m3lit.model.device import DTYPES, resolve_dtype
 from m3lit.model.lexical_init import fit_lexical_head
-from m3lit.model.lora import add_lora, has_lora, merge_lora
+from m3lit.model.lora import LoraSettings, add_lora, has_lora, merge_lora
 from m3lit.model.positions import extend_position_embeddings
 from m3lit.model.reference import check_model_reference
 from m3lit.model.tiny import tiny_xlmr_config
 from m3lit.model.training_checkpoint import is_training_checkpoint, load_training_checkpoint
 
-__all__ = ["NetOptions", "build_m3_model", "net_from_config"]
+__all__ = ["NetOptions", "build_m3_model", "check_lora", "net_from_config"]
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +124,51 @@ def net_from_config(**keys: Any) -> M3Model:
 
 
 net_from_config.options_type = NetOptions  # the keys ``**keys`` takes (config/checks.py reads it)
+
+
+def check_lora(net: Mapping[str, Any]) -> None:
+    """Check ``model.net.lora`` before the model loads: its keys and values, the exclusion of ``fix_encoder``
+    and, when the encoder's architecture is known without its weights (a random encoder, or a local folder's
+    ``config.json``), that every ``target_modules`` entry names one of its layers (built on the meta device).
+
+    Raises:
+        UsageError: naming the ``model.net.lora`` key at fault.
+    """
+    try:
+        settings = LoraSettings.from_mapping(net["lora"], "model.net.lora")
+    except (TypeError, ValueError) as error:
+        raise UsageError(str(error)) from None
+    if net.get("fix_encoder"):
+        raise UsageError(
+            "model.net.lora and model.net.fix_encoder=true exclude each other (nothing to adapt)"
+        )
+    names = _encoder_layer_names(net)
+    if names is None:  # a hub id or a checkpoint: add_lora checks the names after the load
+        return
+    linear = sorted({n.rsplit(".", 1)[-1] for n, is_linear in names.items() if is_linear})
+    for target in settings.target_modules:
+        if not any(n == target or n.endswith("." + target) for n in names):
+            raise UsageError(
+                f"model.net.lora.target_modules: {target!r} matches no layer of the encoder; its Linear layers "
+                f"are named {linear}"
+            )
+
+
+def _encoder_layer_names(net: Mapping[str, Any]) -> dict[str, bool] | None:
+    """Module name -> is a Linear, of the encoder ``net`` describes (no weights: meta device); None when its
+    architecture is not known without loading (a hub id, a training checkpoint)."""
+    from transformers import AutoConfig, AutoModel
+
+    path = net.get("name_or_path")
+    if path and (Path(str(path)) / "config.json").is_file():
+        config = AutoConfig.from_pretrained(str(path))
+    elif not path:
+        config = tiny_xlmr_config(8, pad_token_id=1, **dict(net.get("init") or {}))
+    else:
+        return None
+    with torch.device("meta"):
+        encoder = AutoModel.from_config(config)
+    return {name: isinstance(module, torch.nn.Linear) for name, module in encoder.named_modules() if name}
 
 
 def build_m3_model(options: NetOptions) -> M3Model:

@@ -214,18 +214,22 @@ def outcomes(files):
         *_command_cases(files),
         *[(module, "help", ["--help"], 0, needles, {}) for module, needles in HELP.items()],
     ]
-    spec = [{"module": m, "argv": argv, "env": env} for m, _, argv, _, _, env in cases]
+    results = run_driver(root, [{"module": m, "argv": argv, "env": env} for m, _, argv, _, _, env in cases])
+    return {
+        (m, name): (code, needles, result)
+        for (m, name, _, code, needles, _), result in zip(cases, results, strict=True)
+    }
+
+
+def run_driver(root: Path, spec: list[dict]) -> list[dict]:
+    """Run the cases of ``spec`` ({module, argv, env}) in one :data:`DRIVER` process; their results in order."""
     (root / "cases.json").write_text(json.dumps(spec), encoding="utf-8")
     done = subprocess.run(
         [sys.executable, "-c", DRIVER, str(root / "cases.json"), str(root / "results.json")],
         cwd=REPO, env=_env(root), capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    results = json.loads((root / "results.json").read_text(encoding="utf-8"))
-    return {
-        (m, name): (code, needles, result)
-        for (m, name, _, code, needles, _), result in zip(cases, results, strict=True)
-    }
+    return json.loads((root / "results.json").read_text(encoding="utf-8"))
 
 
 def _cases() -> list[tuple[str, str]]:

@@ -93,9 +93,8 @@ def killed_run(tmp_path_factory, tokenizer):
     root = tmp_path_factory.mktemp("resume_cli")
     corpus = tiny_corpus(root / "corpus", tokenizer)
     run = root / "run"
-    overrides = [o for o in tiny_run_overrides(corpus, run) if o != "~logger"]
-    result = _train(
-        *overrides,
+    command = [
+        *[o for o in tiny_run_overrides(corpus, run) if o != "~logger"],
         "logger=csv",
         "trainer.max_steps=8",
         "trainer.log_every_n_steps=1",
@@ -103,9 +102,9 @@ def killed_run(tmp_path_factory, tokenizer):
         "callbacks.stage_switch.schedule={0:{stage:dense,source:labelled}}",
         "+callbacks.crash._target_=test_resume_cli.CrashFromEnv",
         "+callbacks.probe._target_=test_resume_cli.BarProbe",
-        crash_at=5,
-        probe=root / "probe.jsonl",
-    )
+    ]
+    (root / "command.json").write_text(json.dumps(command), encoding="utf-8")
+    result = _train(*command, crash_at=5, probe=root / "probe.jsonl")
     assert result.returncode != 0 and "simulated crash at step 5" in result.stderr, result.stderr[-3000:]
     assert safe_torch_load(run / "checkpoints" / "last.ckpt")["global_step"] == 4
     return run
@@ -151,3 +150,18 @@ def test_resume_reloads_the_saved_config_keeps_csv_rows_and_counts_right(killed_
     assert result.returncode == 0, result.stderr[-3000:]
     assert "the schedule is rebuilt from the new config" in result.stderr
     assert safe_torch_load(ckpt)["global_step"] == 10
+
+
+def test_the_runs_own_command_is_refused_only_for_what_differs(killed_run):
+    """The lightning-hydra-template idiom, the run's own command + ``ckpt_path`` (issue 30, item 8): its group
+    choices (``experiment=demo``, ``logger=csv``) equal the saved ones in ``.hydra/hydra.yaml`` and pass; only
+    the value that differs is named, with both values."""
+    command = json.loads((killed_run.parent / "command.json").read_text(encoding="utf-8"))
+    before = _snapshot(killed_run)
+    result = _train(*command, f"ckpt_path={killed_run / 'checkpoints' / 'last.ckpt'}", "trainer.max_steps=99")
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and lines[-1].startswith("error: "), result.stderr[-2000:]
+    assert "trainer.max_steps: saved" in lines[-1] and "now 99" in lines[-1], lines[-1]
+    assert "1 override(s) change what is trained" in lines[-1], lines[-1]
+    assert "experiment" not in lines[-1] and "logger" not in lines[-1] and "group" not in lines[-1]
+    assert _snapshot(killed_run) == before
