@@ -228,7 +228,6 @@ def evaluate(cfg: DictConfig) -> dict:
     """Load the model and datasets of ``cfg``, evaluate, write the reports; return the results dict."""
     from m3lit.model.training_checkpoint import load_model
 
-    resolve_paper_suite(cfg)
     check_inputs(cfg)
     options = evaluation_options(cfg)
     if cfg.settings and not options.suite:
@@ -377,7 +376,8 @@ def resolve_paper_suite(cfg: DictConfig) -> None:
 
 
 def check_inputs(cfg: DictConfig) -> None:
-    """Check the options and every path ``cfg`` reads, before any model is loaded.
+    """Check the options and every path ``cfg`` reads, before any model is loaded; a paper benchmark named by
+    ``suite=`` is built (downloaded) once the options and the model reference have passed.
 
     Raises:
         ConfigError: neither or both of ``data`` and ``suite``, ``tune_fusion`` without a suite, or an unset
@@ -400,14 +400,15 @@ def check_inputs(cfg: DictConfig) -> None:
             "tune_fusion=true needs suite=DIR: the weights are chosen on the dev queries of a suite's tasks"
         )
     _check_options(cfg)
+    check_model_reference(str(cfg.model), "model")
+    if cfg.get("reference") and cfg.reference.get("name_or_path"):
+        check_model_reference(str(cfg.reference.name_or_path), "reference.name_or_path")
+    resolve_paper_suite(cfg)
     if cfg.suite:
         check_suite_folder(str(cfg.suite))
     else:
         for folder in _dataset_dirs(cfg.data):
             check_beir_folder(folder, str(cfg.split), "data")
-    check_model_reference(str(cfg.model), "model")
-    if cfg.get("reference") and cfg.reference.get("name_or_path"):
-        check_model_reference(str(cfg.reference.name_or_path), "reference.name_or_path")
 
 
 def _check_options(cfg: DictConfig) -> None:

@@ -16,6 +16,7 @@ A bad row is ``<dataset>:row <index>: field '<field>': <problem>`` (the row inde
 
 from __future__ import annotations
 
+import contextlib
 from array import array
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -25,6 +26,7 @@ import numpy as np
 
 from m3lit.data.columns import table_columns
 from m3lit.data.entries import DataEntry
+from m3lit.data.hf_cache import local_folder_cache
 from m3lit.data.schema import Example, SkipReport, example_fields
 from m3lit.files.errors import one_line
 from m3lit.files.jsonl import DataError
@@ -89,9 +91,11 @@ def open_table(entry: DataEntry) -> tuple[Any, tuple[Path, ...]]:
 
     try:
         if entry.kind == "hub":
-            table = datasets.load_dataset(
-                entry.repo, entry.config, split=entry.split, revision=entry.revision
-            )
+            local = Path(entry.repo).is_dir()  # a folder in the Hub's layout: a cache of its own
+            with local_folder_cache(entry.repo) if local else contextlib.nullcontext():
+                table = datasets.load_dataset(
+                    entry.repo, entry.config, split=entry.split, revision=None if local else entry.revision
+                )
         elif entry.kind == "disk":
             table = _from_disk(datasets, entry)
         elif entry.kind == "parquet":

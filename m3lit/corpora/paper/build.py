@@ -74,13 +74,15 @@ def build_paper_suite(
     subsets = _subsets(bench, languages)
     repo = _repository(bench.repo, hub_dir)
     root = cache_root() / "paper" / bench.name.replace(":", "-")
-    settings = {"repo": bench.repo, "revision": bench.revision, "layout": LAYOUT_VERSION}
+    # a local copy is not pinned by the revision, so its folder is part of what the build depends on
+    source = {"local_copy": str(Path(hub_dir).resolve())} if hub_dir is not None else {}
+    settings = {"repo": bench.repo, "revision": bench.revision, "layout": LAYOUT_VERSION, **source}
     write = functools.partial(_write_language, bench, repo)
     if bench.corpus:  # one corpus for every language (MKQA): built once, linked into each language
         corpus = root / "corpus"
         corpus_repo = _repository(bench.corpus[0], hub_dir)
         shared = cached_build(
-            corpus, {"repo": bench.corpus[0], "revision": bench.corpus[1], "layout": LAYOUT_VERSION},
+            corpus, {"repo": bench.corpus[0], "revision": bench.corpus[1], "layout": LAYOUT_VERSION, **source},
             functools.partial(mkqa.write_corpus, bench, corpus_repo), force=force,
         )  # fmt: skip
         settings["corpus"] = shared["hash"]
@@ -125,7 +127,7 @@ def _repository(repo: str, hub_dir: str | Path | None) -> str:
 
 def _write_language(bench: PaperBenchmark, repo: str, subset: str, out: Path) -> dict[str, Any]:
     """Write one language's BEIR folder into ``out``; the manifest entries (sizes, splits)."""
-    with reading(bench, bench.repo, bench.revision, subset):
+    with reading(bench, bench.repo, bench.revision, subset, source=repo):
         test = loader(repo, bench.revision, bench.test_split, subset).load()
         dev = None
         if bench.dev_split and has_split(repo, bench.revision, subset, bench.dev_split):

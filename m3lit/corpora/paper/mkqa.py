@@ -36,7 +36,7 @@ ARCHIVE = "MKQA_test-data.zip"
 def write_corpus(bench: PaperBenchmark, repo: str, out: Path) -> dict[str, Any]:
     """``out/corpus.jsonl``: the BEIR NQ passages read from ``repo`` (``mteb/nq``'s corpus config)."""
     corpus_repo, revision = bench.corpus
-    with reading(bench, corpus_repo, revision, "corpus"):
+    with reading(bench, corpus_repo, revision, "corpus", source=repo):
         corpus = loader(repo, revision, "test", "").load()["corpus"]
     write_jsonl(out / "corpus.jsonl", corpus_rows(corpus))
     return {"sizes": {"corpus": len(corpus)}}

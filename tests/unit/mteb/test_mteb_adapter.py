@@ -113,7 +113,7 @@ def test_hub_task_offline_is_one_line(export_dir, tmp_path, command_error, monke
     [
         (["modes=[dense,bm25]"], "error: modes=['dense', 'bm25']: choose one or more of"),
         (["tasks=[NoSuchTask]"], "error: tasks: "),
-        (["colour=red"], "error: config error: Key 'colour' is not in struct"),
+        (["colour=red"], "error: unknown option 'colour' (no similar option)"),
         (["retrieval.hybrid_k=-1"], "error: retrieval: "),
         ([], "error: nothing to evaluate"),
         (["data_language=english"], "error: data_language: Invalid language code: english"),
