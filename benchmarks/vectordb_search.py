@@ -27,19 +27,13 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import harness as H
+from benchmarks.onnx_encode import default_beir
 from benchmarks.workload import cache_root
 from m3lit.retrieval.index.corpus import CorpusIndex
 
 __all__ = ["run", "main"]
 
 MODE_SETS = (("dense",), ("sparse",), ("dense+sparse",), ("all",), ("dense", "sparse", "dense+sparse", "all"))
-
-
-def default_beir() -> Path:
-    """The compact Bible benchmark's English MIRACL-like folder in m3lit's cache."""
-    from m3lit.corpora.bible.build import COMPACT, default_bible_dir
-
-    return default_bible_dir(COMPACT) / "eval" / "miracl" / "en"
 
 
 def _encoded(model_ref: str, beir: Path, config, folder: str | None) -> Path:
@@ -184,10 +178,10 @@ def run(
 
 def main(argv: list[str] | None = None) -> None:
     parser = H.bench_parser(__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="a trained export folder or .ckpt (all three heads)")
-    parser.add_argument("--beir", default=None, help="BEIR folder (default: the compact Bible miracl/en)")
-    parser.add_argument("--encoded", default=None, help="the corpus's m3lit.encode output (made if absent)")
     parser.add_argument("--max-queries", type=int, default=None, help="the first N test queries only")
+    parser.add_argument("--model", required=True, help="a trained export folder or .ckpt (all three heads)")
+    parser.add_argument("--encoded", default=None, help="the corpus's m3lit.encode output (made if absent)")
+    parser.add_argument("--beir", default=None, help="BEIR folder (default: the compact Bible miracl/en)")
     parser.add_argument("--hybrid-weights", default="1.0,0.5", help="Dense+Sparse w_dense,w_sparse")
     parser.add_argument("--all-weights", default="1.0,1.5,1.5", help="All w_dense,w_sparse,w_colbert")
     args = parser.parse_args(argv)
