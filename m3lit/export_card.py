@@ -98,7 +98,7 @@ def eval_results(results: Mapping | None, settings: Mapping | None) -> list[Eval
             if system or mode == "bm25":
                 continue
             for lang, row in per_lang.items():
-                name = " ".join(p for p in (task or single, lang) if p)
+                name = " ".join(p for p in (task, lang) if p) or single
                 for metric, value in row.items():
                     out.append(
                         EvalResult(
