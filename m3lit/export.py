@@ -14,6 +14,14 @@ The folder (FlagEmbedding layout + sentence-transformers files, spec §2)::
     modules.json, sentence_bert_config.json, config_sentence_transformers.json,
     1_Pooling/config.json, 2_Normalize/    sentence-transformers: Transformer -> CLS pooling -> Normalize
     m3lit.json                             provenance: source checkpoint, step, stage, config hash, version
+    README.md                              model card: Hub metadata (model-index from the run's results.json),
+                                           training recipe, loading snippets (:mod:`m3lit.export_card`)
+
+``push_to_hub=<user/name>`` uploads the folder to the Hugging Face Hub (``huggingface_hub``'s ``create_repo`` +
+``upload_folder``); with the Hub offline (``HF_HUB_OFFLINE=1``, no network) it stops with one ``error:`` line
+before anything is written or uploaded::
+
+    python -m m3lit.export model=CKPT output_dir=DIR push_to_hub=me/my-m3-model
 
 LoRA runs (``model.net.lora``) are exported with the adapters merged into the encoder: the folder is a plain
 model that loads without peft. ``adapter_only=true`` writes the adapter alone instead (peft's
@@ -57,6 +65,7 @@ import torch
 import transformers
 
 import m3lit
+from m3lit.export_card import check_push, push_folder, write_card
 from m3lit.files.errors import UsageError, run_command
 from m3lit.files.options import command_help, parse_key_values
 from m3lit.model import M3Model
@@ -79,6 +88,7 @@ OPTIONS: dict[str, Any] = {
     "format": "flag",  # flag = FlagEmbedding + sentence-transformers folder; onnx = model.onnx + tokenizer
     "adapter_only": False,  # LoRA runs: write the peft adapter + head files only (base: base_model=, else the run's)
     "onnx_int8": False,  # format=onnx: also write model.int8.onnx (int8 dynamic quantisation, ONNX Runtime)
+    "push_to_hub": None,  # Hub repo id (user/name): upload the folder after writing it; offline: error, nothing written
 }
 #: Values of the ``format`` option.
 FORMATS = ("flag", "onnx")
@@ -103,6 +113,7 @@ def export(
     format: str = "flag",
     adapter_only: bool = False,
     onnx_int8: bool = False,
+    push_to_hub: str | None = None,
 ) -> ExportResult:
     """Write the export folder of ``ckpt_path`` (see the module docstring for the layout).
 
@@ -117,6 +128,7 @@ def export(
             ``base_model_name_or_path`` is ``base_model``, else the model the run started from (recorded in the
             checkpoint).
         onnx_int8: with ``format=onnx``, also write ``model.int8.onnx`` (:func:`m3lit.model.onnx_export.quantize_int8`).
+        push_to_hub: a Hub repo id to upload the finished folder to (:func:`m3lit.export_card.push_folder`).
 
     Raises:
         FileExistsError: ``output_dir`` is not empty and ``overwrite`` is False.
@@ -137,6 +149,8 @@ def export(
     folder = Path(output_dir)
     if folder.exists() and any(folder.iterdir()) and not overwrite:
         raise FileExistsError(f"output_dir={folder} is not empty; pass overwrite=true to write into it")
+    if push_to_hub is not None:
+        check_push(str(push_to_hub))
     check_model_reference(ckpt_path, "model")
     if base_model is not None:
         check_model_reference(base_model, "base_model")
@@ -171,6 +185,9 @@ def export(
         }
     )
     (folder / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2) + "\n", encoding="utf-8")
+    write_card(folder, provenance, repo_id=push_to_hub)
+    if push_to_hub is not None:
+        provenance["pushed_to"] = push_folder(folder, str(push_to_hub))
     files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
     return ExportResult(folder=folder, files=files, provenance=provenance)
 
@@ -223,7 +240,7 @@ def _run(args: list[str]) -> int:
     source = options.pop("model")
     result = export(source, **options)
     print(f"exported {source} -> {result.folder}")
-    for key in ("step", "stage", "config_hash", "format", "fp16", "onnx_int8", "lora"):
+    for key in ("step", "stage", "config_hash", "format", "fp16", "onnx_int8", "lora", "pushed_to"):
         print(f"  {key}: {result.provenance.get(key)}")
     print("  files: " + ", ".join(result.files))
     return 0

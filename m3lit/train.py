@@ -108,6 +108,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
             baselines=_baselines(metrics, out_dir, suite=bool(options.suite)),
             done=_reused_results(objects["callbacks"], trainer.global_step, options), loggers=loggers,
         )  # fmt: skip
+    if cfg.export:  # the card again, now with the evaluation's model-index and the wall time
+        _write_card(objects["export_dir"], out_dir, time.perf_counter() - start)
     log.info("run folder: %s (%.1f s)", out_dir, time.perf_counter() - start)
     return metrics, objects
 
@@ -225,6 +227,15 @@ def _export(module, trainer: L.Trainer, callbacks: list, export_dir: Path) -> Pa
         (export_dir / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2) + "\n", encoding="utf-8")
     log.info("exported the model to %s", export_dir)
     return export_dir
+
+
+def _write_card(export_dir: Path, out_dir: Path, seconds: float) -> None:
+    """Rewrite ``export_dir/README.md`` from this run's folder (config.yaml, results.json) and wall time."""
+    from m3lit.export import PROVENANCE_FILE
+    from m3lit.export_card import write_card
+
+    provenance = json.loads((export_dir / PROVENANCE_FILE).read_text(encoding="utf-8"))
+    write_card(export_dir, provenance, run=out_dir, wall_seconds=seconds)
 
 
 # an absolute path: the `m3lit-train` script imports this module by name, and Hydra would look for a

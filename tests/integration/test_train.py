@@ -10,6 +10,7 @@ import shutil
 
 import pytest
 import torch
+from huggingface_hub import metadata_load
 from train_utils import run_train_cli, tiny_corpus, tiny_data_overrides, tiny_run_overrides
 
 from m3lit.callbacks.retrieval_metrics import RetrievalMetrics
@@ -121,6 +122,10 @@ def test_command_line_contract(corpus, tmp_path):
         torch.testing.assert_close(value, state[f"model.{name}"], rtol=0, atol=0, msg=name)
     provenance = json.loads((run / "export" / "m3lit.json").read_text())
     assert provenance["step"] == 6 and provenance["stage"] == "unified_self_distill"
+    card = metadata_load(run / "export" / "README.md")  # written again after the final evaluation
+    (entry,) = card["model-index"][0]["results"]
+    values = {m["name"]: m["value"] for m in entry["metrics"]}
+    assert values["All nDCG@10"] == results["all"]["ndcg@10"] and not any("BM25" in n for n in values)
 
     with open(run / "csv" / "metrics.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))

@@ -35,7 +35,10 @@ LAYERS: list[tuple[tuple[str, ...], bool]] = [
     (("callbacks",), False),  # stage switch, checkpoints, progress bar, retrieval metrics
     (("corpora",), False),  # corpora a run may plug in (a preparation hook each), hard-negative mining
     (("config",), False),  # compose + check the Hydra config, key=value options, resume
-    (("__init__", "train", "evaluate", "export", "encode", "compare", "mteb"), True),  # API, entry points
+    (
+        ("__init__", "train", "evaluate", "export", "export_card", "encode", "compare", "mteb", "vectordb"),
+        True,
+    ),  # public API and entry points
 ]
 
 #: The training core: runs with none of :data:`NOT_IN_CORE` present.
