@@ -11,24 +11,24 @@ recomputation, as in memory-efficient attention) and uses the softmax gradient
 
     dS = P ⊙ (dP - rowsum(dP ⊙ P)),   dP = (dO V^T) ⊙ M / (1 - p'),   dQ = scale dS K,  dK = scale dS^T Q.
 
-The drop mask of chunk c comes from its own ``torch.Generator`` seeded with ``seed + c``
-(:func:`chunk_drop_mask`), ``seed`` being one draw from the default generator per call: the masks follow
+The keep mask of chunk c comes from its own ``torch.Generator`` seeded with ``seed + c``
+(:func:`chunk_keep`), ``seed`` being one draw from the default generator per call: the masks follow
 ``torch.manual_seed`` and gradient checkpointing's RNG replay, and backward regenerates them instead of
-storing Lq x Lk bits. With at most :data:`SAVE_MASK_MAX_KEYS` keys the 1-byte masks are kept instead
-(at most heads x 512 bytes per query token, cheaper than drawing them again).
+storing Lq x Lk bits. With at most :data:`SAVE_MASK_MAX_KEYS` keys the 2-byte masks are kept instead
+(at most heads x 1 KiB per query token; drawing them is the dearest element-wise step).
 """
 
 from __future__ import annotations
 
 import torch
 
-from m3lit.model.dropout_mask import drop_mask, drop_probability
+from m3lit.model.dropout_mask import drop_probability, keep_multiplier
 
-__all__ = ["CHUNK_SCORES", "SAVE_MASK_MAX_KEYS", "chunk_drop_mask", "chunks", "dropout_attention"]
+__all__ = ["CHUNK_SCORES", "SAVE_MASK_MAX_KEYS", "chunk_keep", "chunks", "dropout_attention"]
 
 #: Score elements per chunk (fp32: 1 MiB, so a chunk's softmax and mask work stays in the L2 cache).
 CHUNK_SCORES = 2**18
-#: Keys up to which forward keeps the chunks' boolean drop masks for backward; beyond, backward redraws them.
+#: Keys up to which forward keeps the chunks' keep masks for backward; beyond, backward redraws them.
 SAVE_MASK_MAX_KEYS = 512
 
 
@@ -43,10 +43,10 @@ def chunks(batch: int, heads: int, lq: int, lk: int, budget: int = CHUNK_SCORES)
     return [(slice(i, i + 1), slice(j, min(j + rows, lq))) for i in range(batch) for j in range(0, lq, rows)]
 
 
-def chunk_drop_mask(seed: int, index: int, shape: torch.Size | tuple[int, ...], p: float) -> torch.Tensor:
-    """Drop mask (True = dropped) of chunk ``index``: :func:`m3lit.model.dropout_mask.drop_mask` from a
-    generator seeded with ``seed + index``."""
-    return drop_mask(shape, p, torch.Generator().manual_seed(seed + index))
+def chunk_keep(seed: int, index: int, shape: torch.Size | tuple[int, ...], p: float) -> torch.Tensor:
+    """Keep mask (int16, 1 = kept) of chunk ``index``: :func:`m3lit.model.dropout_mask.keep_multiplier` from
+    a generator seeded with ``seed + index``."""
+    return keep_multiplier(shape, p, torch.Generator().manual_seed(seed + index))
 
 
 def _mask_chunk(mask: torch.Tensor | None, rows: slice, queries: slice) -> torch.Tensor | None:
@@ -60,7 +60,8 @@ def _probs(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None) -> torch
     """softmax(q k^T + mask) of one chunk (q already scaled): (b, h, rows, d), (b, h, Lk, d) -> (b, h, rows, Lk)."""
     scores = torch.matmul(q, k.transpose(-1, -2))
     if mask is not None:
-        scores = torch.where(mask, scores, float("-inf")) if mask.dtype == torch.bool else scores.add_(mask)
+        # a boolean mask becomes additive on its own (unexpanded) shape: cheaper than a where on the scores
+        scores.add_(torch.where(mask, 0.0, float("-inf")) if mask.dtype == torch.bool else mask)
     return torch.softmax(scores, dim=-1)
 
 
@@ -71,32 +72,34 @@ class _ChunkedDropoutAttention(torch.autograd.Function):
     def forward(ctx, q, k, v, mask, p: float, seed: int, budget: int, save_max_keys: int):
         b, h, lq, _ = q.shape
         out = q.new_empty(b, lq, h, v.shape[-1])
-        drops = []
+        keeps = []
         for index, (rows, queries) in enumerate(chunks(b, h, lq, k.shape[-2], budget)):
             probs = _probs(q[rows, :, queries], k[rows], _mask_chunk(mask, rows, queries))
-            drop = chunk_drop_mask(seed, index, probs.shape, p)
-            out[rows, queries] = torch.matmul(probs.masked_fill_(drop, 0.0), v[rows]).transpose(1, 2)
+            keep = chunk_keep(seed, index, probs.shape, p)
+            out[rows, queries] = torch.matmul(probs.mul_(keep), v[rows]).transpose(1, 2)
             if k.shape[-2] <= save_max_keys:
-                drops.append(drop)
-        ctx.save_for_backward(q, k, v, mask, *drops)
+                keeps.append(keep)
+        ctx.save_for_backward(q, k, v, mask, *keeps)
         ctx.p, ctx.seed, ctx.budget = p, seed, budget
         return out.mul_(1.0 / (1.0 - drop_probability(p)))
 
     @staticmethod
     def backward(ctx, grad_out):
-        q, k, v, mask, *drops = ctx.saved_tensors
+        q, k, v, mask, *keeps = ctx.saved_tensors
         b, h, lq, _ = q.shape
         grad = grad_out.transpose(1, 2)  # (B, h, Lq, d)
         dq, dk, dv = torch.empty_like(q), torch.zeros_like(k), torch.zeros_like(v)
         for index, (rows, queries) in enumerate(chunks(b, h, lq, k.shape[-2], ctx.budget)):
             q_c, g = q[rows, :, queries], grad[rows, :, queries]
             probs = _probs(q_c, k[rows], _mask_chunk(mask, rows, queries))
-            drop = drops[index] if drops else chunk_drop_mask(ctx.seed, index, probs.shape, ctx.p)
-            d_probs = torch.matmul(g, v[rows].transpose(-1, -2)).masked_fill_(drop, 0.0)
+            keep = (keeps[index] if keeps else chunk_keep(ctx.seed, index, probs.shape, ctx.p)).to(
+                probs.dtype
+            )
+            d_probs = torch.matmul(g, v[rows].transpose(-1, -2)).mul_(keep)
             d_scores = torch._softmax_backward_data(d_probs, probs, -1, probs.dtype)
             dq[rows, :, queries] = torch.matmul(d_scores, k[rows])
             dk[rows] += torch.matmul(d_scores.transpose(-1, -2), q_c)
-            dv[rows] += torch.matmul(probs.masked_fill_(drop, 0.0).transpose(-1, -2), g)
+            dv[rows] += torch.matmul(probs.mul_(keep).transpose(-1, -2), g)
         factor = 1.0 / (1.0 - drop_probability(ctx.p))
         return dq.mul_(factor), dk.mul_(factor), dv.mul_(factor), None, None, None, None, None
 
@@ -123,7 +126,7 @@ def dropout_attention(
         save_max_keys: keep the drop masks for backward up to this many keys, redraw them beyond.
 
     Returns:
-        (B, Lq, h, d) contiguous output. Chunk c's mask is :func:`chunk_drop_mask` (seed, c, ...) for one
+        (B, Lq, h, d) contiguous output. Chunk c's mask is :func:`chunk_keep` (seed, c, ...) for one
         ``seed = torch.randint(2**62)`` drawn from the default generator.
     """
     seed = int(torch.randint(2**62, (), dtype=torch.int64))

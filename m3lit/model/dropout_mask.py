@@ -12,7 +12,7 @@ import math
 
 import torch
 
-__all__ = ["drop_mask", "drop_probability", "keep_mask"]
+__all__ = ["drop_probability", "keep_mask", "keep_multiplier"]
 
 _LANE_BITS = 15  # uniform bits used per element: the low 15 of each 16-bit lane (the high lane's 16th is 0)
 
@@ -45,8 +45,14 @@ def keep_mask(
     return _lanes(math.prod(shape), generator).ge(_threshold(p)).view(shape)
 
 
-def drop_mask(
+def keep_multiplier(
     shape: torch.Size | tuple[int, ...], p: float, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """``~keep_mask(shape, p, generator)`` for the same draws (True = dropped), without the negation pass."""
-    return _lanes(math.prod(shape), generator).lt(_threshold(p)).view(shape)
+    """``keep_mask(shape, p, generator)`` for the same draws as an int16 tensor of 0 and 1, to multiply with.
+
+    Built with a clamp and a subtraction (u -> clamp(u, t - 1, t) - (t - 1) is 1 exactly when u >= t), which
+    with the product is many times faster on CPU than a boolean mask's ``where``/``masked_fill``. Needs
+    drop_probability(p) < 1.
+    """
+    t = _threshold(p)
+    return _lanes(math.prod(shape), generator).clamp_(t - 1, t).sub_(t - 1).view(shape)

@@ -6,15 +6,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from m3lit.model.chunked_attention import chunk_drop_mask, chunks, dropout_attention
-from m3lit.model.dropout_mask import drop_mask, drop_probability, keep_mask
+from m3lit.model.chunked_attention import chunk_keep, chunks, dropout_attention
+from m3lit.model.dropout_mask import drop_probability, keep_mask, keep_multiplier
 
 
 def _explicit_keep(seed, b, h, lq, lk, p, budget):
     """The full (B, h, Lq, Lk) keep mask, assembled chunk by chunk from the chunks' own generators."""
     keep = torch.ones(b, h, lq, lk, dtype=torch.bool)
     for index, (rows, queries) in enumerate(chunks(b, h, lq, lk, budget)):
-        keep[rows, :, queries] = ~chunk_drop_mask(seed, index, keep[rows, :, queries].shape, p)
+        keep[rows, :, queries] = chunk_keep(seed, index, keep[rows, :, queries].shape, p)
     return keep
 
 
@@ -67,12 +67,15 @@ def test_chunks_cover_every_query_row_once_within_the_budget():
         assert torch.equal(seen, torch.ones(b, lq, dtype=torch.int64))
 
 
-def test_drop_mask_is_the_negated_keep_mask_and_chunk_masks_differ():
+@pytest.mark.parametrize("p", [0.0, 0.1, 0.5, 0.9999])
+def test_keep_multiplier_is_the_keep_mask_as_0_and_1_and_chunk_masks_differ(p):
     g1, g2 = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
-    assert torch.equal(drop_mask((7, 9), 0.2, g1), ~keep_mask((7, 9), 0.2, g2))
-    a, b = chunk_drop_mask(10, 0, (64, 64), 0.5), chunk_drop_mask(10, 1, (64, 64), 0.5)
-    assert torch.equal(a, chunk_drop_mask(10, 0, (64, 64), 0.5)) and not torch.equal(a, b)
-    rate, n = drop_probability(0.5), a.numel()
+    multiplier = keep_multiplier((71, 93), p, g1)
+    assert multiplier.dtype == torch.int16
+    assert torch.equal(multiplier, keep_mask((71, 93), p, g2).to(torch.int16))
+    a, b = chunk_keep(10, 0, (64, 64), 0.5), chunk_keep(10, 1, (64, 64), 0.5)
+    assert torch.equal(a, chunk_keep(10, 0, (64, 64), 0.5)) and not torch.equal(a, b)
+    rate, n = 1 - drop_probability(0.5), a.numel()
     assert abs(a.double().mean().item() - rate) < 6 * (rate * (1 - rate) / n) ** 0.5
 
 

@@ -11,7 +11,7 @@ from torch import nn
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from m3lit.model import M3Model
-from m3lit.model.chunked_attention import chunk_drop_mask, chunks
+from m3lit.model.chunked_attention import chunk_keep, chunks
 from m3lit.model.cpu_dropout import ATTENTION_NAME, FastDropout, attention, use_fast_cpu_dropout
 from m3lit.model.dropout_mask import drop_probability, keep_mask
 
@@ -89,7 +89,7 @@ def test_attention_matches_naive_with_dropout(mask_kind):
     seed = int(torch.randint(2**62, (), dtype=torch.int64))  # the one draw attention makes
     keep = torch.ones(b, h, n, n, dtype=torch.bool)
     for index, (rows, queries) in enumerate(chunks(b, h, n, n)):
-        keep[rows, :, queries] = ~chunk_drop_mask(seed, index, keep[rows, :, queries].shape, p)
+        keep[rows, :, queries] = chunk_keep(seed, index, keep[rows, :, queries].shape, p)
     ref = _naive_attention(q, k, v, mask, 0.4, keep, p)
     assert weights is None and out.shape == (b, n, h, d)
     torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
