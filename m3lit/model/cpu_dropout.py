@@ -47,19 +47,23 @@ ATTENTION_NAME = "m3lit_sdpa"
 
 
 class _KeepScale(torch.autograd.Function):
-    """y = x * keep * scale; backward: dy * keep * scale (``keep`` saved as bool)."""
+    """y = x * keep * scale; backward: dy * keep * scale (``keep`` saved as bool).
+
+    The product takes the bool mask's bytes as uint8 0/1 (a free view): on CPU several times faster than
+    ``torch.where``. An infinite x at a dropped element gives NaN here, as ``nn.Dropout`` does.
+    """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.Tensor:
         ctx.save_for_backward(keep)
         ctx.scale = scale
-        out = torch.where(keep, x, 0.0)
+        out = x * keep.view(torch.uint8)
         return out.mul_(scale) if scale != 1.0 else out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (keep,) = ctx.saved_tensors
-        grad = torch.where(keep, grad, 0.0)
+        grad = grad * keep.view(torch.uint8)
         return (grad.mul_(ctx.scale) if ctx.scale != 1.0 else grad), None, None
 
 
