@@ -2,10 +2,12 @@
 
     python -m benchmarks.long_memory [--quick] [--runs N] [--lengths 1024,2048,4096,8192]
 
-A small random XLM-R (2 layers, hidden 128, 2 heads, the offline tokenizer's vocabulary, positions for
-8192 tokens, dropout 0.1 on hidden states and attention probabilities), batch 1, group size 2, query 64
-tokens and passages of each length, unified + self-distillation, two optimizer steps per run, m3lit's real
-training path (:func:`benchmarks.train.m3_train`) in a fresh subprocess per point (peak RSS). Two rows:
+The setting of docs/long-documents.md's 8192-token runs: the small benchmark XLM-R (2 layers, hidden
+128, 2 heads, 250,002-token vocabulary) with positions for 8192 tokens and dropout 0.1 on hidden states and
+attention probabilities; stage-2 steps (unified + self-distillation), batch 1, group size 2, query 64 tokens
+and passages of exactly each length, gradient checkpointing, the gradient cache with
+``data.sub_batch_size=auto``; two optimizer steps per run, m3lit's real training path
+(:func:`benchmarks.train.m3_train`) in a fresh subprocess per point (peak RSS). Two rows:
 
 * ``m3lit dropout``: m3lit's CPU dropout attention (``model.net.fast_cpu_dropout=true``, the default),
   chunked over query blocks, no L x L matrix (:mod:`m3lit.model.chunked_attention`);
@@ -24,7 +26,7 @@ from benchmarks.workload import ModelSpec, model_dir, train_jsonl
 __all__ = ["LONG_SPEC", "VARIANTS", "run", "main"]
 
 #: The small benchmark model with positions for 8192 tokens.
-LONG_SPEC = ModelSpec(vocab_size=0, max_length=8192)
+LONG_SPEC = ModelSpec(max_length=8192)
 #: Row name -> extra overrides.
 VARIANTS = {"m3lit dropout": [], "torch dropout": ["model.net.fast_cpu_dropout=false"]}
 
@@ -38,7 +40,8 @@ def run(quick: bool = False, runs: int | None = None, lengths: list[int] | None 
     for length in lengths:
         data = str(train_jsonl(4, query_tokens=96, passage_tokens=length + 64, n_neg=1, seed=8))
         base = m3_overrides(folder, data, stage="unified_self_distill", batch_size=1, group_size=2,
-                            passage_max_len=length, steps=2)  # fmt: skip
+                            passage_max_len=length, steps=2, sub_batch_mode="gradcache", sub_batch_size="auto",
+                            gradient_checkpointing=True)  # fmt: skip
         for name, extra in VARIANTS.items():
             sides[f"{name} L={length}"] = lambda r, o=base + extra: H.run_subprocess(
                 H.m3_command("benchmarks.train:m3_train", overrides=o, warmup_steps=1), timeout_s=900
