@@ -5,8 +5,7 @@ XLM-R/BERT, which BGE-M3 fine-tuning leaves on; arXiv:2402.03216 App. B.1 trains
 
 The (B, heads, Lq, Lk) scores are computed one chunk at a time: whole sequences while a chunk stays under
 :data:`CHUNK_SCORES` score elements, otherwise blocks of query rows of one sequence. Nothing of size
-Lq x Lk outlives its chunk, so memory is O(L x rows) instead of O(L^2), and each chunk's softmax, mask and
-products stay in the CPU cache. Backward recomputes the chunk's probabilities from Q and K (softmax
+Lq x Lk outlives its chunk, so memory is O(L x rows) instead of O(L^2). Backward recomputes the chunk's probabilities from Q and K (softmax
 recomputation, as in memory-efficient attention) and uses the softmax gradient
 
     dS = P ⊙ (dP - rowsum(dP ⊙ P)),   dP = (dO V^T) ⊙ M / (1 - p'),   dQ = scale dS K,  dK = scale dS^T Q.
@@ -26,8 +25,9 @@ from m3lit.model.dropout_mask import drop_probability, keep_multiplier
 
 __all__ = ["CHUNK_SCORES", "SAVE_MASK_MAX_KEYS", "chunk_keep", "chunks", "dropout_attention"]
 
-#: Score elements per chunk (fp32: 1 MiB, so a chunk's softmax and mask work stays in the L2 cache).
-CHUNK_SCORES = 2**18
+#: Score elements per chunk (fp32: 16 MiB). Few, large operations: each is a parallel region, and on a loaded
+#: machine 2**18-element chunks (1 MiB, cache-resident) made a layer several times slower than one L x L pass.
+CHUNK_SCORES = 2**22
 #: Keys up to which forward keeps the chunks' keep masks for backward; beyond, backward redraws them.
 SAVE_MASK_MAX_KEYS = 512
 
