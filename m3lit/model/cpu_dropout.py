@@ -7,17 +7,15 @@ and the attention-probability masks are (B, heads, L, L): at the MFU benchmark's
 passage tokens, 6 layers x 6 heads) these draws alone were 21% of the step's time
 (``python -m benchmarks.mfu`` profile). This module draws the same kind of mask from raw random bits instead:
 
-* :func:`keep_mask`: one 32-bit word from the default CPU generator (``torch.Tensor.random_``) gives two
-  16-bit lanes; the low 15 bits of each lane are a uniform integer u in [0, 2^15), and an element is kept
-  when u >= round(p * 2^15). The drop probability is therefore p rounded to a multiple of 2^-15
-  (0.1 -> 0.1000061); kept values are scaled by 1 / (1 - that probability), so E[output] = input exactly.
+* :func:`m3lit.model.dropout_mask.keep_mask`: the masks, two 15-bit uniforms per random 32-bit word, p
+  rounded to a multiple of 2^-15; kept values are scaled by 1 / (1 - that probability).
 * :class:`FastDropout`: a drop-in ``nn.Dropout`` (same ``p``, no parameters, identical state dict). On CPU
   in training mode it uses :func:`keep_mask` and saves the boolean mask (1 byte per element) for backward;
   anywhere else (CUDA, eval, p = 0) it calls ``F.dropout``.
 * :func:`attention`: the Hugging Face attention function registered as ``"m3lit_sdpa"``. With dropout on a
-  CPU tensor it computes softmax(Q K^T * scale + mask) V with a :func:`keep_mask` on the probabilities and the
-  1/(1-p) factor applied to the (B, heads, L, head_dim) output instead of the (B, heads, L, L) probabilities;
-  otherwise it is transformers' own SDPA attention, unchanged.
+  CPU tensor it is :func:`m3lit.model.chunked_attention.dropout_attention`: softmax(Q K^T * scale + mask) V
+  with a keep mask on the probabilities, computed chunk by chunk so memory stays O(L) per query row block
+  instead of O(L^2); otherwise it is transformers' own SDPA attention, unchanged.
 
 Masks come from the default CPU generator, so they follow ``torch.manual_seed`` (m3lit seeds every step)
 and are replayed by gradient checkpointing and the gradient cache like any other dropout. They differ
@@ -27,8 +25,6 @@ from PyTorch's own masks draw for draw, so a run with this dropout is not bit-id
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -36,51 +32,38 @@ from transformers import AttentionInterface, AttentionMaskInterface, PreTrainedM
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import sdpa_mask
 
+from m3lit.model.chunked_attention import dropout_attention
+from m3lit.model.dropout_mask import drop_probability, keep_mask
+
 __all__ = [
     "ATTENTION_NAME",
     "FastDropout",
     "attention",
-    "drop_probability",
-    "keep_mask",
     "use_fast_cpu_dropout",
 ]
 
 #: Name of :func:`attention` in transformers' attention registry (``config._attn_implementation``).
 ATTENTION_NAME = "m3lit_sdpa"
-_LANE_BITS = 15  # uniform bits used per element: the low 15 of each 16-bit lane (the high lane's 16th is 0)
-
-
-def _threshold(p: float) -> int:
-    return round(p * 2**_LANE_BITS)
-
-
-def drop_probability(p: float) -> float:
-    """The drop probability :func:`keep_mask` realises for a requested ``p``: p rounded to k / 2^15."""
-    return _threshold(p) / 2**_LANE_BITS
-
-
-def keep_mask(shape: torch.Size | tuple[int, ...], p: float) -> torch.Tensor:
-    """Boolean CPU tensor of ``shape``, each element True (kept) with probability 1 - drop_probability(p)."""
-    n = math.prod(shape)
-    words = torch.empty((n + 1) // 2, dtype=torch.int32).random_()  # uniform in [0, 2^31)
-    lanes = words.view(torch.int16)[:n].bitwise_and_(2**_LANE_BITS - 1)
-    return lanes.ge(_threshold(p)).view(shape)
 
 
 class _KeepScale(torch.autograd.Function):
-    """y = x * keep * scale; backward: dy * keep * scale (``keep`` saved as bool)."""
+    """y = x * keep * scale; backward: dy * keep * scale (``keep`` saved as bool).
+
+    The product takes the bool mask's bytes as uint8 0/1 (a free view): on CPU several times faster than
+    ``torch.where``. An infinite x at a dropped element gives NaN here, as ``nn.Dropout`` does.
+    """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.Tensor:
         ctx.save_for_backward(keep)
         ctx.scale = scale
-        out = torch.where(keep, x, 0.0)
+        out = x * keep.view(torch.uint8)
         return out.mul_(scale) if scale != 1.0 else out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (keep,) = ctx.saved_tensors
-        grad = torch.where(keep, grad, 0.0)
+        grad = grad * keep.view(torch.uint8)
         return (grad.mul_(ctx.scale) if ctx.scale != 1.0 else grad), None, None
 
 
@@ -115,7 +98,7 @@ def attention(
     """Transformers attention function: (B, heads, L, d) query/key/value -> ((B, L, heads, d) output, None).
 
     ``attention_mask``: None, a boolean (True = attend) or additive float mask broadcastable to
-    (B, heads, L, L), as transformers prepares it for SDPA. CPU with ``dropout`` > 0 takes the explicit path
+    (B, heads, L, L), as transformers prepares it for SDPA. CPU with ``dropout`` > 0 takes the chunked path
     described in the module docstring; everything else is :func:`sdpa_attention_forward`.
     """
     if dropout <= 0 or query.device.type != "cpu" or is_causal or kwargs.get("position_bias") is not None:
@@ -130,19 +113,13 @@ def attention(
             is_causal=is_causal,
             **kwargs,
         )
+    if drop_probability(dropout) >= 1.0:  # everything dropped: zeros, zero gradients
+        zeros = query.new_zeros(*query.shape[:-1], key.shape[-2])
+        return torch.matmul(zeros, value).transpose(1, 2).contiguous(), None
+    if attention_mask is not None and attention_mask.requires_grad:
+        raise ValueError("m3lit's CPU dropout attention takes no gradient for the attention mask")
     scale = query.shape[-1] ** -0.5 if scaling is None else scaling
-    # (B, heads, Lq, Lk), the scale applied on the small (B, heads, Lq, d) side
-    scores = torch.matmul(query * scale, key.transpose(-1, -2))
-    if attention_mask is not None:
-        if attention_mask.dtype == torch.bool:
-            scores = scores.masked_fill(~attention_mask, float("-inf"))
-        else:
-            scores = scores + attention_mask
-    probs = _dropout(torch.softmax(scores, dim=-1), dropout, scale=False)  # all zero when p' = 1
-    out = torch.matmul(probs, value)  # (B, heads, Lq, d)
-    if drop_probability(dropout) < 1.0:
-        out.mul_(1.0 / (1.0 - drop_probability(dropout)))
-    return out.transpose(1, 2).contiguous(), None
+    return dropout_attention(query, key, value, attention_mask, scale, dropout), None
 
 
 AttentionInterface.register(ATTENTION_NAME, attention)
