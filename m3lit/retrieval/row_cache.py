@@ -42,32 +42,42 @@ log = logging.getLogger(__name__)
 ROWS_DIR = "eval-rows"
 #: Bumped when the layout of an entry changes.
 FORMAT = 1
+#: State-dict prefixes of the sparse and ColBERT heads (left out of a dense-only system's fingerprint).
+HEAD_PREFIXES = ("sparse_head.", "colbert_head.")
 #: The subpackages whose code decides an evaluation's numbers (hashed into every key).
 CODE_PACKAGES = ("scores", "model", "inference", "retrieval")
 
 
-def model_fingerprint(model) -> str:
+def model_fingerprint(model, heads: bool = True) -> str:
     """sha256 of what decides an :class:`~m3lit.model.M3Model`'s outputs.
 
     Every tensor of ``state_dict()`` (name, dtype, shape and bytes, in name order), the encoder's config
-    (without its ``_name_or_path``), the heads' settings (``normalize``, ColBERT width, whether the heads
-    were trained) and the tokenizer (:func:`tokenizer_fingerprint`). A moved or copied model keeps its
-    fingerprint; one changed weight changes it.
+    (without its ``_name_or_path``), the heads' settings (``normalize``, whether the heads were trained) and
+    the tokenizer (:func:`tokenizer_fingerprint`). A moved or copied model keeps its fingerprint; one changed
+    weight changes it.
+
+    Args:
+        model: the model.
+        heads: include the sparse and ColBERT heads. False for a system evaluated without them (dense
+            only): a released encoder loaded without head files gets freshly initialised heads at every
+            load, which must not change the key of rows they take no part in.
     """
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
+        if not heads and name.startswith(HEAD_PREFIXES):
+            continue
         flat = tensor.detach().to("cpu").contiguous().reshape(-1)
         digest.update(f"{name}\0{flat.dtype}\0{tuple(tensor.shape)}\0".encode())
         digest.update(memoryview(flat.view(torch.uint8).numpy()))
     config = model.encoder.config.to_dict()
     config.pop("_name_or_path", None)
-    heads = {
+    settings = {
         "class": type(model).__name__,
         "normalize": [getattr(head, "normalize", None) for head in (model.dense_head, model.colbert_head)],
-        "heads_loaded": bool(getattr(model, "heads_loaded", True)),
+        "heads_loaded": bool(getattr(model, "heads_loaded", True)) if heads else None,
         "tokenizer": tokenizer_fingerprint(model.tokenizer),
     }
-    digest.update(json.dumps({"config": config, **heads}, sort_keys=True, default=str).encode())
+    digest.update(json.dumps({"config": config, **settings}, sort_keys=True, default=str).encode())
     return digest.hexdigest()
 
 

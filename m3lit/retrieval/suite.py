@@ -51,6 +51,7 @@ from m3lit.files.jsonl import DataError
 from m3lit.retrieval.beir import RetrievalDataset, load_beir
 from m3lit.retrieval.config import RetrievalConfig
 from m3lit.retrieval.fusion_tuning import FUSED_MODES, WEIGHT_FIELDS, choose_weights
+from m3lit.retrieval.modes import NEEDS, NO_HEADS
 from m3lit.retrieval.options import EvaluationOptions
 from m3lit.retrieval.pipeline import (
     evaluate_retrieval,
@@ -226,14 +227,16 @@ class _SuiteState:
     def __init__(self, systems: list[SuiteSystem], options: EvaluationOptions) -> None:
         self.systems, self.options = systems, options
         self.corpus_caches: list[dict] = [{} for _ in systems]  # one corpus cache per system
-        self._models: dict[int, str] = {}
+        self._models: dict[tuple[int, bool], str] = {}
         self._tokenizer: str | None = None
 
-    def model_key(self, index: int) -> str:
-        """The content fingerprint of system ``index``'s model (:func:`model_fingerprint`)."""
-        if index not in self._models:
-            self._models[index] = model_fingerprint(self.systems[index].model)
-        return self._models[index]
+    def model_key(self, index: int, modes: Sequence[str]) -> str:
+        """The content fingerprint of system ``index``'s model (:func:`model_fingerprint`), its sparse and
+        ColBERT heads left out when none of ``modes`` uses them."""
+        heads = any(NEEDS[mode] - NO_HEADS for mode in modes)
+        if (index, heads) not in self._models:
+            self._models[index, heads] = model_fingerprint(self.systems[index].model, heads=heads)
+        return self._models[index, heads]
 
     def tokenizer_key(self) -> str:
         """The fingerprint of the first system's tokenizer: what BM25 depends on."""
@@ -282,7 +285,7 @@ def _evaluate_task(task: SuiteTask, state: _SuiteState, runs_dir) -> dict:
             )  # fmt: skip
             if system.cache_rows:
                 key = {
-                    "rows": "system", "model": state.model_key(index), **data, "modes": modes,
+                    "rows": "system", "model": state.model_key(index, modes), **data, "modes": modes,
                     "metrics": list(task.metrics), "config": config.to_dict(),
                     "ignore_identical_ids": options.ignore_identical_ids, "device": state.device_type(index),
                 }  # fmt: skip

@@ -140,3 +140,19 @@ def test_cached_rows_compute_once_per_key(tmp_path):
     assert (tmp_path / "b" / "dense.trec").read_text() == "q 0 d 1 0.5 dense\n"
     cached_rows("toy", {"k": 2}, compute, None)
     assert len(calls) == 2
+
+
+def test_fresh_heads_leave_a_dense_only_reference_key_unchanged(suite_dir, tiny_model, tmp_path, caplog):
+    """A released encoder without head files gets new random heads at every load: its dense rows are reused."""
+    tiny_model.heads_loaded = True
+    reference = copy.deepcopy(tiny_model)
+    _suite(suite_dir, tiny_model, reference, tmp_path / "a")
+    before = model_fingerprint(reference)
+    with torch.no_grad():
+        reference.sparse_head.linear.weight.normal_()
+        reference.colbert_head.linear.weight.normal_()
+    assert model_fingerprint(reference) != before
+    assert model_fingerprint(reference, heads=False) == model_fingerprint(tiny_model, heads=False)
+    with caplog.at_level(logging.INFO, logger="m3lit.retrieval.row_cache"):
+        _suite(suite_dir, tiny_model, reference, tmp_path / "b")
+    assert caplog.text.count("rows reused") == 4 and "rows computed" not in caplog.text
