@@ -1,22 +1,31 @@
 """Encode on CPU: PyTorch (``M3Embedder``) vs ONNX Runtime fp32 vs int8 (``OnnxM3Embedder``), all three outputs.
 
-    M3LIT_CACHE=... python -m benchmarks.onnx_encode [--quick] [--runs N] [--model NAME] [--beir DIR]
+    M3LIT_CACHE=... python -m benchmarks.onnx_encode [--quick] [--runs N] [--texts N] [--model NAME] [--beir DIR]
 
 The model is multilingual-e5-small (``m3lit:multilingual-e5-small-q4``, resolved from ``$M3LIT_CACHE``)
 with freshly initialised sparse and ColBERT heads (seed 0): it has no trained heads, and a head-less
 folder is refused by the ONNX export, so it is saved once with its fresh heads
 (:meth:`M3Model.save_pretrained`) and exported with ``format=onnx onnx_int8=true``, both cached under
-``.cache/bench/onnx-<name>/``. The texts are the passages of a small BEIR folder (default: the compact
-Bible benchmark's ``eval/miracl/en``, 2,033 passages, 100 queries; 200 passages with --quick), with
-e5's ``passage: `` / ``query: `` prefixes; batch size 32, max length 512, dense + lexical weights +
+``.cache/bench/onnx-<name>/``. The texts are the first ``--texts`` passages of a small BEIR folder (default:
+the compact Bible benchmark's ``eval/miracl/en``, 2,033 passages, 100 queries; 200 passages with --quick),
+with e5's ``passage: `` / ``query: `` prefixes; batch size 32, max length 512, dense + lexical weights +
 ColBERT vectors, timed after a warm-up call on 64 passages.
 
-Three sides in alternating rounds (:func:`benchmarks.harness.alternate`), each run a fresh process: texts/s,
-tokens/s (special tokens included) and peak RSS (the harness's sample of the child's RSS: the loader's
-imports, torch included, and the model; not ``ru_maxrss``, which a child inherits from this parent, that
-built the export). Quality, from the first round: each side's dense retrieval nDCG@10 on the folder (exact
-inner product over the passages; e5's usual mean pooling is not used, m3lit's CLS vector is), and the
-dense cosine of every passage to ONNX fp32 (min and mean). Writes ``bench_results/onnx_encode.json``.
+Four sides in alternating rounds (:func:`benchmarks.harness.alternate`: round r runs them in order, the
+next round in reverse), each run a fresh process: the fp32 GEMM peak (:func:`benchmarks.mfu.m3_peak`: the
+best large matmul, and the rate of the encoder's own GEMM shapes at one batch of tokens), then the three
+encoders. Per encoder: texts/s, tokens/s (special tokens included), GFLOP/s (the forward matmul FLOPs of
+the texts at their real lengths, :func:`benchmarks.flops.encode_flops`, over the seconds) and its share of
+the measured fp32 peak (best run against the best peak of the same run), and peak RSS (the harness's sample
+of the child's RSS: the loader's imports, torch included, and the model; not ``ru_maxrss``, which a child
+inherits from this parent, that built the export). Speed ratios against PyTorch: best against best, and
+per round (run i of each side, alternated, so both saw the same machine load). Quality, from the first
+round: each side's dense retrieval nDCG@10 on the folder (exact inner product over the passages; e5's usual
+mean pooling is not used, m3lit's CLS vector is), and the dense cosine of every passage to ONNX fp32 (min
+and mean). Writes ``bench_results/onnx_encode.json``.
+
+On a loaded machine single runs mislead (the other processes take the cores of one side and not the other's):
+compare only alternated rounds, on an idle machine.
 """
 
 from __future__ import annotations
@@ -35,6 +44,8 @@ __all__ = ["SIDES", "encode_side", "prepare", "run", "main"]
 MODEL = "m3lit:multilingual-e5-small-q4"
 #: Side name -> how its model is loaded (see :func:`_load`).
 SIDES = ("pytorch", "onnx fp32", "onnx int8")
+#: The side that measures the GEMM peak, alternated with the encoders.
+PEAK = "gemm peak"
 BATCH_SIZE = 32
 MAX_LENGTH = 512
 
@@ -107,13 +118,29 @@ def _dense_ndcg(model, data) -> tuple[float, np.ndarray]:
     return evaluate_ranking(ranking, data.qrels, ["ndcg@10"]).values["ndcg@10"], docs
 
 
-def run(quick: bool = False, runs: int | None = None, model: str = MODEL, beir: str | None = None) -> dict:
+def run(
+    quick: bool = False,
+    runs: int | None = None,
+    model: str = MODEL,
+    beir: str | None = None,
+    texts: int | None = None,
+) -> dict:
     """Side-by-side ONNX encode benchmark; prints the table and writes ``bench_results/onnx_encode.json``."""
     runs = runs or (1 if quick else 3)
     beir = str(beir or default_beir())
-    n = 200 if quick else 2033
+    n = texts or (200 if quick else 2033)
+    from transformers import AutoConfig
+
     folders = prepare(model)
-    print(f"  onnx encode ({model}, {n} passages of {beir})", flush=True)
+    flops, tokens = _workload(folders["torch_dir"], beir, n)
+    print(f"  onnx encode ({model}, {n} passages of {beir}: {flops / 1e9:.1f} GFLOP)", flush=True)
+    shape = AutoConfig.from_pretrained(folders["torch_dir"])
+    peak = H.m3_command(
+        "benchmarks.mfu:m3_peak",
+        hidden=shape.hidden_size,
+        ffn=shape.intermediate_size,
+        tokens=BATCH_SIZE * max(1, tokens // n),
+    )
     with tempfile.TemporaryDirectory() as tmp:
         vectors = {side: str(Path(tmp) / f"{i}.npy") for i, side in enumerate(SIDES)}
 
@@ -128,27 +155,49 @@ def run(quick: bool = False, runs: int | None = None, model: str = MODEL, beir: 
 
             return call
 
-        results = H.alternate({side: side_fn(side) for side in SIDES}, dict.fromkeys(SIDES, runs))
+        sides = {PEAK: lambda r: H.run_subprocess(peak, timeout_s=300)}
+        sides.update({side: side_fn(side) for side in SIDES})
+        results = H.alternate(sides, dict.fromkeys(sides, runs))
         dense = {side: np.load(path) for side, path in vectors.items() if Path(path).is_file()}
-    return report(results, dense, quick, model, beir, n, folders)
+    return report(results, dense, quick, model, beir, n, folders, flops)
+
+
+def _workload(torch_dir: str, beir: str, n: int) -> tuple[float, int]:
+    """Forward matmul FLOPs of encoding the first ``n`` passages (real lengths, max 512) and their tokens."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from benchmarks.flops import EncoderShape, encode_flops
+    from m3lit.retrieval import load_beir
+
+    passages = ["passage: " + t for t in load_beir(beir).corpus_texts[:n]]
+    tokenizer = AutoTokenizer.from_pretrained(torch_dir)
+    lengths = [len(ids) for ids in tokenizer(passages, truncation=True, max_length=MAX_LENGTH)["input_ids"]]
+    shape = EncoderShape.from_config(AutoConfig.from_pretrained(torch_dir))
+    return encode_flops(shape, lengths), sum(lengths)
 
 
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
 
 
-def report(results, dense, quick, model, beir, n, folders) -> dict:
+def report(results, dense, quick, model, beir, n, folders, flops) -> dict:
     """Print the table and write the JSON (see the module docstring)."""
     rows, summary = [], {}
     reference = dense.get("onnx fp32")
+    peaks = [r.result for r in results[PEAK] if r.ok]
+    peak = max((p["fp32"] for p in peaks), default=None)
+    summary[PEAK] = {k: H.summarize([p.get(k) for p in peaks]) for k in ("fp32", "shape_fp32")}
     for side in SIDES:
         ok = [r for r in results[side] if r.ok]
         texts = H.summarize([r.result["texts"] / r.result["seconds"] for r in ok])
         tokens = H.summarize([r.result["tokens"] / r.result["seconds"] for r in ok])
+        gflops = H.summarize([flops / r.result["seconds"] / 1e9 for r in ok])
         rss = H.summarize([r.sampled_peak_rss_mb for r in ok])  # ru_maxrss: the parent's (exec keeps it)
         ndcg = next((r.result["ndcg@10"] for r in ok if "ndcg@10" in r.result), None)
         cos = _cosines(dense[side], reference) if side in dense and reference is not None else None
-        entry = {"texts_per_s": texts, "tokens_per_s": tokens, "peak_rss_mb": rss, "ndcg@10": ndcg}
+        share = None if peak is None or gflops["max"] is None else gflops["max"] * 1e9 / peak
+        entry = {"texts_per_s": texts, "tokens_per_s": tokens, "gflops_per_s": gflops, "peak_share": share}
+        entry.update({"peak_rss_mb": rss, "ndcg@10": ndcg})
         if cos is not None:
             entry["dense_cosine_to_onnx_fp32"] = {"min": float(cos.min()), "mean": float(cos.mean())}
         summary[side] = entry
@@ -157,6 +206,8 @@ def report(results, dense, quick, model, beir, n, folders) -> dict:
                 side,
                 H.fmt_range(texts, 1),
                 H.fmt_range(tokens, 0),
+                H.fmt_range(gflops, 1),
+                "n/a" if share is None else f"{100 * share:.1f} %",
                 H.fmt_range(rss, 0),
                 "n/a" if cos is None else f"{cos.min():.4f} / {cos.mean():.4f}",
                 "n/a" if ndcg is None else f"{ndcg:.4f}",
@@ -166,23 +217,29 @@ def report(results, dense, quick, model, beir, n, folders) -> dict:
     for side in SIDES[1:]:
         rates = [r.result["texts"] / r.result["seconds"] for r in results[side] if r.ok]
         summary[side]["speedup_over_pytorch"] = H.pair_ratios(rates, base)
-        rows.append(
-            [f"{side} / pytorch", H.fmt_range(summary[side]["speedup_over_pytorch"], 2), "", "", "", ""]
+        best = max(rates) / max(base) if rates and base else None
+        summary[side]["best_over_best"] = best
+        ratio = (
+            "n/a"
+            if best is None
+            else f"best {best:.2f}; per round " + H.fmt_range(summary[side]["speedup_over_pytorch"], 2)
         )
-    failures = [f"{side}: {r.status}" for side in SIDES for r in results[side] if not r.ok]
-    headers = [
-        "encode (CPU)",
-        "texts/s",
-        "tokens/s",
-        "peak RSS MB",
-        "dense cos to fp32 (min / mean)",
-        "nDCG@10",
-    ]
-    print("\n### onnx encode\n" + H.format_table(headers, rows) + "".join(f"\nFAILED {f}" for f in failures))
+        rows.append([f"{side} / pytorch", ratio, "", "", "", "", "", ""])
+    failures = [f"{side}: {r.status}" for side in (PEAK, *SIDES) for r in results[side] if not r.ok]
+    headers = ["encode (CPU)", "texts/s", "tokens/s", "GFLOP/s", "of fp32 peak (best)", "peak RSS MB"]
+    headers += ["dense cos to fp32 (min / mean)", "nDCG@10"]
+    peak_line = "n/a" if peak is None else f"{peak / 1e9:.1f} GFLOP/s"
+    shape_line = H.fmt_range(summary[PEAK]["shape_fp32"], 1, 1e-9)
+    print(
+        f"\n### onnx encode (measured fp32 GEMM peak {peak_line}; the encoder's GEMM shapes {shape_line})\n"
+        + H.format_table(headers, rows)
+        + "".join(f"\nFAILED {f}" for f in failures)
+    )
     onnx_dir = Path(folders["onnx_dir"])
     payload = {
         "benchmark": "onnx_encode", "quick": quick, "model": model, "beir": beir, "n_texts": n,
-        "workload": {"batch_size": BATCH_SIZE, "max_length": MAX_LENGTH, "outputs": "dense+sparse+colbert"},
+        "workload": {"batch_size": BATCH_SIZE, "max_length": MAX_LENGTH, "outputs": "dense+sparse+colbert",
+                     "forward_flops": flops},
         "files_mb": {p.name: p.stat().st_size / 2**20 for p in sorted(onnx_dir.glob("*.onnx*"))},
         "provenance": json.loads((onnx_dir / "m3lit.json").read_text(encoding="utf-8")),
         "env": H.environment(), "summary": summary, "failures": failures, "runs": results,
@@ -195,8 +252,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = H.bench_parser(__doc__.splitlines()[0])
     parser.add_argument("--model", default=MODEL, help="model with an encoder (fresh heads are added)")
     parser.add_argument("--beir", default=None, help="BEIR folder (default: the compact Bible miracl/en)")
+    parser.add_argument(
+        "--texts", type=int, default=None, help="passages encoded (default 2033, --quick 200)"
+    )
     args = parser.parse_args(argv)
-    run(args.quick, args.runs, args.model, args.beir)
+    run(args.quick, args.runs, args.model, args.beir, args.texts)
 
 
 if __name__ == "__main__":

@@ -298,7 +298,7 @@ def is_out_of_memory(error: BaseException) -> bool:
 
 def sparse_to_dict(ids: np.ndarray, weights: np.ndarray) -> dict[str, np.float32]:
     """FlagEmbedding's ``lexical_weights`` form: ``{str(token_id): weight}``, insertion in given order."""
-    return {str(int(i)): w for i, w in zip(ids, weights.astype(np.float32), strict=True)}
+    return dict(zip(map(str, np.asarray(ids).tolist()), weights.astype(np.float32), strict=True))
 
 
 # ---------------------------------------------------------------------------------------------- helpers

@@ -94,9 +94,10 @@ def retrieve(
         depth: length of the returned lists (the largest metric cut-off).
         device: where to encode (None = the model's device).
         progress: progress bars.
-        corpus_cache: a dict kept by the caller across calls with the SAME model: the encoded corpus is
-            reused when the next dataset has the same corpus texts and passage settings (e.g. every
-            language of a task that searches one shared corpus). It holds one corpus at a time.
+        corpus_cache: a dict kept by the caller across calls with the SAME model: an encoded corpus is
+            reused when a later dataset has the same corpus texts and passage settings (e.g. every
+            language of a task that searches one shared corpus, or two tasks on one corpus). It holds the
+            last :data:`~m3lit.retrieval.index.search.CORPUS_CACHE_ENTRIES` corpora used.
     """
     plan = plan_retrieval(modes, config or RetrievalConfig(), depth)
     return run_plan(model, dataset, plan, device=device, progress=progress, corpus_cache=corpus_cache)

@@ -18,7 +18,9 @@ are ranked; the choice is reported under the task's tables and in ``results.json
 
 A *system* is one model evaluated with one retrieval setting (:class:`SuiteSystem`): e.g. the released
 model with its own mean pooling and prefixes in dense mode, or the fine-tuned model in every mode. Each
-(system, mode) becomes one row; BM25 depends only on the tokenizer and is computed once.
+(system, mode) becomes one row; BM25 depends only on the tokenizer and is computed once. The rows that cannot
+change between runs, the reference system's and BM25's, are kept on disk keyed by the model's content, the
+data and every setting (:mod:`m3lit.retrieval.row_cache`): a second run reuses them and logs so.
 
 One suite is one way through (:func:`run_suite`): **plan** (read ``suite.json``, load the reference model:
 :func:`read_suite`, :func:`suite_systems`), then per task and language **load** the dataset once per split,
@@ -36,17 +38,20 @@ Results (``results.json``, the same ``{"settings", "results"}`` envelope as ever
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from m3lit.data.lengths import tokenizer_fingerprint
 from m3lit.files.errors import PathError
 from m3lit.files.jsonl import DataError
 from m3lit.retrieval.beir import RetrievalDataset, load_beir
 from m3lit.retrieval.config import RetrievalConfig
 from m3lit.retrieval.fusion_tuning import FUSED_MODES, WEIGHT_FIELDS, choose_weights
+from m3lit.retrieval.modes import NEEDS, NO_HEADS
 from m3lit.retrieval.options import EvaluationOptions
 from m3lit.retrieval.pipeline import (
     evaluate_retrieval,
@@ -58,6 +63,7 @@ from m3lit.retrieval.pipeline import (
 from m3lit.retrieval.report.provenance import dataset_hash, read_json_object
 from m3lit.retrieval.report.tables import MODE_NAMES, reference_label, row_label
 from m3lit.retrieval.report.write import write_suite_reports
+from m3lit.retrieval.row_cache import cached_rows, model_fingerprint
 
 __all__ = [
     "Suite",
@@ -107,12 +113,15 @@ class SuiteSystem:
         modes: modes to evaluate (``bm25`` is added once by :func:`evaluate_suite` when asked).
         retrieval: RetrievalConfig overrides for this system (pooling, prefixes, lengths), applied after
             the task's own.
+        cache_rows: its rows are read from / kept in the row cache (:mod:`m3lit.retrieval.row_cache`), keyed
+            by the model's content: for a model that does not change between runs (the released reference).
     """
 
     label: str
     model: Any
     modes: tuple[str, ...]
     retrieval: dict[str, Any] = field(default_factory=dict)
+    cache_rows: bool = False
 
     def row(self, mode: str) -> str:
         return row_label(self.label, mode)
@@ -170,7 +179,7 @@ def _task(path: Path, i: int, task: Mapping[str, Any]) -> SuiteTask:
 
 def suite_systems(model, options: EvaluationOptions) -> list[SuiteSystem]:
     """The main system (``model`` in ``options.modes`` but BM25) and, with ``options.reference``, the released
-    model loaded and evaluated dense-only with its own retrieval settings."""
+    model loaded and evaluated dense-only with its own retrieval settings (its rows cached)."""
     systems = [SuiteSystem("", model, tuple(m for m in options.modes if m != "bm25"))]
     reference = options.reference
     if reference:
@@ -180,7 +189,7 @@ def suite_systems(model, options: EvaluationOptions) -> list[SuiteSystem]:
         if options.device is not None:
             released = released.to(options.device)
         label, overrides = reference_label(reference), dict(reference.get("retrieval") or {})
-        systems.append(SuiteSystem(label, released.eval(), ("dense",), overrides))
+        systems.append(SuiteSystem(label, released.eval(), ("dense",), overrides, cache_rows=True))
     return systems
 
 
@@ -199,20 +208,51 @@ def evaluate_suite(
     the first system's tokenizer) is evaluated once per dataset when ``options.modes`` holds ``bm25``.
     Retrieval settings are layered: ``options.retrieval`` (e.g. ``configs/evaluate.yaml``'s), then the
     task's, then the system's. With ``runs_dir`` every ranked list is written as
-    ``<runs_dir>/<task>/<lang>/<system>/<mode>.trec``. With ``options.tune_fusion``, the first system's
-    fused modes on a task with a ``dev_split`` are ranked with weights chosen on its dev queries (the task's
-    block gains ``"fusion"``); each corpus is still encoded once, for the dev and the test queries together.
-    ``options.data``, ``metrics`` and ``unknown_qrels`` are not read (a task names its own metrics).
+    ``<runs_dir>/<task>/<lang>/<system>/<mode>.trec`` (BM25's under the first system's folder). With
+    ``options.tune_fusion``, the first system's fused modes on a task with a ``dev_split`` are ranked with
+    weights chosen on its dev queries (the task's block gains ``"fusion"``); each corpus is still encoded
+    once, for the dev and the test queries together. The rows of BM25 and of a ``cache_rows`` system come
+    from the row cache when an earlier run made them with the same model, data and settings
+    (:mod:`m3lit.retrieval.row_cache`). ``options.data``, ``metrics`` and ``unknown_qrels`` are not read (a
+    task names its own metrics).
     """
-    options = options or EvaluationOptions()
-    caches: list[dict] = [{} for _ in systems]  # one encoded corpus per system (one corpus, many languages)
-    return {task.name: _evaluate_task(task, systems, options, caches, runs_dir) for task in tasks}
+    state = _SuiteState(list(systems), options or EvaluationOptions())
+    return {task.name: _evaluate_task(task, state, runs_dir) for task in tasks}
 
 
-def _evaluate_task(
-    task: SuiteTask, systems: Sequence[SuiteSystem], options: EvaluationOptions, caches: list[dict], runs_dir
-) -> dict:
+class _SuiteState:
+    """What one suite evaluation keeps across its tasks: each system's encoded corpora (:func:`retrieve`'s
+    ``corpus_cache``), and the fingerprints that key cached rows, computed once when first needed."""
+
+    def __init__(self, systems: list[SuiteSystem], options: EvaluationOptions) -> None:
+        self.systems, self.options = systems, options
+        self.corpus_caches: list[dict] = [{} for _ in systems]  # one corpus cache per system
+        self._models: dict[tuple[int, bool], str] = {}
+        self._tokenizer: str | None = None
+
+    def model_key(self, index: int, modes: Sequence[str]) -> str:
+        """The content fingerprint of system ``index``'s model (:func:`model_fingerprint`), its sparse and
+        ColBERT heads left out when none of ``modes`` uses them."""
+        heads = any(NEEDS[mode] - NO_HEADS for mode in modes)
+        if (index, heads) not in self._models:
+            self._models[index, heads] = model_fingerprint(self.systems[index].model, heads=heads)
+        return self._models[index, heads]
+
+    def tokenizer_key(self) -> str:
+        """The fingerprint of the first system's tokenizer: what BM25 depends on."""
+        if self._tokenizer is None:
+            self._tokenizer = tokenizer_fingerprint(self.systems[0].model.tokenizer)
+        return self._tokenizer
+
+    def device_type(self, index: int) -> str:
+        """Where system ``index`` encodes (``cpu``, ``cuda``): numbers may differ in the last digits."""
+        device = self.options.device or next(self.systems[index].model.parameters()).device
+        return str(device).split(":")[0]
+
+
+def _evaluate_task(task: SuiteTask, state: _SuiteState, runs_dir) -> dict:
     """One task's block: every language loaded once and scored for every system (the main one tuned)."""
+    options, systems = state.options, state.systems
     rows: dict[str, dict[str, dict[str, float]]] = {}
     tuned = (
         _TunedFusion(task, options.ignore_identical_ids) if options.tune_fusion and task.dev_split else None
@@ -220,30 +260,38 @@ def _evaluate_task(
     if options.tune_fusion and tuned is None:
         log.warning("%s names no dev_split: its fused modes keep the task's fixed weights", task.name)
     plans = [  # per system: its modes and retrieval settings on this task
-        (system, _system_modes(task, system, bm25=index == 0 and "bm25" in options.modes),
+        (system, _system_modes(task, system),
          RetrievalConfig.from_mapping({**options.retrieval, **task.retrieval, **system.retrieval}))
-        for index, system in enumerate(systems)
+        for system in systems
     ]  # fmt: skip
     for lang, folder in task.datasets.items():
         dataset = load_beir(folder, options.split, name=f"{task.name}/{lang}")  # once for every system
+        data = {"dataset": dataset_hash(folder, options.split), "split": options.split}
+        if "bm25" in options.modes:
+            runs = _runs_folder(runs_dir, task, lang, systems[0])
+            _add_rows(rows, systems[0], lang, _bm25_rows(state, task, dataset, data, plans[0][2], runs))
         for index, (system, modes, config) in enumerate(plans):
             log.info("%s %s: %s in %s", task.name, lang, system.label or "model", modes)
-            keywords = {"device": options.device, "progress": options.progress, "corpus_cache": caches[index]}
-            runs = None if runs_dir is None else Path(runs_dir) / task.name / lang / (system.label or "model")
+            keywords = {"device": options.device, "progress": options.progress}
+            keywords["corpus_cache"] = state.corpus_caches[index]
+            runs = _runs_folder(runs_dir, task, lang, system)
             if tuned is not None and index == 0:  # scored once every language's dev queries are in
                 tuned.add(lang, folder, dataset, system, modes, config, runs, **keywords)
                 continue
-            scores = evaluate_retrieval(
-                system.model,
-                dataset,
-                split=options.split,
-                modes=modes,
-                metrics=task.metrics,
-                config=config,
-                ignore_identical_ids=options.ignore_identical_ids,
-                runs_dir=runs,
+            score = functools.partial(
+                evaluate_retrieval, system.model, dataset, split=options.split, modes=modes,
+                metrics=task.metrics, config=config, ignore_identical_ids=options.ignore_identical_ids,
                 **keywords,
-            )
+            )  # fmt: skip
+            if system.cache_rows:
+                key = {
+                    "rows": "system", "model": state.model_key(index, modes), **data, "modes": modes,
+                    "metrics": list(task.metrics), "config": config.to_dict(),
+                    "ignore_identical_ids": options.ignore_identical_ids, "device": state.device_type(index),
+                }  # fmt: skip
+                scores = cached_rows(f"{task.name}/{lang}: {system.label}", key, score, runs)
+            else:
+                scores = score(runs_dir=runs)
             _add_rows(rows, system, lang, scores)
     block: dict[str, Any] = {"metrics": list(task.metrics), "languages": list(task.datasets)}
     if tuned is not None:
@@ -257,12 +305,42 @@ def _evaluate_task(
     return block
 
 
-def _system_modes(task: SuiteTask, system: SuiteSystem, bm25: bool) -> list[str]:
-    """The system's modes on ``task``: its own, the task's extra modes (systems beyond dense), BM25 if asked."""
+def _runs_folder(runs_dir, task: SuiteTask, lang: str, system: SuiteSystem) -> Path | None:
+    """``<runs_dir>/<task>/<lang>/<system>`` (None without ``runs_dir``)."""
+    return None if runs_dir is None else Path(runs_dir) / task.name / lang / (system.label or "model")
+
+
+def _bm25_rows(
+    state: _SuiteState,
+    task: SuiteTask,
+    dataset: RetrievalDataset,
+    data: dict,
+    config: RetrievalConfig,
+    runs: Path | None,
+) -> dict:
+    """BM25's row on one dataset with the first system's tokenizer (and its settings on ``task``), from the
+    row cache when the tokenizer, data and settings are those of an earlier run."""
+    options, model = state.options, state.systems[0].model
+    log.info("%s: bm25", dataset.name)
+    key = {
+        "rows": "bm25", "tokenizer": state.tokenizer_key(), "vocab": int(model.encoder.config.vocab_size),
+        **data, "metrics": list(task.metrics), "config": config.to_dict(),
+        "ignore_identical_ids": options.ignore_identical_ids,
+    }  # fmt: skip
+
+    score = functools.partial(
+        evaluate_retrieval, model, dataset, split=options.split, modes=["bm25"], metrics=task.metrics,
+        config=config, ignore_identical_ids=options.ignore_identical_ids,
+    )  # fmt: skip
+    return cached_rows(f"{dataset.name}: BM25", key, score, runs)
+
+
+def _system_modes(task: SuiteTask, system: SuiteSystem) -> list[str]:
+    """The system's modes on ``task``: its own and the task's extra modes (systems beyond dense)."""
     modes = list(system.modes)
     if len(modes) > 1:
         modes += [m for m in task.extra_modes if m not in modes]
-    return [*modes, "bm25"] if bm25 else modes
+    return modes
 
 
 def _add_rows(rows: dict, system: SuiteSystem, lang: str, scores: Mapping[str, Mapping[str, float]]) -> None:

@@ -14,7 +14,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks import harness as H
-from benchmarks.flops import EncoderShape, step_flops
+from benchmarks.flops import EncoderShape, encode_flops, step_flops
 from m3lit.model import M3Model
 from m3lit.model.tiny import tiny_xlmr_config
 from m3lit.scores import colbert_scores, dense_scores, sparse_scores
@@ -41,6 +41,21 @@ def test_step_flops_match_torch_flop_counter(tokenizer):
     assert analytic["total"] <= counted
     assert (counted - analytic["total"]) / counted < 1e-3
     assert analytic["encoder"] > 0.9 * analytic["total"]
+
+
+def test_encode_flops_match_torch_flop_counter(tokenizer):
+    """The encode count (texts at their own lengths, dense + sparse + ColBERT) equals torch's for one forward
+    pass per text (eager attention: every matmul visible)."""
+    config = tiny_xlmr_config(len(tokenizer), hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
+                              max_length=64, dropout=0.0, attn_implementation="eager")  # fmt: skip
+    torch.manual_seed(0)
+    model = M3Model.from_config(config, tokenizer, colbert_dim=16).eval()
+    lengths = [9, 17, 30]
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        for length in lengths:
+            ids = torch.randint(4, len(tokenizer) - 1, (1, length))
+            model(ids, torch.ones_like(ids))
+    assert encode_flops(EncoderShape.from_config(config, 16), lengths) == counter.get_total_flops()
 
 
 def test_summaries_and_ratios():

@@ -28,9 +28,14 @@ from m3lit.retrieval.index.ranking import Ranking
 from m3lit.retrieval.index.sparse import sparse_matrix
 from m3lit.retrieval.modes import NO_HEADS, RetrievalPlan
 
-__all__ = ["RANKERS", "RetrievalRun", "run_plan"]
+__all__ = ["CORPUS_CACHE_ENTRIES", "RANKERS", "RetrievalRun", "run_plan"]
 
 log = logging.getLogger(__name__)
+
+
+#: How many encoded corpora a ``corpus_cache`` keeps: a suite whose tasks share a corpus with another
+#: corpus between them (MIRACL-like en, fr, then MKQA-like on the en corpus) encodes each corpus once.
+CORPUS_CACHE_ENTRIES = 2
 
 
 @dataclass
@@ -164,13 +169,17 @@ def _encode_queries(search: _Search) -> None:
 
 
 def _index_corpus(search: _Search, progress: bool, corpus_cache: dict | None) -> None:
-    """Encode the corpus shard by shard into the indices, or reuse the cached one (same texts, settings)."""
+    """Encode the corpus shard by shard into the indices, or reuse a cached one (same texts, settings).
+
+    ``corpus_cache`` maps a corpus key (:func:`_corpus_key`) to its :class:`CorpusIndex`, the most recently
+    used last; it keeps :data:`CORPUS_CACHE_ENTRIES` of them.
+    """
     texts, needs = search.dataset.corpus_texts, set(search.plan.needs)
     key = _corpus_key(texts, needs, search.cfg)
-    if corpus_cache is not None and corpus_cache.get("key") == key:
-        search.corpus = corpus_cache["index"]
+    if corpus_cache is not None and key in corpus_cache:
+        search.corpus = corpus_cache[key] = corpus_cache.pop(key)  # now the most recently used
         log.info(
-            "%s: corpus encoding reused from the previous dataset (same texts and settings)",
+            "%s: corpus encoding reused from an earlier dataset (same texts and settings)",
             search.dataset.name,
         )
     else:
@@ -184,10 +193,11 @@ def _index_corpus(search: _Search, progress: bool, corpus_cache: dict | None) ->
                 device=search.device,
                 progress=progress,
             )
-        if corpus_cache is not None:
-            corpus_cache.clear()
-            if search.corpus.info.get("colbert_store") != "reencode":  # a re-encode store fills per query set
-                corpus_cache.update(key=key, index=search.corpus)
+        # a re-encode store fills per query set: never reused
+        if corpus_cache is not None and search.corpus.info.get("colbert_store") != "reencode":
+            corpus_cache[key] = search.corpus
+            while len(corpus_cache) > CORPUS_CACHE_ENTRIES:
+                del corpus_cache[next(iter(corpus_cache))]  # the least recently used
     search.run.info.update(search.corpus.info)
 
 

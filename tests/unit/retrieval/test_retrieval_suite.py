@@ -114,6 +114,38 @@ def test_corpus_cache_reuses_only_an_identical_corpus_encoding(suite_dir, tiny_m
     assert "reused" not in caplog.text  # another passage length: encoded again
 
 
+def test_corpus_cache_keeps_two_corpora_so_a_corpus_seen_before_the_last_is_reused(
+    suite_dir, tiny_model, caplog
+):
+    import logging
+
+    tiny_model.heads_loaded = True
+    modes, folder = ["dense", "sparse", "colbert"], suite_dir / "task" / "xx"
+    cache: dict = {}
+    with caplog.at_level(logging.INFO, logger="m3lit.retrieval.index.search"):
+        first = evaluate_retrieval(
+            tiny_model, folder, modes=modes, config={"passage_max_len": 64}, corpus_cache=cache
+        )
+        evaluate_retrieval(
+            tiny_model, folder, modes=modes, config={"passage_max_len": 32}, corpus_cache=cache
+        )
+        assert "reused" not in caplog.text
+        again = evaluate_retrieval(
+            tiny_model, folder, modes=modes, config={"passage_max_len": 64}, corpus_cache=cache
+        )
+        assert caplog.text.count("corpus encoding reused") == 1
+        for length in (16, 24):  # two others push the 64-token encoding out
+            evaluate_retrieval(
+                tiny_model, folder, modes=modes, config={"passage_max_len": length}, corpus_cache=cache
+            )
+        evaluate_retrieval(
+            tiny_model, folder, modes=modes, config={"passage_max_len": 64}, corpus_cache=cache
+        )
+        assert caplog.text.count("corpus encoding reused") == 1
+    assert again == first
+    assert len(cache) == 2
+
+
 def test_a_suite_table_is_reproduced_from_its_results_json(suite_dir, tiny_model, tmp_path):
     """`python -m m3lit.evaluate settings=<results.json>` re-runs a suite evaluation to the last digit."""
     from m3lit.evaluate import main
