@@ -217,6 +217,7 @@ def cross_encoder_scorer(model_ref: str, options: dict) -> Callable[[list[tuple[
             f"model={model_ref}: a teacher gives one logit per pair; this model has {model.config.num_labels}"
         )
     temperature = options["temperature"]
+    max_length = min(options["max_length"], _longest_input(model.config, tokenizer))
 
     @torch.inference_mode()
     def score(pairs: list[tuple[str, str]]) -> list[float]:
@@ -228,7 +229,7 @@ def cross_encoder_scorer(model_ref: str, options: dict) -> Callable[[list[tuple[
                 [p for _, p in batch],
                 padding=True,
                 truncation=True,
-                max_length=options["max_length"],
+                max_length=max_length,
                 return_tensors="pt",
             ).to(options["device"])
             logits = model(**enc).logits.view(-1).float()
@@ -236,6 +237,15 @@ def cross_encoder_scorer(model_ref: str, options: dict) -> Callable[[list[tuple[
         return (np.concatenate(out) / temperature).tolist() if out else []
 
     return score
+
+
+def _longest_input(config, tokenizer) -> int:
+    """Tokens the cross-encoder accepts: its positions minus the RoBERTa-style offset, and the tokenizer's limit
+    (as ``M3Model.max_length``)."""
+    from m3lit.model.positions import position_offset
+
+    positions = getattr(config, "max_position_embeddings", None) or 10**9
+    return min(positions - position_offset(config), int(getattr(tokenizer, "model_max_length", positions)))
 
 
 def m3_scorer(model_ref: str, options: dict) -> Callable[[list[tuple[str, str]]], list[float]]:

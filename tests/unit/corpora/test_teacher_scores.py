@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from train_utils import tiny_cross_encoder
 
 from m3lit.corpora.teacher_scores import CHUNK_LINES, cross_encoder_scorer, main, write_teacher_scores
 
@@ -30,16 +31,8 @@ def training_file(tmp_path, texts):
 @pytest.fixture
 def cross_encoder_dir(tiny_config, tokenizer, tmp_path):
     """A tiny random XLM-R cross-encoder with one logit per pair, saved with the test tokenizer."""
-    from transformers import XLMRobertaForSequenceClassification
-
-    config = tiny_config.__class__.from_dict(tiny_config.to_dict())
-    config.num_labels = 1
-    config.architectures = ["XLMRobertaForSequenceClassification"]
-    torch.manual_seed(0)
-    model = XLMRobertaForSequenceClassification(config).eval()
     folder = tmp_path / "reranker"
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    model = tiny_cross_encoder(folder, tiny_config, tokenizer)
     return folder, model
 
 
