@@ -37,7 +37,6 @@ same settings does nothing and says so; with other settings it stops (``force=tr
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -50,6 +49,7 @@ import torch
 from tqdm.auto import tqdm
 
 from m3lit.data.schema import read_jsonl
+from m3lit.files.cache import sha256_file
 from m3lit.files.errors import PathError, UsageError, run_command
 from m3lit.files.jsonl import read_records
 from m3lit.files.options import command_help, parse_key_values
@@ -125,7 +125,7 @@ def write_teacher_scores(
         the number of lines scored by this call (0: the output was already finished).
     """
     output, partial = Path(output_file), Path(f"{output_file}.partial")
-    settings = {**settings, "input_sha256": _sha256(input_file), "chunk_lines": CHUNK_LINES}
+    settings = {**settings, "input_sha256": sha256_file(input_file), "chunk_lines": CHUNK_LINES}
     if _finished(output, settings):
         return 0
     rows = [row for _, row in read_records(input_file)]
@@ -156,14 +156,6 @@ def write_teacher_scores(
 
 def _settings_file(path: Path, suffix: str) -> Path:
     return Path(f"{path}{suffix}")
-
-
-def _sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _finished(output: Path, settings: dict) -> bool:
@@ -308,7 +300,9 @@ def _run(args: list[str]) -> int:
     if options["force"]:
         output.unlink(missing_ok=True)
     if output.exists():
-        _finished(output, {**settings, "input_sha256": _sha256(options["input"]), "chunk_lines": CHUNK_LINES})
+        _finished(
+            output, {**settings, "input_sha256": sha256_file(options["input"]), "chunk_lines": CHUNK_LINES}
+        )
         print(f"{output} is already finished with these settings: nothing to do", flush=True)
         return 0
     log.info("loading the %s teacher %s", kind, model_ref)

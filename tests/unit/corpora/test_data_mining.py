@@ -7,6 +7,7 @@ import random
 
 import pytest
 import torch
+from m3_reference import fused_score, naive_encode
 
 from m3lit.corpora.mining import main, mine_hard_negatives, parse_range
 
@@ -121,25 +122,6 @@ def test_command_line(tiny_model, tmp_path, mining_input, capsys):
 
 
 # ------------------------------------------------------------------------------- false-negative filters
-def _naive_outputs(model, text):
-    """One text's forward alone (no padding): dense vector, max-pooled lexical weights, ColBERT vectors."""
-    enc = model.tokenizer(text, truncation=True, max_length=64, return_tensors="pt")
-    with torch.no_grad():
-        out = model(enc["input_ids"], enc["attention_mask"])
-    lexical = {}
-    for token, weight in zip(out.token_ids[0].tolist(), out.sparse_weights[0].tolist(), strict=True):
-        lexical[token] = max(lexical.get(token, 0.0), weight)
-    return out.dense[0], lexical, out.colbert[0][out.colbert_mask[0]]
-
-
-def _naive_score(q, p, weights):
-    """w_d s_dense + w_s s_lex + w_c s_mul of two :func:`_naive_outputs`, written out."""
-    dense = float(q[0] @ p[0])
-    sparse = sum(w * p[1][t] for t, w in q[1].items() if t in p[1])
-    colbert = float((q[2] @ p[2].T).max(dim=1).values.mean())
-    return weights[0] * dense + weights[1] * sparse + weights[2] * colbert
-
-
 def _midpoint_threshold(values, rank):
     """A threshold between two neighbouring distinct values near the ``rank``-th, at least 1e-3 apart, so that no
     value lies within float noise of it."""
@@ -232,11 +214,10 @@ def test_sparse_and_all_candidates_write_their_own_aligned_scores(
         tiny_model, path, out, candidate_pool=pool_path, rank_range=(0, 5), negative_number=3,
         candidates=candidates, write_scores=True, query_max_len=64, passage_max_len=64,
     )  # fmt: skip
-    tiny_model.eval()
-    encoded = {t: _naive_outputs(tiny_model, t) for t in pool}
+    encoded = {t: naive_encode(tiny_model, t, max_length=64) for t in pool}
     for row, got in zip(rows, (json.loads(line) for line in out.read_text().splitlines()), strict=True):
-        q = _naive_outputs(tiny_model, row["query"])
-        score = {t: _naive_score(q, encoded[t], CANDIDATES[candidates]) for t in pool}
+        q = naive_encode(tiny_model, row["query"], max_length=64)
+        score = {t: fused_score(q, encoded[t], CANDIDATES[candidates]) for t in pool}
         assert got["neg_scores"] == pytest.approx([score[t] for t in got["neg"]], abs=1e-4)
         assert got["pos_scores"] == pytest.approx([score[t] for t in row["pos"]], abs=1e-4)
         if candidates == "sparse":  # the top-5 by s_lex, the positives and ties at the edge aside

@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from m3_reference import fused_score, naive_encode
 from train_utils import tiny_cross_encoder
 
 from m3lit.corpora.teacher_scores import CHUNK_LINES, cross_encoder_scorer, main, write_teacher_scores
@@ -85,25 +86,6 @@ def test_a_finished_output_is_not_scored_again(
     assert code == 2 and "was not written with these settings" in line and out.read_bytes() == before[0]
 
 
-def _direct_all_score(model, query, passage, weights=(1.0, 0.3, 1.0)):
-    """s_inter from single-text forwards (no padding), written out: dot, max-pooled lexical dot, MaxSim."""
-
-    def forward(text):
-        enc = model.tokenizer(text, truncation=True, max_length=512, return_tensors="pt")
-        with torch.no_grad():
-            out = model(enc["input_ids"], enc["attention_mask"])
-        lexical = {}
-        for token, weight in zip(out.token_ids[0].tolist(), out.sparse_weights[0].tolist(), strict=True):
-            lexical[token] = max(lexical.get(token, 0.0), weight)
-        return out.dense[0], lexical, out.colbert[0][out.colbert_mask[0]]
-
-    (qd, ql, qc), (pd, pl, pc) = forward(query), forward(passage)
-    dense = float(qd @ pd)
-    sparse = sum(w * pl[t] for t, w in ql.items() if t in pl)
-    colbert = float((qc @ pc.T).max(dim=1).values.mean())
-    return weights[0] * dense + weights[1] * sparse + weights[2] * colbert
-
-
 def test_m3lit_teacher_writes_the_all_score(tmp_path, training_file, export_dir):
     from m3lit.model import M3Model
 
@@ -112,7 +94,8 @@ def test_m3lit_teacher_writes_the_all_score(tmp_path, training_file, export_dir)
     main([f"model={export_dir}", f"input={path}", f"output={out}", "temperature=0.5", "device=cpu"])
     model = M3Model.from_pretrained(export_dir).eval()
     for row, line in zip(rows, _read(out), strict=True):
-        want = [_direct_all_score(model, row["query"], p) / 0.5 for p in (*row["pos"], *row["neg"])]
+        query = naive_encode(model, row["query"])
+        want = [fused_score(query, naive_encode(model, p)) / 0.5 for p in (*row["pos"], *row["neg"])]
         assert line["pos_scores"] + line["neg_scores"] == pytest.approx(want, abs=1e-4)
 
 
