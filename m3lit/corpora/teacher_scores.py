@@ -14,8 +14,8 @@ aligned, every other field kept; existing scores are replaced. Training reads th
 becomes ``loss.kd_loss`` (``m3_kd_loss``) against softmax(scores) of each query's group, and the sampled
 negatives are sorted by teacher score (``data.sort_negatives_by_teacher``).
 
-Two kinds of teacher (``teacher=auto`` tells them apart: a ``.ckpt`` file or a folder with m3lit's head
-files is ``m3``, a model whose ``config.json`` names a ``...ForSequenceClassification`` architecture is
+Two kinds of teacher (``teacher=auto`` tells them apart: a ``.ckpt`` file, an ``m3lit:NAME`` model or a folder with
+m3lit's head files is ``m3``, a model whose ``config.json`` names a ``...ForSequenceClassification`` architecture is
 ``cross_encoder``):
 
 * ``cross_encoder``: any Hugging Face ``AutoModelForSequenceClassification`` with one logit per pair
@@ -91,7 +91,7 @@ def teacher_kind(model: str, teacher: str = "auto") -> str:
     if teacher != "auto":
         return teacher
     path = Path(model)
-    if path.suffix == ".ckpt" or (path / "colbert_linear.pt").is_file() or (path / "m3lit.json").is_file():
+    if model.startswith("m3lit:") or path.suffix == ".ckpt" or (path / "colbert_linear.pt").is_file():
         return "m3"
     from transformers import AutoConfig
 
