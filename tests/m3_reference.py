@@ -65,6 +65,15 @@ def maxsim(q: np.ndarray, p: np.ndarray, clip_at_zero: bool = False) -> float:
     return float(best.sum() / len(q))
 
 
+def fused_score(q, p, weights=(1.0, 0.3, 1.0)) -> float:
+    """w_d s_dense + w_s s_lex + w_c s_mul of two :func:`naive_encode` results (s_inter with the default weights)."""
+    return (
+        weights[0] * float(q[0] @ p[0])
+        + weights[1] * lexical_score(q[1], p[1])
+        + weights[2] * maxsim(q[2], p[2])
+    )
+
+
 def assert_lexical_close(got: dict, want: dict, atol: float = 1e-5) -> None:
     assert list(got) == list(want), (list(got), list(want))  # same ids in first-occurrence order
     for key, value in want.items():

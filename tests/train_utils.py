@@ -151,3 +151,19 @@ def fit_three_steps(net, tokenizer, ckpt_dir: Path, lr: float = 1e-3):
     ckpt = Path(ckpt_dir) / "last.ckpt"
     trainer.save_checkpoint(ckpt)
     return ckpt, lit
+
+
+def tiny_cross_encoder(folder: Path, tiny_config, tokenizer, seed: int = 0):
+    """A tiny random XLM-R cross-encoder (one logit per pair) saved with ``tokenizer`` in ``folder``; returns
+    the model, in eval mode."""
+    import torch
+    from transformers import XLMRobertaForSequenceClassification
+
+    config = tiny_config.__class__.from_dict(tiny_config.to_dict())
+    config.num_labels = 1
+    config.architectures = ["XLMRobertaForSequenceClassification"]
+    torch.manual_seed(seed)
+    model = XLMRobertaForSequenceClassification(config).eval()
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(str(folder))
+    return model

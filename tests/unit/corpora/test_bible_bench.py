@@ -363,6 +363,27 @@ def test_mined_negatives_stay_in_the_positive_translation(builds, tiny_model, tm
             assert all(n.startswith(f"<{row['pos_translation']}|") for n in row["neg"])
 
 
+def test_filtered_mining_has_its_own_folder_and_counts(builds, tiny_model, tmp_path):
+    from m3lit.corpora.bible.mining import mined_dir
+    from m3lit.corpora.mining import NegativeFilters
+
+    root = builds[0].root
+    assert mined_dir(root, "tiny", {}) == mined_dir(root, "tiny")  # filters off: the benchmark's own folder
+    filters = NegativeFilters(absolute_margin=0.0)
+    assert mined_dir(root, "tiny", {"filters": {"absolute_margin": 0.0}}) != mined_dir(root, "tiny")
+    kwargs = {"model": tiny_model, "rank_range": (0, 40), "negative_number": 3, "query_max_len": 32, "passage_max_len": 32, "long_passage_max_len": 64}  # fmt: skip
+    plain = mine_bible_negatives(root, "tiny", out=tmp_path / "plain", **kwargs)
+    out = mine_bible_negatives(root, "tiny", out=tmp_path / "f", filters=filters, **kwargs)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["settings"]["filters"] == {"absolute_margin": 0.0}
+    assert "filters" not in json.loads((plain / "manifest.json").read_text())["settings"]
+    for name in ("xref.jsonl", "xling.jsonl", "long.jsonl"):
+        counts = manifest["filtered"][name]
+        assert set(counts["removed_by"]) == {"absolute_margin"}
+        assert 0 < counts["removed"] == counts["removed_by"]["absolute_margin"] <= counts["considered"]
+        assert [r["query"] for r in _rows(out / name)] == [r["query"] for r in _rows(plain / name)]
+
+
 def test_mining_leaves_the_global_generator_as_it_found_it(builds, tiny_model, tmp_path):
     """Loading a starting model without heads draws fresh heads; a run that mines first must still train the
     same model as one that reuses the mined files (the train entry point also seeds after preparing)."""

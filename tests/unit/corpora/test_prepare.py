@@ -111,9 +111,33 @@ def test_fill_sets_only_unset_keys(tmp_path):
 
 def test_corpus_options_follow_the_default_types(tmp_path):
     cfg = compose([f"hydra.run.dir={tmp_path}", "experiment=bible_compact"])
-    assert corpus_options(cfg, {"spec": "full", "mine": False, "stage2": []}) == {
-        "spec": "compact", "mine": True, "stage2": ["xref", "xling"],
+    from m3lit.corpora.bible.prepare import OPTIONS
+
+    defaults = {**OPTIONS, "spec": "full", "mine": False}
+    filters_off = {"max_score": None, "absolute_margin": None, "relative_margin": None}
+    assert corpus_options(cfg, defaults) == {
+        "spec": "compact", "mine": True, "stage2": ["xref", "xling"], "mine_candidates": "dense",
+        "mine_filter": filters_off,
     }  # fmt: skip
     cfg.corpus.mine = "yes"
     with pytest.raises(UsageError, match=r"corpus\.mine='yes': expected a bool like the default False"):
-        corpus_options(cfg, {"spec": "full", "mine": False, "stage2": []})
+        corpus_options(cfg, defaults)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "corpus.mine_filter.relative_margin=1.5",
+            r"^corpus\.mine_filter\.relative_margin must lie in \[0, 1\)",
+        ),
+        ("+corpus.mine_filter.margin=0.1", r"^corpus\.mine_filter: unknown filter\(s\) \['margin'\]"),
+        ("corpus.mine_candidates=bm25", r"^corpus\.mine_candidates='bm25': choose one of dense, sparse, all"),
+    ],
+)
+def test_bad_mining_filters_stop_before_the_benchmark_is_built(tmp_path, override, message):
+    from m3lit.corpora.bible.prepare import prepare_bible
+
+    cfg = compose([f"hydra.run.dir={tmp_path}", "experiment=bible_compact", override])
+    with pytest.raises(UsageError, match=message):
+        prepare_bible(cfg)
