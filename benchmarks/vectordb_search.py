@@ -112,7 +112,9 @@ def _rounds(model, dataset, client, index: CorpusIndex, config, runs: int) -> di
         needs = set(plan_retrieval(modes, config, 100).needs)
         parts = {n: getattr(index, n) if n in needs else None for n in ("dense", "sparse", "colbert")}
         view = CorpusIndex(**parts, info=index.info)  # what m3lit would have indexed for these modes
-        cache = {_corpus_key(dataset.corpus_texts, needs, config): view}  # a corpus_cache entry: no re-encoding
+        cache = {
+            _corpus_key(dataset.corpus_texts, needs, config): view
+        }  # a corpus_cache entry: no re-encoding
         for _ in range(runs):
             run = retrieve(model, dataset, modes, config, depth=100, corpus_cache=cache)
             times["m3lit"].append(sum(v for k, v in run.timings.items() if k.startswith("search/")))
