@@ -32,7 +32,7 @@ from m3lit.files.errors import UsageError, UserError
 from m3lit.model.reference import SCHEME, ModelReferenceError, hub_offline, resolve_named_model
 from m3lit.retrieval.report.provenance import read_results
 from m3lit.retrieval.report.tables import as_table, metric_label, split_row_label
-from m3lit.training.stages import parse_schedule, stage_spec
+from m3lit.training.stages import parse_schedule, stage_name, stage_spec
 
 __all__ = [
     "CARD_FILE",
@@ -120,19 +120,20 @@ def _data_files(data: Mapping[str, Any]) -> list[tuple[str, str, int | None]]:
     found = []
     for key in ("pairs_data", "train_data"):
         value = data.get(key)
-        for entry in [value] if isinstance(value, str) else list(value or []):
-            path = Path(str(entry))
+        for entry in [value] if isinstance(value, str | Mapping) else list(value or []):
+            path = Path(str(entry.get("path") if isinstance(entry, Mapping) else entry))
             files = sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
             found += [(key, str(f), _count_lines(f) if f.is_file() else None) for f in files]
     return found
 
 
-def _stages(config: Mapping[str, Any]) -> list[tuple[int, str, str | None]]:
-    """(from step, stage, data source) of the run: the stage_switch schedule, else the one ``model.stage``."""
+def _stages(config: Mapping[str, Any]) -> list[tuple[int, Any, str | None]]:
+    """(from step, stage, data source) of the run: the stage_switch schedule, else the one ``model.stage``
+    (a preset name or a ``{heads, self_distill}`` mapping)."""
     schedule = ((config.get("callbacks") or {}).get("stage_switch") or {}).get("schedule")
     if schedule:
         return [(e.step, e.stage, e.source) for e in parse_schedule(schedule)]
-    return [(0, str((config.get("model") or {}).get("stage", "unknown")), None)]
+    return [(0, (config.get("model") or {}).get("stage", "unified_self_distill"), None)]
 
 
 def _recipe(
@@ -151,7 +152,7 @@ def _recipe(
     for step, stage, source in _stages(config):
         spec = stage_spec(stage)
         lines.append(
-            f"| {step} | {stage} | {', '.join(spec.heads)} | {spec.self_distill} | {source or '-'} |"
+            f"| {step} | {stage_name(spec)} | {', '.join(spec.heads)} | {spec.self_distill} | {source or '-'} |"
         )
     loss = model.get("loss") or config.get("loss") or {}
     weights = ", ".join(f"{k}={v}" for k, v in sorted((loss.get("weights") or {}).items())) or "defaults"
