@@ -47,7 +47,7 @@ def write_language(bench: PaperBenchmark, repo: str, corpus: Path, subset: str, 
     with reading(bench, bench.repo, bench.revision, ARCHIVE):
         archive, commit = _archive(repo, bench.revision)
     queries, answers, unanswerable = [], [], 0
-    for _, (query_id, question, strings) in _questions(archive, subset):
+    for _, (query_id, question, strings) in _questions(archive, subset, out):
         if not strings:  # MKQA's unanswerable questions: no passage can hold an answer
             unanswerable += 1
             continue
@@ -80,13 +80,15 @@ def _archive(repo: str, revision: str) -> tuple[Path, str]:
     return path, path.parent.name  # .../snapshots/<commit>/MKQA_test-data.zip
 
 
-def _questions(archive: Path, subset: str):
-    """(line, id, question, answers) of ``<subset>.jsonl`` in the archive, validated line by line."""
+def _questions(archive: Path, subset: str, scratch: Path):
+    """(line, id, question, answers) of ``<subset>.jsonl`` in the archive, validated line by line; the member
+    is unpacked into ``scratch`` (the build's own temporary folder, never the archive's: that is the Hugging
+    Face cache or the user's local copy) and removed after reading."""
     with zipfile.ZipFile(archive) as bundle:
         members = [n for n in bundle.namelist() if n.rsplit("/", 1)[-1] == f"{subset}.jsonl"]
         if len(members) != 1:
             raise DataError(f"expected one {subset}.jsonl in the archive, found {len(members)}", path=archive)
-        target = Path(archive).with_name(f".{archive.name}-{subset}.jsonl")
+        target = scratch / f".{subset}.questions.jsonl"
         with bundle.open(members[0]) as source, target.open("wb") as sink:
             shutil.copyfileobj(source, sink)
     try:
