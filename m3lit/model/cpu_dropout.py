@@ -34,6 +34,7 @@ from transformers.masking_utils import sdpa_mask
 
 from m3lit.model.chunked_attention import dropout_attention
 from m3lit.model.dropout_mask import drop_probability, keep_mask
+from m3lit.model.packing import LAYOUT_KEY, takes_layout
 
 __all__ = [
     "ATTENTION_NAME",
@@ -84,6 +85,7 @@ class FastDropout(nn.Dropout):
         return F.dropout(x, self.p, self.training, self.inplace)
 
 
+@takes_layout
 def attention(
     module: nn.Module,
     query: torch.Tensor,
@@ -100,7 +102,25 @@ def attention(
     ``attention_mask``: None, a boolean (True = attend) or additive float mask broadcastable to
     (B, heads, L, L), as transformers prepares it for SDPA. CPU with ``dropout`` > 0 takes the chunked path
     described in the module docstring; everything else is :func:`sdpa_attention_forward`.
+
+    A padding-free pass (:mod:`m3lit.model.packing`) passes its layout as ``m3lit_packed_layout``: then
+    query/key/value are (1, heads, N, d) over the N real tokens; they are scattered into the padded
+    (B, heads, L, d) layout with its key mask, attended as above, and the output is (1, N, heads, d).
     """
+    layout = kwargs.pop(LAYOUT_KEY, None)
+    if layout is not None:
+        out, _ = attention(
+            module,
+            layout.heads_to_padded(query),
+            layout.heads_to_padded(key),
+            layout.heads_to_padded(value),
+            layout.key_mask,
+            dropout=dropout,
+            scaling=scaling,
+            is_causal=is_causal,
+            **kwargs,
+        )
+        return layout.heads_to_packed(out), None
     if dropout <= 0 or query.device.type != "cpu" or is_causal or kwargs.get("position_bias") is not None:
         return sdpa_attention_forward(
             module,

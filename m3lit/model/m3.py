@@ -43,6 +43,7 @@ from m3lit.model.export_folder import (
     write_sentence_transformers_files,
 )
 from m3lit.model.heads import ColbertHead, DenseHead, SparseHead
+from m3lit.model.packing import can_pack, packed_hidden
 from m3lit.model.positions import position_offset
 from m3lit.model.reference import resolve_named_model
 
@@ -109,6 +110,9 @@ class M3Model(nn.Module):
         self.dense_head = DenseHead(normalize)
         self.sparse_head = SparseHead(hidden, special_token_ids(tokenizer))
         self.colbert_head = ColbertHead(hidden, colbert_dim, normalize)
+        #: Run padded batches through the encoder without their padding tokens (:mod:`m3lit.model.packing`);
+        #: set by training (``model.net.padding_free``), off for inference, where batches are sorted by length.
+        self.padding_free = False
         #: False while the sparse/ColBERT heads hold a fresh initialisation (from_pretrained without head
         #: files); M3LitModule sets it True after its first step in a stage that trains them.
         self.heads_loaded = True
@@ -201,7 +205,13 @@ class M3Model(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def encode_hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """(B, L) ids and mask -> (B, L, H) last hidden states of the encoder."""
+        """(B, L) ids and mask -> (B, L, H) last hidden states of the encoder.
+
+        With :attr:`padding_free` set and a padded batch the encoder can pack, one padding-free pass
+        (:func:`m3lit.model.packing.packed_hidden`; zeros at padding), otherwise the plain padded pass.
+        """
+        if self.padding_free and can_pack(self.encoder, attention_mask):
+            return packed_hidden(self.encoder, input_ids, attention_mask)
         return self.encoder(
             input_ids=input_ids, attention_mask=attention_mask, return_dict=True
         ).last_hidden_state

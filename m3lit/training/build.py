@@ -75,6 +75,10 @@ class NetOptions:
         fast_cpu_dropout: draw the encoder's dropout masks on CPU from raw random bits
             (:mod:`m3lit.model.cpu_dropout`, cheaper than PyTorch's ``bernoulli_``; drop probability p
             rounded to a multiple of 2^-15). CUDA runs use PyTorch's dropout either way.
+        padding_free: run padded training batches through the encoder without their padding tokens
+            (:mod:`m3lit.model.packing`): only attention sees the padded layout, every other layer computes
+            the real tokens alone. Needs ``fast_cpu_dropout`` (m3lit's attention function) and a BERT- or
+            RoBERTa-style encoder (XLM-R included); otherwise the padded pass runs.
         lora: ``{r, alpha, dropout, target_modules}``: LoRA adapters on the encoder, which is otherwise
             frozen; the heads train fully (:mod:`m3lit.model.lora`, needs ``pip install m3lit[lora]``).
             None: full fine-tuning. A ``.ckpt`` of a LoRA run starts with its adapters merged.
@@ -96,6 +100,7 @@ class NetOptions:
     sparse_init_uniform: float | None = None
     sparse_init_idf: Mapping | None = None
     fast_cpu_dropout: bool = True
+    padding_free: bool = True
     lora: Mapping | None = None
 
     def check(self) -> None:
@@ -186,6 +191,7 @@ def build_m3_model(options: NetOptions) -> M3Model:
     _init_sparse_head(model, opts)
     if opts.fast_cpu_dropout:
         use_fast_cpu_dropout(model.encoder)
+    model.padding_free = opts.padding_free
     if opts.max_length is not None and opts.max_length > model.max_length:
         extend_position_embeddings(model, int(opts.max_length), init=opts.position_init)
     if opts.lora is not None:

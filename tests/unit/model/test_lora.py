@@ -55,7 +55,8 @@ def test_trainable_parameters_are_the_adapters_and_the_heads(base_folder):
     mask = (ids != 1).long()
     with torch.no_grad():
         a, b = plain.eval()(ids, mask), model.eval()(ids, mask)
-    torch.testing.assert_close(a.dense, b.dense, rtol=0, atol=0)
+    # the trained model's pass drops padding (m3lit.model.packing): equal up to float rounding
+    torch.testing.assert_close(a.dense, b.dense, rtol=0, atol=1e-6)
 
 
 def test_bad_lora_settings_name_the_key(base_folder):
@@ -134,7 +135,8 @@ def test_adapter_only_export_loads_with_peft_on_the_base(lora_trained, base_fold
     with torch.no_grad():
         hidden = encoder.eval()(**batch).last_hidden_state
         want = model.encode_hidden(batch["input_ids"], batch["attention_mask"])
-    torch.testing.assert_close(hidden, want, rtol=0, atol=1e-5)
+    real = batch["attention_mask"].bool()  # padding rows hold nothing (zeros after a padding-free pass)
+    torch.testing.assert_close(hidden[real], want[real], rtol=0, atol=1e-5)
     heads = torch.load(folder / "sparse_linear.pt", weights_only=True)
     torch.testing.assert_close(heads["weight"], model.sparse_head.linear.weight, rtol=0, atol=0)
     with pytest.raises(ValueError, match="adapter_only=true: .* has no LoRA adapters"):
@@ -165,9 +167,9 @@ def test_adapter_only_export_records_the_runs_base_and_the_documented_recipe_loa
     batch = model.tokenizer(texts[:4], padding=True, truncation=True, max_length=64, return_tensors="pt")
     with torch.no_grad():
         hidden = encoder.eval()(**batch).last_hidden_state
-    torch.testing.assert_close(
-        hidden, model.encode_hidden(batch["input_ids"], batch["attention_mask"]), rtol=0, atol=1e-5
-    )
+        want = model.encode_hidden(batch["input_ids"], batch["attention_mask"])
+    real = batch["attention_mask"].bool()
+    torch.testing.assert_close(hidden[real], want[real], rtol=0, atol=1e-5)
     docs = (Path(__file__).parents[3] / "docs" / "inference.md").read_text()
     assert (
         'AutoModel.from_pretrained("BAAI/bge-m3", add_pooling_layer=False)' in docs
