@@ -162,7 +162,8 @@ def export(
                 f"adapter_only=true: {ckpt_path} has no LoRA adapters (trained without model.net.lora)"
             )
         recorded = model.encoder.config.name_or_path or None  # what the run loaded (checkpoint metadata)
-        save_adapter(model, folder, base_model=recorded if base_model is None else str(base_model))
+        provenance["adapter_base"] = recorded if base_model is None else str(base_model)
+        save_adapter(model, folder, base_model=provenance["adapter_base"])
     elif format == "onnx":
         export_onnx(model, folder)
         if onnx_int8:

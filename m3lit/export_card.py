@@ -41,6 +41,7 @@ __all__ = [
     "check_push",
     "eval_results",
     "find_run_folder",
+    "library_name",
     "push_folder",
     "write_card",
 ]
@@ -166,7 +167,7 @@ def _recipe(
         f"- Learning-rate schedule: {json.dumps(model.get('scheduler') or {})}",
         f"- Steps: {provenance.get('step')} (trainer.max_steps={trainer.get('max_steps')}), "
         f"last stage `{provenance.get('stage')}`",
-        f"- Hardware: {trainer.get('accelerator')} x {trainer.get('devices')} "
+        f"- Hardware: {provenance.get('hardware') or trainer.get('accelerator')} x {trainer.get('devices')} "
         f"(nodes: {trainer.get('num_nodes', 1)}), precision {trainer.get('precision')}",
         f"- Wall time: {wall}",
         f"- Seed: {config.get('seed')}",
@@ -217,8 +218,37 @@ embeddings = model.encode(["a passage"])
 """
 
 
-def _usage(provenance: Mapping[str, Any], name: str) -> str:
-    """Loading snippets: m3lit, FlagEmbedding and sentence-transformers (flag folder) or ONNX Runtime."""
+_ADAPTER = """## Usage
+
+A LoRA adapter (peft) on `{base}`, with the sparse and ColBERT heads beside it (`sparse_linear.pt`,
+`colbert_linear.pt`). The dense output is the adapted encoder's CLS vector, L2-normalised:
+
+```python
+import torch
+from peft import PeftModel
+from transformers import AutoModel, AutoTokenizer
+encoder = PeftModel.from_pretrained(AutoModel.from_pretrained("{base}", add_pooling_layer=False), "{name}")
+tokenizer = AutoTokenizer.from_pretrained("{base}")
+batch = tokenizer(["a passage"], return_tensors="pt")
+dense = torch.nn.functional.normalize(encoder(**batch).last_hidden_state[:, 0], dim=-1)
+```
+
+`python -m m3lit.export model=<the run's checkpoint> output_dir=DIR` writes the merged model instead, which
+FlagEmbedding, sentence-transformers and m3lit load directly.
+"""
+
+
+def library_name(provenance: Mapping[str, Any]) -> str:
+    """The Hub's ``library_name`` of an export: ``peft`` (adapter only), ``onnx`` or ``sentence-transformers``."""
+    if provenance.get("adapter_only"):
+        return "peft"
+    return "onnx" if provenance.get("format") == "onnx" else "sentence-transformers"
+
+
+def _usage(provenance: Mapping[str, Any], name: str, base_model: str | None) -> str:
+    """Loading snippets: peft (adapter only), ONNX Runtime, or m3lit, FlagEmbedding and sentence-transformers."""
+    if provenance.get("adapter_only"):
+        return _ADAPTER.format(name=name, base=provenance.get("adapter_base") or base_model or "<base model>")
     if provenance.get("format") == "onnx":
         return _ONNX.format(name=name)
     dim = provenance.get("colbert_dim")
@@ -257,7 +287,7 @@ def build_card(
         base_model=base.get("base_model"),
         language=base.get("language"),
         license=base.get("license"),
-        library_name="sentence-transformers" if provenance.get("format", "flag") == "flag" else "onnx",
+        library_name=library_name(provenance),
         pipeline_tag="sentence-similarity",
         tags=["m3lit", "bge-m3", "dense", "sparse", "colbert", "retrieval"],
         model_name=name,
@@ -275,7 +305,7 @@ def build_card(
         + _recipe(config, provenance, wall_seconds)
         + evaluated
         + "\n"
-        + _usage(provenance, location or name)
+        + _usage(provenance, location or name, base.get("base_model"))
     )
     return f"---\n{data.to_yaml()}\n---\n\n{body}"
 

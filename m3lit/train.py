@@ -54,6 +54,7 @@ from m3lit.config.paths import check_paths  # noqa: E402
 from m3lit.config.resume import keep_csv_rows, parse_resume_args, resume_config, wandb_kwargs  # noqa: E402
 from m3lit.evaluate import run_evaluation, training_evaluation_options  # noqa: E402
 from m3lit.files.errors import debug_requested, run_command  # noqa: E402
+from m3lit.model.device import hardware_name  # noqa: E402
 from m3lit.model.training_checkpoint import checkpoint_step  # noqa: E402
 from m3lit.retrieval.options import EvaluationOptions  # noqa: E402
 
@@ -109,7 +110,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
             done=_reused_results(objects["callbacks"], trainer.global_step, options), loggers=loggers,
         )  # fmt: skip
     if cfg.export:  # the card again, now with the evaluation's model-index and the wall time
-        _write_card(objects["export_dir"], out_dir, time.perf_counter() - start)
+        _write_card(
+            objects["export_dir"], out_dir, time.perf_counter() - start, trainer.strategy.root_device.type
+        )
     log.info("run folder: %s (%.1f s)", out_dir, time.perf_counter() - start)
     return metrics, objects
 
@@ -229,12 +232,16 @@ def _export(module, trainer: L.Trainer, callbacks: list, export_dir: Path) -> Pa
     return export_dir
 
 
-def _write_card(export_dir: Path, out_dir: Path, seconds: float) -> None:
-    """Rewrite ``export_dir/README.md`` from this run's folder (config.yaml, results.json) and wall time."""
+def _write_card(export_dir: Path, out_dir: Path, seconds: float, device_type: str) -> None:
+    """Rewrite ``export_dir/README.md`` from this run's folder (config.yaml, results.json), wall time and
+    hardware (also recorded in ``m3lit.json``)."""
     from m3lit.export import PROVENANCE_FILE
     from m3lit.export_card import write_card
 
-    provenance = json.loads((export_dir / PROVENANCE_FILE).read_text(encoding="utf-8"))
+    path = export_dir / PROVENANCE_FILE
+    provenance = json.loads(path.read_text(encoding="utf-8"))
+    provenance["hardware"] = hardware_name(device_type)
+    path.write_text(json.dumps(provenance, indent=2) + "\n", encoding="utf-8")
     write_card(export_dir, provenance, run=out_dir, wall_seconds=seconds)
 
 

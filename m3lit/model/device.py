@@ -7,9 +7,13 @@ is one" is decided in one place.
 
 from __future__ import annotations
 
+import os
+import platform
+from pathlib import Path
+
 import torch
 
-__all__ = ["DTYPES", "default_device", "resolve_dtype"]
+__all__ = ["DTYPES", "default_device", "hardware_name", "resolve_dtype"]
 
 #: Config spelling of a floating-point precision -> the torch dtype.
 DTYPES: dict[str, torch.dtype] = {
@@ -36,3 +40,14 @@ def resolve_dtype(name: str | None) -> torch.dtype | None:
 def default_device() -> str:
     """``"cuda"`` when a CUDA device is visible, else ``"cpu"``: the device of an unset ``device`` option."""
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def hardware_name(device_type: str) -> str:
+    """What a run ran on, for the model card: the CUDA device's name, or the CPU's model and core count."""
+    if device_type == "cuda" and torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text(errors="replace").splitlines() if cpuinfo.is_file() else []
+    model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"CPU {model or platform.processor() or platform.machine()} ({cores} cores)"

@@ -122,6 +122,8 @@ def test_command_line_contract(corpus, tmp_path):
         torch.testing.assert_close(value, state[f"model.{name}"], rtol=0, atol=0, msg=name)
     provenance = json.loads((run / "export" / "m3lit.json").read_text())
     assert provenance["step"] == 6 and provenance["stage"] == "unified_self_distill"
+    assert provenance["hardware"].startswith("CPU ") and provenance["hardware"].endswith(" cores)")
+    assert f"- Hardware: {provenance['hardware']} x 1 " in (run / "export" / "README.md").read_text()
     card = metadata_load(run / "export" / "README.md")  # written again after the final evaluation
     (entry,) = card["model-index"][0]["results"]
     values = {m["name"]: m["value"] for m in entry["metrics"]}

@@ -10,6 +10,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from huggingface_hub import metadata_load
 from m3_reference import assert_lexical_close
 from train_utils import fit_three_steps
 
@@ -158,6 +159,10 @@ def test_adapter_only_export_records_the_runs_base_and_the_documented_recipe_loa
     export(ckpt, folder, adapter_only=True)
     base = json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
     assert base == str(base_folder)
+    card = (folder / "README.md").read_text()  # a peft card whose snippet loads this base
+    assert metadata_load(folder / "README.md")["library_name"] == "peft"
+    assert f'AutoModel.from_pretrained("{base_folder}", add_pooling_layer=False), "{folder}")' in card
+    assert "BGEM3FlagModel" not in card
     capfd.readouterr()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
