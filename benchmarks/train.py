@@ -71,15 +71,18 @@ def m3_overrides(
 
 def fit(overrides: list[str], callback) -> None:
     """Compose the config, seed, build data module, module and trainer (with ``callback``, no logger) from it
-    and train; the run's output folder is removed afterwards."""
+    and train; the run's output folder is removed afterwards. A config with a ``corpus`` block (an
+    experiment such as ``bible_compact``) is prepared first, as ``python -m m3lit.train`` does."""
     import shutil
 
     import lightning as L
     from hydra.utils import instantiate
 
     from m3lit.config.compose import compose
+    from m3lit.config.corpus import prepare_corpus
 
     cfg = compose(overrides)
+    prepare_corpus(cfg)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     module = instantiate(cfg.model)
@@ -101,6 +104,7 @@ def m3_train(overrides: list[str], warmup_steps: int = 1) -> dict:
 
     marks: list[float] = []
     tokens: list[int] = []
+    rows: list[int] = []  # token rows including padding
 
     class StepTimer(L.Callback):
         def on_train_start(self, trainer, pl_module):
@@ -111,6 +115,7 @@ def m3_train(overrides: list[str], warmup_steps: int = 1) -> dict:
             sync(pl_module.device)
             marks.append(time.perf_counter())
             tokens.append(sum(int(s.attention_mask.sum()) for s in [*batch.queries, *batch.passages]))
+            rows.append(sum(s.attention_mask.numel() for s in [*batch.queries, *batch.passages]))
 
     fit(overrides, StepTimer())
     times = [b - a for a, b in zip(marks, marks[1:], strict=False)]
@@ -118,6 +123,7 @@ def m3_train(overrides: list[str], warmup_steps: int = 1) -> dict:
         "step_times": times[warmup_steps:],
         "warmup_times": times[:warmup_steps],
         "tokens_per_step": tokens[warmup_steps:],
+        "rows_per_step": rows[warmup_steps:],
         "threads": torch.get_num_threads(),
     }
 
