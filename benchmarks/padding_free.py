@@ -47,16 +47,19 @@ def run(quick: bool = False, runs: int | None = None, steps: int | None = None) 
     runs = runs or (1 if quick else 3)
     steps = steps or (2 if quick else 6)
     warmup = 1
+    configs = {name: overrides(flag, warmup + steps) for name, flag in SIDES.items()}
     sides = {
-        name: lambda r, o=overrides(flag, warmup + steps): H.run_subprocess(
+        name: lambda r, o=config: H.run_subprocess(
             H.m3_command("benchmarks.train:m3_train", overrides=o, warmup_steps=warmup), timeout_s=1800
         )
-        for name, flag in SIDES.items()
+        for name, config in configs.items()
     }
     print("  padding_free (make train's stage-2 steps)", flush=True)
     results = H.alternate(sides, dict.fromkeys(sides, runs))
     summary = {name: {**step_stats(res), **H.peak_memory(res)} for name, res in results.items()}
-    ratio = H.pair_ratios(summary["padded"]["run_median_step_s"], summary["padding-free"]["run_median_step_s"])
+    ratio = H.pair_ratios(
+        summary["padded"]["run_median_step_s"], summary["padding-free"]["run_median_step_s"]
+    )
     rows = []
     for name, res in results.items():
         stats = summary[name]
