@@ -13,6 +13,7 @@ import hashlib
 import json
 import re
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from m3lit.files.cache import cached_build
@@ -52,8 +53,9 @@ def mine_bible_negatives(
     model=None,
     candidates: str = "dense",
     filters=None,
+    files: Sequence[str] | None = None,
 ) -> Path:
-    """Mine negatives for every ``train/stage2/*.jsonl`` of a finished build; return the output folder.
+    """Mine negatives for the ``train/stage2/*.jsonl`` files of a finished build; return the output folder.
 
     Args:
         build_dir: a folder written by :func:`m3lit.corpora.bible.build.build_bible_bench`.
@@ -64,18 +66,27 @@ def mine_bible_negatives(
         passage_max_len: passage truncation for verse files; ``long_passage_max_len`` for ``long.jsonl``.
         model: an already loaded :class:`~m3lit.model.M3Model` to use instead of loading the path.
         candidates / filters: as in :func:`mine_hard_negatives` (``dense`` and no filter: the benchmark's files).
+        files: stems of the stage-2 files to mine (each is mined on its own, so a file's negatives do not
+            depend on which others are mined); None: all. The list is part of the output's settings: a folder
+            holding other files is mined again.
     """
     source = Path(build_dir) / "train" / "stage2"
-    files = sorted(source.glob("*.jsonl"))
-    if not files:
+    every = sorted(source.glob("*.jsonl"))
+    if not every:
         raise FileNotFoundError(
             f"{source}: no stage-2 .jsonl files; build the benchmark first (build_bible_bench)"
         )
+    wanted = sorted(set(files)) if files is not None else [p.stem for p in every]
+    absent = sorted(set(wanted) - {p.stem for p in every})
+    if absent:
+        raise FileNotFoundError(f"{source}: no stage-2 file {absent} (have {[p.stem for p in every]})")
+    files = [source / f"{stem}.jsonl" for stem in wanted]
     variant = _variant(candidates, filters)
     out = Path(out) if out is not None else mined_dir(build_dir, model_name_or_path, variant)
     settings = {"rank_range": list(rank_range), "negative_number": negative_number, "seed": seed,
                 "query_max_len": query_max_len, "passage_max_len": passage_max_len,
                 "long_passage_max_len": long_passage_max_len, **variant}  # fmt: skip
+    settings["files"] = wanted
     mining = {"candidates": candidates, "filters": filters}
     encoding = {"batch_size": batch_size, "device": device}
 

