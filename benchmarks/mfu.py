@@ -87,23 +87,18 @@ def workload_flops(spec: ModelSpec) -> dict[str, float]:
 def shape_gemm_rate(device, dtype, tokens: int, hidden: int, ffn: int, seconds: float = 1.0) -> float:
     """FLOP/s of the encoder's own forward GEMMs, (T x H) @ (H x H), (T x H) @ (H x F) and (T x F) @ (F x H)
     in their per-layer proportions (4 : 1 : 1), best repetition of each. Compared with the large-GEMM peak
-    it says how much of the MFU gap is the GEMM shapes (K = H is small) rather than non-matmul time."""
+    it says how much of the MFU gap is the GEMM shapes (K = H is small) rather than non-matmul time. Each shape
+    takes the faster of torch's BLAS and oneDNN (:func:`benchmarks.device.gemm_products`)."""
     import torch
 
-    from benchmarks.device import sync
+    from benchmarks.device import fastest_seconds, gemm_products
 
     shapes = [(tokens, hidden, hidden, 4), (tokens, hidden, ffn, 1), (tokens, ffn, hidden, 1)]
     flops = seconds_total = 0.0
     for m, k, n, count in shapes:
         a, b = torch.randn(m, k).to(device, dtype), torch.randn(k, n).to(device, dtype)
-        a @ b
-        sync(device)
-        best, deadline = float("inf"), time.perf_counter() + seconds / len(shapes)
-        while time.perf_counter() < deadline:
-            start = time.perf_counter()
-            a @ b
-            sync(device)
-            best = min(best, time.perf_counter() - start)
+        products = gemm_products(a, b)
+        best = fastest_seconds(products, device, seconds / len(shapes) / len(products))
         flops += count * 2.0 * m * k * n
         seconds_total += count * best
     return flops / seconds_total

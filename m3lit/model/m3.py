@@ -43,6 +43,7 @@ from m3lit.model.export_folder import (
     write_sentence_transformers_files,
 )
 from m3lit.model.heads import ColbertHead, DenseHead, SparseHead
+from m3lit.model.onednn_linear import use_onednn_linear
 from m3lit.model.packing import can_pack, packed_hidden
 from m3lit.model.positions import position_offset
 from m3lit.model.reference import resolve_named_model
@@ -110,6 +111,7 @@ class M3Model(nn.Module):
         self.dense_head = DenseHead(normalize)
         self.sparse_head = SparseHead(hidden, special_token_ids(tokenizer))
         self.colbert_head = ColbertHead(hidden, colbert_dim, normalize)
+        use_onednn_linear(self)  # CPU fp32 matrix products through oneDNN (m3lit.model.onednn_linear)
         #: Run padded batches through the encoder without their padding tokens (:mod:`m3lit.model.packing`);
         #: set by training (``model.net.padding_free``), off for inference, where batches are sorted by length.
         self.padding_free = False
