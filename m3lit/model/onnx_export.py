@@ -93,7 +93,7 @@ def export_onnx(model: M3Model, folder: str | os.PathLike) -> list[str]:
     dims = {0: batch, 1: length}
     with torch.no_grad():
         torch.onnx.export(
-            M3Graph(model),
+            M3Graph(model).eval(),  # eval: the wrapper too, or the exporter warns of training mode
             inputs,
             str(folder / ONNX_FILE),
             dynamo=True,

@@ -96,8 +96,9 @@ def takes_layout(attention_function):
 
 
 def can_pack(encoder: nn.Module, attention_mask: torch.Tensor | None) -> bool:
-    """Whether :func:`packed_hidden` applies: an attention function marked by :func:`takes_layout` (m3lit's), a
-    tested encoder type, a (B, L) mask with at least one padding token, and no tracing, scripting or export."""
+    """Whether :func:`packed_hidden` applies: an attention function marked by :func:`takes_layout` (m3lit's),
+    a tested encoder type, a (B, L) mask with at least one padding token, and no tracing, scripting, export
+    or compiling."""
     config = encoder.config
     attention = ALL_ATTENTION_FUNCTIONS.get(getattr(config, "_attn_implementation", None) or "")
     return (
@@ -107,6 +108,7 @@ def can_pack(encoder: nn.Module, attention_mask: torch.Tensor | None) -> bool:
         and getattr(config, "model_type", None) in PACKABLE_TYPES
         and not getattr(config, "is_decoder", False)
         and not (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export())
+        and not torch.compiler.is_compiling()  # torch.export / dynamo capture a data-independent graph
         and not bool(attention_mask.all())
     )
 
