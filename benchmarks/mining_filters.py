@@ -3,13 +3,14 @@
 Run::
 
     python -m benchmarks.mining_filters [--spec compact] [--model m3lit:multilingual-e5-small-q4] \\
-        [--max-score 0.95] [--absolute-margin 0.05] [--relative-margin 0.05] [--candidates dense]
+        [--max-score 0.95] [--absolute-margin 0.05] [--relative-margin 0.05] [--candidates dense] [--files a,b]
 
 Mines the benchmark's stage-2 files as ``corpus=bible`` does (per ``pos_translation`` group, ranks 10-210,
 7 negatives per line, the starting model) once with every given filter on, and prints per file the rank-range
 candidates the filters saw and how many each filter rejects (each filter's count is its own: a candidate may
-fail several; ``removed`` counts it once). The mined folder is the one ``make train`` with the same
-``corpus.mine_filter`` settings reuses (``m3lit.corpora.bible.mining.mined_dir``).
+fail several; ``removed`` counts it once). With ``--files xling,xref`` (the files ``make train`` trains on) the
+mined folder is the one ``make train`` with the same ``corpus.mine_filter`` settings reuses
+(``m3lit.corpora.bible.mining.mined_dir``); by default all three files are mined, into a folder of their own.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--max-score", type=float, default=0.95)
     parser.add_argument("--absolute-margin", type=float, default=0.05)
     parser.add_argument("--relative-margin", type=float, default=0.05)
+    parser.add_argument(
+        "--files", default=None, help="comma list of stage-2 stems (default: all, long included)"
+    )
     args = parser.parse_args(argv)
 
     from m3lit.corpora.bible.build import build_bible_bench
@@ -40,7 +44,10 @@ def main(argv: list[str] | None = None) -> dict:
     filters = NegativeFilters(args.max_score, args.absolute_margin, args.relative_margin)
     paths = build_bible_bench(SPECS[args.spec], verbose=True)
     start = time.perf_counter()
-    folder = mine_bible_negatives(paths.root, args.model, candidates=args.candidates, filters=filters)
+    files = args.files.split(",") if args.files else None
+    folder = mine_bible_negatives(
+        paths.root, args.model, candidates=args.candidates, filters=filters, files=files
+    )
     seconds = time.perf_counter() - start
     filtered = read_manifest(folder)["filtered"]
     names = filters.names

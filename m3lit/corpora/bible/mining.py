@@ -22,10 +22,16 @@ from m3lit.files.jsonl import read_records, write_jsonl
 __all__ = ["mine_bible_negatives", "mined_dir"]
 
 
-def mined_dir(build_dir: str | Path, model_name_or_path: str | Path, variant: dict | None = None) -> Path:
+def mined_dir(
+    build_dir: str | Path,
+    model_name_or_path: str | Path,
+    variant: dict | None = None,
+    files: Sequence[str] | None = None,
+) -> Path:
     """``<build>/train/stage2-mined-<model name>-<8 hex>``: the hex digest of the model reference (a local path
     made absolute) keeps two models with the same folder name (e.g. two runs' ``export/``) apart. A non-empty
-    ``variant`` (the filter settings) appends ``-f<6 hex>`` of its JSON, so filtered and plain files coexist."""
+    ``variant`` (the filter settings) appends ``-f<6 hex>`` of its JSON, so filtered and plain files coexist;
+    ``files`` (a subset of the stage-2 stems; None = all) appends ``-<stem>+<stem>``, so subsets coexist."""
     ref = str(model_name_or_path)
     if Path(ref).exists():
         ref = str(Path(ref).resolve())
@@ -33,6 +39,8 @@ def mined_dir(build_dir: str | Path, model_name_or_path: str | Path, variant: di
     name = f"stage2-mined-{slug}-{hashlib.sha1(ref.encode()).hexdigest()[:8]}"
     if variant:
         name += "-f" + hashlib.sha1(json.dumps(variant, sort_keys=True).encode()).hexdigest()[:6]
+    if files:
+        name += "-" + "+".join(sorted(files))
     return Path(build_dir) / "train" / name
 
 
@@ -67,8 +75,8 @@ def mine_bible_negatives(
         model: an already loaded :class:`~m3lit.model.M3Model` to use instead of loading the path.
         candidates / filters: as in :func:`mine_hard_negatives` (``dense`` and no filter: the benchmark's files).
         files: stems of the stage-2 files to mine (each is mined on its own, so a file's negatives do not
-            depend on which others are mined); None: all. The list is part of the output's settings: a folder
-            holding other files is mined again.
+            depend on which others are mined); None: all. A subset gets a folder of its own
+            (:func:`mined_dir`), and the list is part of the folder's settings.
     """
     source = Path(build_dir) / "train" / "stage2"
     every = sorted(source.glob("*.jsonl"))
@@ -80,9 +88,10 @@ def mine_bible_negatives(
     absent = sorted(set(wanted) - {p.stem for p in every})
     if absent:
         raise FileNotFoundError(f"{source}: no stage-2 file {absent} (have {[p.stem for p in every]})")
+    subset = None if len(wanted) == len(every) else wanted
     files = [source / f"{stem}.jsonl" for stem in wanted]
     variant = _variant(candidates, filters)
-    out = Path(out) if out is not None else mined_dir(build_dir, model_name_or_path, variant)
+    out = Path(out) if out is not None else mined_dir(build_dir, model_name_or_path, variant, subset)
     settings = {"rank_range": list(rank_range), "negative_number": negative_number, "seed": seed,
                 "query_max_len": query_max_len, "passage_max_len": passage_max_len,
                 "long_passage_max_len": long_passage_max_len, **variant}  # fmt: skip

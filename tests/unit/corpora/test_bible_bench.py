@@ -373,6 +373,10 @@ def test_mining_only_the_files_a_run_trains_on_gives_the_same_files(builds, tiny
     for name in ("xref.jsonl", "xling.jsonl"):  # each file is mined on its own
         assert (some / name).read_bytes() == (every / name).read_bytes()
     assert json.loads((some / "manifest.json").read_text())["settings"]["files"] == ["xling", "xref"]
+    from m3lit.corpora.bible.mining import mined_dir
+
+    root = builds[0].root  # a subset has a folder of its own beside the full set's
+    assert mined_dir(root, "tiny", {}, ["xref", "xling"]).name == mined_dir(root, "tiny").name + "-xling+xref"
     # the same folder asked for every file is mined again, not reused without long.jsonl
     again = mine_bible_negatives(builds[0].root, "tiny", out=tmp_path / "some", **kwargs)
     assert (again / "long.jsonl").read_bytes() == (every / "long.jsonl").read_bytes()
