@@ -14,7 +14,18 @@ __all__ = ["CATEGORIES", "categorize", "profiled", "shares"]
 #: Operator-name fragments of each profile category (the first match wins; optimizer ops are separate).
 CATEGORIES = (
     ("attention", ("scaled_dot_product", "_efficient_attention", "_flash_attention")),
-    ("matmul", ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear", "aten::baddbmm")),
+    (
+        "matmul",
+        (
+            "aten::mm",
+            "aten::addmm",
+            "aten::bmm",
+            "aten::matmul",
+            "aten::linear",
+            "aten::baddbmm",
+            "mkldnn::_linear_pointwise",
+        ),
+    ),  # the last: m3lit.model.onednn_linear
     ("norm/activation", ("layer_norm", "gelu", "softmax", "dropout", "native_dropout")),
     ("embedding", ("embedding",)),
 )
@@ -33,6 +44,18 @@ def profiled(enabled: bool = True):
         activities.append(torch.profiler.ProfilerActivity.CUDA)
     with torch.profiler.profile(activities=activities, record_shapes=True, with_flops=True) as prof:
         yield prof
+
+
+def _linear_flops(event) -> float:
+    """2 x rows x K x N of a oneDNN linear product (the profiler counts no FLOPs for it), from its recorded
+    (..., K) input and (N, K) weight shapes; 0 for anything else."""
+    shapes = getattr(event, "input_shapes", None) or []
+    if "_linear_pointwise" not in event.name or len(shapes) < 2 or len(shapes[0]) < 2 or len(shapes[1]) != 2:
+        return 0.0
+    rows = 1
+    for size in shapes[0][:-1]:
+        rows *= size
+    return 2.0 * rows * shapes[0][-1] * shapes[1][0]
 
 
 def categorize(prof) -> dict:
@@ -58,7 +81,7 @@ def categorize(prof) -> dict:
                 category = "python/framework"
         seconds[category] = seconds.get(category, 0.0) + self_s
         if category == "matmul":
-            matmul_flops += getattr(event, "flops", 0) or 0
+            matmul_flops += (getattr(event, "flops", 0) or 0) or _linear_flops(event)
     top = sorted(prof.key_averages(group_by_input_shape=True), key=lambda e: -e.self_cpu_time_total)[:12]
     return {
         "category_s": dict(sorted(seconds.items(), key=lambda kv: -kv[1])),

@@ -2,10 +2,11 @@
 
 PyTorch's CPU ``nn.Linear`` calls ``addmm``, which for fp32 goes to the BLAS torch was built with (MKL in the
 pip wheels). On some CPUs that BLAS is far from the machine's peak: on the AMD EPYC (AVX-512) machine of
-m3lit's benchmarks, MKL's fp32 GEMM at the encoder's shapes (4096 x 384 x 1536) ran at 168-174 GFLOP/s, while
-oneDNN (shipped inside the same torch, ``torch.ops.mkldnn._linear_pointwise``) ran the same product at
-346-393 GFLOP/s and ONNX Runtime's MLAS at 374-380 (``python -m benchmarks.gemm_backends``). The encoder's
-linear layers are most of a step, so this is where a CPU run spends its time.
+m3lit's benchmarks, MKL's fp32 GEMM at multilingual-e5-small's three linear shapes (4096 token rows) ran at
+173-181 GFLOP/s, while oneDNN (shipped inside the same torch, ``torch.ops.mkldnn._linear_pointwise``) ran the
+same products at 378-404 GFLOP/s and ONNX Runtime's MLAS at 312-363 (``python -m benchmarks.gemm_backends``;
+backward: dx 342-394 against 175-181, dW 216-239 against 167-185). The encoder's linear layers are most of a
+step, so this is where a CPU run spends its time.
 
 :class:`OneDnnLinear` is an ``nn.Linear`` (same parameters, state dict, hooks; peft adapts it like any Linear)
 whose forward on a CPU fp32 input of 2 or more dimensions is :class:`_OneDnnLinearFunction`:
