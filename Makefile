@@ -36,7 +36,7 @@ test: $(STAMP) ## Run the whole offline test suite in parallel on every core (wh
 test-fast: $(STAMP) ## Skip tests/integration (multi-process DDP, resume, full recipe, training CLI runs, docs site)
 	$(BIN)/python -m pytest -q $(PARALLEL) -m "not gpu and not slow" $(ARGS)
 
-train: $(STAMP) ## Fine-tune multilingual-e5-small on the compact Bible benchmark and print its tables (about 8 min on 2 idle cores once cached)
+train: $(STAMP) ## Fine-tune multilingual-e5-small on the compact Bible benchmark and print its tables (about 6 min on 2 idle cores once cached, 8 on a first run)
 	$(BIN)/python -m m3lit.train $(ARGS)
 
 train-full: $(STAMP) ## The full Bible benchmark: 10 languages, MIRACL/MKQA/MLDR-like tables (docs/results.md has the time)
