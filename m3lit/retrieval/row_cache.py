@@ -11,7 +11,8 @@ its numbers:
 - the data (:func:`m3lit.retrieval.report.provenance.dataset_hash` of the folder and split);
 - the settings: the full :class:`~m3lit.retrieval.config.RetrievalConfig` (lengths, pooling, prefixes,
   top-k, fusion weights, window), modes, metrics, ``ignore_identical_ids``, the device type;
-- the code that computes them (:func:`code_fingerprint`) and the torch version.
+- the code that computes them (:func:`code_fingerprint`), the torch version and the linear layers' CPU
+  backend (oneDNN or torch's BLAS, :mod:`m3lit.model.onednn_linear`: their sums round differently).
 
 A reused block is read back from JSON, which keeps every float exactly, and its run files are copied into
 place, so a second run writes the same tables and files as the first; one log line names the reused entry.
@@ -33,6 +34,7 @@ import torch
 
 from m3lit.data.lengths import tokenizer_fingerprint
 from m3lit.files.cache import cache_root, cached_build
+from m3lit.model.onednn_linear import enabled as onednn_enabled
 
 __all__ = ["ROWS_DIR", "cached_rows", "code_fingerprint", "model_fingerprint"]
 
@@ -105,7 +107,7 @@ def cached_rows(
     Args:
         name: what the rows are, for the log line (``"MIRACL-like/en: multilingual-e5-small"``).
         key: JSON values that decide the rows (see the module docstring); the code fingerprint, the torch
-            version and the entry format are added.
+            version, the linear-layer backend and the entry format are added.
         compute: ``compute(runs_dir=folder)`` returns mode -> metric -> value and writes its TREC run files
             into ``folder`` (called only when the entry is missing), as
             :func:`~m3lit.retrieval.pipeline.evaluate_retrieval` does.
@@ -114,7 +116,8 @@ def cached_rows(
     Returns:
         mode -> metric -> value, as read back from the entry (the same whether computed now or before).
     """
-    key = {**key, "format": FORMAT, "torch": torch.__version__, "code": code_fingerprint()}
+    backend = "onednn" if onednn_enabled() else "blas"
+    key = {**key, "format": FORMAT, "torch": torch.__version__, "linear": backend, "code": code_fingerprint()}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
     out = cache_root() / ROWS_DIR / digest[:24]
     computed: list[bool] = []

@@ -142,6 +142,22 @@ def test_cached_rows_compute_once_per_key(tmp_path):
     assert len(calls) == 2
 
 
+def test_the_linear_layers_backend_is_part_of_the_key(tmp_path, monkeypatch):
+    """oneDNN and torch's BLAS round the encoder's sums differently: rows of one are not reused for the other."""
+    calls = []
+
+    def compute(runs_dir):
+        calls.append(runs_dir)
+        return {"dense": {"ndcg@10": 0.5}}
+
+    key = {"test": "linear backend"}  # no other test's key (the cache folder is the session's)
+    cached_rows("toy", key, compute, None)
+    monkeypatch.setenv("M3LIT_ONEDNN_LINEAR", "0")
+    cached_rows("toy", key, compute, None)
+    cached_rows("toy", key, compute, None)
+    assert len(calls) == 2
+
+
 def test_fresh_heads_leave_a_dense_only_reference_key_unchanged(suite_dir, tiny_model, tmp_path, caplog):
     """A released encoder without head files gets new random heads at every load: its dense rows are reused."""
     tiny_model.heads_loaded = True
