@@ -71,8 +71,10 @@ def gemm_products(a: torch.Tensor, b: torch.Tensor) -> list:
     linear layers use (:mod:`m3lit.model.onednn_linear`; twice the BLAS rate on some CPUs)."""
     products = [lambda: a @ b]
     if a.device.type == "cpu" and a.dtype == torch.float32 and torch.backends.mkldnn.is_available():
+        from m3lit.model.onednn_linear import onednn_product
+
         b_t = b.t().contiguous()
-        products.append(lambda: torch.ops.mkldnn._linear_pointwise(a, b_t, None, "none", [], ""))
+        products.append(lambda: onednn_product(a, b_t))
     return products
 
 

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import register_flop_formula
 
-__all__ = ["OneDnnLinear", "enabled", "use_onednn_linear"]
+__all__ = ["OneDnnLinear", "enabled", "onednn_product", "use_onednn_linear"]
 
 
 def enabled() -> bool:
@@ -48,7 +48,7 @@ if torch.backends.mkldnn.is_available():  # torch's FLOP counter (FlopCounterMod
         return 2 * math.prod(x_shape[:-1]) * x_shape[-1] * w_shape[0]
 
 
-def _product(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+def onednn_product(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """a (..., K) @ b (N, K)^T (+ bias): oneDNN's fp32 linear layer."""
     return torch.ops.mkldnn._linear_pointwise(a, b, bias, "none", [], "")
 
@@ -60,7 +60,7 @@ class _OneDnnLinearFunction(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
-        return _product(x, weight, bias)
+        return onednn_product(x, weight, bias)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -68,10 +68,12 @@ class _OneDnnLinearFunction(torch.autograd.Function):
         rows = grad.reshape(-1, grad.shape[-1])  # (M, N)
         grad_x = grad_weight = grad_bias = None
         if ctx.needs_input_grad[0]:
-            grad_x = _product(rows, weight.t().contiguous()).view(x.shape)  # (M, N) @ (N, K)
+            grad_x = onednn_product(rows, weight.t().contiguous()).view(x.shape)  # (M, N) @ (N, K)
         if ctx.needs_input_grad[1]:
             inputs = x.reshape(-1, x.shape[-1])  # (M, K)
-            grad_weight = _product(inputs.t().contiguous(), rows.t().contiguous()).t().contiguous()  # (N, K)
+            grad_weight = (
+                onednn_product(inputs.t().contiguous(), rows.t().contiguous()).t().contiguous()
+            )  # (N, K)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_bias = rows.sum(0)
         return grad_x, grad_weight, grad_bias

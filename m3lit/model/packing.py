@@ -113,9 +113,7 @@ def can_pack(encoder: nn.Module, attention_mask: torch.Tensor | None) -> bool:
     )
 
 
-def padded_position_ids(
-    encoder: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor
-) -> torch.Tensor:
+def padded_position_ids(encoder: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
     """(B, L) position ids that ``encoder``'s embeddings give a padded batch by default: 0..L-1 (BERT), or
     pad_token_id + 1 + the count of real tokens so far (RoBERTa-style, computed from ``input_ids``)."""
     offset = position_offset(encoder.config)
@@ -129,7 +127,7 @@ def packed_hidden(encoder: nn.Module, input_ids: torch.Tensor, attention_mask: t
     """(B, L) ids and 0/1 mask -> (B, L, H) last hidden states from one padding-free pass (module docstring);
     zeros at padding."""
     layout = PackedLayout.of(attention_mask)
-    positions = padded_position_ids(encoder, input_ids, attention_mask)
+    positions = padded_position_ids(encoder, input_ids)
     packed_ids = layout.gather(input_ids)
     hidden = encoder(
         input_ids=packed_ids,

@@ -68,7 +68,7 @@ def test_layout_gathers_and_scatters_the_real_rows():
 def test_position_ids_are_the_ones_the_padded_pass_uses(model, tokenizer):
     ids, mask = _batch(tokenizer, model.encoder.config.vocab_size)
     embeddings = model.encoder.embeddings
-    positions = padded_position_ids(model.encoder, ids, mask)
+    positions = padded_position_ids(model.encoder, ids)
     if model.encoder.config.model_type == "bert":
         expected = torch.arange(ids.shape[1]).expand_as(ids)
     else:
